@@ -1,0 +1,177 @@
+"""Readers: column mapping, formats, and one clear error per kind of bad input."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from towerkit.data import (
+    read_atomic,
+    read_interactions,
+    read_movielens_dat,
+    read_side_table,
+)
+from towerkit.errors import DataError
+
+
+def write(path, text: str, encoding: str = "utf-8"):
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_csv_with_column_mapping(tmp_path):
+    path = write(tmp_path / "log.csv", "uid,mid,stars,when\n1,7,4.5,100\n2,7,3,50\n1,8,5,200\n")
+    frame = read_interactions(path, user="uid", item="mid", timestamp="when", rating="stars")
+    assert list(frame.columns) == ["user", "item", "timestamp", "rating"]
+    assert frame["user"].tolist() == [1, 2, 1]
+    assert frame["item"].dtype == np.int64
+    assert frame["timestamp"].tolist() == [100, 50, 200]
+    assert frame["rating"].dtype == np.float32
+    assert frame["rating"].tolist() == [4.5, 3.0, 5.0]
+
+
+def test_tsv_string_ids_and_iso_dates(tmp_path):
+    path = write(
+        tmp_path / "log.tsv",
+        "user\titem\ttimestamp\nu1\t007\t2000-01-01T00:00:10\nu2\t7\t2000-01-01 00:00:00+01:00\n",
+    )
+    frame = read_interactions(path)
+    assert frame["user"].tolist() == ["u1", "u2"]
+    # "007" and "7" are different ids: they stay strings rather than merge as integers.
+    assert frame["item"].tolist() == ["007", "7"]
+    assert frame["timestamp"].tolist() == [946684810, 946681200]
+
+
+def test_parquet(tmp_path):
+    path = tmp_path / "log.parquet"
+    pd.DataFrame(
+        {
+            "u": [3, 4],
+            "i": ["x", "y"],
+            "t": pd.to_datetime(["2001-09-09 01:46:40", "1970-01-01 00:00:05"]),
+        }
+    ).to_parquet(path)
+    frame = read_interactions(path, user="u", item="i", timestamp="t")
+    assert frame["timestamp"].tolist() == [1_000_000_000, 5]
+    assert frame["item"].tolist() == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    ("content", "kwargs", "message"),
+    [
+        ("user,item,ts\n1,2,3\n", {}, r"log\.csv: no column 'timestamp' for the timestamp .*ts"),
+        ("", {}, r"log\.csv: the file is empty"),
+        ("user,item,timestamp\n", {}, r"log\.csv: the file has no data rows"),
+        (
+            "user,item,timestamp\n1,2,3\n1,3,yesterday\n",
+            {},
+            r"log\.csv: line 3: cannot parse timestamp .*'yesterday'",
+        ),
+        ("user,item,timestamp\n1,2,3\n1,3,4,5\n", {}, r"log\.csv: ragged row: .*line 3"),
+        (
+            "user,item,timestamp\n1,2,3\n1,3\n",
+            {},
+            r"log\.csv: line 3: no value in column 'timestamp'",
+        ),
+        (
+            "user,item,timestamp,r\n1,2,3,good\n",
+            {"rating": "r"},
+            r"log\.csv: line 2: rating 'good' in column 'r' is not a number",
+        ),
+    ],
+    ids=["missing-column", "empty", "header-only", "timestamp", "ragged", "short-row", "rating"],
+)
+def test_bad_csv_gets_one_clear_error(tmp_path, content, kwargs, message):
+    path = write(tmp_path / "log.csv", content)
+    with pytest.raises(DataError, match=message):
+        read_interactions(path, **kwargs)
+
+
+def test_non_utf8_bytes_name_the_line(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"user,item,timestamp\n1,2,3\n1,Mis\xe9rables,4\n")
+    with pytest.raises(DataError, match=r"log\.csv: line 3: byte b'\\xe9' is not valid utf-8"):
+        read_interactions(path)
+
+
+def test_blank_lines_keep_line_numbers(tmp_path):
+    path = write(tmp_path / "log.csv", "user,item,timestamp\n1,2,3\n\n1,3,oops\n")
+    with pytest.raises(DataError, match="line 4"):
+        read_interactions(path)
+
+
+def test_missing_file_and_unknown_suffix(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_interactions(tmp_path / "nope.csv")
+    path = write(tmp_path / "log.txt", "user,item,timestamp\n1,2,3\n")
+    with pytest.raises(DataError, match="pass sep="):
+        read_interactions(path)
+    assert len(read_interactions(path, sep=",")) == 1
+
+
+def test_corrupt_parquet(tmp_path):
+    path = write(tmp_path / "log.parquet", "this is not parquet")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        read_interactions(path)
+
+
+def test_side_table_lists_and_duplicates(tmp_path):
+    path = write(tmp_path / "items.csv", "id,genres,year\n1,Comedy|Drama,1995\n2,Horror,\n")
+    table = read_side_table(path, key="id", rename_key="item", list_columns=["genres"])
+    assert table["item"].tolist() == [1, 2]
+    assert table["genres"].tolist() == [["Comedy", "Drama"], ["Horror"]]
+    dup = write(tmp_path / "dup.csv", "id,year\n1,1995\n1,1996\n")
+    with pytest.raises(DataError, match=re.escape("dup.csv: line 3: id 1 appears twice")):
+        read_side_table(dup, key="id", rename_key="item")
+
+
+def test_movielens_dat(tmp_path):
+    ratings = tmp_path / "ratings.dat"
+    ratings.write_bytes(b"1::1193::5::978300760\n2::661::3::978302109\n")
+    frame = read_movielens_dat(ratings)
+    assert frame.to_dict("list") == {
+        "user": [1, 2],
+        "item": [1193, 661],
+        "rating": [5.0, 3.0],
+        "timestamp": [978300760, 978302109],
+    }
+    movies = tmp_path / "movies.dat"
+    text = "1::Misérables, Les (1995)::Drama|Musical\n2::Star Wars: Episode IV (1977)::Sci-Fi\n"
+    movies.write_bytes(text.encode("latin-1"))
+    frame = read_movielens_dat(movies)
+    assert frame["title"].tolist() == ["Misérables, Les (1995)", "Star Wars: Episode IV (1977)"]
+    assert frame["genres"].tolist() == [["Drama", "Musical"], ["Sci-Fi"]]
+    bad = tmp_path / "users.dat"
+    bad.write_bytes(b"1::F::1::10::48067\n2::M::x::16::70072\n")
+    with pytest.raises(DataError, match=r"users\.dat: line 2: age 'x' is not an integer"):
+        read_movielens_dat(bad)
+    ragged = tmp_path / "more_ratings.dat"
+    ragged.write_bytes(b"1::2::3::4\n1::2::3::4::5\n")
+    with pytest.raises(DataError, match="ragged row"):
+        read_movielens_dat(ragged, kind="ratings")
+    with pytest.raises(DataError, match="unknown MovieLens file kind"):
+        read_movielens_dat(ragged)
+
+
+def test_recbole_atomic_with_windows_line_ends(tmp_path):
+    path = tmp_path / "x.item"
+    path.write_bytes(
+        b"item_id:token\tyear:float\tclass:token_seq\r\n"
+        b"Toy Story (1995)\t1995\tAnimation Comedy\r\n"
+        b"Heat (1995)\t\tAction\r\n"
+    )
+    frame = read_atomic(path)
+    assert list(frame.columns) == ["item_id", "year", "class"]
+    assert frame["item_id"].tolist() == ["Toy Story (1995)", "Heat (1995)"]
+    assert frame["year"].iloc[0] == 1995.0 and np.isnan(frame["year"].iloc[1])
+    assert frame["class"].tolist() == [["Animation", "Comedy"], ["Action"]]
+    bad = tmp_path / "bad.inter"
+    bad.write_bytes(b"user_id\titem_id:token\n1\t2\n")
+    with pytest.raises(DataError, match="header field 'user_id' is not 'name:type'"):
+        read_atomic(bad)
+    bad.write_bytes(b"user_id:token\trating:float\n1\tfive\n")
+    with pytest.raises(DataError, match="line 2: 'five' in column 'rating' is not a number"):
+        read_atomic(bad)
