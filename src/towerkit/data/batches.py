@@ -1,0 +1,143 @@
+"""Training batches for two-tower models, built by index arithmetic at batch time.
+
+Every training position ``t >= 1`` of a user's training sequence is one sample: the user, the
+(up to) ``max_len`` items before ``t`` as history, and item ``t`` as the target. Only the flat
+sample positions are kept between batches (8 bytes per sample); each batch's ``[B, max_len]``
+history is gathered from the CSR arrays when it is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from towerkit.data.split import Split
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch.
+
+    Attributes:
+        users: int64 ``[B]`` encoded user ids.
+        history: int64 ``[B, L]`` previous items, left-padded with 0, most recent last.
+        targets: int64 ``[B]`` the item at the sample's position.
+    """
+
+    users: torch.Tensor
+    history: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.users.to(device), self.history.to(device), self.targets.to(device))
+
+
+def gather_history(
+    items: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int
+) -> np.ndarray:
+    """Left-padded windows ``items[max(start, end - max_len):end]`` for many rows at once.
+
+    Args:
+        items: the flat CSR item array.
+        starts, ends: int64 ``[B]`` absolute bounds of each row's history.
+
+    Returns:
+        int64 ``[B, max_len]``; the most recent item is in the last column, padding is 0.
+    """
+    index = ends[:, None] - max_len + np.arange(max_len)  # (B, L) absolute positions
+    valid = index >= starts[:, None]
+    return np.where(valid, items[np.maximum(index, 0)], 0)
+
+
+class TrainingBatches:
+    """Shuffled mini-batches over every training position of a split.
+
+    Args:
+        split: the split whose training part is sampled.
+        batch_size: samples per batch.
+        max_len: history length (older items are cut, shorter histories left-padded).
+        shuffle: reshuffle the samples every epoch.
+        seed: the shuffling seed; epoch ``e`` uses ``(seed, e)``, so a run is reproducible and
+            every epoch has its own order.
+        drop_last: drop a final batch smaller than ``batch_size``.
+
+    Example:
+        >>> batches = TrainingBatches(split, batch_size=1024, max_len=50, seed=0)
+        >>> for batch in batches.epoch(0):
+        ...     batch.history.shape  # (1024, 50)
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        batch_size: int = 1024,
+        max_len: int = 50,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.split = split
+        self.batch_size = batch_size
+        self.max_len = max_len
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        seqs = split.sequences
+        # Training positions t >= 1 of each user: absolute positions in [start + 1, train_end).
+        lengths = np.maximum(split.train_end - seqs.offsets[:-1] - 1, 0)
+        self.users = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+        first = seqs.offsets[:-1] + 1
+        self.positions = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(
+            first - (np.cumsum(lengths) - lengths), lengths
+        )
+        self._epoch = 0
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.positions)
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        full, rest = divmod(self.n_samples, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The sample order of ``epoch`` (indices into ``positions``)."""
+        if not self.shuffle:
+            return np.arange(self.n_samples)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_samples)
+
+    def make_batch(self, samples: np.ndarray) -> Batch:
+        """Gather the batch of the given sample indices."""
+        seqs = self.split.sequences
+        positions = self.positions[samples]
+        users = self.users[samples]
+        history = gather_history(seqs.items, seqs.offsets[users], positions, self.max_len)
+        return Batch(
+            users=torch.from_numpy(users),
+            history=torch.from_numpy(history),
+            targets=torch.from_numpy(seqs.items[positions]),
+        )
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """Yield the batches of one epoch in its own shuffled order."""
+        order = self.order(epoch)
+        stop = len(self) * self.batch_size
+        for begin in range(0, min(stop, self.n_samples), self.batch_size):
+            yield self.make_batch(order[begin : begin + self.batch_size])
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Each ``iter()`` runs the next epoch: 0, 1, 2, ..."""
+        epoch, self._epoch = self._epoch, self._epoch + 1
+        return self.epoch(epoch)

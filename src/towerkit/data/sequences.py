@@ -1,0 +1,78 @@
+"""Per-user sequences in CSR form: one flat item array plus offsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from towerkit.data.encoding import EncodedInteractions
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Each user's items in time order, stored flat.
+
+    User ``u`` (``1..n_users``; ``0`` is the padding user and always empty) owns
+    ``items[offsets[u]:offsets[u + 1]]``, oldest first. Ties in time keep file order.
+
+    Attributes:
+        items: int64 ``[nnz]`` encoded item ids.
+        timestamps: int64 ``[nnz]`` epoch seconds, aligned with ``items``.
+        offsets: int64 ``[n_users + 2]``; ``offsets[0] == offsets[1] == 0``.
+    """
+
+    items: np.ndarray
+    timestamps: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def from_encoded(cls, encoded: EncodedInteractions) -> Sequences:
+        """Group the time-ordered log by user, keeping time order within each user."""
+        return cls.from_arrays(encoded.users, encoded.items, encoded.timestamps, encoded.n_users)
+
+    @classmethod
+    def from_arrays(
+        cls, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, n_users: int
+    ) -> Sequences:
+        """Build from parallel arrays. Rows are first sorted by time, then grouped by user; both
+        sorts are stable, so equal timestamps keep their input order."""
+        by_time = np.argsort(timestamps, kind="stable")
+        by_user = by_time[np.argsort(users[by_time], kind="stable")]
+        counts = np.bincount(users, minlength=n_users + 1)
+        offsets = np.zeros(n_users + 2, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return cls(
+            items=np.ascontiguousarray(items[by_user], dtype=np.int64),
+            timestamps=np.ascontiguousarray(timestamps[by_user], dtype=np.int64),
+            offsets=offsets,
+        )
+
+    @property
+    def n_users(self) -> int:
+        return len(self.offsets) - 2
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """int64 ``[n_users + 1]``: sequence length of each user (index 0 is padding)."""
+        return np.diff(self.offsets)
+
+    def user_of_position(self) -> np.ndarray:
+        """int64 ``[nnz]``: the user owning each flat position."""
+        return np.repeat(np.arange(self.n_users + 1, dtype=np.int64), self.lengths)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def of(self, user: int) -> np.ndarray:
+        """One user's items (for inspection and tests; batch code slices the flat arrays)."""
+        return self.items[self.offsets[user] : self.offsets[user + 1]]
+
+    def select(self, start: np.ndarray, end: np.ndarray) -> Sequences:
+        """A new CSR holding ``items[start[u]:end[u]]`` for each user (absolute positions)."""
+        lengths = np.maximum(end - start, 0).astype(np.int64)
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # Flat gather index: for each kept slot, its absolute position in the old arrays.
+        gather = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1] - start, lengths)
+        return Sequences(self.items[gather], self.timestamps[gather], offsets)

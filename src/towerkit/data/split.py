@@ -1,0 +1,141 @@
+"""Splits: which part of each user's sequence trains, validates and tests.
+
+A :class:`Split` cuts every user's time-ordered sequence into three consecutive parts::
+
+    offsets[u] ........ train_end[u] ........ valid_end[u] ........ offsets[u + 1]
+    |---- training ------|---- validation ----|------- test --------|
+
+Both split kinds share this form. Leave-one-out puts the last interaction in test and the one
+before it in validation; the temporal split cuts at global timestamps. The history of a target
+is everything before its part starts: training for validation, training + validation for test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from towerkit.data.sequences import Sequences
+
+Stage = Literal["valid", "test"]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Flat evaluation targets of one stage.
+
+    Attributes:
+        users: int64 ``[T]`` encoded user of each target.
+        items: int64 ``[T]`` target item.
+        history_end: int64 ``[T]`` absolute position (in the split's flat arrays) where the
+            user's history ends: the history is ``items[offsets[user]:history_end]``.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    history_end: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A three-way cut of every user's sequence (see the module docstring).
+
+    Attributes:
+        sequences: the full time-ordered sequences.
+        train_end: int64 ``[n_users + 1]`` absolute position where training ends.
+        valid_end: int64 ``[n_users + 1]`` absolute position where validation ends.
+    """
+
+    sequences: Sequences
+    train_end: np.ndarray
+    valid_end: np.ndarray
+
+    def __post_init__(self) -> None:
+        starts, ends = self.sequences.offsets[:-1], self.sequences.offsets[1:]
+        ok = (
+            (starts <= self.train_end)
+            & (self.train_end <= self.valid_end)
+            & (self.valid_end <= ends)
+        )
+        if not ok.all():
+            raise ValueError("split boundaries must satisfy start <= train_end <= valid_end <= end")
+
+    @property
+    def n_users(self) -> int:
+        return self.sequences.n_users
+
+    def train(self) -> Sequences:
+        """The training part of every user's sequence, as its own CSR."""
+        return self.sequences.select(self.sequences.offsets[:-1], self.train_end)
+
+    def targets(self, stage: Stage) -> Targets:
+        """All targets of ``"valid"`` or ``"test"`` with the end of each one's history.
+
+        For a temporal split a user can have several targets; they share one history (all that
+        came before the stage began), so later targets never leak into the query.
+        """
+        if stage == "valid":
+            start, end = self.train_end, self.valid_end
+        elif stage == "test":
+            start, end = self.valid_end, self.sequences.offsets[1:]
+        else:
+            raise ValueError(f"unknown stage {stage!r}; use 'valid' or 'test'")
+        lengths = end - start
+        users = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+        positions = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(
+            start - (np.cumsum(lengths) - lengths), lengths
+        )
+        return Targets(
+            users=users,
+            items=self.sequences.items[positions],
+            history_end=np.repeat(start, lengths),
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Interactions in each part."""
+        starts, ends = self.sequences.offsets[:-1], self.sequences.offsets[1:]
+        return {
+            "train": int((self.train_end - starts).sum()),
+            "valid": int((self.valid_end - self.train_end).sum()),
+            "test": int((ends - self.valid_end).sum()),
+        }
+
+
+def leave_one_out(sequences: Sequences) -> Split:
+    """Last interaction -> test, the one before -> validation, the rest -> training.
+
+    A user with one interaction has only a test target; with two, a validation and a test
+    target and no training history.
+    """
+    starts, ends = sequences.offsets[:-1], sequences.offsets[1:]
+    valid_end = np.maximum(ends - 1, starts)
+    train_end = np.maximum(ends - 2, starts)
+    return Split(sequences, train_end=train_end, valid_end=valid_end)
+
+
+def temporal_split(sequences: Sequences, test_start: int, valid_start: int | None = None) -> Split:
+    """Global time cut: interactions at ``t >= test_start`` test, ``valid_start <= t <
+    test_start`` validate, earlier ones train. Without ``valid_start`` there is no validation.
+
+    Args:
+        test_start, valid_start: epoch seconds.
+    """
+    if valid_start is None:
+        valid_start = test_start
+    if valid_start > test_start:
+        raise ValueError(
+            f"valid_start ({valid_start}) must not come after test_start ({test_start})"
+        )
+    starts = sequences.offsets[:-1]
+    # Per user, the number of positions before each cut; sequences are time-sorted per user.
+    before = np.concatenate([[0], np.cumsum(sequences.timestamps < valid_start)])
+    before_test = np.concatenate([[0], np.cumsum(sequences.timestamps < test_start)])
+    offsets = sequences.offsets
+    train_end = starts + before[offsets[1:]] - before[offsets[:-1]]
+    valid_end = starts + before_test[offsets[1:]] - before_test[offsets[:-1]]
+    return Split(sequences, train_end=train_end, valid_end=valid_end)
