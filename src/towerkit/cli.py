@@ -1,0 +1,102 @@
+"""The ``towerkit`` command.
+
+Only this module configures logging and prints. Every error a user can cause ends as one line
+``error: ...`` on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from towerkit import datasets
+from towerkit.errors import TowerkitError
+
+app = typer.Typer(
+    help="Train, evaluate and serve matching models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Known data sets: list, fetch, inspect.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err_console = Console(stderr=True)
+_state = {"progress": True}
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Log warnings only, no progress bars.")
+    ] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
+    )
+    _state["progress"] = not quiet
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the known data sets and whether they are cached."""
+    table = Table("name", "description", "cached", title=f"data sets ({datasets.towerkit_home()})")
+    for name, spec in datasets.DATASETS.items():
+        table.add_row(name, spec.description, "yes" if datasets.is_cached(name) else "no")
+    out.print(table)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="A data set name (see `towerkit data list`).")],
+    force: Annotated[bool, typer.Option(help="Fetch again even if the cache is valid.")] = False,
+) -> None:
+    """Download, verify, normalise and cache a data set (a valid cache is used as is)."""
+    path = datasets.fetch(name, force=force, progress=_state["progress"])
+    out.print(f"{name}: cached at {path} (source: {datasets.source_of(name)})")
+
+
+@data_app.command("info")
+def data_info(
+    name: Annotated[str, typer.Argument(help="A data set name (see `towerkit data list`).")],
+) -> None:
+    """Print the size and time span of a data set (fetching it first if needed)."""
+    interactions = datasets.load(name, progress=_state["progress"])
+    first, last = interactions.time_span
+    lengths = interactions.frame.groupby("user", sort=False).size()
+    table = Table("", name, title=datasets.get_spec(name).description, show_header=False)
+    table.add_row("interactions", f"{len(interactions):,}")
+    table.add_row("users", f"{interactions.n_users:,}")
+    table.add_row("items", f"{interactions.n_items:,}")
+    table.add_row(
+        "density", f"{len(interactions) / interactions.n_users / interactions.n_items:.2%}"
+    )
+    table.add_row(
+        "interactions per user",
+        f"min {lengths.min()}, median {int(lengths.median())}, max {lengths.max()}",
+    )
+    table.add_row("time span", f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC")
+    table.add_row("source", str(datasets.source_of(name)))
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: run the app and turn user errors into one line and exit status 1."""
+    try:
+        app()
+    except (TowerkitError, ValueError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
