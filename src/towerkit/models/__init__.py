@@ -1,0 +1,7 @@
+"""Models: each maps users and items into one vector space (see MatchingModel)."""
+
+from towerkit.models.base import MatchingModel
+from towerkit.models.dssm import DSSM
+from towerkit.models.youtube_dnn import YouTubeDNN
+
+__all__ = ["DSSM", "MatchingModel", "YouTubeDNN"]

@@ -1,0 +1,162 @@
+"""Layers: an MLP that never ends in an activation, masked history pooling, feature embeddings."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from towerkit.data.encoding import FeatureTable
+
+Activation = Literal["relu", "gelu", "silu", "tanh", "prelu"]
+Pooling = Literal["mean", "sum", "recency", "attention"]
+
+
+def activation_layer(name: Activation) -> nn.Module:
+    layers = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "prelu": nn.PReLU}
+    if name not in layers:
+        raise ValueError(f"unknown activation {name!r}; use one of {', '.join(layers)}")
+    return layers[name]()
+
+
+class MLP(nn.Sequential):
+    """Linear -> activation -> dropout blocks, then a final *linear* layer.
+
+    The output layer has no activation on purpose: a tower that ends in ReLU gives non-negative,
+    mostly-zero vectors whose dot products cannot express dislike.
+
+    Args:
+        in_dim: input width.
+        hidden: widths of the hidden layers (may be empty: one linear layer).
+        out_dim: output width.
+        activation: the hidden layers' activation.
+        dropout: dropout after each hidden activation.
+        layer_norm: LayerNorm after each hidden linear layer.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        *,
+        activation: Activation = "relu",
+        dropout: float = 0.0,
+        layer_norm: bool = False,
+    ) -> None:
+        layers: list[nn.Module] = []
+        width = in_dim
+        for size in hidden:
+            layers.append(nn.Linear(width, size))
+            if layer_norm:
+                layers.append(nn.LayerNorm(size))
+            layers.append(activation_layer(activation))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, out_dim))
+        super().__init__(*layers)
+
+
+class HistoryPooling(nn.Module):
+    """Pools ``[B, L, D]`` history embeddings into ``[B, D]``, ignoring padding slots.
+
+    Histories are left-padded (most recent item last). Padding never counts: the mean divides
+    by the number of real items, and learned weights are renormalised over real positions.
+    An empty history pools to zeros.
+
+    Args:
+        mode: ``"mean"`` (masked mean), ``"sum"``, ``"recency"`` (a learned weight per position
+            counted back from the most recent item, softmax over the real positions) or
+            ``"attention"`` (a learned query attends over item + position embeddings).
+        max_len: the history length (positions for recency and attention).
+        dim: the embedding width (for attention).
+    """
+
+    def __init__(self, mode: Pooling, max_len: int, dim: int) -> None:
+        super().__init__()
+        if mode not in ("mean", "sum", "recency", "attention"):
+            raise ValueError(f"unknown pooling {mode!r}; use mean, sum, recency or attention")
+        self.mode = mode
+        if mode == "recency":
+            # Initialised flat with a mild preference for recent items.
+            self.position_logits = nn.Parameter(-0.05 * torch.arange(max_len, dtype=torch.float32))
+        elif mode == "attention":
+            self.positions = nn.Embedding(max_len, dim)
+            nn.init.normal_(self.positions.weight, std=0.02)
+            self.query = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
+            self.key = nn.Linear(dim, dim)
+
+    def forward(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Args: embedded ``[B, L, D]``; mask ``[B, L]``, True on real items."""
+        weights = mask.to(embedded.dtype)  # (B, L)
+        if self.mode == "sum":
+            return (embedded * weights[..., None]).sum(1)
+        if self.mode == "mean":
+            count = weights.sum(1, keepdim=True).clamp_min(1.0)
+            return (embedded * weights[..., None]).sum(1) / count
+        length = embedded.shape[1]
+        if self.mode == "recency":
+            # position_logits[0] belongs to the most recent item (the last column).
+            logits = self.position_logits[:length].flip(0)[None, :].expand_as(weights)
+        else:
+            back = torch.arange(length - 1, -1, -1, device=embedded.device)  # (L,)
+            keys = self.key(embedded + self.positions(back)[None])  # (B, L, D)
+            logits = keys @ self.query / math.sqrt(embedded.shape[-1])  # (B, L)
+        logits = logits.masked_fill(~mask, float("-inf"))
+        attn = torch.softmax(logits, dim=1).nan_to_num(0.0)  # empty history -> all zeros
+        return (attn[..., None] * embedded).sum(1)
+
+
+class FeatureEmbedding(nn.Module):
+    """Embeds an entity's side features, looked up by entity id from buffers it owns.
+
+    Categorical features get an embedding table, multi-valued ones a masked mean of their
+    values' embeddings, numeric ones a linear map of the value. The outputs are concatenated.
+
+    Args:
+        features: the encoded feature table (arrays indexed by entity id).
+        dim: embedding width per feature.
+    """
+
+    def __init__(self, features: FeatureTable, dim: int) -> None:
+        super().__init__()
+        self.names = list(features.values)
+        self.kinds = dict(features.kinds)
+        self.tables = nn.ModuleDict()
+        for name in self.names:
+            values = torch.as_tensor(features.values[name])
+            if self.kinds[name] == "numeric":
+                # Standardised over the real entities (row 0 is padding), so that a year
+                # and a price both enter the network near unit scale.
+                real = values[1:].double()
+                std = real.std() if len(real) > 1 else torch.tensor(1.0)
+                scale = std if std > 0 else torch.tensor(1.0)
+                values = ((values.double() - real.mean()) / scale).float()
+                values[0] = 0.0
+                self.tables[name] = nn.Linear(1, dim)
+            else:
+                self.tables[name] = nn.Embedding(features.cardinality(name), dim, padding_idx=0)
+            self.register_buffer(f"values_{name}", values)
+        self.out_dim = dim * len(self.names)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids ``[N]`` -> ``[N, out_dim]``."""
+        parts = []
+        for name in self.names:
+            values = getattr(self, f"values_{name}")[ids]
+            kind, table = self.kinds[name], self.tables[name]
+            if kind == "numeric":
+                parts.append(table(values[:, None]))
+            elif kind == "categorical":
+                parts.append(table(values))
+            else:  # multi-valued: (N, W) codes, 0 = padding
+                mask = (values > 0).float()
+                summed = (table(values) * mask[..., None]).sum(1)
+                parts.append(summed / mask.sum(1, keepdim=True).clamp_min(1.0))
+        if not parts:
+            return torch.zeros(len(ids), 0, device=ids.device)
+        return torch.cat(parts, dim=-1)
