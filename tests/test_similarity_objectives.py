@@ -31,6 +31,9 @@ def test_rowwise_agrees_with_pairwise(name):
     assert torch.allclose(sim.rowwise(u, v[:5]), full.diagonal()[:5], atol=1e-5)
     per_user = v[None].expand(5, 7, 8)
     assert torch.allclose(sim.rowwise(u, per_user), full, atol=1e-5)
+    # The scale (1 / temperature) multiplies the scores exactly, whichever side it is applied to.
+    assert torch.allclose(sim.pairwise(u, v, scale=4.0), 4.0 * full, atol=1e-4)
+    assert torch.allclose(sim.rowwise(u, per_user, scale=0.5), 0.5 * full, atol=1e-5)
 
 
 def test_seed_identity_for_normalised_vectors():

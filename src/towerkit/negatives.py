@@ -152,17 +152,17 @@ class SampledNegatives(Negatives):
         self.sampler, self.n, self.shared, self.logq = sampler, n, shared, logq
 
     def logits(self, queries, positives, encode_items, similarity, temperature, generator=None):
-        batch = len(positives)
+        batch, inv_t = len(positives), temperature.inverse()
         pos_vectors = encode_items(positives)  # (B, D)
-        pos = temperature(similarity.rowwise(queries, pos_vectors))  # (B,)
+        pos = similarity.rowwise(queries, pos_vectors, inv_t)  # (B,)
         if self.shared:
             ids = self.sampler.sample((self.n,), generator).to(positives.device)  # (N,)
-            neg = temperature(similarity.pairwise(queries, encode_items(ids)))  # (B, N)
+            neg = similarity.pairwise(queries, encode_items(ids), inv_t)  # (B, N)
             ids = ids[None, :].expand(batch, -1)
         else:
             ids = self.sampler.sample((batch, self.n), generator).to(positives.device)  # (B, N)
             vectors = encode_items(ids.reshape(-1)).reshape(batch, self.n, -1)  # (B, N, D)
-            neg = temperature(similarity.rowwise(queries, vectors))  # (B, N)
+            neg = similarity.rowwise(queries, vectors, inv_t)  # (B, N)
         if self.logq:
             log_probs = self.sampler.log_probs.to(positives.device)
             pos = pos - log_probs[positives]
@@ -196,7 +196,7 @@ class InBatchNegatives(Negatives):
 
     def logits(self, queries, positives, encode_items, similarity, temperature, generator=None):
         vectors = encode_items(positives)  # (B, D)
-        scores = temperature(similarity.pairwise(queries, vectors))  # (B, B)
+        scores = similarity.pairwise(queries, vectors, temperature.inverse())  # (B, B)
         if self.log_probs is not None:
             scores = scores - self.log_probs.to(scores.device)[positives][None, :]
         pos = scores.diagonal()
@@ -231,7 +231,7 @@ class FullNegatives(Negatives):
 
     def logits(self, queries, positives, encode_items, similarity, temperature, generator=None):
         ids = torch.arange(1, self.n_items + 1, device=positives.device)
-        scores = temperature(similarity.pairwise(queries, encode_items(ids)))  # (B, n_items)
+        scores = similarity.pairwise(queries, encode_items(ids), temperature.inverse())  # (B, n)
         pos = scores.gather(1, (positives - 1)[:, None]).squeeze(1)
         mask = ids[None, :] != positives[:, None]
         return pos, scores, mask

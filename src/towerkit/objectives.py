@@ -109,11 +109,15 @@ def listwise(
     an arithmetic slip).
     """
     _check(pos, neg, mask)
-    neg = _scale(neg, temperature)
+    pos, neg = _scale(pos, temperature), _scale(neg, temperature)
     if mask is not None:
-        neg = neg.masked_fill(~mask, float("-inf"))
-    logits = torch.cat([_scale(pos, temperature)[:, None], neg], dim=1)  # (B, 1 + N)
-    return -torch.log_softmax(logits, dim=1)[:, 0].mean()
+        # The most negative float rather than -inf: a row whose negatives are all masked
+        # then has a zero loss and zero gradients instead of NaN.
+        neg = neg.masked_fill(~mask, torch.finfo(neg.dtype).min)
+    # -log softmax_0([pos, neg]) = log(1 + exp(logsumexp(neg) - pos)): no concatenated copy of
+    # the [B, N] block (full-softmax steps are dominated by such passes), and exact for tiny
+    # losses where logsumexp([pos, neg]) - pos would cancel in float32.
+    return F.softplus(torch.logsumexp(neg, dim=1) - pos).mean()
 
 
 _OBJECTIVES: dict[Mode, Objective] = {

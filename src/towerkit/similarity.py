@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SimilarityName = Literal["cosine", "dot", "euclidean"]
+Scale = float | torch.Tensor | None
 
 _EPS = 1e-12
 
@@ -41,17 +42,30 @@ class Similarity:
         """The vectors as they are compared (normalised for cosine)."""
         return l2_normalize(x) if self.normalize else x
 
-    def pairwise(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores of every user against every item: ``[B, D] x [N, D] -> [B, N]``."""
-        return self.prepare(users) @ self.prepare(items).T
+    def pairwise(
+        self, users: torch.Tensor, items: torch.Tensor, scale: Scale = None
+    ) -> torch.Tensor:
+        """Scores of every user against every item: ``[B, D] x [N, D] -> [B, N]``.
 
-    def rowwise(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        ``scale`` multiplies the scores (``1 / temperature``); it is applied to the ``[B, D]``
+        side, which is cheaper than dividing the ``[B, N]`` result and exactly equal.
+        """
+        u = self.prepare(users)
+        if scale is not None:
+            u = u * scale
+        return u @ self.prepare(items).T
+
+    def rowwise(
+        self, users: torch.Tensor, items: torch.Tensor, scale: Scale = None
+    ) -> torch.Tensor:
         """Scores of each user against its own items.
 
         ``items`` is ``[B, D]`` (one item per user, returns ``[B]``) or ``[B, K, D]`` (K items per
-        user, returns ``[B, K]``).
+        user, returns ``[B, K]``). ``scale`` multiplies the scores.
         """
         u, v = self.prepare(users), self.prepare(items)
+        if scale is not None:
+            u = u * scale
         if v.dim() == 2:
             return (u * v).sum(-1)
         return torch.einsum("bd,bkd->bk", u, v)
@@ -85,17 +99,25 @@ class Euclidean(Similarity):
     def __init__(self, normalize: bool = False) -> None:
         self.normalize = normalize
 
-    def pairwise(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def pairwise(
+        self, users: torch.Tensor, items: torch.Tensor, scale: Scale = None
+    ) -> torch.Tensor:
         u, v = self.prepare(users), self.prepare(items)
-        # ||u - v||^2 = ||u||^2 - 2 u.v + ||v||^2, computed as one matrix product.
-        sq = (u * u).sum(-1, keepdim=True) - 2 * (u @ v.T) + (v * v).sum(-1)[None, :]
+        scale = 1.0 if scale is None else scale
+        # s * ||u - v||^2 = s ||u||^2 - 2 (s u).v + s ||v||^2: one matrix product, the scale
+        # applied to vectors rather than to the [B, N] result.
+        su = u * scale
+        sq = (su * u).sum(-1, keepdim=True) - 2 * (su @ v.T) + (v * v).sum(-1)[None, :] * scale
         return -sq.clamp_min(0.0)
 
-    def rowwise(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def rowwise(
+        self, users: torch.Tensor, items: torch.Tensor, scale: Scale = None
+    ) -> torch.Tensor:
         u, v = self.prepare(users), self.prepare(items)
         if v.dim() == 3:
             u = u[:, None, :]
-        return -((u - v) ** 2).sum(-1)
+        scores = -((u - v) ** 2).sum(-1)
+        return scores if scale is None else scores * scale
 
     def __repr__(self) -> str:
         return f"Euclidean(normalize={self.normalize})"
@@ -177,8 +199,12 @@ class Temperature(nn.Module):
         """The temperature in use now."""
         return float(self.log_value.detach().clamp(self.min_log, self.max_log).exp())
 
+    def inverse(self) -> torch.Tensor:
+        """``1 / tau`` as a (differentiable) scalar tensor: the factor that scales scores."""
+        return torch.exp(-self.log_value.clamp(self.min_log, self.max_log))
+
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        return scores / self.log_value.clamp(self.min_log, self.max_log).exp()
+        return scores * self.inverse()
 
     def extra_repr(self) -> str:
         return f"value={self.value:.4g}, learnable={self.learnable}"
