@@ -6,8 +6,11 @@ Only this module configures logging and prints. Every error a user can cause end
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
+import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,7 +29,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Known data sets: list, fetch, inspect.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-out = Console()
+console = Console()
 err_console = Console(stderr=True)
 _state = {"progress": True}
 
@@ -51,7 +54,7 @@ def data_list() -> None:
     table = Table("name", "description", "cached", title=f"data sets ({datasets.towerkit_home()})")
     for name, spec in datasets.DATASETS.items():
         table.add_row(name, spec.description, "yes" if datasets.is_cached(name) else "no")
-    out.print(table)
+    console.print(table)
 
 
 @data_app.command("fetch")
@@ -61,7 +64,7 @@ def data_fetch(
 ) -> None:
     """Download, verify, normalise and cache a data set (a valid cache is used as is)."""
     path = datasets.fetch(name, force=force, progress=_state["progress"])
-    out.print(f"{name}: cached at {path} (source: {datasets.source_of(name)})")
+    console.print(f"{name}: cached at {path} (source: {datasets.source_of(name)})")
 
 
 @data_app.command("info")
@@ -85,7 +88,69 @@ def data_info(
     )
     table.add_row("time span", f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC")
     table.add_row("source", str(datasets.source_of(name)))
-    out.print(table)
+    console.print(table)
+
+
+def _metrics_table(title: str, rows: dict[str, dict[str, float]], ks: list[int]) -> Table:
+    names = [f"hr@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + ["mrr@10", f"coverage@{ks[-1]}"]
+    table = Table("", *names, title=title)
+    for label, metrics in rows.items():
+        table.add_row(label, *(f"{metrics.get(n, float('nan')):.4f}" for n in names))
+    return table
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="A YAML config, e.g. configs/ml-1m/dssm.yaml.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key: --set train.epochs=3 (repeatable)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="The run directory (default runs/CONFIG-TIMESTAMP).")
+    ] = None,
+) -> None:
+    """Fetch, prepare, train, evaluate on the test stage, and write a run directory."""
+    from towerkit import pipeline
+    from towerkit.config import load_config
+
+    cfg = load_config(config, overrides or [])
+    if not _state["progress"]:
+        cfg.train.progress = False
+    out = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    pipeline.check_run_dir(out)  # fail before training, not after
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("towerkit")
+    package_logger.addHandler(handler)
+    try:
+        prepared = pipeline.prepare(cfg.data, progress=cfg.train.progress)
+        outcome = pipeline.train(cfg, prepared)
+        pipeline.save_run(outcome, prepared, out, log.getvalue())
+    finally:
+        package_logger.removeHandler(handler)
+    rows = {
+        "valid (best epoch)": outcome.metrics["valid"],
+        "test": outcome.metrics["test"],
+        "popularity (test)": outcome.popularity,
+    }
+    title = f"{cfg.model.name}, {cfg.train.mode.value}, {cfg.negatives.kind} negatives"
+    console.print(_metrics_table(title, rows, cfg.eval.ks))
+    console.print(f"run written to {out}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `towerkit train`.")],
+) -> None:
+    """Re-evaluate a saved run (full catalogue, seen items masked)."""
+    from towerkit import pipeline
+    from towerkit.config import load_config
+
+    metrics = pipeline.evaluate_run(run_dir)
+    ks = load_config(run_dir / "config.yaml").eval.ks
+    console.print(_metrics_table(str(run_dir), metrics, ks))
 
 
 def main() -> None:

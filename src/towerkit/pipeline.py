@@ -1,0 +1,305 @@
+"""The whole flow of DESIGN.md as functions: fetch -> prepare -> train -> evaluate -> save.
+
+Each step builds one stage from the validated :class:`~towerkit.config.Config`; the CLI, the
+benchmarks and the tests call the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from towerkit import datasets
+from towerkit.config import Config, ConfigError, DataConfig, config_from_dict, load_config
+from towerkit.data import EncodedInteractions, Sequences, Split, encode, leave_one_out
+from towerkit.data.batches import TrainingBatches
+from towerkit.evaluation import Evaluator
+from towerkit.models import DSSM, MatchingModel, YouTubeDNN
+from towerkit.negatives import (
+    CatalogueSampler,
+    FullNegatives,
+    InBatchNegatives,
+    MixedNegatives,
+    Negatives,
+    SampledNegatives,
+    item_counts,
+)
+from towerkit.objectives import Mode, get_objective
+from towerkit.similarity import Similarity, Temperature, get_similarity
+from towerkit.training import Trainer, TrainResult, TrainSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Encoded data and its leave-one-out split."""
+
+    encoded: EncodedInteractions
+    split: Split
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        """Training occurrences per item id (no validation or test interaction counted)."""
+        return item_counts(self.split.train().items, self.encoded.n_items)
+
+
+def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
+    """Load a known data set, filter, encode its side features and split it (leave-one-out)."""
+    spec = datasets.get_spec(data.dataset)
+    interactions = datasets.load(data.dataset, progress=progress)
+    if data.min_user_interactions or data.min_item_interactions or data.min_rating is not None:
+        interactions = interactions.filter(
+            min_user_interactions=data.min_user_interactions,
+            min_item_interactions=data.min_item_interactions,
+            min_rating=data.min_rating,
+        )
+    user_features = spec.user_features if data.user_features is None else data.user_features
+    item_features = spec.item_features if data.item_features is None else data.item_features
+    encoded = encode(interactions, user_features=user_features, item_features=item_features)
+    return Prepared(encoded, leave_one_out(Sequences.from_encoded(encoded)))
+
+
+def build_model(config: Config, encoded: EncodedInteractions) -> MatchingModel:
+    m = config.model
+    common = {
+        "embedding_dim": m.embedding_dim,
+        "hidden": tuple(m.hidden),
+        "activation": m.activation,
+        "dropout": m.dropout,
+        "pooling": m.pooling,
+        "max_len": config.data.max_len,
+        "user_features": encoded.user_features,
+        "feature_dim": m.feature_dim,
+    }
+    if m.name == "youtube_dnn":
+        return YouTubeDNN(
+            encoded.n_items,
+            share_embeddings=m.share_embeddings,
+            recent_items=m.recent_items,
+            **common,
+        )
+    return DSSM(
+        encoded.n_users,
+        encoded.n_items,
+        id_dim=m.id_dim,
+        item_features=encoded.item_features,
+        use_user_id=m.use_user_id,
+        **common,
+    )
+
+
+def build_negatives(config: Config, n_items: int, train_counts: np.ndarray) -> Negatives:
+    n = config.negatives
+    if n.kind == "full":
+        return FullNegatives(n_items)
+    logq = n.logq if n.logq is not None else config.train.mode is Mode.LISTWISE
+    in_batch = InBatchNegatives.from_counts(train_counts, logq=logq)
+    if n.kind == "in_batch":
+        return in_batch
+    sampler = CatalogueSampler.build(n.sampler, train_counts, n.alpha)
+    sampled = SampledNegatives(sampler, n.n, shared=n.shared, logq=logq)
+    return sampled if n.kind == "sampled" else MixedNegatives(in_batch, sampled)
+
+
+def build_similarity(config: Config) -> Similarity:
+    return get_similarity(config.similarity.name, normalize=config.similarity.normalize)
+
+
+def build_temperature(config: Config) -> Temperature:
+    t = config.temperature
+    return Temperature(t.value, learnable=t.learnable, min_value=t.min_value, max_value=t.max_value)
+
+
+def evaluators(config: Config, prepared: Prepared) -> tuple[Evaluator, Evaluator]:
+    kwargs = {
+        "ks": config.eval.ks,
+        "max_len": config.data.max_len,
+        "batch_size": config.eval.batch_size,
+        "max_bytes": config.eval.max_bytes,
+    }
+    n_items = prepared.encoded.n_items
+    return (
+        Evaluator(prepared.split, "valid", n_items, **kwargs),
+        Evaluator(prepared.split, "test", n_items, **kwargs),
+    )
+
+
+@dataclass
+class RunOutcome:
+    config: Config
+    model: MatchingModel
+    result: TrainResult
+    metrics: dict[str, dict[str, float]]
+    popularity: dict[str, float]
+    eval_seconds: float
+
+
+def train(config: Config, prepared: Prepared | None = None) -> RunOutcome:
+    """Train and evaluate one configuration (nothing written to disk)."""
+    prepared = prepared or prepare(config.data, progress=config.train.progress)
+    encoded = prepared.encoded
+    torch.manual_seed(config.train.seed)
+    model = build_model(config, encoded)
+    similarity = build_similarity(config)
+    temperature = build_temperature(config)
+    trainer = Trainer(
+        model,
+        objective=get_objective(config.train.mode),
+        negatives=build_negatives(config, encoded.n_items, prepared.train_counts),
+        similarity=similarity,
+        temperature=temperature,
+        settings=TrainSettings(
+            epochs=config.train.epochs,
+            lr=config.train.lr,
+            weight_decay=config.train.weight_decay,
+            clip_norm=config.train.clip_norm,
+            schedule=config.train.schedule,
+            warmup=config.train.warmup,
+            patience=config.train.patience,
+            seed=config.train.seed,
+            device=config.train.device,
+            threads=config.train.threads,
+            progress=config.train.progress,
+        ),
+    )
+    batches = TrainingBatches(
+        prepared.split,
+        batch_size=config.train.batch_size,
+        max_len=config.data.max_len,
+        seed=config.train.seed,
+    )
+    valid, test = evaluators(config, prepared)
+    result = trainer.fit(batches, valid)
+    test_metrics = test.evaluate(model, similarity, trainer.device)
+    logger.info(
+        "test: HR@10 %.4f, NDCG@10 %.4f (%.2f s)",
+        test_metrics["hr@10"],
+        test_metrics["ndcg@10"],
+        test.last_seconds,
+    )
+    return RunOutcome(
+        config=config,
+        model=model,
+        result=result,
+        metrics={"valid": result.best_valid, "test": test_metrics},
+        popularity=test.evaluate_popularity(),
+        eval_seconds=test.last_seconds,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Run directories
+# --------------------------------------------------------------------------------------------
+
+
+def _vectors_table(key: str, raw_ids: np.ndarray, vectors: torch.Tensor) -> pa.Table:
+    array = vectors.detach().cpu().float().numpy()
+    flat = pa.array(array.reshape(-1), type=pa.float32())
+    return pa.table(
+        {key: raw_ids, "vector": pa.FixedSizeListArray.from_arrays(flat, array.shape[1])}
+    )
+
+
+def check_run_dir(out: Path) -> None:
+    """Refuse a run directory that already holds something (checked before training)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(
+            f"{out}: the run directory exists and is not empty; pick another --out"
+        )
+
+
+def save_run(outcome: RunOutcome, prepared: Prepared, out: Path, log_text: str = "") -> Path:
+    """Write the run directory atomically: a staging folder renamed into place at the end.
+
+    Contents: ``config.yaml`` (resolved), ``vocab/``, ``model.pt`` (weights + config),
+    ``metrics.json``, ``users.parquet`` (each test user's query vector, history = everything
+    before the test target) and ``items.parquet`` (every item's vector).
+    """
+    out = Path(out)
+    check_run_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        config, model, encoded = outcome.config, outcome.model, prepared.encoded
+        (staging / "config.yaml").write_text(config.to_yaml())
+        encoded.save_vocabs(staging / "vocab")
+        torch.save(
+            {
+                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                "config": config.model_dump(mode="json"),
+                "n_users": encoded.n_users,
+                "n_items": encoded.n_items,
+            },
+            staging / "model.pt",
+        )
+        summary = {
+            **outcome.metrics,
+            "popularity": outcome.popularity,
+            "train": {
+                "best_epoch": outcome.result.best_epoch,
+                "epochs": [vars(e) for e in outcome.result.epochs],
+                "seconds": outcome.result.train_seconds,
+                "device": config.train.device,
+                "threads": torch.get_num_threads(),
+            },
+        }
+        (staging / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (staging / "train.log").write_text(log_text)
+        _, test = evaluators(config, prepared)
+        device = torch.device(config.train.device)
+        users = test.user_vectors(model.eval(), device)
+        items = test.item_vectors(model, device)
+        raw_users = encoded.user_vocab.decode(test.queries.users)
+        raw_items = encoded.item_vocab.decode(np.arange(1, encoded.n_items + 1))
+        pq.write_table(_vectors_table("user", raw_users, users), staging / "users.parquet")
+        pq.write_table(_vectors_table("item", raw_items, items), staging / "items.parquet")
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def load_run(run_dir: Path) -> tuple[Config, Prepared, MatchingModel]:
+    """Rebuild a saved run: its config, its data (re-prepared, identical) and its model."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.pt").exists():
+        raise ConfigError(f"{run_dir}: not a run directory (no model.pt)")
+    config = load_config(run_dir / "config.yaml")
+    saved = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    prepared = prepare(config.data, progress=config.train.progress)
+    if (prepared.encoded.n_users, prepared.encoded.n_items) != (saved["n_users"], saved["n_items"]):
+        raise ConfigError(
+            f"{run_dir}: the data prepared now ({prepared.encoded.n_users} users, "
+            f"{prepared.encoded.n_items} items) differs from the run's "
+            f"({saved['n_users']} users, {saved['n_items']} items)"
+        )
+    model = build_model(config_from_dict(saved["config"]), prepared.encoded)
+    model.load_state_dict(saved["state_dict"])
+    return config, prepared, model.eval()
+
+
+def evaluate_run(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Re-evaluate a saved run on its validation and test stages."""
+    config, prepared, model = load_run(run_dir)
+    valid, test = evaluators(config, prepared)
+    similarity = build_similarity(config)
+    start = time.perf_counter()
+    metrics = {
+        "valid": valid.evaluate(model, similarity),
+        "test": test.evaluate(model, similarity),
+    }
+    logger.info("evaluated %s in %.2f s", run_dir, time.perf_counter() - start)
+    return metrics
