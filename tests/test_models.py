@@ -88,6 +88,11 @@ def test_mean_pooling_ignores_padding():
     noisy = embedded.clone()
     noisy[0, :3] = 1e6
     assert torch.allclose(pooling(noisy, mask), pooled)
+    # With the last three items beside the mean, the padded slot among them is zeros.
+    with_recent = HistoryPooling("mean", L, 4, recent=3)(noisy, mask)
+    assert with_recent.shape == (2, 16)
+    assert torch.equal(with_recent[0, 4:8], torch.zeros(4))
+    assert torch.equal(with_recent[0, 8:], embedded[0, 3:].flatten())
 
 
 @pytest.mark.parametrize("mode", ["mean", "sum", "recency", "attention"])
@@ -152,7 +157,7 @@ def test_youtube_dnn_options():
     assert not torch.allclose(
         users_out(make("youtube_dnn")), users_out(make("youtube_dnn", recent_items=2))
     )
-    with pytest.raises(ValueError, match="recent_items"):
+    with pytest.raises(ValueError, match=r"recent items must lie in 0\.\.max_len"):
         make("youtube_dnn", recent_items=L + 1)
 
 
@@ -161,5 +166,6 @@ def test_dssm_options():
     without = make("dssm").eval()
     ids = torch.arange(1, N_ITEMS + 1)
     assert not torch.allclose(with_features.encode_items(ids), without.encode_items(ids))
+    assert not torch.allclose(users_out(make("dssm")), users_out(make("dssm", recent_items=2)))
     no_id = make("dssm", use_user_id=False)
     assert no_id.user_id is None and users_out(no_id).shape == (4, 8)

@@ -54,7 +54,7 @@ class ModelConfig(_Section):
     feature_dim: int = Field(default=16, ge=1)
     share_embeddings: bool = Field(default=False, description="YouTubeDNN: tie input/output")
     recent_items: int = Field(
-        default=0, ge=0, description="YouTubeDNN: also feed the last k item embeddings in order"
+        default=0, ge=0, description="also feed the last k history embeddings in order"
     )
     use_user_id: bool = Field(default=True, description="DSSM: embed the user id")
 

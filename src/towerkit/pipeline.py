@@ -81,14 +81,10 @@ def build_model(config: Config, encoded: EncodedInteractions) -> MatchingModel:
         "max_len": config.data.max_len,
         "user_features": encoded.user_features,
         "feature_dim": m.feature_dim,
+        "recent_items": m.recent_items,
     }
     if m.name == "youtube_dnn":
-        return YouTubeDNN(
-            encoded.n_items,
-            share_embeddings=m.share_embeddings,
-            recent_items=m.recent_items,
-            **common,
-        )
+        return YouTubeDNN(encoded.n_items, share_embeddings=m.share_embeddings, **common)
     return DSSM(
         encoded.n_users,
         encoded.n_items,

@@ -29,6 +29,7 @@ class DSSM(MatchingModel):
         user_features, item_features: encoded side features, or None.
         feature_dim: embedding width of each side feature.
         use_user_id: embed the user id (off for users unseen in training).
+        recent_items: also feed the last ``recent_items`` history embeddings, in order.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class DSSM(MatchingModel):
         item_features: FeatureTable | None = None,
         feature_dim: int = 16,
         use_user_id: bool = True,
+        recent_items: int = 0,
     ) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
@@ -59,10 +61,10 @@ class DSSM(MatchingModel):
                 nn.init.normal_(table.weight, std=0.05)
                 with torch.no_grad():
                     table.weight[0].zero_()
-        self.pooling = HistoryPooling(pooling, max_len, id_dim)
+        self.pooling = HistoryPooling(pooling, max_len, id_dim, recent=recent_items)
         self.user_side = FeatureEmbedding(user_features or FeatureTable(), feature_dim)
         self.item_side = FeatureEmbedding(item_features or FeatureTable(), feature_dim)
-        user_in = id_dim * (2 if use_user_id else 1) + self.user_side.out_dim
+        user_in = self.pooling.out_dim + (id_dim if use_user_id else 0) + self.user_side.out_dim
         item_in = id_dim + self.item_side.out_dim
         kwargs = {"activation": activation, "dropout": dropout}
         self.user_tower = MLP(user_in, hidden, embedding_dim, **kwargs)
@@ -70,7 +72,7 @@ class DSSM(MatchingModel):
 
     def encode_users(self, batch: Batch) -> torch.Tensor:
         mask = batch.history > 0  # (B, L)
-        parts = [self.pooling(self.history_embedding(batch.history), mask)]  # (B, id_dim)
+        parts = [self.pooling(self.history_embedding(batch.history), mask)]  # (B, (1 + k) id_dim)
         if self.user_id is not None:
             parts.append(self.user_id(batch.users))
         parts.append(self.user_side(batch.users))

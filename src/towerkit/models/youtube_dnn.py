@@ -66,13 +66,10 @@ class YouTubeDNN(MatchingModel):
             nn.init.normal_(self.item_embedding.weight, std=0.05)
             with torch.no_grad():
                 self.item_embedding.weight[0].zero_()
-        self.pooling = HistoryPooling(pooling, max_len, embedding_dim)
-        if not 0 <= recent_items <= max_len:
-            raise ValueError(f"recent_items must lie in 0..max_len={max_len}, got {recent_items}")
-        self.recent_items = recent_items
+        self.pooling = HistoryPooling(pooling, max_len, embedding_dim, recent=recent_items)
         self.profile = FeatureEmbedding(user_features or FeatureTable(), feature_dim)
         self.tower = MLP(
-            embedding_dim * (1 + recent_items) + self.profile.out_dim,
+            self.pooling.out_dim + self.profile.out_dim,
             hidden,
             embedding_dim,
             activation=activation,
@@ -82,11 +79,7 @@ class YouTubeDNN(MatchingModel):
     def encode_users(self, batch: Batch) -> torch.Tensor:
         mask = batch.history > 0  # (B, L)
         embedded = self.history_embedding(batch.history)  # (B, L, D); padding rows are zero
-        features = [self.pooling(embedded, mask)]  # (B, D)
-        if self.recent_items:
-            # The last k slots, most recent last; padding slots contribute zeros.
-            features.append(embedded[:, -self.recent_items :].flatten(1))  # (B, k * D)
-        features.append(self.profile(batch.users))
+        features = [self.pooling(embedded, mask), self.profile(batch.users)]  # (B, (1+k)D + F)
         return self.tower(torch.cat(features, dim=-1))  # (B, D)
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:

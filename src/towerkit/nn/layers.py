@@ -73,14 +73,20 @@ class HistoryPooling(nn.Module):
             counted back from the most recent item, softmax over the real positions) or
             ``"attention"`` (a learned query attends over item + position embeddings).
         max_len: the history length (positions for recency and attention).
-        dim: the embedding width (for attention).
+        dim: the embedding width.
+        recent: also return the embeddings of the last ``recent`` items, in order, beside the
+            pooled vector (so a tower can learn what follows what); the output is then
+            ``[B, (1 + recent) * D]``.
     """
 
-    def __init__(self, mode: Pooling, max_len: int, dim: int) -> None:
+    def __init__(self, mode: Pooling, max_len: int, dim: int, recent: int = 0) -> None:
         super().__init__()
         if mode not in ("mean", "sum", "recency", "attention"):
             raise ValueError(f"unknown pooling {mode!r}; use mean, sum, recency or attention")
-        self.mode = mode
+        if not 0 <= recent <= max_len:
+            raise ValueError(f"recent items must lie in 0..max_len={max_len}, got {recent}")
+        self.mode, self.recent = mode, recent
+        self.out_dim = dim * (1 + recent)
         if mode == "recency":
             # Initialised flat with a mild preference for recent items.
             self.position_logits = nn.Parameter(-0.05 * torch.arange(max_len, dtype=torch.float32))
@@ -91,7 +97,18 @@ class HistoryPooling(nn.Module):
             self.key = nn.Linear(dim, dim)
 
     def forward(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Args: embedded ``[B, L, D]``; mask ``[B, L]``, True on real items."""
+        """Args: embedded ``[B, L, D]``; mask ``[B, L]``, True on real items.
+
+        Returns ``[B, out_dim]``.
+        """
+        pooled = self._pool(embedded, mask)  # (B, D)
+        if not self.recent:
+            return pooled
+        # The last k slots, most recent last; padding slots are zeroed.
+        recent = embedded[:, -self.recent :] * mask[:, -self.recent :, None]  # (B, k, D)
+        return torch.cat([pooled, recent.flatten(1)], dim=1)
+
+    def _pool(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         weights = mask.to(embedded.dtype)  # (B, L)
         if self.mode == "sum":
             return (embedded * weights[..., None]).sum(1)
