@@ -130,9 +130,9 @@ def test_end_to_end_on_ml100k_beats_popularity(mode, negatives, similarity):
             "model": {"embedding_dim": 32, "hidden": [64], "pooling": "recency"},
             "similarity": {"name": similarity, "normalize": similarity == "euclidean"},
             "temperature": {"value": 0.1 if similarity != "dot" else 1.0},
-            "negatives": {"kind": negatives, "n": 16},
+            "negatives": {"kind": negatives, "n": 32},
             "train": {
-                "mode": mode, "epochs": 3, "batch_size": 256, "lr": 0.003, "progress": False
+                "mode": mode, "epochs": 5, "batch_size": 256, "lr": 0.003, "progress": False
             },
         }
     )  # fmt: skip

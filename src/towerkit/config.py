@@ -74,7 +74,11 @@ class TemperatureConfig(_Section):
 class NegativesConfig(_Section):
     kind: Literal["full", "sampled", "in_batch", "mixed"] = "full"
     n: int = Field(default=256, ge=1, description="sampled negatives per query")
-    sampler: Literal["uniform", "popularity", "log_popularity"] = "popularity"
+    sampler: Literal["uniform", "popularity", "log_popularity"] = Field(
+        default="uniform",
+        description="catalogue distribution of sampled negatives; popularity suits list-wise "
+        "training with log-q, uniform point- and pair-wise training",
+    )
     alpha: float = Field(default=0.75, ge=0.0, description="popularity exponent")
     shared: bool = Field(default=False, description="one sampled set for the whole batch")
     logq: bool | None = Field(
