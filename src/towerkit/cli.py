@@ -29,7 +29,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Known data sets: list, fetch, inspect.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
+# Piped output gets a wide table rather than rich's 80-column default, which would clip labels.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 _state = {"progress": True}
 
@@ -42,9 +43,12 @@ def _main(
     ] = False,
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
-    )
+    # The terminal shows `level` and above; loggers still pass INFO on, so that a run's
+    # train.log is complete even with --quiet.
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setLevel(level)
+    terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=min(level, logging.INFO), handlers=[terminal], force=True)
     _state["progress"] = not quiet
 
 
