@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from towerkit.data.batches import Batch
 from towerkit.data.encoding import FeatureTable
 from towerkit.models.base import MatchingModel
-from towerkit.nn import MLP, FeatureEmbedding, HistoryPooling
+from towerkit.nn import MLP, FeatureEmbedding, HistoryPooling, padded_embedding
 from towerkit.nn.layers import Activation, Pooling
 
 
@@ -53,14 +52,9 @@ class DSSM(MatchingModel):
         super().__init__()
         self.embedding_dim = embedding_dim
         self.use_user_id = use_user_id
-        self.user_id = nn.Embedding(n_users + 1, id_dim, padding_idx=0) if use_user_id else None
-        self.history_embedding = nn.Embedding(n_items + 1, id_dim, padding_idx=0)
-        self.item_id = nn.Embedding(n_items + 1, id_dim, padding_idx=0)
-        for table in (self.user_id, self.history_embedding, self.item_id):
-            if table is not None:
-                nn.init.normal_(table.weight, std=0.05)
-                with torch.no_grad():
-                    table.weight[0].zero_()
+        self.user_id = padded_embedding(n_users + 1, id_dim) if use_user_id else None
+        self.history_embedding = padded_embedding(n_items + 1, id_dim)
+        self.item_id = padded_embedding(n_items + 1, id_dim)
         self.pooling = HistoryPooling(pooling, max_len, id_dim, recent=recent_items)
         self.user_side = FeatureEmbedding(user_features or FeatureTable(), feature_dim)
         self.item_side = FeatureEmbedding(item_features or FeatureTable(), feature_dim)

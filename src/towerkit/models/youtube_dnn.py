@@ -11,7 +11,7 @@ from torch import nn
 from towerkit.data.batches import Batch
 from towerkit.data.encoding import FeatureTable
 from towerkit.models.base import MatchingModel
-from towerkit.nn import MLP, FeatureEmbedding, HistoryPooling
+from towerkit.nn import MLP, FeatureEmbedding, HistoryPooling, padded_embedding
 from towerkit.nn.layers import Activation, Pooling
 
 
@@ -55,17 +55,12 @@ class YouTubeDNN(MatchingModel):
     ) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
-        self.history_embedding = nn.Embedding(n_items + 1, embedding_dim, padding_idx=0)
-        nn.init.normal_(self.history_embedding.weight, std=0.05)
-        with torch.no_grad():
-            self.history_embedding.weight[0].zero_()
-        if share_embeddings:
-            self.item_embedding = self.history_embedding
-        else:
-            self.item_embedding = nn.Embedding(n_items + 1, embedding_dim, padding_idx=0)
-            nn.init.normal_(self.item_embedding.weight, std=0.05)
-            with torch.no_grad():
-                self.item_embedding.weight[0].zero_()
+        self.history_embedding = padded_embedding(n_items + 1, embedding_dim)
+        self.item_embedding: nn.Embedding = (
+            self.history_embedding
+            if share_embeddings
+            else padded_embedding(n_items + 1, embedding_dim)
+        )
         self.pooling = HistoryPooling(pooling, max_len, embedding_dim, recent=recent_items)
         self.profile = FeatureEmbedding(user_features or FeatureTable(), feature_dim)
         self.tower = MLP(

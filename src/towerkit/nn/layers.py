@@ -22,6 +22,15 @@ def activation_layer(name: Activation) -> nn.Module:
     return layers[name]()
 
 
+def padded_embedding(rows: int, dim: int, std: float = 0.05) -> nn.Embedding:
+    """An id table whose row 0 (padding) is zero and never trained; the rest ~ N(0, std)."""
+    table = nn.Embedding(rows, dim, padding_idx=0)
+    nn.init.normal_(table.weight, std=std)
+    with torch.no_grad():
+        table.weight[0].zero_()
+    return table
+
+
 class MLP(nn.Sequential):
     """Linear -> activation -> dropout blocks, then a final *linear* layer.
 
