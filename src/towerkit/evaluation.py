@@ -254,14 +254,7 @@ class Evaluator:
         self, users: torch.Tensor, items: torch.Tensor, similarity: Similarity
     ) -> dict[str, float]:
         """Metrics from precomputed ``[U, D]`` user and ``[n_items, D]`` item vectors."""
-        prepared_items = similarity.prepare(items)
-
-        def score_rows(begin: int, end: int) -> torch.Tensor:
-            if similarity.name == "euclidean":
-                return similarity.pairwise(users[begin:end], items)
-            return similarity.prepare(users[begin:end]) @ prepared_items.T
-
-        return self._metrics(score_rows)
+        return self._metrics(lambda begin, end: similarity.pairwise(users[begin:end], items))
 
     def evaluate_popularity(self) -> dict[str, float]:
         """The most-popular-unseen baseline: items ranked by their training count."""
