@@ -99,13 +99,17 @@ def chunked_topk(
     k: int,
     exclude: tuple[np.ndarray, np.ndarray] | None = None,
     max_bytes: int = 256 * 2**20,
+    first_id: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-K item ids ``1..n_items`` per query, scoring ``rows`` queries at a time.
+    """Top-K item ids ``first_id .. first_id + n_items - 1`` per query, scoring ``rows`` queries
+    at a time.
 
     Args:
-        score_rows: ``(begin, end) -> [end - begin, n_items]`` scores of items ``1..n_items``.
-        exclude: CSR ``(indptr, item_ids)`` of items to mask per query.
+        score_rows: ``(begin, end) -> [end - begin, n_items]`` scores; column ``j`` belongs to
+            id ``first_id + j`` (items ``1..n_items`` by default).
+        exclude: CSR ``(indptr, ids)`` of ids to mask per query.
         max_bytes: the largest score block held at once.
+        first_id: the id of column 0.
 
     Returns:
         ``ids`` int64 ``[Q, k]`` and ``scores`` float32 ``[Q, k]``, best first; masked items
@@ -124,10 +128,10 @@ def chunked_topk(
             indptr, excluded = exclude
             lengths = np.diff(indptr[begin : end + 1])
             row = np.repeat(np.arange(end - begin), lengths)
-            col = excluded[indptr[begin] : indptr[end]] - 1
+            col = excluded[indptr[begin] : indptr[end]] - first_id
             block[torch.from_numpy(row), torch.from_numpy(col)] = float("-inf")
         top_scores, top_idx = torch.topk(block, k, dim=1)
-        ids[begin:end] = top_idx.cpu().numpy() + 1
+        ids[begin:end] = top_idx.cpu().numpy() + first_id
         scores[begin:end] = top_scores.cpu().numpy()
     return ids, scores
 

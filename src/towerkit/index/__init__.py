@@ -1,0 +1,73 @@
+"""Nearest-neighbour indexes behind one protocol: exact (torch), Annoy, Faiss.
+
+Use :func:`make_index` to build one by name and :func:`load_index` to read a saved one;
+:func:`recall_at_k` measures an approximate index against exact search. Annoy and Faiss are
+optional: their packages are imported only when such an index is built or loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from towerkit.index.annoy_index import AnnoyIndex
+from towerkit.index.base import Index, IndexArgumentError, IndexUnavailable, read_meta
+from towerkit.index.exact import ExactIndex
+from towerkit.index.faiss_index import FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex
+from towerkit.similarity import Similarity
+
+INDEXES: dict[str, type[Index]] = {
+    cls.kind: cls for cls in (ExactIndex, AnnoyIndex, FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex)
+}
+
+__all__ = [
+    "INDEXES",
+    "AnnoyIndex",
+    "ExactIndex",
+    "FaissFlatIndex",
+    "FaissHNSWIndex",
+    "FaissIVFIndex",
+    "Index",
+    "IndexArgumentError",
+    "IndexUnavailable",
+    "load_index",
+    "make_index",
+    "recall_at_k",
+]
+
+
+def make_index(
+    kind: str, similarity: str | Similarity = "cosine", *, normalize: bool = False, **options: Any
+) -> Index:
+    """An empty index of one kind (``exact``, ``annoy``, ``faiss-flat``, ``faiss-hnsw``,
+    ``faiss-ivf``) with its options; call ``build`` next."""
+    if kind not in INDEXES:
+        raise IndexArgumentError(f"unknown index {kind!r}; use one of: {', '.join(INDEXES)}")
+    try:
+        return INDEXES[kind](similarity, normalize=normalize, **options)
+    except TypeError as err:
+        raise IndexArgumentError(f"bad option for the {kind} index: {err}") from err
+
+
+def load_index(path: str | Path) -> Index:
+    """Read any index written by ``Index.save``."""
+    kind = read_meta(Path(path))["kind"]
+    if kind not in INDEXES:
+        raise IndexArgumentError(f"{path}: unknown index kind {kind!r}")
+    return INDEXES[kind].load(path)
+
+
+def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int | None = None) -> float:
+    """Mean share of each query's exact top-``k`` that the approximate top-``k`` also found.
+
+    Padding ids (-1) never count; a query whose exact list is empty is skipped.
+    """
+    k = k or exact_ids.shape[1]
+    approx, exact = approx_ids[:, :k], exact_ids[:, :k]
+    found = (approx[:, :, None] == exact[:, None, :]) & (exact[:, None, :] >= 0)
+    hits = found.any(1).sum(1)
+    sizes = (exact >= 0).sum(1)
+    valid = sizes > 0
+    return float((hits[valid] / sizes[valid]).mean()) if valid.any() else float("nan")

@@ -1,0 +1,282 @@
+"""The index protocol every back end follows, and the pieces they share.
+
+An index holds ``N`` item vectors under int64 ids and answers batches of queries::
+
+    index = make_index("annoy", "cosine").build(item_vectors, ids=item_ids)
+    ids, scores = index.search(user_vectors, k=10, exclude=seen)  # [B, k] each, best first
+
+Scores follow the index's similarity exactly as :mod:`towerkit.similarity` defines it (cosine,
+dot, or negative squared Euclidean distance), so results of an approximate back end compare
+directly with exact search. Rows with fewer than ``k`` results (a small index, or exclusions)
+are padded with id ``-1`` and score ``-inf``.
+
+``exclude`` names ids to leave out per query: a sequence of id arrays (one per query) or a CSR
+pair ``(indptr [B + 1], ids)``. Ids that are not in the index are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from towerkit.errors import TowerkitError
+from towerkit.similarity import Similarity, get_similarity
+
+Exclusions = Sequence[Sequence[int] | np.ndarray] | tuple[np.ndarray, np.ndarray] | None
+
+META_FILE = "index.json"
+IDS_FILE = "ids.npy"
+
+
+class IndexArgumentError(TowerkitError, ValueError):
+    """A bad argument to an index: empty, wrong dimension, k < 1, not built, ..."""
+
+
+class IndexUnavailable(TowerkitError, ImportError):
+    """An optional back end whose package is not installed."""
+
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional back end's package, or say which pip extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise IndexUnavailable(
+            f"the {module!r} package is not installed; install it with "
+            f"pip install 'towerkit[{extra}]'"
+        ) from err
+
+
+def as_matrix(x: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
+    """A C-contiguous float32 ``[n, d]`` array, checked for shape and finiteness."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if x.ndim != 2:
+        raise IndexArgumentError(f"{what} must be a 2-D [n, d] array, got shape {x.shape}")
+    if x.shape[1] == 0:
+        raise IndexArgumentError(f"{what} have dimension 0")
+    if not np.isfinite(x).all():
+        raise IndexArgumentError(f"{what} contain NaN or infinite values")
+    return x
+
+
+def normalized(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float32."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+class Index(ABC):
+    """One protocol for exact and approximate nearest-neighbour search.
+
+    Args:
+        similarity: ``"cosine"``, ``"dot"``, ``"euclidean"`` or a :class:`Similarity`.
+        normalize: for euclidean: compare L2-normalised vectors.
+
+    Subclasses implement ``_build``, ``_search_positions``, ``_save`` and ``_load``; this class
+    checks arguments, maps ids and positions, and applies exclusions.
+    """
+
+    kind: ClassVar[str] = ""
+    is_exact: ClassVar[bool] = False
+
+    def __init__(self, similarity: str | Similarity = "cosine", *, normalize: bool = False) -> None:
+        self.similarity = get_similarity(similarity, normalize=normalize)
+        self.ids: np.ndarray | None = None
+        self.dim = 0
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    def build(
+        self, vectors: np.ndarray | torch.Tensor, ids: np.ndarray | Sequence[int] | None = None
+    ):
+        """Index ``vectors [N, D]`` under ``ids [N]`` (default ``0..N-1``); returns self."""
+        vectors = as_matrix(vectors, "vectors")
+        if len(vectors) == 0:
+            raise IndexArgumentError("cannot build an index from an empty set of vectors")
+        ids = np.arange(len(vectors), dtype=np.int64) if ids is None else np.asarray(ids)
+        if ids.shape != (len(vectors),):
+            raise IndexArgumentError(f"got {len(ids)} ids for {len(vectors)} vectors")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise IndexArgumentError(f"ids must be integers, got {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if len(np.unique(ids)) != len(ids):
+            raise IndexArgumentError("ids must be unique")
+        self.ids, self.dim = ids, vectors.shape[1]
+        self._order = np.argsort(ids, kind="stable")
+        self._build(vectors)
+        return self
+
+    def search(
+        self, queries: np.ndarray | torch.Tensor, k: int, exclude: Exclusions = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best ids per query, best first.
+
+        Returns:
+            ``ids`` int64 ``[B, k]`` and ``scores`` float32 ``[B, k]`` (padding: -1, -inf).
+        """
+        if self.ids is None:
+            raise IndexArgumentError(
+                f"the {self.kind} index is empty: call build() or load() first"
+            )
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise IndexArgumentError(f"k must be a positive integer, got {k!r}")
+        queries = as_matrix(queries, "queries")
+        if queries.shape[1] != self.dim:
+            raise IndexArgumentError(
+                f"queries have dimension {queries.shape[1]}, the index holds dimension {self.dim}"
+            )
+        excluded = self._exclusions(exclude, len(queries))
+        positions, scores = self._search_positions(queries, int(k), excluded)
+        ids = np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
+        return ids.astype(np.int64), scores.astype(np.float32)
+
+    def __len__(self) -> int:
+        return 0 if self.ids is None else len(self.ids)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the index to a directory (created; files inside are replaced)."""
+        if self.ids is None:
+            raise IndexArgumentError(f"the {self.kind} index is empty: nothing to save")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "kind": self.kind,
+            "similarity": self.similarity.name,
+            "normalize": bool(self.similarity.normalize),
+            "dim": self.dim,
+            "options": self.options(),
+        }
+        np.save(path / IDS_FILE, self.ids)
+        self._save(path)
+        (path / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """Read an index written by :meth:`save` (of this class)."""
+        path = Path(path)
+        meta = read_meta(path)
+        if meta["kind"] != cls.kind:
+            raise IndexArgumentError(f"{path} holds a {meta['kind']} index, not {cls.kind}")
+        index = cls(meta["similarity"], normalize=meta["normalize"], **meta["options"])
+        index.ids = np.load(path / IDS_FILE)
+        index.dim = int(meta["dim"])
+        index._order = np.argsort(index.ids, kind="stable")
+        index._load(path)
+        return index
+
+    def options(self) -> dict[str, Any]:
+        """The constructor options that rebuild this index (saved with it)."""
+        return {}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        sim = repr(self.similarity)
+        return f"{type(self).__name__}({sim}{', ' + opts if opts else ''}, n={len(self)})"
+
+    # -- for subclasses -------------------------------------------------------------------
+
+    @abstractmethod
+    def _build(self, vectors: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _search_positions(
+        self, queries: np.ndarray, k: int, excluded: tuple[np.ndarray, np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``positions [B, k]`` (-1 padding) and ``scores [B, k]`` (-inf padding).
+
+        ``excluded`` is CSR ``(indptr [B + 1], positions)`` of positions to leave out.
+        """
+
+    @abstractmethod
+    def _save(self, path: Path) -> None: ...
+
+    @abstractmethod
+    def _load(self, path: Path) -> None: ...
+
+    def _exclusions(
+        self, exclude: Exclusions, n_queries: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Exclusions as CSR over index positions (unknown ids dropped)."""
+        if exclude is None:
+            return None
+        if isinstance(exclude, tuple) and len(exclude) == 2 and np.ndim(exclude[0]) == 1:
+            indptr = np.asarray(exclude[0], dtype=np.int64)
+            values = np.asarray(exclude[1], dtype=np.int64)
+            if len(indptr) != n_queries + 1 or indptr[0] != 0 or indptr[-1] != len(values):
+                raise IndexArgumentError(
+                    f"exclude as CSR needs indptr of length {n_queries + 1} ending at "
+                    f"{len(values)}, got length {len(indptr)}"
+                )
+        else:
+            if len(exclude) != n_queries:
+                raise IndexArgumentError(f"exclude has {len(exclude)} rows for {n_queries} queries")
+            lists = [np.asarray(e, dtype=np.int64).reshape(-1) for e in exclude]
+            indptr = np.zeros(n_queries + 1, dtype=np.int64)
+            np.cumsum([len(e) for e in lists], out=indptr[1:])
+            values = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
+        # ids -> positions; ids not in the index are dropped.
+        sorted_ids = self.ids[self._order]
+        slot = np.searchsorted(sorted_ids, values).clip(0, len(sorted_ids) - 1)
+        known = sorted_ids[slot] == values
+        positions = self._order[slot]
+        row = np.repeat(np.arange(n_queries), np.diff(indptr))
+        row, positions = row[known], positions[known]
+        new_indptr = np.zeros(n_queries + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row, minlength=n_queries), out=new_indptr[1:])
+        return new_indptr, positions
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    meta_file = Path(path) / META_FILE
+    if not meta_file.exists():
+        raise IndexArgumentError(f"{path}: not a saved index (no {META_FILE})")
+    return json.loads(meta_file.read_text())
+
+
+def filter_candidates(
+    positions: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    excluded: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep, per row, the first ``k`` candidates that are real (>= 0) and not excluded.
+
+    ANN back ends over-fetch ``k + (exclusions of the row)`` candidates and call this; the
+    candidates' order (best first) is kept.
+    """
+    n, width = positions.shape
+    keep = positions >= 0
+    if excluded is not None and len(excluded[1]):
+        indptr, banned = excluded
+        stride = np.int64(max(int(positions.max(initial=0)), int(banned.max())) + 1)
+        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+        keys = np.arange(n, dtype=np.int64)[:, None] * stride + positions
+        keep &= ~np.isin(keys, rows * stride + banned)
+    # Stable sort puts kept candidates first, in their original order.
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    out_pos = np.take_along_axis(positions, order, 1)
+    out_scores = np.take_along_axis(scores, order, 1).astype(np.float32)
+    kept = np.take_along_axis(keep, order, 1)
+    out_pos = np.where(kept, out_pos, -1)
+    out_scores = np.where(kept, out_scores, -np.inf).astype(np.float32)
+    if width < k:  # pad to k columns
+        pad = k - width
+        out_pos = np.pad(out_pos, ((0, 0), (0, pad)), constant_values=-1)
+        out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return out_pos, out_scores
+
+
+def exclusion_counts(excluded: tuple[np.ndarray, np.ndarray] | None, n: int) -> np.ndarray:
+    """How many positions each query excludes."""
+    return np.zeros(n, dtype=np.int64) if excluded is None else np.diff(excluded[0])

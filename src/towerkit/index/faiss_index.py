@@ -1,0 +1,216 @@
+"""Faiss (Meta): exact Flat, graph-based HNSW and inverted-file IVF-Flat indexes.
+
+Cosine search normalises vectors and uses inner product; dot uses inner product; Euclidean uses
+L2 (on normalised vectors when asked). Faiss's L2 distances are squared, so the negative
+distance is the towerkit Euclidean score as is.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from towerkit.index.base import (
+    Index,
+    IndexArgumentError,
+    exclusion_counts,
+    filter_candidates,
+    normalized,
+    require,
+)
+from towerkit.similarity import Similarity
+
+FAISS_FILE = "faiss.index"
+
+
+def _faiss():
+    return require("faiss", "faiss")
+
+
+class FaissIndex(Index):
+    """Shared parts of the Faiss back ends (use a subclass).
+
+    Args:
+        similarity, normalize: see :class:`~towerkit.index.base.Index`.
+        threads: OpenMP threads Faiss may use (0: Faiss's default, all cores).
+        query_chunk: queries searched per Faiss call.
+
+    Exclusions are applied by over-fetching: queries are searched in chunks ordered by their
+    number of exclusions, each chunk asking for ``k`` plus its largest exclusion count, and
+    the excluded ids are dropped.
+    """
+
+    kind = "faiss"
+
+    def __init__(
+        self,
+        similarity: str | Similarity = "cosine",
+        *,
+        normalize: bool = False,
+        threads: int = 0,
+        query_chunk: int = 4096,
+    ) -> None:
+        super().__init__(similarity, normalize=normalize)
+        self.threads, self.query_chunk = threads, query_chunk
+        self._faiss_index = None
+
+    def options(self) -> dict:
+        return {"threads": self.threads, "query_chunk": self.query_chunk}
+
+    @property
+    def _metric(self) -> int:
+        faiss = _faiss()
+        if self.similarity.name == "euclidean":
+            return faiss.METRIC_L2
+        return faiss.METRIC_INNER_PRODUCT
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        return normalized(x) if self.similarity.normalize else x
+
+    def _create(self, vectors: np.ndarray):
+        raise NotImplementedError
+
+    def _set_search_params(self, n_fetch: int) -> None:
+        """Per-call search parameters (HNSW's efSearch, IVF's nprobe)."""
+
+    def _build(self, vectors: np.ndarray) -> None:
+        faiss = _faiss()
+        if self.threads:
+            faiss.omp_set_num_threads(self.threads)
+        vectors = self._prepare(vectors)
+        index = self._create(vectors)
+        if not index.is_trained:
+            index.train(vectors)
+        index.add(vectors)
+        self._faiss_index = index
+
+    def _search_positions(self, queries, k, excluded):
+        faiss = _faiss()
+        if self.threads:
+            faiss.omp_set_num_threads(self.threads)
+        queries = self._prepare(queries)
+        n = len(queries)
+        counts = exclusion_counts(excluded, n)
+        order = np.argsort(counts, kind="stable")
+        width = int(min(k + counts.max(initial=0), len(self)))
+        positions = np.full((n, width), -1, dtype=np.int64)
+        scores = np.full((n, width), -np.inf, dtype=np.float32)
+        for begin in range(0, n, self.query_chunk):
+            rows = order[begin : begin + self.query_chunk]
+            n_fetch = int(min(k + counts[rows].max(), len(self)))
+            self._set_search_params(n_fetch)
+            values, found = self._faiss_index.search(queries[rows], n_fetch)
+            if self._metric == faiss.METRIC_L2:
+                values = -values  # squared L2 distance -> towerkit's euclidean score
+            positions[rows, :n_fetch] = found
+            scores[rows, :n_fetch] = np.where(found >= 0, values, -np.inf)
+        return filter_candidates(positions, scores, k, excluded)
+
+    def _save(self, path: Path) -> None:
+        _faiss().write_index(self._faiss_index, str(path / FAISS_FILE))
+
+    def _load(self, path: Path) -> None:
+        self._faiss_index = _faiss().read_index(str(path / FAISS_FILE))
+
+
+class FaissFlatIndex(FaissIndex):
+    """Faiss's exact brute-force index (``IndexFlatIP`` / ``IndexFlatL2``)."""
+
+    kind = "faiss-flat"
+    is_exact = True
+
+    def _create(self, vectors):
+        faiss = _faiss()
+        return faiss.IndexFlat(self.dim, self._metric)
+
+
+class FaissHNSWIndex(FaissIndex):
+    """Hierarchical navigable small-world graph (``IndexHNSWFlat``).
+
+    Args:
+        M: graph neighbours per node (memory and recall grow with it).
+        ef_construction: candidate list size while building.
+        ef_search: candidate list size while searching (raised to the fetch size if smaller).
+    """
+
+    kind = "faiss-hnsw"
+
+    def __init__(
+        self,
+        similarity: str | Similarity = "cosine",
+        *,
+        normalize: bool = False,
+        M: int = 32,
+        ef_construction: int = 100,
+        ef_search: int = 128,
+        **kwargs,
+    ) -> None:
+        super().__init__(similarity, normalize=normalize, **kwargs)
+        checks = {"M": M, "ef_construction": ef_construction, "ef_search": ef_search}
+        for name, value in checks.items():
+            if value < 1:
+                raise IndexArgumentError(f"{name} must be >= 1, got {value}")
+        self.M, self.ef_construction, self.ef_search = M, ef_construction, ef_search
+
+    def options(self) -> dict:
+        return {
+            **super().options(),
+            "M": self.M,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+        }
+
+    def _create(self, vectors):
+        faiss = _faiss()
+        index = faiss.IndexHNSWFlat(self.dim, self.M, self._metric)
+        index.hnsw.efConstruction = self.ef_construction
+        return index
+
+    def _set_search_params(self, n_fetch: int) -> None:
+        self._faiss_index.hnsw.efSearch = max(self.ef_search, n_fetch)
+
+
+class FaissIVFIndex(FaissIndex):
+    """Inverted file over k-means cells, vectors stored flat (``IndexIVFFlat``).
+
+    Args:
+        nlist: k-means cells (default ``4 * sqrt(N)``, at most ``N / 39`` so that every
+            centroid gets enough training points).
+        nprobe: cells visited per query.
+    """
+
+    kind = "faiss-ivf"
+
+    def __init__(
+        self,
+        similarity: str | Similarity = "cosine",
+        *,
+        normalize: bool = False,
+        nlist: int | None = None,
+        nprobe: int = 16,
+        **kwargs,
+    ) -> None:
+        super().__init__(similarity, normalize=normalize, **kwargs)
+        if nlist is not None and nlist < 1:
+            raise IndexArgumentError(f"nlist must be >= 1, got {nlist}")
+        if nprobe < 1:
+            raise IndexArgumentError(f"nprobe must be >= 1, got {nprobe}")
+        self.nlist, self.nprobe = nlist, nprobe
+
+    def options(self) -> dict:
+        return {**super().options(), "nlist": self.nlist, "nprobe": self.nprobe}
+
+    def _create(self, vectors):
+        faiss = _faiss()
+        n = len(vectors)
+        nlist = self.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+        quantizer = faiss.IndexFlat(self.dim, self._metric)
+        index = faiss.IndexIVFFlat(quantizer, self.dim, min(nlist, n), self._metric)
+        index.cp.seed = 1234
+        self._quantizer = quantizer  # Faiss does not own it from Python: keep it alive
+        return index
+
+    def _set_search_params(self, n_fetch: int) -> None:
+        self._faiss_index.nprobe = min(self.nprobe, self._faiss_index.nlist)

@@ -1,0 +1,198 @@
+"""The index contract, run against every back end with the exact index as the oracle."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from towerkit.index import (
+    INDEXES,
+    IndexArgumentError,
+    IndexUnavailable,
+    load_index,
+    make_index,
+    recall_at_k,
+)
+from towerkit.similarity import get_similarity
+
+# Settings that make every approximate back end search (nearly) exhaustively on small data,
+# so the contract can demand near-exact answers; default settings are checked separately.
+THOROUGH = {
+    "exact": {},
+    "annoy": {"n_trees": 20, "search_k": 100_000},
+    "faiss-flat": {},
+    "faiss-hnsw": {"M": 16, "ef_search": 400},
+    "faiss-ivf": {"nlist": 8, "nprobe": 8},
+}
+SIMILARITIES = [("cosine", False), ("dot", False), ("euclidean", False), ("euclidean", True)]
+
+
+def clustered(n: int, d: int, seed: int, centers: int = 10) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centers, d)) * 2
+    return (c[rng.integers(0, centers, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+def random_exclusions(n_queries: int, ids: np.ndarray, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.choice(ids, size=rng.integers(0, 30), replace=False) for _ in range(n_queries)]
+
+
+@pytest.mark.parametrize("kind", list(INDEXES))
+@pytest.mark.parametrize("similarity,normalize", SIMILARITIES)
+@pytest.mark.parametrize("n,d,k", [(300, 8, 1), (500, 16, 10), (400, 5, 37)])
+@pytest.mark.parametrize("with_exclusions", [False, True])
+def test_each_index_agrees_with_exact_search(kind, similarity, normalize, n, d, k, with_exclusions):
+    vectors = clustered(n, d, seed=n + d)
+    queries = clustered(40, d, seed=k)
+    ids = np.arange(n, dtype=np.int64) * 3 + 7  # ids are not positions
+    exclude = random_exclusions(len(queries), ids, seed=k) if with_exclusions else None
+    exact = make_index("exact", similarity, normalize=normalize).build(vectors, ids)
+    index = make_index(kind, similarity, normalize=normalize, **THOROUGH[kind]).build(vectors, ids)
+    exact_ids, exact_scores = exact.search(queries, k, exclude)
+    got_ids, got_scores = index.search(queries, k, exclude)
+
+    assert got_ids.shape == got_scores.shape == (len(queries), k)
+    assert got_ids.dtype == np.int64 and got_scores.dtype == np.float32
+    assert recall_at_k(got_ids, exact_ids) >= 0.97
+    # Best first, no excluded id, no duplicate, every row full (the index has enough items).
+    assert (np.diff(got_scores, axis=1) <= 1e-5).all()
+    assert (got_ids >= 0).all()
+    for row, found in enumerate(got_ids):
+        assert len(set(found)) == k
+        if exclude is not None:
+            assert not set(found) & set(exclude[row].tolist())
+    # Scores are the similarity's own scores of the returned ids.
+    sim = get_similarity(similarity, normalize=normalize)
+    position = {i: p for p, i in enumerate(ids)}
+    rows = torch.from_numpy(vectors[[position[i] for i in got_ids[:5].reshape(-1)]])
+    expected = sim.rowwise(torch.from_numpy(queries[:5]).repeat_interleave(k, 0), rows)
+    np.testing.assert_allclose(got_scores[:5].reshape(-1), expected.numpy(), rtol=1e-4, atol=1e-4)
+    # The exact oracle itself: its top-k equals an argsort of the full score matrix.
+    full = sim.pairwise(torch.from_numpy(queries), torch.from_numpy(vectors)).numpy()
+    if exclude is not None:
+        for row, banned in enumerate(exclude):
+            full[row, [position[i] for i in banned]] = -np.inf
+    np.testing.assert_allclose(exact_scores, -np.sort(-full, axis=1)[:, :k], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["annoy", "faiss-hnsw", "faiss-ivf"])
+def test_default_settings_find_most_of_the_exact_top10(kind):
+    vectors = clustered(5000, 32, seed=1, centers=50)
+    queries = clustered(200, 32, seed=2, centers=50)
+    exact_ids, _ = make_index("exact", "cosine").build(vectors).search(queries, 10)
+    ids, _ = make_index(kind, "cosine").build(vectors).search(queries, 10)
+    assert recall_at_k(ids, exact_ids) >= 0.9
+
+
+def test_annoy_default_search_k_is_wider_than_annoys_own():
+    vectors = clustered(5000, 32, seed=3, centers=50)
+    queries = clustered(200, 32, seed=4, centers=50)
+    exact_ids, _ = make_index("exact", "cosine").build(vectors).search(queries, 10)
+    ours = make_index("annoy", "cosine", n_trees=10).build(vectors).search(queries, 10)[0]
+    annoys = make_index("annoy", "cosine", n_trees=10, search_k=-1).build(vectors)
+    assert recall_at_k(ours, exact_ids) > recall_at_k(annoys.search(queries, 10)[0], exact_ids)
+
+
+@pytest.mark.parametrize("kind", list(INDEXES))
+def test_save_and_load_give_identical_results(kind, tmp_path):
+    vectors, queries = clustered(400, 12, seed=5), clustered(30, 12, seed=6)
+    ids = np.arange(400) + 1
+    exclude = random_exclusions(30, ids, seed=7)
+    index = make_index(kind, "euclidean", normalize=True, **THOROUGH[kind]).build(vectors, ids)
+    before = index.search(queries, 10, exclude)
+    index.save(tmp_path / "index")
+    loaded = load_index(tmp_path / "index")
+    assert type(loaded) is type(index) and len(loaded) == 400 and loaded.dim == 12
+    assert loaded.options() == index.options()
+    assert repr(loaded.similarity) == repr(index.similarity)
+    after = loaded.search(queries, 10, exclude)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+
+
+@pytest.mark.parametrize("kind", list(INDEXES))
+def test_rows_are_padded_when_fewer_than_k_items_remain(kind):
+    vectors = clustered(6, 4, seed=8)
+    index = make_index(kind, "dot", **THOROUGH[kind]).build(vectors, np.arange(6) + 1)
+    ids, scores = index.search(vectors[:2], 8, exclude=[[1, 2], []])
+    assert (ids[0, 4:] == -1).all() and np.isneginf(scores[0, 4:]).all()
+    assert sorted(ids[0, :4]) == [3, 4, 5, 6]
+    assert sorted(ids[1, :6]) == [1, 2, 3, 4, 5, 6] and (ids[1, 6:] == -1).all()
+
+
+@pytest.mark.parametrize("kind", list(INDEXES))
+def test_exclusions_as_csr_equal_exclusions_as_lists(kind):
+    vectors, queries = clustered(200, 8, seed=9), clustered(5, 8, seed=10)
+    index = make_index(kind, "cosine", **THOROUGH[kind]).build(vectors)
+    lists = [[0, 5], [], [7], [1, 2, 3], [999]]  # 999 is not in the index: ignored
+    indptr = np.array([0, 2, 2, 3, 6, 7])
+    values = np.array([0, 5, 7, 1, 2, 3, 999])
+    a, b = index.search(queries, 5, lists), index.search(queries, 5, (indptr, values))
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+@pytest.mark.parametrize("kind", list(INDEXES))
+def test_bad_arguments_raise_clear_errors(kind, tmp_path):
+    index = make_index(kind, "cosine")
+    with pytest.raises(IndexArgumentError, match="empty"):
+        index.search(np.zeros((1, 4), np.float32), 3)
+    with pytest.raises(IndexArgumentError, match="empty set"):
+        index.build(np.zeros((0, 4), np.float32))
+    with pytest.raises(IndexArgumentError, match="nothing to save"):
+        index.save(tmp_path / "x")
+    index.build(clustered(50, 4, seed=11))
+    with pytest.raises(IndexArgumentError, match="k must be a positive integer"):
+        index.search(np.zeros((1, 4), np.float32), 0)
+    with pytest.raises(IndexArgumentError, match="k must be a positive integer"):
+        index.search(np.zeros((1, 4), np.float32), True)
+    with pytest.raises(IndexArgumentError, match="dimension 5, the index holds dimension 4"):
+        index.search(np.zeros((1, 5), np.float32), 3)
+    with pytest.raises(IndexArgumentError, match="2-D"):
+        index.search(np.zeros(4, np.float32), 3)
+    with pytest.raises(IndexArgumentError, match="NaN"):
+        index.search(np.full((1, 4), np.nan, np.float32), 3)
+    with pytest.raises(IndexArgumentError, match="exclude has 2 rows for 1 queries"):
+        index.search(np.zeros((1, 4), np.float32), 3, exclude=[[1], [2]])
+
+
+def test_build_checks_ids():
+    index = make_index("exact")
+    with pytest.raises(IndexArgumentError, match="3 ids for 2 vectors"):
+        index.build(np.ones((2, 3)), ids=[1, 2, 3])
+    with pytest.raises(IndexArgumentError, match="unique"):
+        index.build(np.ones((2, 3)), ids=[1, 1])
+    with pytest.raises(IndexArgumentError, match="integers"):
+        index.build(np.ones((2, 3)), ids=[0.5, 1.5])
+
+
+def test_unknown_kind_and_bad_options():
+    with pytest.raises(IndexArgumentError, match="unknown index 'annoyy'"):
+        make_index("annoyy")
+    with pytest.raises(IndexArgumentError, match="bad option for the annoy index"):
+        make_index("annoy", n_tres=3)
+    with pytest.raises(IndexArgumentError, match="n_trees must be >= 1"):
+        make_index("annoy", n_trees=0)
+    with pytest.raises(IndexArgumentError, match="nprobe must be >= 1"):
+        make_index("faiss-ivf", nprobe=0)
+
+
+@pytest.mark.parametrize(
+    "kind,module,extra", [("annoy", "annoy", "annoy"), ("faiss-hnsw", "faiss", "faiss")]
+)
+def test_a_missing_package_names_the_extra_to_install(kind, module, extra, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    index = make_index(kind)  # constructing needs no package
+    with pytest.raises(IndexUnavailable, match=rf"pip install 'towerkit\[{extra}\]'"):
+        index.build(np.ones((3, 2)))
+
+
+def test_recall_at_k_on_handmade_lists():
+    exact = np.array([[1, 2, 3], [4, 5, -1]])
+    approx = np.array([[3, 9, 1], [5, 4, 7]])
+    # Row 0: 2 of 3 found; row 1: both real exact ids found (padding does not count).
+    assert recall_at_k(approx, exact) == pytest.approx((2 / 3 + 1.0) / 2)
+    assert recall_at_k(approx, exact, k=1) == pytest.approx(0.0)
