@@ -144,17 +144,111 @@ def train(
     console.print(f"run written to {out}")
 
 
+IndexOption = Annotated[
+    str,
+    typer.Option(
+        "--index", help="exact, annoy, faiss-flat, faiss-hnsw or faiss-ivf (ANN needs its extra)."
+    ),
+]
+IndexOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        "-o",
+        help="An index option: -o n_trees=100, -o ef_search=256, -o nprobe=32 (repeatable).",
+    ),
+]
+
+
+def _parse_options(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` strings to a dict; values are read as YAML (numbers, booleans, ...)."""
+    import yaml
+
+    from towerkit.config import ConfigError
+
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"index option {item!r} is not KEY=VALUE")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `towerkit train`.")],
+    index: IndexOption = "exact",
+    options: IndexOptions = None,
 ) -> None:
-    """Re-evaluate a saved run (full catalogue, seen items masked)."""
+    """Re-evaluate a saved run (full catalogue, seen items masked), exactly or through an
+    approximate index (then also its recall against exact search and its speed)."""
     from towerkit import pipeline
     from towerkit.config import load_config
 
-    metrics = pipeline.evaluate_run(run_dir)
+    index_options = _parse_options(options)
     ks = load_config(run_dir / "config.yaml").eval.ks
-    console.print(_metrics_table(str(run_dir), metrics, ks))
+    metrics = pipeline.evaluate_run(run_dir, index=index, index_options=index_options)
+    console.print(_metrics_table(f"{run_dir} ({index})", metrics, ks))
+    if index != "exact":
+        names = [f"index_recall@{k}" for k in ks]
+        table = Table("", *(n.replace("index_", "") for n in names), "build s", "queries/s",
+                      "exact queries/s", title=f"{index} against exact search")  # fmt: skip
+        for stage, m in metrics.items():
+            table.add_row(
+                stage,
+                *(f"{m[n]:.4f}" for n in names),
+                f"{m['index_build_s']:.3f}",
+                f"{m['index_qps']:,.0f}",
+                f"{m['exact_qps']:,.0f}",
+            )
+        console.print(table)
+
+
+@app.command()
+def recommend(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `towerkit train`.")],
+    user: Annotated[
+        list[str] | None, typer.Option("--user", "-u", help="A known user's raw id (repeatable).")
+    ] = None,
+    history: Annotated[
+        str | None,
+        typer.Option(
+            "--history",
+            help="A new user's raw item ids, oldest first, comma-separated "
+            '(titles may contain commas: "Godfather, The (1972),Heat (1995)").',
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many items.")] = 10,
+    index: IndexOption = "exact",
+    options: IndexOptions = None,
+) -> None:
+    """Top-K items for a known user (seen items excluded) or for a history of items."""
+    from towerkit.retrieval import Retriever, parse_id_list
+
+    if bool(user) == (history is not None):
+        raise typer.BadParameter("give either --user (one or more) or --history, not both")
+    retriever = Retriever.from_run(run_dir, index, **_parse_options(options))
+    if user:
+        labels = [f"user {u}" for u in user]
+        recs = retriever.recommend(user, k)
+    else:
+        items = parse_id_list(retriever.encoded.item_vocab, history)
+        labels = [f"history of {len(items)} item(s)"]
+        recs = retriever.recommend_history([items], k)
+    show_titles = recs.titles is not None and (recs.titles != recs.items).any()
+    for row, label in enumerate(labels):
+        columns = ["rank", "item", *(["title"] if show_titles else []), "score"]
+        table = Table(*columns, title=f"{label}: top {k} ({index})")
+        for rank in range(k):
+            item = recs.items[row, rank]
+            if item is None:
+                break
+            cells = [str(rank + 1), str(item)]
+            if show_titles:
+                cells.append(str(recs.titles[row, rank]))
+            table.add_row(*cells, f"{recs.scores[row, rank]:.4f}")
+        console.print(table)
 
 
 def main() -> None:

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from towerkit.errors import TowerkitError
 from towerkit.objectives import Mode, parse_mode
@@ -114,6 +121,20 @@ class EvalConfig(_Section):
     ks: list[int] = Field(default_factory=lambda: [10, 50])
     max_bytes: int = Field(default=256 * 2**20, ge=1 << 16)
     batch_size: int = Field(default=1024, ge=1)
+    index: Literal["exact", "annoy", "faiss-flat", "faiss-hnsw", "faiss-ivf"] = Field(
+        default="exact",
+        description="validation ranks through this index every epoch (test is always exact)",
+    )
+    index_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of that index, e.g. {n_trees: 50}"
+    )
+
+    @model_validator(mode="after")
+    def _index(self) -> EvalConfig:
+        from towerkit.index import make_index
+
+        make_index(self.index, **self.index_options)  # a bad option fails here, not mid-run
+        return self
 
     @field_validator("ks")
     @classmethod

@@ -17,8 +17,9 @@ Metrics, averaged over evaluated users, for each K:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,7 +173,8 @@ def ranking_metrics(
         out[f"ndcg@{k}"] = float(((h * discounts[:k]).sum(1) / ideal).mean())
         out[f"mrr@{k}"] = float(np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0).mean())
         out[f"precision@{k}"] = float((found / k).mean())
-        out[f"coverage@{k}"] = float(len(np.unique(topk_ids[:, :k])) / n_items)
+        shown = np.unique(topk_ids[:, :k])
+        out[f"coverage@{k}"] = float((shown > 0).sum() / n_items)  # -1 padding not counted
     return out
 
 
@@ -186,6 +188,11 @@ class Evaluator:
         max_len: history length fed to the user tower.
         batch_size: users per user-tower batch.
         max_bytes: the largest block of scores held at once.
+        index: rank through this index (``exact``, ``annoy``, ``faiss-hnsw``, ... see
+            :mod:`towerkit.index`) instead of exact scoring; the metrics then also report the
+            index's ``index_recall@K`` against exact top-K, ``index_build_s`` and
+            ``index_qps`` (and ``exact_qps`` for comparison).
+        index_options: options of that index (``n_trees``, ``ef_search``, ...).
 
     Example:
         >>> evaluator = Evaluator(split, "test", n_items=encoded.n_items)
@@ -202,8 +209,11 @@ class Evaluator:
         max_len: int = 50,
         batch_size: int = 1024,
         max_bytes: int = 256 * 2**20,
+        index: str = "exact",
+        index_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.split, self.stage, self.n_items = split, stage, n_items
+        self.index, self.index_options = index, dict(index_options or {})
         self.ks, self.max_len, self.batch_size, self.max_bytes = (
             tuple(ks),
             max_len,
@@ -214,13 +224,19 @@ class Evaluator:
         self.exclude = self.queries.exclusions(split.sequences.items)
         self.last_seconds = 0.0
 
-    def _metrics(self, score_rows: Callable[[int, int], torch.Tensor]) -> dict[str, float]:
+    def _topk(self, score_rows: Callable[[int, int], torch.Tensor]) -> np.ndarray:
         ids, _ = chunked_topk(
             score_rows, len(self.queries), self.n_items, max(self.ks), self.exclude, self.max_bytes
         )
+        return ids
+
+    def _ranking(self, ids: np.ndarray) -> dict[str, float]:
         return ranking_metrics(
             ids, self.queries.target_offsets, self.queries.target_items, self.n_items, self.ks
         )
+
+    def _metrics(self, score_rows: Callable[[int, int], torch.Tensor]) -> dict[str, float]:
+        return self._ranking(self._topk(score_rows))
 
     @torch.no_grad()
     def user_vectors(
@@ -258,7 +274,46 @@ class Evaluator:
         self, users: torch.Tensor, items: torch.Tensor, similarity: Similarity
     ) -> dict[str, float]:
         """Metrics from precomputed ``[U, D]`` user and ``[n_items, D]`` item vectors."""
+        if self.index != "exact":
+            return self.evaluate_index(users, items, similarity, self.index, **self.index_options)
         return self._metrics(lambda begin, end: similarity.pairwise(users[begin:end], items))
+
+    def evaluate_index(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        similarity: Similarity,
+        kind: str,
+        **options: Any,
+    ) -> dict[str, float]:
+        """Metrics with the top-K taken from an index built over the item vectors.
+
+        Besides the ranking metrics, reports ``index_recall@K`` (the share of the exact top-K,
+        seen items masked, that the index also returns, for each K), ``index_build_s``,
+        ``index_qps`` (queries per second through the index, exclusions included) and
+        ``exact_qps`` (the same for exact chunked search).
+        """
+        from towerkit.index import make_index, recall_at_k
+
+        users, items = users.float().cpu(), items.float().cpu()
+        index = make_index(kind, similarity, **options)
+        start = time.perf_counter()
+        index.build(items, ids=np.arange(1, self.n_items + 1))
+        build_seconds = time.perf_counter() - start
+        k = max(self.ks)
+        start = time.perf_counter()
+        ids, _ = index.search(users, k, exclude=self.exclude)
+        index_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        exact = self._topk(lambda begin, end: similarity.pairwise(users[begin:end], items))
+        exact_seconds = time.perf_counter() - start
+        metrics = self._ranking(ids)
+        for cutoff in self.ks:
+            metrics[f"index_recall@{cutoff}"] = recall_at_k(ids, exact, cutoff)
+        metrics["index_build_s"] = build_seconds
+        metrics["index_qps"] = len(users) / max(index_seconds, 1e-9)
+        metrics["exact_qps"] = len(users) / max(exact_seconds, 1e-9)
+        return metrics
 
     def evaluate_popularity(self) -> dict[str, float]:
         """The most-popular-unseen baseline: items ranked by their training count."""

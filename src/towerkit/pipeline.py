@@ -43,10 +43,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Prepared:
-    """Encoded data and its leave-one-out split."""
+    """Encoded data and its leave-one-out split.
+
+    ``titles`` holds each item's title by item id (index 0 is padding), where the data set has
+    titles.
+    """
 
     encoded: EncodedInteractions
     split: Split
+    titles: np.ndarray | None = None
 
     @property
     def train_counts(self) -> np.ndarray:
@@ -67,7 +72,14 @@ def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
     user_features = spec.user_features if data.user_features is None else data.user_features
     item_features = spec.item_features if data.item_features is None else data.item_features
     encoded = encode(interactions, user_features=user_features, item_features=item_features)
-    return Prepared(encoded, leave_one_out(Sequences.from_encoded(encoded)))
+    titles = None
+    items = interactions.items
+    if items is not None and "title" in items.columns:
+        by_item = items.set_index("item")["title"]
+        titles = np.empty(encoded.n_items + 1, dtype=object)
+        titles[0] = ""
+        titles[1:] = by_item.reindex(encoded.item_vocab.raw).fillna("").astype(str).to_numpy()
+    return Prepared(encoded, leave_one_out(Sequences.from_encoded(encoded)), titles)
 
 
 def build_model(config: Config, encoded: EncodedInteractions) -> MatchingModel:
@@ -117,7 +129,11 @@ def build_temperature(config: Config) -> Temperature:
     return Temperature(t.value, learnable=t.learnable, min_value=t.min_value, max_value=t.max_value)
 
 
-def evaluators(config: Config, prepared: Prepared) -> tuple[Evaluator, Evaluator]:
+def evaluators(
+    config: Config, prepared: Prepared, *, index_on_test: bool = False
+) -> tuple[Evaluator, Evaluator]:
+    """Validation and test evaluators. Validation ranks through ``config.eval.index``; the test
+    stage is exact unless ``index_on_test`` (``towerkit evaluate --index``)."""
     kwargs = {
         "ks": config.eval.ks,
         "max_len": config.data.max_len,
@@ -125,9 +141,10 @@ def evaluators(config: Config, prepared: Prepared) -> tuple[Evaluator, Evaluator
         "max_bytes": config.eval.max_bytes,
     }
     n_items = prepared.encoded.n_items
+    index = {"index": config.eval.index, "index_options": config.eval.index_options}
     return (
-        Evaluator(prepared.split, "valid", n_items, **kwargs),
-        Evaluator(prepared.split, "test", n_items, **kwargs),
+        Evaluator(prepared.split, "valid", n_items, **kwargs, **index),
+        Evaluator(prepared.split, "test", n_items, **kwargs, **(index if index_on_test else {})),
     )
 
 
@@ -287,10 +304,20 @@ def load_run(run_dir: Path) -> tuple[Config, Prepared, MatchingModel]:
     return config, prepared, model.eval()
 
 
-def evaluate_run(run_dir: Path) -> dict[str, dict[str, float]]:
-    """Re-evaluate a saved run on its validation and test stages."""
+def evaluate_run(
+    run_dir: Path, index: str = "exact", index_options: dict | None = None
+) -> dict[str, dict[str, float]]:
+    """Re-evaluate a saved run on its validation and test stages, exactly or through an index
+    (see :meth:`Evaluator.evaluate_index` for what an index adds to the metrics)."""
+    from towerkit.index import make_index
+
+    make_index(index, **(index_options or {}))  # bad options fail before the model loads
     config, prepared, model = load_run(run_dir)
-    valid, test = evaluators(config, prepared)
+    eval_config = config.eval.model_copy(
+        update={"index": index, "index_options": dict(index_options or {})}
+    )
+    config = config.model_copy(update={"eval": eval_config})
+    valid, test = evaluators(config, prepared, index_on_test=True)
     similarity = build_similarity(config)
     start = time.perf_counter()
     metrics = {

@@ -135,9 +135,10 @@ class Trainer:
     def step_loss(self, batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """The loss of one batch (the whole forward pass, no optimiser step)."""
         queries = self.model.encode_users(batch)  # (B, D)
+        positives = batch.targets
         pos, neg, mask = self.negatives.logits(
             queries,
-            batch.targets,
+            positives,
             self.model.encode_items,
             self.similarity,
             self.temperature,
@@ -202,7 +203,7 @@ class Trainer:
             logs.append(log)
             logger.info(
                 "epoch %d: loss %.4f, valid HR@10 %.4f, NDCG@10 %.4f, %.1f s (%.0f samples/s), "
-                "temperature %.4g",
+                "temperature %.4g%s",
                 log.epoch,
                 log.loss,
                 log.valid.get("hr@10", float("nan")),
@@ -210,6 +211,11 @@ class Trainer:
                 seconds,
                 log.samples_per_second,
                 self.temperature.value,
+                (
+                    f", index recall@10 {log.valid['index_recall@10']:.4f}"
+                    if "index_recall@10" in log.valid
+                    else ""
+                ),
             )
             score = log.valid.get(s.monitor, -log.loss)
             if score > best_score:

@@ -7,6 +7,7 @@ optional: their packages are imported only when such an index is built or loaded
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "Index",
     "IndexArgumentError",
     "IndexUnavailable",
+    "index_options",
     "load_index",
     "make_index",
     "recall_at_k",
@@ -45,10 +47,27 @@ def make_index(
     ``faiss-ivf``) with its options; call ``build`` next."""
     if kind not in INDEXES:
         raise IndexArgumentError(f"unknown index {kind!r}; use one of: {', '.join(INDEXES)}")
-    try:
-        return INDEXES[kind](similarity, normalize=normalize, **options)
-    except TypeError as err:
-        raise IndexArgumentError(f"bad option for the {kind} index: {err}") from err
+    allowed = index_options(kind)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise IndexArgumentError(
+            f"unknown option(s) {', '.join(unknown)} for the {kind} index; "
+            f"allowed: {', '.join(allowed) or 'none'}"
+        )
+    return INDEXES[kind](similarity, normalize=normalize, **options)
+
+
+def index_options(kind: str) -> list[str]:
+    """The option names an index kind accepts (beyond similarity and normalize)."""
+    names: list[str] = []
+    for cls in INDEXES[kind].__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        for name, param in inspect.signature(init).parameters.items():
+            if param.kind is param.KEYWORD_ONLY and name != "normalize" and name not in names:
+                names.append(name)
+    return names
 
 
 def load_index(path: str | Path) -> Index:

@@ -38,21 +38,31 @@ class ExactIndex(Index):
         super().__init__(similarity, normalize=normalize)
         self.max_bytes = max_bytes
         self._vectors: torch.Tensor | None = None
+        self._squared_norms: torch.Tensor | None = None
 
     def options(self) -> dict:
         return {"max_bytes": self.max_bytes}
 
     def _build(self, vectors: np.ndarray) -> None:
-        # Kept as given: the similarity prepares (normalises) both sides when scoring.
-        self._vectors = torch.from_numpy(vectors)
+        # Stored prepared (normalised for cosine), so a search never normalises them again.
+        self._vectors = self.similarity.prepare(torch.from_numpy(vectors))
+
+    def _score(self, queries: torch.Tensor) -> torch.Tensor:
+        """``[B, N]`` scores of prepared queries, as ``Similarity.pairwise`` defines them."""
+        dots = queries @ self._vectors.T
+        if self.similarity.name != "euclidean":
+            return dots
+        if self._squared_norms is None:
+            self._squared_norms = (self._vectors * self._vectors).sum(-1)
+        squared = (queries * queries).sum(-1, keepdim=True) - 2 * dots + self._squared_norms
+        return -squared.clamp_min(0.0)
 
     def _search_positions(self, queries, k, excluded):
-        q = torch.from_numpy(queries)
-        vectors, similarity = self._vectors, self.similarity
+        q = self.similarity.prepare(torch.from_numpy(queries))
         positions, scores = chunked_topk(
-            lambda begin, end: similarity.pairwise(q[begin:end], vectors),
+            lambda begin, end: self._score(q[begin:end]),
             len(q),
-            len(vectors),
+            len(self._vectors),
             k,
             excluded,
             self.max_bytes,
@@ -70,4 +80,4 @@ class ExactIndex(Index):
         np.save(path / VECTORS_FILE, self._vectors.numpy())
 
     def _load(self, path: Path) -> None:
-        self._vectors = torch.from_numpy(np.load(path / VECTORS_FILE))
+        self._vectors = torch.from_numpy(np.load(path / VECTORS_FILE))  # saved prepared
