@@ -172,7 +172,7 @@ def test_build_checks_ids():
 def test_unknown_kind_and_bad_options():
     with pytest.raises(IndexArgumentError, match="unknown index 'annoyy'"):
         make_index("annoyy")
-    with pytest.raises(IndexArgumentError, match="unknown option.*n_tres.*allowed: n_trees"):
+    with pytest.raises(IndexArgumentError, match=r"unknown option.*n_tres.*allowed: n_trees"):
         make_index("annoy", n_tres=3)
     with pytest.raises(IndexArgumentError, match="allowed: M, ef_construction, ef_search"):
         make_index("faiss-hnsw", nprobe=3)

@@ -92,11 +92,11 @@ def test_a_history_gives_what_the_same_known_user_gets(run):
 def test_unknown_ids_are_named(run):
     out, _, _ = run
     retriever = Retriever.from_run(out)
-    with pytest.raises(KeyError, match="unknown user id.*99999"):
+    with pytest.raises(KeyError, match=r"unknown user id.*99999"):
         retriever.recommend([99999])
     with pytest.raises(KeyError, match="unknown user id 'abc'"):
         retriever.recommend(["abc"])
-    with pytest.raises(KeyError, match="unknown item id.*123456"):
+    with pytest.raises(KeyError, match=r"unknown item id.*123456"):
         retriever.recommend_history([[1, 123456]])
 
 
