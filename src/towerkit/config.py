@@ -51,7 +51,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["youtube_dnn", "dssm"] = "youtube_dnn"
+    name: Literal["youtube_dnn", "dssm", "sasrec", "gru4rec"] = "youtube_dnn"
     embedding_dim: int = Field(default=64, ge=1)
     id_dim: int = Field(default=64, ge=1, description="DSSM: id and history embedding width")
     hidden: list[int] = Field(default_factory=lambda: [256])
@@ -59,11 +59,20 @@ class ModelConfig(_Section):
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     pooling: Literal["mean", "sum", "recency", "attention"] = "recency"
     feature_dim: int = Field(default=16, ge=1)
-    share_embeddings: bool = Field(default=False, description="YouTubeDNN: tie input/output")
+    share_embeddings: bool | None = Field(
+        default=None,
+        description="tie input and output item tables (default: no for YouTubeDNN, yes for "
+        "SASRec and GRU4Rec)",
+    )
     recent_items: int = Field(
         default=0, ge=0, description="also feed the last k history embeddings in order"
     )
     use_user_id: bool = Field(default=True, description="DSSM: embed the user id")
+    n_layers: int = Field(default=2, ge=1, description="SASRec blocks / GRU4Rec GRU layers")
+    n_heads: int = Field(default=1, ge=1, description="SASRec attention heads")
+    ffn_dim: int | None = Field(default=None, ge=1, description="SASRec feed-forward width (4D)")
+    layer_norm: Literal["pre", "post"] = Field(default="pre", description="SASRec LayerNorm")
+    hidden_size: int | None = Field(default=None, ge=1, description="GRU4Rec state (default D)")
 
 
 class SimilarityConfig(_Section):
@@ -99,7 +108,15 @@ class NegativesConfig(_Section):
 class TrainConfig(_Section):
     mode: Mode = Mode.LISTWISE
     epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=1024, ge=1)
+    batch_size: int = Field(
+        default=1024, ge=1, description="samples per batch (sequential models: sequences)"
+    )
+    windows: int = Field(
+        default=0,
+        ge=0,
+        description="YouTubeDNN: train on windows of this many positions per user (one pass "
+        "each; batch_size // windows windows a batch) instead of independent samples",
+    )
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     clip_norm: float = Field(default=1.0, ge=0)

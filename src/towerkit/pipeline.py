@@ -22,9 +22,9 @@ import torch
 from towerkit import datasets
 from towerkit.config import Config, ConfigError, DataConfig, config_from_dict, load_config
 from towerkit.data import EncodedInteractions, Sequences, Split, encode, leave_one_out
-from towerkit.data.batches import TrainingBatches
+from towerkit.data.batches import SequenceBatches, TrainingBatches
 from towerkit.evaluation import Evaluator
-from towerkit.models import DSSM, MatchingModel, YouTubeDNN
+from towerkit.models import DSSM, GRU4Rec, MatchingModel, SASRec, YouTubeDNN
 from towerkit.negatives import (
     CatalogueSampler,
     FullNegatives,
@@ -84,6 +84,29 @@ def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
 
 def build_model(config: Config, encoded: EncodedInteractions) -> MatchingModel:
     m = config.model
+    shared = {} if m.share_embeddings is None else {"share_embeddings": m.share_embeddings}
+    if m.name == "sasrec":
+        return SASRec(
+            encoded.n_items,
+            embedding_dim=m.embedding_dim,
+            max_len=config.data.max_len,
+            n_layers=m.n_layers,
+            n_heads=m.n_heads,
+            ffn_dim=m.ffn_dim,
+            dropout=m.dropout,
+            layer_norm=m.layer_norm,
+            **shared,
+        )
+    if m.name == "gru4rec":
+        return GRU4Rec(
+            encoded.n_items,
+            embedding_dim=m.embedding_dim,
+            hidden_size=m.hidden_size,
+            n_layers=m.n_layers,
+            dropout=m.dropout,
+            max_len=config.data.max_len,
+            **shared,
+        )
     common = {
         "embedding_dim": m.embedding_dim,
         "hidden": tuple(m.hidden),
@@ -96,7 +119,7 @@ def build_model(config: Config, encoded: EncodedInteractions) -> MatchingModel:
         "recent_items": m.recent_items,
     }
     if m.name == "youtube_dnn":
-        return YouTubeDNN(encoded.n_items, share_embeddings=m.share_embeddings, **common)
+        return YouTubeDNN(encoded.n_items, **shared, **common)
     return DSSM(
         encoded.n_users,
         encoded.n_items,
@@ -118,6 +141,31 @@ def build_negatives(config: Config, n_items: int, train_counts: np.ndarray) -> N
     sampler = CatalogueSampler.build(n.sampler, train_counts, n.alpha)
     sampled = SampledNegatives(sampler, n.n, shared=n.shared, logq=logq)
     return sampled if n.kind == "sampled" else MixedNegatives(in_batch, sampled)
+
+
+def build_batches(
+    config: Config, prepared: Prepared, model: MatchingModel
+) -> TrainingBatches | SequenceBatches:
+    """Independent samples, or windows of positions (sequential models; ``train.windows``)."""
+    t, max_len = config.train, config.data.max_len
+    if model.sequential:
+        return SequenceBatches(
+            prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed
+        )
+    if t.windows:
+        if not hasattr(model, "encode_positions"):
+            raise ConfigError(
+                f"train.windows needs a model that encodes positions (youtube_dnn, sasrec, "
+                f"gru4rec), not {config.model.name}"
+            )
+        return SequenceBatches(
+            prepared.split,
+            batch_size=max(1, t.batch_size // t.windows),
+            max_len=t.windows,
+            context=max_len - 1,
+            seed=t.seed,
+        )
+    return TrainingBatches(prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed)
 
 
 def build_similarity(config: Config) -> Similarity:
@@ -186,12 +234,7 @@ def train(config: Config, prepared: Prepared | None = None) -> RunOutcome:
             progress=config.train.progress,
         ),
     )
-    batches = TrainingBatches(
-        prepared.split,
-        batch_size=config.train.batch_size,
-        max_len=config.data.max_len,
-        seed=config.train.seed,
-    )
+    batches = build_batches(config, prepared, model)
     valid, test = evaluators(config, prepared)
     result = trainer.fit(batches, valid)
     test_metrics = test.evaluate(model, similarity, trainer.device)

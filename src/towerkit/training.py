@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from towerkit.data.batches import TrainingBatches
+from towerkit.data.batches import SequenceBatch, SequenceBatches, TrainingBatches
 from towerkit.evaluation import Evaluator
 from towerkit.models.base import MatchingModel
 from towerkit.negatives import Negatives
@@ -134,8 +134,14 @@ class Trainer:
 
     def step_loss(self, batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """The loss of one batch (the whole forward pass, no optimiser step)."""
-        queries = self.model.encode_users(batch)  # (B, D)
-        positives = batch.targets
+        if isinstance(batch, SequenceBatch):
+            # Every real position of every window is a query: one pass, many (query, positive).
+            real = batch.targets > 0  # (W, L)
+            queries = self.model.encode_positions(batch)[real]  # (Q, D)
+            positives = batch.targets[real]  # (Q,)
+        else:
+            queries = self.model.encode_users(batch)  # (B, D)
+            positives = batch.targets
         pos, neg, mask = self.negatives.logits(
             queries,
             positives,
@@ -147,7 +153,9 @@ class Trainer:
         # The strategy has already divided by the temperature (and applied log-q).
         return self.objective(pos, neg, mask=mask)
 
-    def fit(self, batches: TrainingBatches, evaluator: Evaluator | None = None) -> TrainResult:
+    def fit(
+        self, batches: TrainingBatches | SequenceBatches, evaluator: Evaluator | None = None
+    ) -> TrainResult:
         """Train for up to ``settings.epochs`` epochs; keep the best validation weights."""
         s = self.settings
         if s.threads:

@@ -21,9 +21,15 @@ from towerkit.data.split import Split, Targets, leave_one_out, temporal_split
 from towerkit.data.vocab import Vocab
 
 if TYPE_CHECKING:
-    from towerkit.data.batches import Batch, TrainingBatches, gather_history
+    from towerkit.data.batches import (
+        Batch,
+        SequenceBatch,
+        SequenceBatches,
+        TrainingBatches,
+        gather_history,
+    )
 
-_LAZY = {"Batch", "TrainingBatches", "gather_history"}
+_LAZY = {"Batch", "SequenceBatch", "SequenceBatches", "TrainingBatches", "gather_history"}
 
 
 def __getattr__(name: str) -> Any:
@@ -39,6 +45,8 @@ __all__ = [
     "EncodedInteractions",
     "FeatureTable",
     "Interactions",
+    "SequenceBatch",
+    "SequenceBatches",
     "Sequences",
     "Split",
     "Targets",

@@ -141,3 +141,123 @@ class TrainingBatches:
         """Each ``iter()`` runs the next epoch: 0, 1, 2, ..."""
         epoch, self._epoch = self._epoch, self._epoch + 1
         return self.epoch(epoch)
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """A batch of training windows for a sequential model: one forward pass per window, one
+    query per real position.
+
+    Attributes:
+        users: int64 ``[W]`` encoded user of each window.
+        history: int64 ``[W, L]`` the window's input items, left-padded with 0, most recent last.
+        targets: int64 ``[W, L]`` the item that follows each input (0 under padding): the query
+            at column ``j`` has seen ``history[:, : j + 1]`` and must predict ``targets[:, j]``.
+    """
+
+    users: torch.Tensor
+    history: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_queries(self) -> int:
+        return int((self.targets > 0).sum())
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        return SequenceBatch(
+            self.users.to(device), self.history.to(device), self.targets.to(device)
+        )
+
+
+class SequenceBatches:
+    """Shuffled batches of training windows: every training position ``t >= 1`` of every user
+    is a query exactly once per epoch, as in :class:`TrainingBatches`, but a user's positions
+    share one forward pass instead of one pass per prefix.
+
+    A user's targets are cut into windows of at most ``max_len`` consecutive positions, aligned
+    to the end of the training sequence (the last window is full; the first may be short).
+    Inside a window, position ``j`` sees the window's inputs up to ``j``.
+
+    ``context`` adds up to that many older items in front of each window, as inputs without a
+    target: a pooled-history model with a history of ``context + 1`` items then sees, at every
+    position, exactly the history a :class:`TrainingBatches` sample would have.
+
+    Args:
+        split: the split whose training part is used.
+        batch_size: windows per batch.
+        max_len: targets per window ``L``; batches are ``[W, context + L]``.
+        context: extra leading inputs per window (0 for SASRec and GRU4Rec).
+        shuffle, seed, drop_last: as for :class:`TrainingBatches`.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        batch_size: int = 128,
+        max_len: int = 200,
+        context: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        if context < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
+        self.split, self.batch_size, self.max_len = split, batch_size, max_len
+        self.context = context
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        starts = split.sequences.offsets[:-1]
+        n_targets = np.maximum(split.train_end - starts - 1, 0)  # positions start+1 .. end-1
+        n_windows = -(-n_targets // max_len)  # ceil
+        self.users = np.repeat(np.arange(len(n_targets), dtype=np.int64), n_windows)
+        # Window k (0 = the most recent) of a user ends (exclusive) at train_end - k * max_len.
+        back = np.arange(int(n_windows.sum()), dtype=np.int64) - np.repeat(
+            np.cumsum(n_windows) - n_windows, n_windows
+        )
+        self.ends = split.train_end[self.users] - back * max_len
+        self.begins = np.maximum(self.ends - max_len, starts[self.users] + 1)
+        self.starts = starts[self.users]
+        self.n_samples = int(n_targets.sum())
+        self._epoch = 0
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.users)
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n_windows, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n_windows)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+
+    def make_batch(self, windows: np.ndarray) -> SequenceBatch:
+        items = self.split.sequences.items
+        begins, ends = self.begins[windows], self.ends[windows]
+        width = self.context + self.max_len
+        first_input = np.maximum(begins - 1 - self.context, self.starts[windows])
+        targets = gather_history(items, begins, ends, width)
+        return SequenceBatch(
+            users=torch.from_numpy(self.users[windows]),
+            history=torch.from_numpy(gather_history(items, first_input, ends - 1, width)),
+            targets=torch.from_numpy(targets),
+        )
+
+    def epoch(self, epoch: int) -> Iterator[SequenceBatch]:
+        order = self.order(epoch)
+        stop = min(len(self) * self.batch_size, self.n_windows)
+        for begin in range(0, stop, self.batch_size):
+            yield self.make_batch(order[begin : begin + self.batch_size])
+
+    def __iter__(self) -> Iterator[SequenceBatch]:
+        epoch, self._epoch = self._epoch, self._epoch + 1
+        return self.epoch(epoch)

@@ -20,9 +20,15 @@ class MatchingModel(nn.Module, ABC):
     - ``encode_items(item_ids) -> [N, D]``: item vectors from ids, with any item side
       features looked up from buffers the model owns, so the whole catalogue is
       ``encode_items(torch.arange(1, n_items + 1))``.
+
+    A *sequential* model (``sequential = True``: SASRec, GRU4Rec) also implements
+    ``encode_positions(batch) -> [W, L, D]``: the query at every position of a
+    :class:`~towerkit.data.batches.SequenceBatch` window, so that one forward pass trains every
+    position; ``encode_users`` is then the query at the most recent position.
     """
 
     embedding_dim: int
+    sequential: bool = False
 
     @abstractmethod
     def encode_users(self, batch: Batch) -> torch.Tensor: ...

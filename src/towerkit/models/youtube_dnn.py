@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from towerkit.data.batches import Batch
+from towerkit.data.batches import Batch, SequenceBatch
 from towerkit.data.encoding import FeatureTable
 from towerkit.models.base import MatchingModel
 from towerkit.nn import MLP, FeatureEmbedding, HistoryPooling, padded_embedding
@@ -76,6 +76,40 @@ class YouTubeDNN(MatchingModel):
         embedded = self.history_embedding(batch.history)  # (B, L, D); padding rows are zero
         features = [self.pooling(embedded, mask), self.profile(batch.users)]  # (B, (1+k)D + F)
         return self.tower(torch.cat(features, dim=-1))  # (B, D)
+
+    def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
+        """``[W, T, D]`` queries at every position of windows built with ``context = max_len - 1``
+        (see :class:`~towerkit.data.batches.SequenceBatches`): position ``j`` pools the
+        ``max_len`` inputs up to ``j``, exactly the history of the same training sample.
+
+        Mean and sum pooling run as sliding-window sums over one cumulative sum per window, so
+        each item is embedded once per window rather than once per sample whose history holds
+        it (``max_len`` times); other poolings fall back to gathering each position's history.
+        """
+        history = batch.history
+        n_windows, width = history.shape
+        length = self.pooling.max_len
+        if self.pooling.mode in ("mean", "sum") and not self.pooling.recent:
+            real = (history > 0).to(torch.float32)  # (W, T)
+            embedded = self.history_embedding(history)  # (W, T, D); padding rows are zero
+            pad = torch.zeros(n_windows, 1, embedded.shape[-1], dtype=embedded.dtype)
+            sums = torch.cat([pad, embedded], 1).cumsum(1)  # (W, T + 1, D)
+            counts = torch.cat([real.new_zeros(n_windows, 1), real], 1).cumsum(1)  # (W, T + 1)
+            lo = (torch.arange(1, width + 1) - length).clamp_min(0)  # window start per position
+            pooled = sums[:, 1:] - sums[:, lo]  # (W, T, D): sum of the last max_len inputs
+            if self.pooling.mode == "mean":
+                pooled = pooled / (counts[:, 1:] - counts[:, lo]).clamp_min(1.0)[..., None]
+            profile = self.profile(batch.users)[:, None].expand(-1, width, -1)
+            return self.tower(torch.cat([pooled, profile], dim=-1))
+        # Generic path: every position's own [max_len] history, through encode_users.
+        padded = torch.cat([history.new_zeros(n_windows, length - 1), history], 1)
+        windows = padded.unfold(1, length, 1)  # (W, T, max_len)
+        flat = Batch(
+            users=batch.users[:, None].expand(-1, width).reshape(-1),
+            history=windows.reshape(-1, length),
+            targets=batch.targets.reshape(-1),
+        )
+        return self.encode_users(flat).view(n_windows, width, -1)
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         return self.item_embedding(item_ids)  # (N, D)

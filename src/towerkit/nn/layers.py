@@ -94,7 +94,7 @@ class HistoryPooling(nn.Module):
             raise ValueError(f"unknown pooling {mode!r}; use mean, sum, recency or attention")
         if not 0 <= recent <= max_len:
             raise ValueError(f"recent items must lie in 0..max_len={max_len}, got {recent}")
-        self.mode, self.recent = mode, recent
+        self.mode, self.recent, self.max_len = mode, recent, max_len
         self.out_dim = dim * (1 + recent)
         if mode == "recency":
             # Initialised flat with a mild preference for recent items.

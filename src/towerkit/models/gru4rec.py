@@ -1,0 +1,89 @@
+"""GRU4Rec (Hidasi et al., ICLR 2016): a recurrent user tower over the item sequence.
+
+Histories are left-padded; a GRU would read the padding first and change its state, so each
+row is rotated to start with its real items, run, and rotated back. The GRU is causal by
+construction, so every position's output has seen only the items up to it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from towerkit.data.batches import Batch, SequenceBatch
+from towerkit.models.base import MatchingModel
+from towerkit.nn import padded_embedding
+
+
+def _rotate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Row ``b`` of ``x [B, L, ...]`` rolled left by ``shift[b]`` positions."""
+    length = x.shape[1]
+    index = (torch.arange(length, device=x.device)[None, :] + shift[:, None]) % length  # (B, L)
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return torch.gather(x, 1, index)
+
+
+class GRU4Rec(MatchingModel):
+    """GRU user tower; the item tower is the item embedding table.
+
+    Args:
+        n_items: catalogue size (ids ``1..n_items``; 0 is padding).
+        embedding_dim: D (item vectors and the output).
+        hidden_size: GRU state width (default D).
+        n_layers: stacked GRU layers.
+        dropout: on the input embeddings and between GRU layers.
+        max_len: the longest sequence read (older items are cut).
+        share_embeddings: score items with the input embedding table (default).
+    """
+
+    sequential = True
+
+    def __init__(
+        self,
+        n_items: int,
+        *,
+        embedding_dim: int = 64,
+        hidden_size: int | None = None,
+        n_layers: int = 1,
+        dropout: float = 0.2,
+        max_len: int = 200,
+        share_embeddings: bool = True,
+    ) -> None:
+        super().__init__()
+        self.embedding_dim, self.max_len = embedding_dim, max_len
+        hidden_size = hidden_size or embedding_dim
+        self.item_embedding = padded_embedding(n_items + 1, embedding_dim)
+        self.output_embedding = (
+            self.item_embedding
+            if share_embeddings
+            else padded_embedding(n_items + 1, embedding_dim)
+        )
+        self.input_dropout = nn.Dropout(dropout)
+        self.gru = nn.GRU(
+            embedding_dim,
+            hidden_size,
+            num_layers=n_layers,
+            batch_first=True,
+            dropout=dropout if n_layers > 1 else 0.0,
+        )
+        self.project = nn.Linear(hidden_size, embedding_dim)
+
+    def encode_sequence(self, history: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` left-padded ids -> ``[B, L, D]``: position ``j`` has read items up to
+        ``j``."""
+        history = history[:, -self.max_len :]
+        length = history.shape[1]
+        pad = length - (history > 0).sum(1)  # (B,) leading padding slots
+        x = self.input_dropout(self.item_embedding(history))
+        # Real items first (padding moves to the end, where it cannot affect earlier outputs).
+        out, _ = self.gru(_rotate(x, pad))
+        return _rotate(self.project(out), (length - pad) % length)
+
+    def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
+        return self.encode_sequence(batch.history)
+
+    def encode_users(self, batch: Batch) -> torch.Tensor:
+        return self.encode_sequence(batch.history)[:, -1]
+
+    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self.output_embedding(item_ids)

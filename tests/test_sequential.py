@@ -1,0 +1,221 @@
+"""Sequential user towers (SASRec, GRU4Rec) and position-wise training windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from towerkit.data import Sequences, leave_one_out
+from towerkit.data.batches import Batch, SequenceBatch, SequenceBatches, TrainingBatches
+from towerkit.models import GRU4Rec, SASRec
+from towerkit.models.sasrec import causal_padding_mask
+from towerkit.negatives import (
+    CatalogueSampler,
+    FullNegatives,
+    InBatchNegatives,
+    MixedNegatives,
+    SampledNegatives,
+)
+from towerkit.objectives import get_objective
+from towerkit.similarity import Cosine, Temperature
+from towerkit.training import Trainer
+
+N_ITEMS = 30
+
+
+def toy_split(lengths=(3, 7, 12, 25, 2, 9), seed=0):
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(1, len(lengths) + 1), lengths)
+    items = rng.integers(1, N_ITEMS + 1, len(users))
+    times = np.arange(len(users))
+    return leave_one_out(Sequences.from_arrays(users, items, times, len(lengths)))
+
+
+def models(max_len=8):
+    torch.manual_seed(0)
+    return [
+        SASRec(N_ITEMS, embedding_dim=16, max_len=max_len, n_layers=2, n_heads=2, dropout=0.0),
+        SASRec(N_ITEMS, embedding_dim=16, max_len=max_len, layer_norm="post", dropout=0.0),
+        GRU4Rec(N_ITEMS, embedding_dim=16, n_layers=2, dropout=0.0, max_len=max_len),
+    ]
+
+
+def test_windows_hold_every_training_position_once_with_its_previous_item():
+    split = toy_split()
+    windows = SequenceBatches(split, batch_size=3, max_len=4, seed=1)
+    flat = TrainingBatches(split, batch_size=1000, max_len=50, shuffle=False)
+    seen = []
+    for batch in windows.epoch(0):
+        assert batch.history.shape == batch.targets.shape and batch.history.shape[1] == 4
+        real = batch.targets > 0
+        assert torch.equal(real, batch.history > 0)  # an input for every target, nothing else
+        for w in range(len(batch)):
+            user = int(batch.users[w])
+            for j in np.flatnonzero(real[w].numpy()):
+                seen.append((user, int(batch.targets[w, j]), int(batch.history[w, j])))
+    expected = []
+    (reference,) = list(flat.epoch(0))
+    for user, target, history in zip(
+        reference.users, reference.targets, reference.history, strict=True
+    ):
+        expected.append((int(user), int(target), int(history[-1])))
+    assert sorted(seen) == sorted(expected)
+    assert windows.n_samples == flat.n_samples == len(expected)
+    # Windows are cut from the end: a user's most recent window is full when it can be.
+    user4 = np.flatnonzero(windows.users == 4)  # 25 items: 23 for training, 22 targets
+    assert sorted(windows.ends[user4] - windows.begins[user4]) == [2, 4, 4, 4, 4, 4]
+
+
+def test_causal_padding_mask_on_a_tiny_case():
+    real = torch.tensor([[False, True, True]])
+    mask = causal_padding_mask(real)[0, 0]
+    expected = torch.tensor([[True, False, False], [False, True, False], [False, True, True]])
+    assert torch.equal(mask, expected)
+
+
+@pytest.mark.parametrize("model", models(), ids=["sasrec-pre", "sasrec-post", "gru4rec"])
+def test_no_position_sees_the_future(model):
+    model.eval()
+    history = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 9, 10, 11]])
+    changed = history.clone()
+    changed[:, -2:] = torch.tensor([[20, 21], [22, 23]])
+    a, b = model.encode_sequence(history), model.encode_sequence(changed)
+    earlier = (history > 0) & (torch.arange(8) < 6)  # real positions before the change
+    torch.testing.assert_close(a[earlier], b[earlier])
+    assert not torch.allclose(a[:, -1], b[:, -1])
+
+
+@pytest.mark.parametrize("model", models(max_len=12), ids=["sasrec-pre", "sasrec-post", "gru4rec"])
+def test_extra_left_padding_does_not_change_a_users_vector(model):
+    model.eval()
+    items = torch.tensor([5, 9, 2, 7])
+    short = torch.cat([torch.zeros(2, dtype=torch.long), items])[None]  # L = 6
+    long = torch.cat([torch.zeros(8, dtype=torch.long), items])[None]  # L = 12
+    batch = lambda h: Batch(torch.zeros(1, dtype=torch.long), h, torch.zeros(1, dtype=torch.long))  # noqa: E731
+    torch.testing.assert_close(model.encode_users(batch(short)), model.encode_users(batch(long)))
+    # Longer than max_len: only the last max_len items count.
+    older = torch.cat([torch.tensor([1, 2, 3, 4, 6, 8, 10, 11, 12]), items])[None]
+    torch.testing.assert_close(
+        model.encode_users(batch(older)), model.encode_users(batch(older[:, -12:]))
+    )
+
+
+@pytest.mark.parametrize("model", models(), ids=["sasrec-pre", "sasrec-post", "gru4rec"])
+def test_position_wise_training_equals_a_per_prefix_reference(model):
+    model.eval()  # no dropout: the two computations must agree exactly
+    split = toy_split()
+    (batch,) = list(SequenceBatches(split, batch_size=100, max_len=8, shuffle=False).epoch(0))
+    positions = model.encode_positions(batch)
+    real = batch.targets > 0
+    prefixes, targets, rows = [], [], []
+    for w, j in zip(*np.nonzero(real.numpy()), strict=True):
+        prefix = torch.zeros(8, dtype=torch.long)
+        prefix[8 - (j + 1) :] = batch.history[w, : j + 1]
+        prefixes.append(prefix)
+        targets.append(batch.targets[w, j])
+        rows.append(positions[w, j])
+    reference = Batch(batch.users[:1].repeat(len(prefixes)), torch.stack(prefixes),
+                      torch.stack(targets))  # fmt: skip
+    torch.testing.assert_close(model.encode_users(reference), torch.stack(rows))
+    trainer = Trainer(model, objective=get_objective("listwise"), negatives=FullNegatives(N_ITEMS),
+                      similarity=Cosine(), temperature=Temperature(0.1))  # fmt: skip
+    torch.testing.assert_close(trainer.step_loss(batch), trainer.step_loss(reference))
+
+
+NEGATIVES = {
+    "full": FullNegatives(N_ITEMS),
+    "sampled": SampledNegatives(CatalogueSampler.uniform(N_ITEMS), 5, logq=True),
+    "in_batch": InBatchNegatives.from_counts(np.ones(N_ITEMS + 1), logq=True),
+    "mixed": MixedNegatives(
+        InBatchNegatives.from_counts(np.ones(N_ITEMS + 1)),
+        SampledNegatives(CatalogueSampler.uniform(N_ITEMS), 5, shared=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", ["pointwise", "pairwise", "listwise"])
+@pytest.mark.parametrize("negatives", list(NEGATIVES))
+@pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])
+def test_every_mode_and_negative_strategy_trains(mode, negatives, kind):
+    torch.manual_seed(0)
+    model = (SASRec if kind == "sasrec" else GRU4Rec)(N_ITEMS, embedding_dim=8, max_len=8)
+    trainer = Trainer(model, objective=get_objective(mode), negatives=NEGATIVES[negatives],
+                      similarity=Cosine(), temperature=Temperature(0.2))  # fmt: skip
+    batch = next(iter(SequenceBatches(toy_split(), batch_size=4, max_len=8)))
+    loss = trainer.step_loss(batch, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert model.item_embedding.weight.grad.abs().sum() > 0
+    assert model.item_embedding.weight.grad[0].abs().sum() == 0  # padding never trained
+
+
+def test_constructor_arguments_change_the_output():
+    history = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    batch = Batch(torch.zeros(2, dtype=torch.long), history, torch.zeros(2, dtype=torch.long))
+
+    def out(**kwargs):
+        torch.manual_seed(0)
+        model = SASRec(N_ITEMS, **{"embedding_dim": 8, "max_len": 4, "dropout": 0.0, **kwargs})
+        return model.eval().encode_users(batch)
+
+    base = out()
+    for change in ({"n_layers": 1}, {"n_heads": 2}, {"ffn_dim": 4}, {"layer_norm": "post"}):
+        assert not torch.allclose(base, out(**change)), change
+    assert out(embedding_dim=16).shape == (2, 16)
+    with pytest.raises(ValueError, match="divisible by n_heads 3"):
+        SASRec(N_ITEMS, embedding_dim=8, n_heads=3)
+    torch.manual_seed(0)
+    tied = SASRec(N_ITEMS, embedding_dim=8)
+    assert tied.output_embedding is tied.item_embedding
+    assert SASRec(N_ITEMS, share_embeddings=False).output_embedding is not None
+    gru = GRU4Rec(N_ITEMS, embedding_dim=8, hidden_size=12)
+    assert gru.encode_users(batch).shape == (2, 8) and gru.gru.hidden_size == 12
+
+
+def test_trainer_accepts_sequence_batches_directly():
+    torch.manual_seed(0)
+    split = toy_split(lengths=(15, 20, 18, 30, 25, 12))
+    model = SASRec(N_ITEMS, embedding_dim=8, max_len=6, dropout=0.0)
+    from towerkit.training import TrainSettings
+
+    trainer = Trainer(model, objective=get_objective("listwise"), negatives=FullNegatives(N_ITEMS),
+                      similarity=Cosine(), temperature=Temperature(0.1),
+                      settings=TrainSettings(epochs=3, lr=0.01, progress=False))  # fmt: skip
+    batches = SequenceBatches(split, batch_size=2, max_len=6)
+    result = trainer.fit(batches)
+    losses = [e.loss for e in result.epochs]
+    assert losses[-1] < losses[0]
+    assert result.epochs[0].samples_per_second > 0
+    assert isinstance(next(iter(batches)), SequenceBatch)
+
+
+@pytest.mark.parametrize(
+    "pooling,recent", [("mean", 0), ("sum", 0), ("recency", 0), ("mean", 2), ("attention", 0)]
+)
+def test_youtube_dnn_windows_equal_independent_samples(pooling, recent):
+    """Windows with max_len - 1 items of context give every position the history (and the
+    query vector) of the same TrainingBatches sample; mean/sum take the cumulative-sum path."""
+    from towerkit.models import YouTubeDNN
+
+    torch.manual_seed(0)
+    split = toy_split(lengths=(3, 7, 12, 25, 2, 9, 40))
+    model = YouTubeDNN(N_ITEMS, embedding_dim=8, hidden=(16,), dropout=0.0, pooling=pooling,
+                       max_len=5, recent_items=recent).eval()  # fmt: skip
+    windows = SequenceBatches(split, batch_size=100, max_len=6, context=4, shuffle=False)
+    (batch,) = list(windows.epoch(0))
+    assert batch.history.shape == (windows.n_windows, 10)
+    real = batch.targets > 0
+    got = model.encode_positions(batch)[real]
+    # The same (user, target) samples, each with its own 5-item history.
+    (flat,) = list(TrainingBatches(split, batch_size=10_000, max_len=5, shuffle=False).epoch(0))
+    key = lambda u, t, h: (int(u), int(t), tuple(h.tolist()))  # noqa: E731
+    expected = {key(u, t, h): v for u, t, h, v in zip(
+        flat.users, flat.targets, flat.history, model.encode_users(flat), strict=True)}  # fmt: skip
+    assert len(got) == len(expected)
+    for (w, j), vector in zip(zip(*np.nonzero(real.numpy()), strict=True), got, strict=True):
+        history = batch.history[w, max(0, j - 4) : j + 1]
+        history = torch.cat([torch.zeros(5 - len(history), dtype=torch.long), history])
+        torch.testing.assert_close(
+            vector, expected[key(batch.users[w], batch.targets[w, j], history)]
+        )
