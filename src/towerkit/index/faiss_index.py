@@ -35,7 +35,8 @@ class FaissIndex(Index):
     Args:
         similarity, normalize: see :class:`~towerkit.index.base.Index`.
         threads: OpenMP threads Faiss may use (0: Faiss's default, all cores).
-        query_chunk: queries searched per Faiss call.
+        query_chunk: queries searched per Faiss call (small chunks keep the over-fetch close
+            to each query's own number of exclusions).
 
     Exclusions are applied by over-fetching: queries are searched in chunks ordered by their
     number of exclusions, each chunk asking for ``k`` plus its largest exclusion count, and
@@ -50,7 +51,7 @@ class FaissIndex(Index):
         *,
         normalize: bool = False,
         threads: int = 0,
-        query_chunk: int = 4096,
+        query_chunk: int = 128,
     ) -> None:
         super().__init__(similarity, normalize=normalize)
         self.threads, self.query_chunk = threads, query_chunk
@@ -143,7 +144,7 @@ class FaissHNSWIndex(FaissIndex):
         *,
         normalize: bool = False,
         M: int = 32,
-        ef_construction: int = 100,
+        ef_construction: int = 80,
         ef_search: int = 128,
         **kwargs,
     ) -> None:
