@@ -128,3 +128,22 @@ def test_mixed_concatenates_in_batch_and_sampled():
         torch.randn(4, 4), torch.tensor([1, 2, 3, 4]), encode, Dot(), Temperature(1)
     )
     assert pos.shape == (4,) and neg.shape == mask.shape == (4, 4 + 7)
+
+
+def test_full_softmax_fast_path_equals_the_listwise_objective():
+    from towerkit.objectives import listwise
+    from towerkit.similarity import Dot, Temperature
+
+    torch.manual_seed(0)
+    table = torch.randn(13, 6, requires_grad=True)
+    queries = torch.randn(9, 6)
+    positives = torch.randint(1, 13, (9,))
+    full = FullNegatives(12)
+    encode = lambda ids: table[ids]  # noqa: E731
+    pos, neg, mask = full.logits(queries, positives, encode, Dot(), Temperature(0.3))
+    reference = listwise(pos, neg, mask=mask)
+    fused = full.softmax_loss(queries, positives, encode, Dot(), Temperature(0.3))
+    torch.testing.assert_close(fused, reference)
+    (g1,) = torch.autograd.grad(reference, table)
+    (g2,) = torch.autograd.grad(fused, table)
+    torch.testing.assert_close(g1, g2)

@@ -47,7 +47,8 @@ def test_windows_hold_every_training_position_once_with_its_previous_item():
     flat = TrainingBatches(split, batch_size=1000, max_len=50, shuffle=False)
     seen = []
     for batch in windows.epoch(0):
-        assert batch.history.shape == batch.targets.shape and batch.history.shape[1] == 4
+        assert batch.history.shape == batch.targets.shape and batch.history.shape[1] <= 4
+        assert (batch.targets[:, 0] > 0).any()  # cut to the batch's longest window
         real = batch.targets > 0
         assert torch.equal(real, batch.history > 0)  # an input for every target, nothing else
         for w in range(len(batch)):

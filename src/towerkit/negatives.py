@@ -236,6 +236,26 @@ class FullNegatives(Negatives):
         mask = ids[None, :] != positives[:, None]
         return pos, scores, mask
 
+    def softmax_loss(
+        self,
+        queries: torch.Tensor,
+        positives: torch.Tensor,
+        encode_items: ItemEncoder,
+        similarity: Similarity,
+        temperature: Temperature,
+    ) -> torch.Tensor:
+        """The list-wise loss over the whole catalogue as one fused cross-entropy.
+
+        Equal to ``listwise(*self.logits(...))``: the positive appears exactly once among the
+        catalogue's scores, so softmax CE over [positive, every other item] is plain CE over
+        all items. It skips the mask, the gather and the separate log-sum-exp over the
+        ``[B, n_items]`` block, which dominate a step when the catalogue is scored for
+        thousands of queries at once (sequential models).
+        """
+        ids = torch.arange(1, self.n_items + 1, device=positives.device)
+        scores = similarity.pairwise(queries, encode_items(ids), temperature.inverse())
+        return torch.nn.functional.cross_entropy(scores, positives - 1)
+
 
 def item_counts(items: np.ndarray, n_items: int) -> np.ndarray:
     """int64 ``[n_items + 1]`` occurrences of each item id in ``items`` (index 0 stays 0)."""

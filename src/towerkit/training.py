@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from towerkit.data.batches import SequenceBatch, SequenceBatches, TrainingBatches
 from towerkit.evaluation import Evaluator
 from towerkit.models.base import MatchingModel
-from towerkit.negatives import Negatives
-from towerkit.objectives import Objective
+from towerkit.negatives import FullNegatives, Negatives
+from towerkit.objectives import Objective, listwise
 from towerkit.similarity import Similarity, Temperature
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.temperature = temperature.to(self.device)
         self.objective, self.negatives, self.similarity = objective, negatives, similarity
+        # List-wise over the full catalogue is one fused cross-entropy (chosen once, here).
+        self.fused_softmax = isinstance(negatives, FullNegatives) and objective is listwise
 
     def step_loss(self, batch, generator: torch.Generator | None = None) -> torch.Tensor:
         """The loss of one batch (the whole forward pass, no optimiser step)."""
@@ -142,6 +144,10 @@ class Trainer:
         else:
             queries = self.model.encode_users(batch)  # (B, D)
             positives = batch.targets
+        if self.fused_softmax:
+            return self.negatives.softmax_loss(
+                queries, positives, self.model.encode_items, self.similarity, self.temperature
+            )
         pos, neg, mask = self.negatives.logits(
             queries,
             positives,

@@ -191,6 +191,9 @@ class SequenceBatches:
         max_len: targets per window ``L``; batches are ``[W, context + L]``.
         context: extra leading inputs per window (0 for SASRec and GRU4Rec).
         shuffle, seed, drop_last: as for :class:`TrainingBatches`.
+        bucket: group windows of similar length into batches (within random chunks of 50
+            batches, the batches then shuffled) and cut each batch to its longest window, so
+            little compute goes to padding.
     """
 
     def __init__(
@@ -203,6 +206,7 @@ class SequenceBatches:
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = False,
+        bucket: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -211,7 +215,7 @@ class SequenceBatches:
         if context < 0:
             raise ValueError(f"context must be >= 0, got {context}")
         self.split, self.batch_size, self.max_len = split, batch_size, max_len
-        self.context = context
+        self.context, self.bucket = context, bucket
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         starts = split.sequences.offsets[:-1]
         n_targets = np.maximum(split.train_end - starts - 1, 0)  # positions start+1 .. end-1
@@ -235,15 +239,27 @@ class SequenceBatches:
         full, rest = divmod(self.n_windows, self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
-    def order(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.n_windows)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+    def batches_of(self, epoch: int) -> list[np.ndarray]:
+        """The window indices of each batch of ``epoch``, in order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.n_windows) if self.shuffle else np.arange(self.n_windows)
+        if self.shuffle and self.bucket:
+            lengths = (self.ends - self.begins)[order]
+            chunk = 50 * self.batch_size
+            for begin in range(0, len(order), chunk):
+                part = slice(begin, begin + chunk)
+                order[part] = order[part][np.argsort(lengths[part], kind="stable")]
+        stop = min(len(self) * self.batch_size, self.n_windows)
+        batches = [order[b : b + self.batch_size] for b in range(0, stop, self.batch_size)]
+        if self.shuffle and self.bucket:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
 
     def make_batch(self, windows: np.ndarray) -> SequenceBatch:
         items = self.split.sequences.items
         begins, ends = self.begins[windows], self.ends[windows]
-        width = self.context + self.max_len
+        longest = int((ends - begins).max()) if self.bucket else self.max_len
+        width = self.context + longest
         first_input = np.maximum(begins - 1 - self.context, self.starts[windows])
         targets = gather_history(items, begins, ends, width)
         return SequenceBatch(
@@ -253,10 +269,8 @@ class SequenceBatches:
         )
 
     def epoch(self, epoch: int) -> Iterator[SequenceBatch]:
-        order = self.order(epoch)
-        stop = min(len(self) * self.batch_size, self.n_windows)
-        for begin in range(0, stop, self.batch_size):
-            yield self.make_batch(order[begin : begin + self.batch_size])
+        for windows in self.batches_of(epoch):
+            yield self.make_batch(windows)
 
     def __iter__(self) -> Iterator[SequenceBatch]:
         epoch, self._epoch = self._epoch, self._epoch + 1

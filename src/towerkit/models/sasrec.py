@@ -67,9 +67,9 @@ class SelfAttentionBlock(nn.Module):
         self.n_heads, self.dropout, self.layer_norm = n_heads, dropout, layer_norm
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim)
-        )
+        # No dropout inside the feed-forward layer: its [B, L, ffn_dim] mask was the largest
+        # single cost of a CPU step; the residual branch after it is still dropped out.
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, dim))
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
         # A learned logit bias per head and query-key distance: the block's sense of position.
