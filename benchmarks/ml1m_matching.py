@@ -77,6 +77,14 @@ ROWS: list[tuple[str, str, list[str]]] = [
       "negatives.kind=sampled", "negatives.n=3", "negatives.sampler=popularity",
       "negatives.alpha=1.0",
       "train.batch_size=2048", "train.epochs=1", "train.threads=1"]),
+    # the same, trained on windows of 200 positions per user (history pooled by sliding sums:
+    # each item embedded once per window instead of once per sample that holds it)
+    ("yt-rechub-size-windows", "youtube_dnn.yaml",
+     ["model.embedding_dim=16", "model.hidden=[128, 64]", "model.pooling=mean",
+      "model.recent_items=0", "model.dropout=0.0", "data.user_features=[]",
+      "negatives.kind=sampled", "negatives.n=3", "negatives.sampler=popularity",
+      "negatives.alpha=1.0", "train.windows=200",
+      "train.batch_size=2048", "train.epochs=1", "train.threads=1"]),
 ]  # fmt: skip
 
 HEADER = (

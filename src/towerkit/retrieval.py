@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from towerkit.data.batches import Batch, gather_history
 from towerkit.data.vocab import Vocab
 from towerkit.index import Index, make_index
 from towerkit.models.base import MatchingModel
+
+if TYPE_CHECKING:
+    from towerkit.pipeline import Prepared
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Retriever:
         self,
         model: MatchingModel,
         config: Config,
-        prepared: Any,
+        prepared: Prepared,
         index: str = "exact",
         **index_options: Any,
     ) -> None:
@@ -137,12 +140,14 @@ class Retriever:
 
     @torch.no_grad()
     def _search(self, users, history, exclude, k: int) -> Recommendations:
-        batch = Batch(
-            users=torch.from_numpy(np.asarray(users, dtype=np.int64)),
-            history=torch.from_numpy(history),
-            targets=torch.zeros(len(users), dtype=torch.int64),
-        )
-        queries = self.model.encode_users(batch)
+        users = torch.from_numpy(np.asarray(users, dtype=np.int64))
+        history = torch.from_numpy(history)
+        no_targets = torch.zeros_like(users)  # the user tower never reads targets
+        queries = torch.cat([
+            self.model.encode_users(Batch(users[b : b + 1024], history[b : b + 1024],
+                                          no_targets[b : b + 1024]))
+            for b in range(0, len(users), 1024)
+        ])  # fmt: skip
         ids, scores = self.index.search(queries, k, exclude)
         valid = ids > 0
         raw = np.full(ids.shape, None, dtype=object)
