@@ -187,8 +187,8 @@ def evaluate(
     from towerkit.config import load_config
 
     index_options = _parse_options(options)
-    ks = load_config(run_dir / "config.yaml").eval.ks
     metrics = pipeline.evaluate_run(run_dir, index=index, index_options=index_options)
+    ks = load_config(run_dir / "config.yaml").eval.ks
     console.print(_metrics_table(f"{run_dir} ({index})", metrics, ks))
     if index != "exact":
         names = [f"index_recall@{k}" for k in ks]
