@@ -81,12 +81,14 @@ class YouTubeDNN(MatchingModel):
         """``[W, T, D]`` queries at every position of windows built with ``context = max_len - 1``
         (see :class:`~towerkit.data.batches.SequenceBatches`): position ``j`` pools the
         ``max_len`` inputs up to ``j``, exactly the history of the same training sample.
+        Positions without a target (context, padding) are left zero.
 
         Mean and sum pooling run as sliding-window sums over one cumulative sum per window, so
         each item is embedded once per window rather than once per sample whose history holds
         it (``max_len`` times); other poolings fall back to gathering each position's history.
         """
         history = batch.history
+        queries = batch.targets > 0  # (W, T): the positions that are trained
         n_windows, width = history.shape
         length = self.pooling.max_len
         if self.pooling.mode in ("mean", "sum") and not self.pooling.recent:
@@ -99,17 +101,21 @@ class YouTubeDNN(MatchingModel):
             pooled = sums[:, 1:] - sums[:, lo]  # (W, T, D): sum of the last max_len inputs
             if self.pooling.mode == "mean":
                 pooled = pooled / (counts[:, 1:] - counts[:, lo]).clamp_min(1.0)[..., None]
-            profile = self.profile(batch.users)[:, None].expand(-1, width, -1)
-            return self.tower(torch.cat([pooled, profile], dim=-1))
-        # Generic path: every position's own [max_len] history, through encode_users.
+            # The tower runs on query positions only (context and padding columns are skipped).
+            window, _ = torch.nonzero(queries, as_tuple=True)
+            profile = self.profile(batch.users)[window]  # (Q, F)
+            out = pooled.new_zeros(n_windows, width, self.embedding_dim)
+            out[queries] = self.tower(torch.cat([pooled[queries], profile], dim=-1))
+            return out
+        # Generic path: each query position's own [max_len] history, through encode_users.
         padded = torch.cat([history.new_zeros(n_windows, length - 1), history], 1)
         windows = padded.unfold(1, length, 1)  # (W, T, max_len)
-        flat = Batch(
-            users=batch.users[:, None].expand(-1, width).reshape(-1),
-            history=windows.reshape(-1, length),
-            targets=batch.targets.reshape(-1),
-        )
-        return self.encode_users(flat).view(n_windows, width, -1)
+        window, _ = torch.nonzero(queries, as_tuple=True)
+        flat = Batch(users=batch.users[window], history=windows[queries],
+                     targets=batch.targets[queries])  # fmt: skip
+        out = torch.zeros(n_windows, width, self.embedding_dim, device=history.device)
+        out[queries] = self.encode_users(flat)
+        return out
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         return self.item_embedding(item_ids)  # (N, D)
