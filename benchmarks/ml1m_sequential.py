@@ -30,9 +30,6 @@ import torch
 
 from towerkit import pipeline
 from towerkit.config import load_config
-from towerkit.data.batches import SequenceBatches
-from towerkit.objectives import get_objective
-from towerkit.training import Trainer, TrainSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ml1m_matching import row_line
@@ -72,33 +69,16 @@ class Timeline:
 
 
 def train_row(config, prepared):
-    encoded = prepared.encoded
-    torch.manual_seed(config.train.seed)
-    model = pipeline.build_model(config, encoded)
-    similarity = pipeline.build_similarity(config)
-    t = config.train
-    trainer = Trainer(
-        model,
-        objective=get_objective(t.mode),
-        negatives=pipeline.build_negatives(config, encoded.n_items, prepared.train_counts),
-        similarity=similarity,
-        temperature=pipeline.build_temperature(config),
-        settings=TrainSettings(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
-                               clip_norm=t.clip_norm, schedule=t.schedule, warmup=t.warmup,
-                               patience=t.patience, seed=t.seed, threads=t.threads,
-                               progress=False),
-    )  # fmt: skip
-    batches = SequenceBatches(prepared.split, batch_size=t.batch_size,
-                              max_len=config.data.max_len, seed=t.seed)  # fmt: skip
-    valid, test = pipeline.evaluators(config, prepared)
-    timeline = Timeline(valid, test)
-    timeline.n_samples = batches.n_samples
-    timeline._mark = time.perf_counter()
-    result = trainer.fit(batches, timeline)
-    test_metrics = test.evaluate(model, similarity)
-    outcome = pipeline.RunOutcome(config, model, result, {"valid": result.best_valid,
-                                  "test": test_metrics}, test.evaluate_popularity(),
-                                  test.last_seconds)  # fmt: skip
+    timelines = []
+
+    def validate(valid, test):
+        timelines.append(Timeline(valid, test))
+        return timelines[-1]
+
+    outcome = pipeline.train(config, prepared, validate=validate)
+    timeline = timelines[0]
+    split = prepared.split
+    timeline.n_samples = int((split.train_end - split.sequences.offsets[:-1] - 1).clip(0).sum())
     return outcome, timeline
 
 

@@ -11,8 +11,10 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -206,8 +208,17 @@ class RunOutcome:
     eval_seconds: float
 
 
-def train(config: Config, prepared: Prepared | None = None) -> RunOutcome:
-    """Train and evaluate one configuration (nothing written to disk)."""
+def train(
+    config: Config,
+    prepared: Prepared | None = None,
+    validate: Callable[[Evaluator, Evaluator], Any] | None = None,
+) -> RunOutcome:
+    """Train and evaluate one configuration (nothing written to disk).
+
+    ``validate(valid, test)`` may return the object the trainer validates with each epoch
+    (anything with ``evaluate(model, similarity, device)`` and ``last_seconds``); by default
+    it is the validation evaluator. Benchmarks use it to also record test metrics per epoch.
+    """
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     encoded = prepared.encoded
     torch.manual_seed(config.train.seed)
@@ -236,7 +247,7 @@ def train(config: Config, prepared: Prepared | None = None) -> RunOutcome:
     )
     batches = build_batches(config, prepared, model)
     valid, test = evaluators(config, prepared)
-    result = trainer.fit(batches, valid)
+    result = trainer.fit(batches, validate(valid, test) if validate else valid)
     test_metrics = test.evaluate(model, similarity, trainer.device)
     logger.info(
         "test: HR@10 %.4f, NDCG@10 %.4f (%.2f s)",
