@@ -7,7 +7,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from towerkit.data.batches import Batch
+from towerkit.data.batches import Batch, SequenceBatch
+from towerkit.nn import padded_embedding
 
 
 class MatchingModel(nn.Module, ABC):
@@ -35,3 +36,46 @@ class MatchingModel(nn.Module, ABC):
 
     @abstractmethod
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor: ...
+
+
+class SequenceModel(MatchingModel):
+    """Shared parts of sequential user towers (SASRec, GRU4Rec): item tables, input dropout,
+    and the three encoders, all derived from ``encode_sequence([B, L]) -> [B, L, D]``.
+
+    Args:
+        n_items: catalogue size (ids ``1..n_items``; 0 is padding).
+        embedding_dim: D.
+        max_len: the longest sequence read (older items are cut).
+        dropout: on the input embeddings.
+        share_embeddings: score items with the input embedding table.
+    """
+
+    sequential = True
+
+    def __init__(
+        self, n_items: int, embedding_dim: int, max_len: int, dropout: float, share_embeddings: bool
+    ) -> None:
+        super().__init__()
+        self.embedding_dim, self.max_len = embedding_dim, max_len
+        self.item_embedding = padded_embedding(n_items + 1, embedding_dim)
+        self.output_embedding = (
+            self.item_embedding
+            if share_embeddings
+            else padded_embedding(n_items + 1, embedding_dim)
+        )
+        self.input_dropout = nn.Dropout(dropout)
+
+    @abstractmethod
+    def encode_sequence(self, history: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` left-padded item ids -> ``[B, L, D]``: position ``j`` has seen items up
+        to ``j`` only."""
+
+    def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
+        """``[W, L, D]`` query vectors at every position of the batch's windows."""
+        return self.encode_sequence(batch.history)
+
+    def encode_users(self, batch: Batch) -> torch.Tensor:
+        return self.encode_sequence(batch.history)[:, -1]  # (B, D): the most recent position
+
+    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self.output_embedding(item_ids)

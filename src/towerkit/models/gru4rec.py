@@ -10,9 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from towerkit.data.batches import Batch, SequenceBatch
-from towerkit.models.base import MatchingModel
-from towerkit.nn import padded_embedding
+from towerkit.models.base import SequenceModel
 
 
 def _rotate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -23,7 +21,7 @@ def _rotate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index)
 
 
-class GRU4Rec(MatchingModel):
+class GRU4Rec(SequenceModel):
     """GRU user tower; the item tower is the item embedding table.
 
     Args:
@@ -36,8 +34,6 @@ class GRU4Rec(MatchingModel):
         share_embeddings: score items with the input embedding table (default).
     """
 
-    sequential = True
-
     def __init__(
         self,
         n_items: int,
@@ -49,16 +45,8 @@ class GRU4Rec(MatchingModel):
         max_len: int = 200,
         share_embeddings: bool = True,
     ) -> None:
-        super().__init__()
-        self.embedding_dim, self.max_len = embedding_dim, max_len
+        super().__init__(n_items, embedding_dim, max_len, dropout, share_embeddings)
         hidden_size = hidden_size or embedding_dim
-        self.item_embedding = padded_embedding(n_items + 1, embedding_dim)
-        self.output_embedding = (
-            self.item_embedding
-            if share_embeddings
-            else padded_embedding(n_items + 1, embedding_dim)
-        )
-        self.input_dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(
             embedding_dim,
             hidden_size,
@@ -78,12 +66,3 @@ class GRU4Rec(MatchingModel):
         # Real items first (padding moves to the end, where it cannot affect earlier outputs).
         out, _ = self.gru(_rotate(x, pad))
         return _rotate(self.project(out), (length - pad) % length)
-
-    def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
-        return self.encode_sequence(batch.history)
-
-    def encode_users(self, batch: Batch) -> torch.Tensor:
-        return self.encode_sequence(batch.history)[:, -1]
-
-    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
-        return self.output_embedding(item_ids)

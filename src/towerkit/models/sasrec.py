@@ -21,9 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from towerkit.data.batches import Batch, SequenceBatch
-from towerkit.models.base import MatchingModel
-from towerkit.nn import padded_embedding
+from towerkit.models.base import SequenceModel
 
 LayerNormPlacement = Literal["pre", "post"]
 
@@ -100,7 +98,7 @@ class SelfAttentionBlock(nn.Module):
         return self.norm2(x + self.drop(self.ffn(x)))
 
 
-class SASRec(MatchingModel):
+class SASRec(SequenceModel):
     """Causal Transformer user tower; the item tower is the item embedding table.
 
     Args:
@@ -118,8 +116,6 @@ class SASRec(MatchingModel):
     extra left padding never changes a user's vector.
     """
 
-    sequential = True
-
     def __init__(
         self,
         n_items: int,
@@ -133,15 +129,7 @@ class SASRec(MatchingModel):
         layer_norm: LayerNormPlacement = "pre",
         share_embeddings: bool = True,
     ) -> None:
-        super().__init__()
-        self.max_len, self.embedding_dim = max_len, embedding_dim
-        self.item_embedding = padded_embedding(n_items + 1, embedding_dim)
-        self.output_embedding = (
-            self.item_embedding
-            if share_embeddings
-            else padded_embedding(n_items + 1, embedding_dim)
-        )
-        self.input_dropout = nn.Dropout(dropout)
+        super().__init__(n_items, embedding_dim, max_len, dropout, share_embeddings)
         self.blocks = nn.ModuleList(
             SelfAttentionBlock(embedding_dim, n_heads, ffn_dim or 4 * embedding_dim, dropout,
                                layer_norm, max_len)
@@ -159,13 +147,3 @@ class SASRec(MatchingModel):
         for block in self.blocks:
             x = block(x, mask)
         return self.final_norm(x)
-
-    def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
-        """``[W, L, D]`` query vectors at every position of the batch's windows."""
-        return self.encode_sequence(batch.history)
-
-    def encode_users(self, batch: Batch) -> torch.Tensor:
-        return self.encode_sequence(batch.history)[:, -1]  # (B, D): the most recent position
-
-    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
-        return self.output_embedding(item_ids)
