@@ -262,3 +262,23 @@ def test_sasrec_run_on_ml100k_beats_popularity_and_its_vectors_rescore(tmp_path)
         ndcg.append(1 / np.log2(rank + 2) if rank < 10 else 0.0)
     assert abs(np.mean(hits) - test["hr@10"]) < 0.002
     assert abs(np.mean(ndcg) - test["ndcg@10"]) < 0.002
+
+
+def test_youtube_dnn_window_batches_hold_batch_size_samples_on_average():
+    """``train.windows``: as many windows a step as hold ``batch_size`` samples on average, so a
+    windowed epoch takes as many steps as a per-sample one (most windows are short)."""
+    from towerkit import pipeline
+    from towerkit.config import config_from_dict
+
+    config = config_from_dict({
+        "data": {"dataset": "ml-100k", "max_len": 20, "user_features": [], "item_features": []},
+        "model": {"name": "youtube_dnn", "pooling": "mean", "embedding_dim": 8},
+        "train": {"windows": 50, "batch_size": 512},
+    })  # fmt: skip
+    prepared = pipeline.prepare(config.data, progress=False)
+    model = pipeline.build_model(config, prepared.encoded)
+    windows = pipeline.build_batches(config, prepared, model)
+    assert isinstance(windows, SequenceBatches) and windows.context == 19
+    per_sample = TrainingBatches(prepared.split, batch_size=512, max_len=20)
+    assert abs(len(windows) - len(per_sample)) <= 0.02 * len(per_sample) + 1
+    assert windows.n_samples == per_sample.n_samples

@@ -115,7 +115,8 @@ class TrainConfig(_Section):
         default=0,
         ge=0,
         description="YouTubeDNN: train on windows of this many positions per user (one pass "
-        "each; batch_size // windows windows a batch) instead of independent samples",
+        "each; as many windows a batch as hold batch_size samples on average) instead of "
+        "independent samples",
     )
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)

@@ -160,9 +160,14 @@ def build_batches(
                 f"train.windows needs a model that encodes positions (youtube_dnn, sasrec, "
                 f"gru4rec), not {config.model.name}"
             )
+        # As many windows per batch as hold batch_size samples on average (windows are often
+        # shorter than train.windows: a user's first window, and users with few ratings), so a
+        # step trains as many samples as a per-sample batch of the same batch_size.
+        probe = SequenceBatches(prepared.split, max_len=t.windows, context=max_len - 1)
+        per_window = probe.n_samples / max(probe.n_windows, 1)
         return SequenceBatches(
             prepared.split,
-            batch_size=max(1, t.batch_size // t.windows),
+            batch_size=max(1, round(t.batch_size / max(per_window, 1.0))),
             max_len=t.windows,
             context=max_len - 1,
             seed=t.seed,

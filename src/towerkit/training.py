@@ -170,7 +170,12 @@ class Trainer:
         generator = torch.Generator().manual_seed(s.seed)
         params = [p for p in self.model.parameters() if p.requires_grad]
         params += [p for p in self.temperature.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        # The fused kernel updates every parameter in one pass; the default runs a dozen small
+        # ops per tensor, a tenth of a step for small models (benchmarks/rechub_throughput.py).
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        optimizer = torch.optim.AdamW(
+            params, lr=s.lr, weight_decay=s.weight_decay, fused=fused or None
+        )
         total = s.epochs * len(batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _lr_lambda(s.schedule, s.warmup, total)
