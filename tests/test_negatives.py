@@ -16,7 +16,7 @@ from towerkit.negatives import (
     item_counts,
 )
 from towerkit.objectives import listwise
-from towerkit.similarity import Cosine, Dot, Temperature
+from towerkit.similarity import Cosine, Dot, Euclidean, Temperature
 
 COUNTS = np.array([0, 100, 10, 1, 0, 25])  # item ids 1..5, item 4 never seen
 
@@ -84,6 +84,28 @@ def test_sampled_logits_by_hand(shared):
     assert torch.equal(mask, ids != positives[:, None])
     with pytest.raises(ValueError, match="must be >= 1"):
         SampledNegatives(sampler, n=0)
+
+
+@pytest.mark.parametrize("similarity", [Dot(), Cosine(), Euclidean(normalize=False)], ids=str)
+def test_shared_negatives_of_a_sequence_batch_are_drawn_per_sequence(similarity):
+    """With a layout, each sequence draws its own n negatives, shared by its positions."""
+    table, encode = table_encoder(n_items=50)
+    sampler = CatalogueSampler.popularity(np.arange(51))
+    layout = torch.tensor([[False, True, True, True], [False, False, True, True]])  # 5 queries
+    queries, positives = torch.randn(5, 4), torch.tensor([3, 4, 5, 7, 8])
+    strategy = SampledNegatives(sampler, n=6, shared=True, logq=True)
+    gen = torch.Generator().manual_seed(2)
+    pos, neg, mask = strategy.logits(
+        queries, positives, encode, similarity, Temperature(0.5), gen, layout
+    )
+    ids = sampler.sample((2, 6), torch.Generator().manual_seed(2))  # one draw per sequence
+    rows = ids[[0, 0, 0, 1, 1]]  # the sequence of each query
+    logq = sampler.log_probs
+    want_neg = similarity.rowwise(queries, table[rows], 2.0) - logq[rows]
+    want_pos = similarity.rowwise(queries, table[positives], 2.0) - logq[positives]
+    assert torch.allclose(neg, want_neg, atol=1e-5) and torch.allclose(pos, want_pos, atol=1e-5)
+    assert torch.equal(mask, rows != positives[:, None])
+    assert not torch.equal(ids[0], ids[1])
 
 
 def test_in_batch_masks_duplicates_and_corrects_log_q():

@@ -34,6 +34,12 @@ def test_rowwise_agrees_with_pairwise(name):
     # The scale (1 / temperature) multiplies the scores exactly, whichever side it is applied to.
     assert torch.allclose(sim.pairwise(u, v, scale=4.0), 4.0 * full, atol=1e-4)
     assert torch.allclose(sim.rowwise(u, per_user, scale=0.5), 0.5 * full, atol=1e-5)
+    # Batched: each group of users against its own items.
+    groups_u, groups_v = torch.stack([u, 2 * u]), torch.stack([v, v.flip(0)])
+    batched = sim.pairwise(groups_u, groups_v, scale=3.0)
+    assert batched.shape == (2, 5, 7)
+    for g_u, g_v, got in zip(groups_u, groups_v, batched, strict=True):
+        assert torch.allclose(got, sim.pairwise(g_u, g_v, scale=3.0), atol=1e-4)
 
 
 def test_seed_identity_for_normalised_vectors():

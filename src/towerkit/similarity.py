@@ -45,7 +45,8 @@ class Similarity:
     def pairwise(
         self, users: torch.Tensor, items: torch.Tensor, scale: Scale = None
     ) -> torch.Tensor:
-        """Scores of every user against every item: ``[B, D] x [N, D] -> [B, N]``.
+        """Scores of every user against every item: ``[B, D] x [N, D] -> [B, N]``, or batched,
+        ``[G, B, D] x [G, N, D] -> [G, B, N]`` (each group against its own items).
 
         ``scale`` multiplies the scores (``1 / temperature``); it is applied to the ``[B, D]``
         side, which is cheaper than dividing the ``[B, N]`` result and exactly equal.
@@ -53,7 +54,7 @@ class Similarity:
         u = self.prepare(users)
         if scale is not None:
             u = u * scale
-        return u @ self.prepare(items).T
+        return u @ self.prepare(items).mT
 
     def rowwise(
         self, users: torch.Tensor, items: torch.Tensor, scale: Scale = None
@@ -107,7 +108,8 @@ class Euclidean(Similarity):
         # s * ||u - v||^2 = s ||u||^2 - 2 (s u).v + s ||v||^2: one matrix product, the scale
         # applied to vectors rather than to the [B, N] result.
         su = u * scale
-        sq = (su * u).sum(-1, keepdim=True) - 2 * (su @ v.T) + (v * v).sum(-1)[None, :] * scale
+        v_sq = (v * v).sum(-1)[..., None, :] * scale
+        sq = (su * u).sum(-1, keepdim=True) - 2 * (su @ v.mT) + v_sq
         return -sq.clamp_min(0.0)
 
     def rowwise(

@@ -138,12 +138,12 @@ class Trainer:
         """The loss of one batch (the whole forward pass, no optimiser step)."""
         if isinstance(batch, SequenceBatch):
             # Every real position of every window is a query: one pass, many (query, positive).
-            real = batch.targets > 0  # (W, L)
-            queries = self.model.encode_positions(batch)[real]  # (Q, D)
-            positives = batch.targets[real]  # (Q,)
+            layout = batch.targets > 0  # (W, L)
+            queries = self.model.encode_positions(batch)[layout]  # (Q, D)
+            positives = batch.targets[layout]  # (Q,)
         else:
             queries = self.model.encode_users(batch)  # (B, D)
-            positives = batch.targets
+            positives, layout = batch.targets, None
         if self.fused_softmax:
             return self.negatives.softmax_loss(
                 queries, positives, self.model.encode_items, self.similarity, self.temperature
@@ -155,6 +155,7 @@ class Trainer:
             self.similarity,
             self.temperature,
             generator,
+            layout,
         )
         # The strategy has already divided by the temperature (and applied log-q).
         return self.objective(pos, neg, mask=mask)
