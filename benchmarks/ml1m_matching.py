@@ -107,12 +107,31 @@ def row_line(name: str, outcome: pipeline.RunOutcome) -> str:
     )
 
 
+def put_row(path: Path, line: str) -> None:
+    """Replace the table row of the same name in ``path``, or add it after the table's last row
+    (text under the table stays under it)."""
+    lines = path.read_text().rstrip("\n").split("\n")
+    rows = [i for i, text in enumerate(lines) if text.startswith("| ")]
+    same = [i for i in rows if row_name(lines[i]) == row_name(line)]
+    if same:
+        lines[same[0]] = line.rstrip("\n")
+    else:
+        lines.insert(rows[-1] + 1 if rows else len(lines), line.rstrip("\n"))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def row_name(row: str) -> str:
+    return row.split("|")[1].strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="run rows containing this text")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--append", action="store_true", help="add rows to an existing table (no header)"
+        "--append",
+        action="store_true",
+        help="put rows into the existing table (same name: replaced)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -121,20 +140,25 @@ def main() -> None:
     first = config_from_dict({"data": {"dataset": "ml-1m"}})
     prepared = pipeline.prepare(first.data, progress=False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a" if args.append else "w") as out:
-        if not args.append:
-            out.write(
-                "# DSSM and YouTubeDNN on ML-1M\n\n"
-                f"`python benchmarks/ml1m_matching.py` on {date.today()}: "
-                f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}. "
-                "Protocol: DESIGN.md (leave-one-out, full catalogue, history masked, all 6,040 "
-                "users); test metrics of the epoch with the best validation NDCG@10. "
-                "`s/epoch` and `samples/s` cover training only; `eval s` is one exact evaluation "
-                "of the 6,040 test users over all 3,706 items.\n\n"
-            )
-            out.write(HEADER)
-            out.flush()
-        popularity_written = args.append
+    if args.append:
+        for name, config_file, overrides in rows:
+            config = load_config(CONFIGS / config_file, [*overrides, "train.progress=false"])
+            put_row(args.out, row_line(name, pipeline.train(config, prepared)))
+        print(args.out.read_text())
+        return
+    with open(args.out, "w") as out:
+        out.write(
+            "# DSSM and YouTubeDNN on ML-1M\n\n"
+            f"`python benchmarks/ml1m_matching.py` on {date.today()}: "
+            f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}. "
+            "Protocol: DESIGN.md (leave-one-out, full catalogue, history masked, all 6,040 "
+            "users); test metrics of the epoch with the best validation NDCG@10. "
+            "`s/epoch` and `samples/s` cover training only; `eval s` is one exact evaluation "
+            "of the 6,040 test users over all 3,706 items.\n\n"
+        )
+        out.write(HEADER)
+        out.flush()
+        popularity_written = False
         for name, config_file, overrides in rows:
             config = load_config(CONFIGS / config_file, [*overrides, "train.progress=false"])
             start = time.perf_counter()

@@ -10,7 +10,7 @@ Run:
     python benchmarks/ml1m_sequential.py --only sasrec-full
 
 Writes benchmarks/results/ml1m_sequential.md (rows are replaced by name, others kept) and
-appends each row to benchmarks/results/ml1m_matching.md's table.
+puts each row into benchmarks/results/ml1m_matching.md's table (replacing a row of that name).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from towerkit import pipeline
 from towerkit.config import load_config
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ml1m_matching import row_line
+from ml1m_matching import put_row, row_line
 
 RESULTS = Path(__file__).parent / "results" / "ml1m_sequential.md"
 MATCHING = Path(__file__).parent / "results" / "ml1m_matching.md"
@@ -40,9 +40,10 @@ CONFIGS = Path(__file__).parent.parent / "configs" / "ml-1m"
 
 ROWS: list[tuple[str, str, list[str]]] = [
     ("sasrec-full", "sasrec.yaml", []),
+    # sampled softmax: 256 popularity^0.75 negatives per window (shared by its positions), log-q
     ("sasrec-sampled-256", "sasrec.yaml",
      ["negatives.kind=sampled", "negatives.n=256", "negatives.shared=true",
-      "negatives.sampler=uniform"]),
+      "negatives.sampler=popularity"]),
     ("gru4rec-full", "gru4rec.yaml", []),
 ]  # fmt: skip
 
@@ -115,20 +116,23 @@ def main() -> None:
         )
         logging.info(line)
         update(name, line, steps_line(name, timeline), timeline)
-        with open(MATCHING, "a") as out:
-            out.write(row_line(name, outcome))
+        put_row(MATCHING, row_line(name, outcome))
     print(RESULTS.read_text())
 
 
 def describe(config) -> str:
     n = config.negatives
-    negatives = "full softmax" if n.kind == "full" else f"{n.n} sampled ({n.sampler}), log-q"
+    if n.kind == "full":
+        negatives = "full softmax"
+    else:
+        each = "per position" if n.shared is False else "per sequence"
+        negatives = f"{n.n} sampled ({n.sampler}) {each}, log-q"
     return f"{config.train.mode.value}, {negatives}, {config.similarity.name}"
 
 
 HEADER = (
     "| row | model | training | epochs (best) | s/epoch | train samples/s | time to best (min) "
-    "| total time (min) | HR@10 | NDCG@10 | HR@50 | MRR@10 |\n"
+    "| wall time (min) | HR@10 | NDCG@10 | HR@50 | MRR@10 |\n"
     "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 )
 
@@ -142,6 +146,7 @@ def update(name: str, line: str, steps: str, timeline: Timeline) -> None:
     rows[name] = line[len(f"| {name} ") :]
     step_lines = dict(re.findall(r"(?m)^- \*\*(\S+)\*\*(.*)$", old))
     step_lines[name] = steps[len(f"- **{name}**") :]
+    notes = old.partition("\n## Notes\n")[2]  # hand-written notes are kept
     RESULTS.write_text(
         "# SASRec and GRU4Rec on ML-1M\n\n"
         f"`python benchmarks/ml1m_sequential.py` (last run {date.today()}: "
@@ -150,11 +155,13 @@ def update(name: str, line: str, steps: str, timeline: Timeline) -> None:
         "test metrics of the epoch with the best validation NDCG@10. Training uses every "
         f"position of every user's training sequence ({timeline.n_samples:,} queries an epoch), "
         "one forward "
-        "pass per window of 200. Times are training only (evaluation excluded).\n\n"
+        "pass per window of 200. Times are training only (evaluation excluded), except `wall "
+        "time`.\n\n"
         + HEADER
         + "".join(f"| {k} {v}\n" for k, v in rows.items())
         + "\n## Training time until test HR@10 first reached each step\n\n"
         + "".join(f"- **{k}**{v}\n" for k, v in step_lines.items())
+        + (f"\n## Notes\n{notes}" if notes else "")
     )
     log_file = RESULTS.with_name(f"ml1m_sequential.{name}.json")
     log_file.write_text(json.dumps(timeline.points, indent=1) + "\n")

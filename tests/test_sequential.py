@@ -282,3 +282,22 @@ def test_youtube_dnn_window_batches_hold_batch_size_samples_on_average():
     per_sample = TrainingBatches(prepared.split, batch_size=512, max_len=20)
     assert abs(len(windows) - len(per_sample)) <= 0.02 * len(per_sample) + 1
     assert windows.n_samples == per_sample.n_samples
+
+
+@pytest.mark.parametrize(
+    ("model", "windows", "shared", "expected"),
+    [("sasrec", 0, None, True), ("gru4rec", 0, None, True), ("youtube_dnn", 50, None, True),
+     ("youtube_dnn", 0, None, False), ("sasrec", 0, False, False), ("dssm", 0, True, True)],
+)  # fmt: skip
+def test_sampled_negatives_are_shared_per_sequence_by_default(model, windows, shared, expected):
+    """n negatives per position of a sequence batch would be [positions, n, D] vectors."""
+    from towerkit import pipeline
+    from towerkit.config import config_from_dict
+
+    config = config_from_dict({
+        "model": {"name": model},
+        "negatives": {"kind": "sampled", "n": 8, "shared": shared},
+        "train": {"windows": windows},
+    })  # fmt: skip
+    negatives = pipeline.build_negatives(config, N_ITEMS, np.ones(N_ITEMS + 1))
+    assert isinstance(negatives, SampledNegatives) and negatives.shared is expected

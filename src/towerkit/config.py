@@ -96,7 +96,13 @@ class NegativesConfig(_Section):
         "training with log-q, uniform point- and pair-wise training",
     )
     alpha: float = Field(default=0.75, ge=0.0, description="popularity exponent")
-    shared: bool = Field(default=False, description="one sampled set for the whole batch")
+    shared: bool | None = Field(
+        default=None,
+        description="one sampled set for the whole batch, scored with one matrix product "
+        "(sequential models and train.windows: one set per sequence, shared by its positions); "
+        "null = shared for sequences (n per position would be [positions, n, D] vectors), "
+        "per query otherwise",
+    )
     logq: bool | None = Field(
         default=None,
         description="subtract log sampling probability; null = on for list-wise training only "

@@ -141,7 +141,10 @@ def build_negatives(config: Config, n_items: int, train_counts: np.ndarray) -> N
     if n.kind == "in_batch":
         return in_batch
     sampler = CatalogueSampler.build(n.sampler, train_counts, n.alpha)
-    sampled = SampledNegatives(sampler, n.n, shared=n.shared, logq=logq)
+    shared = n.shared
+    if shared is None:
+        shared = config.model.name in ("sasrec", "gru4rec") or config.train.windows > 0
+    sampled = SampledNegatives(sampler, n.n, shared=shared, logq=logq)
     return sampled if n.kind == "sampled" else MixedNegatives(in_batch, sampled)
 
 
