@@ -89,6 +89,7 @@ class YouTubeDNN(MatchingModel):
         """
         history = batch.history
         queries = batch.targets > 0  # (W, T): the positions that are trained
+        window, _ = torch.nonzero(queries, as_tuple=True)  # (Q,): the window of each query
         n_windows, width = history.shape
         length = self.pooling.max_len
         if self.pooling.mode in ("mean", "sum") and not self.pooling.recent:
@@ -102,19 +103,17 @@ class YouTubeDNN(MatchingModel):
             if self.pooling.mode == "mean":
                 pooled = pooled / (counts[:, 1:] - counts[:, lo]).clamp_min(1.0)[..., None]
             # The tower runs on query positions only (context and padding columns are skipped).
-            window, _ = torch.nonzero(queries, as_tuple=True)
             profile = self.profile(batch.users)[window]  # (Q, F)
-            out = pooled.new_zeros(n_windows, width, self.embedding_dim)
-            out[queries] = self.tower(torch.cat([pooled[queries], profile], dim=-1))
-            return out
-        # Generic path: each query position's own [max_len] history, through encode_users.
-        padded = torch.cat([history.new_zeros(n_windows, length - 1), history], 1)
-        windows = padded.unfold(1, length, 1)  # (W, T, max_len)
-        window, _ = torch.nonzero(queries, as_tuple=True)
-        flat = Batch(users=batch.users[window], history=windows[queries],
-                     targets=batch.targets[queries])  # fmt: skip
-        out = torch.zeros(n_windows, width, self.embedding_dim, device=history.device)
-        out[queries] = self.encode_users(flat)
+            vectors = self.tower(torch.cat([pooled[queries], profile], dim=-1))  # (Q, D)
+        else:
+            # Generic path: each query position's own [max_len] history, through encode_users.
+            padded = torch.cat([history.new_zeros(n_windows, length - 1), history], 1)
+            windows = padded.unfold(1, length, 1)  # (W, T, max_len)
+            flat = Batch(users=batch.users[window], history=windows[queries],
+                         targets=batch.targets[queries])  # fmt: skip
+            vectors = self.encode_users(flat)  # (Q, D)
+        out = vectors.new_zeros(n_windows, width, vectors.shape[-1])
+        out[queries] = vectors
         return out
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
