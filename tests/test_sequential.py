@@ -285,19 +285,17 @@ def test_youtube_dnn_window_batches_hold_batch_size_samples_on_average():
 
 
 @pytest.mark.parametrize(
-    ("model", "windows", "shared", "expected"),
-    [("sasrec", 0, None, True), ("gru4rec", 0, None, True), ("youtube_dnn", 50, None, True),
-     ("youtube_dnn", 0, None, False), ("sasrec", 0, False, False), ("dssm", 0, True, True)],
-)  # fmt: skip
-def test_sampled_negatives_are_shared_per_sequence_by_default(model, windows, shared, expected):
-    """n negatives per position of a sequence batch would be [positions, n, D] vectors."""
+    ("sequence_batches", "shared", "expected"),
+    [(True, None, True), (False, None, False), (True, False, False), (False, True, True)],
+)
+def test_sampled_negatives_are_shared_per_sequence_by_default(sequence_batches, shared, expected):
+    """n negatives per position of a sequence batch would be [positions, n, D] vectors, so a
+    sequence batch draws them per sequence unless the config says otherwise."""
     from towerkit import pipeline
     from towerkit.config import config_from_dict
 
-    config = config_from_dict({
-        "model": {"name": model},
-        "negatives": {"kind": "sampled", "n": 8, "shared": shared},
-        "train": {"windows": windows},
-    })  # fmt: skip
-    negatives = pipeline.build_negatives(config, N_ITEMS, np.ones(N_ITEMS + 1))
+    config = config_from_dict({"negatives": {"kind": "sampled", "n": 8, "shared": shared}})
+    negatives = pipeline.build_negatives(
+        config, N_ITEMS, np.ones(N_ITEMS + 1), sequence_batches=sequence_batches
+    )
     assert isinstance(negatives, SampledNegatives) and negatives.shared is expected

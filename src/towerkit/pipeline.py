@@ -132,7 +132,12 @@ def build_model(config: Config, encoded: EncodedInteractions) -> MatchingModel:
     )
 
 
-def build_negatives(config: Config, n_items: int, train_counts: np.ndarray) -> Negatives:
+def build_negatives(
+    config: Config, n_items: int, train_counts: np.ndarray, *, sequence_batches: bool
+) -> Negatives:
+    """The negatives of ``config.negatives``. Sampled negatives are drawn per sequence when
+    training batches are windows of positions (``sequence_batches``) unless the config says:
+    ``n`` per position would be ``[positions, n, D]`` vectors."""
     n = config.negatives
     if n.kind == "full":
         return FullNegatives(n_items)
@@ -141,9 +146,7 @@ def build_negatives(config: Config, n_items: int, train_counts: np.ndarray) -> N
     if n.kind == "in_batch":
         return in_batch
     sampler = CatalogueSampler.build(n.sampler, train_counts, n.alpha)
-    shared = n.shared
-    if shared is None:
-        shared = config.model.name in ("sasrec", "gru4rec") or config.train.windows > 0
+    shared = sequence_batches if n.shared is None else n.shared
     sampled = SampledNegatives(sampler, n.n, shared=shared, logq=logq)
     return sampled if n.kind == "sampled" else MixedNegatives(in_batch, sampled)
 
@@ -233,10 +236,17 @@ def train(
     model = build_model(config, encoded)
     similarity = build_similarity(config)
     temperature = build_temperature(config)
+    batches = build_batches(config, prepared, model)
+    negatives = build_negatives(
+        config,
+        encoded.n_items,
+        prepared.train_counts,
+        sequence_batches=isinstance(batches, SequenceBatches),
+    )
     trainer = Trainer(
         model,
         objective=get_objective(config.train.mode),
-        negatives=build_negatives(config, encoded.n_items, prepared.train_counts),
+        negatives=negatives,
         similarity=similarity,
         temperature=temperature,
         settings=TrainSettings(
@@ -253,7 +263,6 @@ def train(
             progress=config.train.progress,
         ),
     )
-    batches = build_batches(config, prepared, model)
     valid, test = evaluators(config, prepared)
     result = trainer.fit(batches, validate(valid, test) if validate else valid)
     test_metrics = test.evaluate(model, similarity, trainer.device)
