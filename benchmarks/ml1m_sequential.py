@@ -45,6 +45,8 @@ ROWS: list[tuple[str, str, list[str]]] = [
      ["negatives.kind=sampled", "negatives.n=256", "negatives.shared=true",
       "negatives.sampler=popularity"]),
     ("gru4rec-full", "gru4rec.yaml", []),
+    # the same model scored by the dot product (vector norms may carry popularity)
+    ("sasrec-dot", "sasrec.yaml", ["similarity.name=dot", "temperature.value=1.0"]),
 ]  # fmt: skip
 
 
