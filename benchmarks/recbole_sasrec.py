@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from towerkit import datasets, pipeline
-from towerkit.config import load_config
+from towerkit.config import Config, load_config
 
 RESULTS = Path(__file__).parent / "results" / "recbole_sasrec.md"
 CONFIG = Path(__file__).parent.parent / "configs" / "ml-1m" / "sasrec.yaml"
@@ -106,14 +106,8 @@ class RecBoleSASRec:
         return statistics.median(seconds[3:])
 
 
-def towerkit_epoch_seconds() -> tuple[float, int]:
-    """Training seconds of one towerkit SASRec epoch at the same size, and its samples."""
-    config = load_config(
-        CONFIG,
-        [f"data.max_len={MAX_LEN}", "train.epochs=1", "train.progress=false",
-         f"train.threads={THREADS}"],
-    )  # fmt: skip
-    prepared = pipeline.prepare(config.data, progress=False)
+def towerkit_epoch_seconds(config: Config, prepared: pipeline.Prepared) -> tuple[float, int]:
+    """Training seconds of one towerkit SASRec epoch, and its samples."""
     epoch = pipeline.train(config, prepared).result.epochs[0]
     return epoch.seconds, round(epoch.samples_per_second * epoch.seconds)
 
@@ -124,14 +118,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved measurements")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    pipeline.prepare(load_config(CONFIG).data, progress=False)  # fetches ML-1M if not cached
+    config = load_config(
+        CONFIG,
+        [f"data.max_len={MAX_LEN}", "train.epochs=1", "train.progress=false",
+         f"train.threads={THREADS}"],
+    )  # fmt: skip
+    prepared = pipeline.prepare(config.data, progress=False)  # fetches ML-1M if not cached
 
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         write_atomic_file(Path(tmp))
         recbole_sasrec = RecBoleSASRec(Path(tmp))
         for _ in range(args.repeats):
-            seconds, our_samples = towerkit_epoch_seconds()
+            seconds, our_samples = towerkit_epoch_seconds(config, prepared)
             ours.append(seconds)
             logging.info("towerkit: %.1f s an epoch (%d samples)", seconds, our_samples)
             theirs.append(recbole_sasrec.seconds_per_batch(args.batches))
