@@ -1,11 +1,12 @@
 """Benchmark: one SASRec epoch on ML-1M, towerkit against RecBole, in one run.
 
-The same model at the same size: causal Transformer, D=64, 2 blocks, 1 head, feed-forward 256,
-the last 50 items, cross-entropy over the whole catalogue, the same 982,089 (prefix, next item)
-training pairs. RecBole turns every prefix into its own sequence (its data augmentation) and
-runs one forward pass per prefix; towerkit runs one pass per window of 50 positions and trains
-every position of it. Both use two threads and Adam-family optimisers, batch sizes their own
-defaults (RecBole 2048 prefixes, towerkit 64 windows).
+The same model at the same size, read from ``configs/ml-1m/sasrec.yaml`` for both libraries
+(causal Transformer, D=64, 2 blocks, 1 head, feed-forward 256, dropout 0.2), the last 50 items,
+cross-entropy over the whole catalogue, the same 982,089 (prefix, next item) training pairs.
+RecBole turns every prefix into its own sequence (its data augmentation) and runs one forward
+pass per prefix; towerkit runs one pass per window of 50 positions and trains every position of
+it. Both use two threads and Adam-family optimisers, batch sizes their own defaults (RecBole
+2048 prefixes, towerkit 64 windows).
 
 A RecBole epoch takes about half an hour here, so its epoch time is extrapolated from
 ``--batches`` timed batches (after 3 warm-up batches; data loading included, as in its trainer);
@@ -33,11 +34,16 @@ import pandas as pd
 import torch
 
 from towerkit import datasets, pipeline
-from towerkit.config import Config, load_config
+from towerkit.config import Config, ModelConfig, load_config
 
 RESULTS = Path(__file__).parent / "results" / "recbole_sasrec.md"
 CONFIG = Path(__file__).parent.parent / "configs" / "ml-1m" / "sasrec.yaml"
 MAX_LEN, THREADS = 50, 2
+
+
+def ffn_dim(model: ModelConfig) -> int:
+    """The feed-forward width towerkit's SASRec uses (``4 * D`` unless set)."""
+    return model.ffn_dim or 4 * model.embedding_dim
 
 
 def write_atomic_file(directory: Path) -> None:
@@ -51,9 +57,10 @@ def write_atomic_file(directory: Path) -> None:
 
 
 class RecBoleSASRec:
-    """RecBole's SASRec, its data (prefix augmentation done once) and optimiser."""
+    """RecBole's SASRec at the size of towerkit's ``model`` config, its data (prefix
+    augmentation done once) and optimiser."""
 
-    def __init__(self, data_path: Path) -> None:
+    def __init__(self, data_path: Path, model: ModelConfig) -> None:
         from recbole.config import Config
         from recbole.data import create_dataset, data_preparation
         from recbole.model.sequential_recommender import SASRec
@@ -66,12 +73,12 @@ class RecBoleSASRec:
                 "data_path": str(data_path),
                 "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
                 "MAX_ITEM_LIST_LENGTH": MAX_LEN,
-                "hidden_size": 64,
-                "inner_size": 256,
-                "n_layers": 2,
-                "n_heads": 1,
-                "hidden_dropout_prob": 0.2,
-                "attn_dropout_prob": 0.2,
+                "hidden_size": model.embedding_dim,
+                "inner_size": ffn_dim(model),
+                "n_layers": model.n_layers,
+                "n_heads": model.n_heads,
+                "hidden_dropout_prob": model.dropout,
+                "attn_dropout_prob": model.dropout,
                 "loss_type": "CE",
                 "train_neg_sample_args": None,
                 "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
@@ -128,7 +135,7 @@ def main() -> None:
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         write_atomic_file(Path(tmp))
-        recbole_sasrec = RecBoleSASRec(Path(tmp))
+        recbole_sasrec = RecBoleSASRec(Path(tmp), config.model)
         for _ in range(args.repeats):
             seconds, our_samples = towerkit_epoch_seconds(config, prepared)
             ours.append(seconds)
@@ -141,12 +148,14 @@ def main() -> None:
 
     import recbole
 
+    m = config.model
     RESULTS.write_text(
         "# One SASRec epoch on ML-1M: towerkit vs RecBole\n\n"
         f"`python benchmarks/recbole_sasrec.py --batches {args.batches} --repeats "
         f"{args.repeats}` (run {date.today()}: {platform.machine()}, {THREADS} threads, torch "
-        f"{torch.__version__}, RecBole {recbole.__version__}). Same model and size: D=64, 2 "
-        f"blocks, 1 head, feed-forward 256, last {MAX_LEN} items, full-catalogue "
+        f"{torch.__version__}, RecBole {recbole.__version__}). Same model and size: "
+        f"D={m.embedding_dim}, {m.n_layers} blocks, {m.n_heads} head(s), feed-forward "
+        f"{ffn_dim(m)}, dropout {m.dropout}, last {MAX_LEN} items, full-catalogue "
         "cross-entropy. Training time only; the two are measured in turn, medians of "
         f"{args.repeats}.\n\n"
         "| library | training samples an epoch | forward passes | s/epoch | speed-up |\n"
