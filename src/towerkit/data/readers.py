@@ -11,7 +11,6 @@ seconds since the epoch, UTC) and, when asked for, ``rating`` (float32), in file
 from __future__ import annotations
 
 import csv
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ _PARQUET_SUFFIXES = {".parquet", ".pq"}
 # --------------------------------------------------------------------------------------------
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
@@ -79,7 +78,7 @@ def read_delimited(
             does not decode in ``encoding``.
     """
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     if sep is None:
         sep = _SEPARATORS.get(path.suffix.lower())
         if sep is None:
@@ -121,7 +120,7 @@ def read_delimited(
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
-    _check_file(path)
+    check_file(path)
     try:
         frame = pq.read_table(path).to_pandas()
     except (pa.ArrowInvalid, OSError) as err:
@@ -137,7 +136,7 @@ def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _where(path: Path, frame: pd.DataFrame, position: int) -> str:
+def where(path: Path, frame: pd.DataFrame, position: int) -> str:
     """'line N' for text files (the frame index holds lines), 'row N' for Parquet."""
     label = frame.index[position]
     if path.suffix.lower() in _PARQUET_SUFFIXES:
@@ -156,23 +155,23 @@ def _require_columns(path: Path, frame: pd.DataFrame, wanted: Mapping[str, str])
             )
 
 
-def _is_text(column: pd.Series) -> bool:
+def is_text(column: pd.Series) -> bool:
     return pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
 
 
 def _missing(column: pd.Series) -> np.ndarray:
     missing = column.isna().to_numpy()
-    if _is_text(column):
+    if is_text(column):
         missing = missing | (column.fillna("").astype(str) == "").to_numpy()
     return missing
 
 
-def _check_present(path: Path, frame: pd.DataFrame, column: str) -> None:
+def check_present(path: Path, frame: pd.DataFrame, column: str) -> None:
     missing = _missing(frame[column])
     if missing.any():
         pos = int(np.flatnonzero(missing)[0])
         raise DataError(
-            f"{path}: {_where(path, frame, pos)}: no value in column {column!r} "
+            f"{path}: {where(path, frame, pos)}: no value in column {column!r} "
             "(a row with too few fields, or an empty cell)"
         )
 
@@ -215,7 +214,7 @@ def parse_timestamps(values: pd.Series, *, what: str = "timestamp") -> np.ndarra
 
 def _id_column(column: pd.Series) -> pd.Series:
     """Ids stay strings unless every value is an integer, then they become int64."""
-    if not _is_text(column):
+    if not is_text(column):
         if pd.api.types.is_float_dtype(column.dtype):
             as_int = column.astype(np.int64)
             if (as_int == column).all():
@@ -271,7 +270,7 @@ def read_interactions(
         wanted["rating"] = rating
     _require_columns(path, frame, wanted)
     for column in wanted.values():
-        _check_present(path, frame, column)
+        check_present(path, frame, column)
 
     out = pd.DataFrame(
         {"user": _id_column(frame[user]).to_numpy(), "item": _id_column(frame[item]).to_numpy()}
@@ -286,7 +285,7 @@ def read_interactions(
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
             raise DataError(
-                f"{path}: {_where(path, frame, pos)}: rating {frame[rating].iloc[pos]!r} in "
+                f"{path}: {where(path, frame, pos)}: rating {frame[rating].iloc[pos]!r} in "
                 f"column {rating!r} is not a number"
             )
         out["rating"] = ratings.to_numpy(dtype=np.float32)
@@ -327,13 +326,13 @@ def read_side_table(
     )
     keep = list(columns) if columns is not None else [c for c in frame.columns if c != key]
     _require_columns(path, frame, {"key": key, **{f"feature {c!r}": c for c in keep}})
-    _check_present(path, frame, key)
+    check_present(path, frame, key)
     ids = _id_column(frame[key])
     duplicated = ids.duplicated().to_numpy()
     if duplicated.any():
         pos = int(np.flatnonzero(duplicated)[0])
         raise DataError(
-            f"{path}: {_where(path, frame, pos)}: {key} {_plain(ids.iloc[pos])!r} appears twice; "
+            f"{path}: {where(path, frame, pos)}: {key} {_plain(ids.iloc[pos])!r} appears twice; "
             "a side table has one row per id"
         )
     out = pd.DataFrame({rename_key: ids.to_numpy()})
@@ -341,149 +340,9 @@ def read_side_table(
         values = frame[column]
         if column in list_columns:
             out[column] = values.astype(str).str.split(list_sep).to_numpy()
-        elif _is_text(values):
+        elif is_text(values):
             numeric = pd.to_numeric(values, errors="coerce")
             out[column] = values.to_numpy() if numeric.isna().any() else numeric.to_numpy()
         else:
             out[column] = values.to_numpy()
     return out
-
-
-_DAT_LAYOUTS = {
-    "ratings": ["user", "item", "rating", "timestamp"],
-    "users": ["user", "gender", "age", "occupation", "zip"],
-    "movies": ["item", "title", "genres"],
-}
-
-
-def read_movielens_dat(path: PathLike, kind: str | None = None) -> pd.DataFrame:
-    """Read a MovieLens ``.dat`` file (``::``-separated, Latin-1), as in ML-1M and ML-10M.
-
-    Args:
-        kind: ``"ratings"``, ``"users"`` or ``"movies"``; by default the file's stem.
-
-    Returns:
-        ratings: ``user``, ``item`` (movie id), ``rating`` (float32), ``timestamp`` (int64);
-        users: ``user``, ``gender``, ``age``, ``occupation``, ``zip``;
-        movies: ``item`` (movie id), ``title``, ``genres`` (list of str).
-    """
-    path = Path(path)
-    kind = kind or path.stem
-    if kind not in _DAT_LAYOUTS:
-        raise DataError(
-            f"{path}: unknown MovieLens file kind {kind!r}; pass kind= one of "
-            f"{', '.join(_DAT_LAYOUTS)}"
-        )
-    _check_file(path)
-    names = _DAT_LAYOUTS[kind]
-    # The C parser takes one-character separators only; '::' never occurs inside a field
-    # (titles contain single colons), so it is swapped for a control character first.
-    text = path.read_bytes().decode("latin-1").replace("::", "\x1f")
-    try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep="\x1f",
-            header=None,
-            names=names,
-            dtype=str,
-            keep_default_na=False,
-            quoting=csv.QUOTE_NONE,
-            engine="c",
-        )
-    except pd.errors.ParserError as err:
-        detail = str(err).split("C error: ")[-1].strip()
-        raise DataError(f"{path}: ragged row: {detail}") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty") from None
-    frame.index = np.arange(1, len(frame) + 1)
-    for column in names:
-        _check_present(path, frame, column)
-    if kind == "ratings":
-        out = pd.DataFrame(
-            {
-                "user": _to_int(path, frame, "user"),
-                "item": _to_int(path, frame, "item"),
-                "rating": _to_int(path, frame, "rating").astype(np.float32),
-            }
-        )
-        try:
-            out["timestamp"] = parse_timestamps(frame["timestamp"])
-        except ValueError as err:
-            raise DataError(f"{path}: line {err}") from None
-        return out
-    if kind == "users":
-        return pd.DataFrame(
-            {
-                "user": _to_int(path, frame, "user"),
-                "gender": frame["gender"].to_numpy(),
-                "age": _to_int(path, frame, "age"),
-                "occupation": _to_int(path, frame, "occupation"),
-                "zip": frame["zip"].to_numpy(),
-            }
-        )
-    return pd.DataFrame(
-        {
-            "item": _to_int(path, frame, "item"),
-            "title": frame["title"].to_numpy(),
-            "genres": frame["genres"].str.split("|").to_numpy(),
-        }
-    )
-
-
-def _to_int(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
-    numeric = pd.to_numeric(frame[column], errors="coerce")
-    bad = numeric.isna().to_numpy()
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{path}: {_where(path, frame, pos)}: {column} {frame[column].iloc[pos]!r} is not "
-            "an integer"
-        )
-    return numeric.to_numpy().astype(np.int64)
-
-
-_ATOMIC_TYPES = {"token", "float", "token_seq", "float_seq"}
-
-
-def read_atomic(path: PathLike) -> pd.DataFrame:
-    """Read a RecBole atomic file (``.inter``, ``.user``, ``.item``): tab-separated, typed header.
-
-    The header names each column as ``name:type`` with type ``token``, ``float``, ``token_seq``
-    or ``float_seq``. Types are stripped from the names; ``float`` becomes float64, ``*_seq``
-    columns become lists (space-separated in the file), ``token`` stays a string.
-    Windows line ends are accepted.
-    """
-    path = Path(path)
-    frame = read_delimited(path, sep="\t")
-    frame.columns = [str(c).rstrip("\r") for c in frame.columns]
-    if len(frame.columns) and _is_text(frame[frame.columns[-1]]):
-        last = frame.columns[-1]
-        frame[last] = frame[last].str.rstrip("\r")
-    renamed: dict[str, str] = {}
-    types: dict[str, str] = {}
-    for column in frame.columns:
-        name, colon, kind = column.rpartition(":")
-        if not colon or kind not in _ATOMIC_TYPES:
-            raise DataError(
-                f"{path}: header field {column!r} is not 'name:type' with type one of "
-                f"{', '.join(sorted(_ATOMIC_TYPES))}"
-            )
-        renamed[column] = name
-        types[name] = kind
-    frame = frame.rename(columns=renamed)
-    for name, kind in types.items():
-        if kind == "float":
-            values = pd.to_numeric(frame[name].replace("", np.nan), errors="coerce")
-            bad = values.isna().to_numpy() & (frame[name] != "").to_numpy()
-            if bad.any():
-                pos = int(np.flatnonzero(bad)[0])
-                raise DataError(
-                    f"{path}: {_where(path, frame, pos)}: {frame[name].iloc[pos]!r} in column "
-                    f"{name!r} is not a number"
-                )
-            frame[name] = values
-        elif kind == "token_seq":
-            frame[name] = frame[name].str.split(" ")
-        elif kind == "float_seq":
-            frame[name] = frame[name].map(lambda s: [float(x) for x in s.split(" ") if x])
-    return frame.reset_index(drop=True)

@@ -1,0 +1,107 @@
+"""The local cache of known data sets: ``$TOWERKIT_HOME/datasets/NAME`` as Parquet tables with
+a manifest of their sha256 and counts. A cache that fails the check is fetched again, never
+used; a new cache is written to a staging folder and swapped in whole."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from towerkit.data.interactions import Interactions
+from towerkit.datasets.sources import sha256_of
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+_TABLES = ("interactions", "users", "items")
+
+
+def towerkit_home() -> Path:
+    """``$TOWERKIT_HOME``, or ``~/.cache/towerkit``."""
+    return Path(os.environ.get("TOWERKIT_HOME") or Path.home() / ".cache" / "towerkit")
+
+
+def cache_dir(name: str, home: Path | None = None) -> Path:
+    return (home or towerkit_home()) / "datasets" / name
+
+
+def counts_of(interactions: Interactions) -> dict[str, int]:
+    """Interactions, users and items of a log: what a cache's manifest pins."""
+    return {
+        "interactions": len(interactions),
+        "users": interactions.n_users,
+        "items": interactions.n_items,
+    }
+
+
+def is_valid(directory: Path, counts: dict[str, int]) -> bool:
+    """Whether ``directory`` holds a whole cache: every table matching its manifest's sha256,
+    the manifest's counts equal to ``counts``."""
+    manifest_path = directory / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("version") != CACHE_VERSION or manifest.get("counts") != counts:
+            return False
+        for table in _TABLES:
+            if sha256_of(directory / f"{table}.parquet") != manifest["files"][f"{table}.parquet"]:
+                logger.warning("%s: %s.parquet does not match its manifest", directory, table)
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def write(directory: Path, interactions: Interactions, source: str) -> None:
+    """Write the three tables and their manifest to a temporary folder, then swap it in."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+    try:
+        tables = {
+            "interactions": interactions.frame,
+            "users": interactions.users,
+            "items": interactions.items,
+        }
+        files = {}
+        for table, frame in tables.items():
+            path = staging / f"{table}.parquet"
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+            files[path.name] = sha256_of(path)
+        manifest = {
+            "version": CACHE_VERSION,
+            "source": source,
+            "counts": counts_of(interactions),
+            "files": files,
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        old = directory.with_name(f".{directory.name}-old-{os.getpid()}")
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(staging, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read(directory: Path) -> Interactions:
+    """The interactions and side tables of a valid cache."""
+    tables = {t: pq.read_table(directory / f"{t}.parquet").to_pandas() for t in _TABLES}
+    items = tables["items"]
+    # Parquet gives list columns back as numpy arrays; keep the documented list type.
+    if "genres" in items.columns:
+        items["genres"] = items["genres"].map(list)
+    return Interactions(tables["interactions"], users=tables["users"], items=items)
+
+
+def manifest(directory: Path) -> dict | None:
+    """A cache's manifest, or None when there is none (or it does not parse)."""
+    try:
+        return json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None

