@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from towerkit.data import FeatureTable, Interactions, Vocab, encode
+from towerkit.data import Interactions, Vocab, encode
 from towerkit.errors import DataError
 
 
@@ -90,7 +90,6 @@ def test_feature_errors(tiny_log):
     with pytest.raises(DataError, match=r"no user feature column 'agee'.*age"):
         encode(Interactions(tiny_log, users=users), user_features=["agee"])
     assert len(encode(Interactions(tiny_log)).user_features) == 0
-    assert FeatureTable().values == {}
 
 
 def test_interactions_validation_and_filters():

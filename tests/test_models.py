@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from towerkit.data import Batch
-from towerkit.data.encoding import FeatureTable
 from towerkit.data.vocab import Vocab
 from towerkit.models import DSSM, YouTubeDNN
-from towerkit.nn import MLP, FeatureEmbedding, HistoryPooling
+from towerkit.nn import MLP, FeatureEmbedding, HistoryPooling, PooledTowerOptions
+from towerkit.types import Batch, FeatureTable
 
 N_USERS, N_ITEMS, L = 6, 20, 5
 
@@ -45,12 +44,17 @@ def batch() -> Batch:
     return Batch(torch.tensor([1, 2, 3, 4]), history, torch.tensor([5, 6, 8, 9]))
 
 
+TOWER_OPTIONS = set(PooledTowerOptions.__dataclass_fields__)
+
+
 def make(name: str, **kwargs):
+    """A small model; PooledTowerOptions fields among ``kwargs`` shape its tower."""
     torch.manual_seed(0)
+    tower = PooledTowerOptions(**{"hidden": (16,), **{k: kwargs.pop(k) for k in
+                                                        TOWER_OPTIONS & set(kwargs)}})  # fmt: skip
     if name == "youtube_dnn":
-        kwargs = {"max_len": L, "embedding_dim": 8, "hidden": (16,), **kwargs}
-        return YouTubeDNN(N_ITEMS, **kwargs)
-    kwargs = {"max_len": L, "embedding_dim": 8, "id_dim": 8, "hidden": (16,), **kwargs}
+        return YouTubeDNN(N_ITEMS, **{"max_len": L, "embedding_dim": 8, "tower": tower, **kwargs})
+    kwargs = {"max_len": L, "embedding_dim": 8, "id_dim": 8, "tower": tower, **kwargs}
     return DSSM(N_USERS, N_ITEMS, **kwargs)
 
 
@@ -60,17 +64,43 @@ def test_contract(name):
     users = model.encode_users(batch())
     items = model.encode_items(torch.arange(1, N_ITEMS + 1))
     assert users.shape == (4, 8) and items.shape == (N_ITEMS, 8)
-    assert not hasattr(model, "mode")  # no state that changes what a method returns
-    assert torch.equal(users, model.encode_users(batch()))  # eval mode is deterministic
+    # The same calls give the same vectors: no state (such as a mode) changes what they return.
+    assert torch.equal(users, model.encode_users(batch()))
+    assert torch.equal(items, model.encode_items(torch.arange(1, N_ITEMS + 1)))
+    # A user's vector depends on its own row only (batch-first, no leakage between rows).
+    torch.testing.assert_close(model.encode_users(Batch(*(t[1:2] for t in (
+        batch().users, batch().history, batch().targets)))), users[1:2])  # fmt: skip
     # User vectors can be negative: the tower ends in a linear layer, not in ReLU.
     assert (users < 0).any()
-    assert isinstance(model.encode_users.__self__, torch.nn.Module)
+
+
+@pytest.mark.parametrize("name", ["youtube_dnn", "dssm"])
+def test_given_features_describe_a_user_the_model_never_saw(name):
+    """A user described by side-feature values gets the vector of a known user with them."""
+    model = make(name, user_features=features(), **({"use_user_id": False} if name == "dssm"
+                                                   else {})).eval()  # fmt: skip
+    known = batch()
+    table = features()
+    values = {n: torch.as_tensor(table.values[n])[known.users] for n in table.values}
+    new = Batch(torch.zeros(4, dtype=torch.long), known.history, known.targets, values)
+    torch.testing.assert_close(model.encode_users(new), model.encode_users(known))
+    # Other values give other vectors; a feature left out is an error that names it.
+    other = {**values, "gender": 3 - values["gender"]}
+    changed = Batch(new.users, new.history, new.targets, other)
+    assert not torch.allclose(model.encode_users(changed), model.encode_users(known))
+    with pytest.raises(KeyError, match="year"):
+        model.encode_users(Batch(new.users, new.history, new.targets, {"gender": values["gender"]}))
 
 
 def test_mlp_ends_linear_even_with_relu():
-    mlp = MLP(4, [8, 8], 3, activation="relu", dropout=0.2)
-    assert isinstance(mlp[-1], torch.nn.Linear)
-    out = mlp.eval()(torch.randn(64, 4))
+    torch.manual_seed(0)
+    mlp = MLP(4, [8, 8], 3, activation="relu", dropout=0.2).eval()
+    with torch.no_grad():
+        mlp[-1].bias.fill_(-100.0)  # an activation after it would clip this to zero
+    assert (mlp(torch.randn(64, 4)) < -50).all()
+    with torch.no_grad():
+        mlp[-1].bias.zero_()
+    out = mlp(torch.randn(64, 4))
     assert (out < 0).any() and (out == 0).float().mean() < 0.1
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         MLP(4, [8], 3, activation="swish")
@@ -118,6 +148,10 @@ def test_feature_embedding_kinds():
     assert torch.equal(out[2, 3:6], torch.zeros(3))  # user 6 has no genre
     # Numeric values are standardised (years near 2000 would otherwise swamp everything).
     assert emb.values_year.abs().max() < 3 and emb.values_year[0] == 0
+    # Given raw values are standardised the same way as the stored ones.
+    given = {"gender": torch.tensor([1]), "genres": torch.tensor([[1, 2]]),
+             "year": torch.tensor([1990.0])}  # user 1's values, raw  # fmt: skip
+    torch.testing.assert_close(emb(torch.tensor([0]), given), out[1:2])
 
 
 def users_out(model) -> torch.Tensor:
@@ -132,6 +166,7 @@ def users_out(model) -> torch.Tensor:
         ("activation", "relu", "tanh"),
         ("pooling", "mean", "recency"),
         ("feature_dim", 4, 8),
+        ("recent_items", 0, 2),
     ],
 )
 def test_each_argument_changes_the_output(name, argument, a, b):
@@ -152,11 +187,17 @@ def test_embedding_dim_and_dropout_and_features(name):
 
 
 def test_youtube_dnn_options():
-    tied = make("youtube_dnn", share_embeddings=True)
-    assert tied.item_embedding is tied.history_embedding
-    assert not torch.allclose(
-        users_out(make("youtube_dnn")), users_out(make("youtube_dnn", recent_items=2))
-    )
+    tied = make("youtube_dnn", share_embeddings=True).eval()
+    ids = torch.arange(1, N_ITEMS + 1)
+    # Tied: training the history table moves the item vectors too.
+    with torch.no_grad():
+        tied.history_embedding.weight[3] += 1.0
+    assert torch.equal(tied.encode_items(ids)[2], tied.history_embedding.weight[3])
+    untied = make("youtube_dnn").eval()
+    before = untied.encode_items(ids).clone()
+    with torch.no_grad():
+        untied.history_embedding.weight[3] += 1.0
+    assert torch.equal(untied.encode_items(ids), before)
     with pytest.raises(ValueError, match=r"recent items must lie in 0\.\.max_len"):
         make("youtube_dnn", recent_items=L + 1)
 
@@ -167,5 +208,10 @@ def test_dssm_options():
     ids = torch.arange(1, N_ITEMS + 1)
     assert not torch.allclose(with_features.encode_items(ids), without.encode_items(ids))
     assert not torch.allclose(users_out(make("dssm")), users_out(make("dssm", recent_items=2)))
-    no_id = make("dssm", use_user_id=False)
-    assert no_id.user_id is None and users_out(no_id).shape == (4, 8)
+    # Without the user id, two users with the same history and features get the same vector.
+    twins = Batch(torch.tensor([1, 2]), torch.tensor([[0, 0, 0, 3, 4]] * 2), torch.tensor([5, 5]))
+    no_id = make("dssm", use_user_id=False).eval()
+    a, b = no_id.encode_users(twins)
+    assert torch.equal(a, b)
+    a, b = make("dssm").eval().encode_users(twins)
+    assert not torch.allclose(a, b)

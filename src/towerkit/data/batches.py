@@ -9,33 +9,20 @@ history is gathered from the CSR arrays when it is asked for.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from towerkit.data.split import Split
+from towerkit.types import Batch, SequenceBatch
 
-
-@dataclass(frozen=True)
-class Batch:
-    """One training batch.
-
-    Attributes:
-        users: int64 ``[B]`` encoded user ids.
-        history: int64 ``[B, L]`` previous items, left-padded with 0, most recent last.
-        targets: int64 ``[B]`` the item at the sample's position.
-    """
-
-    users: torch.Tensor
-    history: torch.Tensor
-    targets: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.users.to(device), self.history.to(device), self.targets.to(device))
+__all__ = [
+    "Batch",
+    "SequenceBatch",
+    "SequenceBatches",
+    "TrainingBatches",
+    "gather_history",
+]
 
 
 def gather_history(
@@ -141,35 +128,6 @@ class TrainingBatches:
         """Each ``iter()`` runs the next epoch: 0, 1, 2, ..."""
         epoch, self._epoch = self._epoch, self._epoch + 1
         return self.epoch(epoch)
-
-
-@dataclass(frozen=True)
-class SequenceBatch:
-    """A batch of training windows for a sequential model: one forward pass per window, one
-    query per real position.
-
-    Attributes:
-        users: int64 ``[W]`` encoded user of each window.
-        history: int64 ``[W, L]`` the window's input items, left-padded with 0, most recent last.
-        targets: int64 ``[W, L]`` the item that follows each input (0 under padding): the query
-            at column ``j`` has seen ``history[:, : j + 1]`` and must predict ``targets[:, j]``.
-    """
-
-    users: torch.Tensor
-    history: torch.Tensor
-    targets: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    @property
-    def n_queries(self) -> int:
-        return int((self.targets > 0).sum())
-
-    def to(self, device: torch.device | str) -> SequenceBatch:
-        return SequenceBatch(
-            self.users.to(device), self.history.to(device), self.targets.to(device)
-        )
 
 
 class SequenceBatches:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -18,32 +17,7 @@ import pandas as pd
 from towerkit.data.interactions import Interactions
 from towerkit.data.vocab import Vocab
 from towerkit.errors import DataError
-
-FeatureKind = Literal["categorical", "multi", "numeric"]
-
-
-@dataclass(frozen=True)
-class FeatureTable:
-    """Side features of one entity type, indexed by encoded id (row 0 is padding).
-
-    Attributes:
-        values: feature name -> array. Categorical: int64 ``[n + 1]`` codes (0 = missing).
-            Multi-valued: int64 ``[n + 1, L]``, codes left-aligned and padded with 0.
-            Numeric: float32 ``[n + 1]`` (0 where missing).
-        kinds: feature name -> ``"categorical"``, ``"multi"`` or ``"numeric"``.
-        vocabs: feature name -> Vocab of its values (categorical and multi-valued features).
-    """
-
-    values: dict[str, np.ndarray] = field(default_factory=dict)
-    kinds: dict[str, FeatureKind] = field(default_factory=dict)
-    vocabs: dict[str, Vocab] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def cardinality(self, name: str) -> int:
-        """Embedding rows a categorical or multi-valued feature needs (its vocab size + 1)."""
-        return self.vocabs[name].size
+from towerkit.types import FeatureKind, FeatureTable
 
 
 @dataclass(frozen=True)

@@ -76,3 +76,10 @@ class Sequences:
         # Flat gather index: for each kept slot, its absolute position in the old arrays.
         gather = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1] - start, lengths)
         return Sequences(self.items[gather], self.timestamps[gather], offsets)
+
+
+def item_counts(items: np.ndarray, n_items: int) -> np.ndarray:
+    """int64 ``[n_items + 1]`` occurrences of each item id in ``items`` (index 0 stays 0)."""
+    counts = np.bincount(items, minlength=n_items + 1).astype(np.int64)
+    counts[0] = 0
+    return counts

@@ -3,39 +3,52 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from towerkit.data.batches import Batch, SequenceBatch
 from towerkit.nn import padded_embedding
+from towerkit.types import Batch, SequenceBatch
 
 
 class MatchingModel(nn.Module, ABC):
     """A two-sided model: users and items become vectors in one ``D``-dimensional space.
 
-    Subclasses implement exactly two methods and nothing about losses, sampling or search:
+    Subclasses implement two methods and nothing about losses, sampling or search:
 
     - ``encode_users(batch) -> [B, D]``: query vectors from ``batch.users`` and
-      ``batch.history`` (``[B, L]`` left-padded item ids, most recent last);
+      ``batch.history`` (``[B, L]`` left-padded item ids, most recent last), and from
+      ``batch.user_features`` when given instead of the stored side features;
     - ``encode_items(item_ids) -> [N, D]``: item vectors from ids, with any item side
       features looked up from buffers the model owns, so the whole catalogue is
       ``encode_items(torch.arange(1, n_items + 1))``.
 
-    A *sequential* model (``sequential = True``: SASRec, GRU4Rec) also implements
-    ``encode_positions(batch) -> [W, L, D]``: the query at every position of a
-    :class:`~towerkit.data.batches.SequenceBatch` window, so that one forward pass trains every
-    position; ``encode_users`` is then the query at the most recent position.
+    A model that can train on windows of positions (``encodes_positions = True``) also
+    implements ``encode_positions(batch) -> [W, L, D]``: the query at every position of a
+    :class:`~towerkit.types.SequenceBatch` window, so that one forward pass trains every position.
+    A *sequential* model (``sequential = True``: SASRec, GRU4Rec) trains on windows only, and its
+    ``encode_users`` is the query at the most recent position.
     """
 
     embedding_dim: int
-    sequential: bool = False
+    #: implements ``encode_positions``: trains on windows of positions (``SequenceBatches``).
+    encodes_positions: ClassVar[bool] = False
+    #: reads the history as a sequence: windows are its training batches, without context.
+    sequential: ClassVar[bool] = False
 
     @abstractmethod
     def encode_users(self, batch: Batch) -> torch.Tensor: ...
 
     @abstractmethod
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
+        """``[W, L, D]`` query vectors at every position of the batch's windows."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not train on windows of positions "
+            "(its encodes_positions is False)"
+        )
 
 
 class SequenceModel(MatchingModel):
@@ -50,6 +63,7 @@ class SequenceModel(MatchingModel):
         share_embeddings: score items with the input embedding table.
     """
 
+    encodes_positions = True
     sequential = True
 
     def __init__(
@@ -71,7 +85,6 @@ class SequenceModel(MatchingModel):
         to ``j`` only."""
 
     def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
-        """``[W, L, D]`` query vectors at every position of the batch's windows."""
         return self.encode_sequence(batch.history)
 
     def encode_users(self, batch: Batch) -> torch.Tensor:

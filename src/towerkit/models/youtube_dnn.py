@@ -3,16 +3,12 @@ and the user's profile; on the item side, an embedding table (the softmax weight
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from towerkit.data.batches import Batch, SequenceBatch
-from towerkit.data.encoding import FeatureTable
 from towerkit.models.base import MatchingModel
-from towerkit.nn import MLP, FeatureEmbedding, HistoryPooling, padded_embedding
-from towerkit.nn.layers import Activation, Pooling
+from towerkit.nn import PooledHistoryTower, PooledTowerOptions, padded_embedding
+from towerkit.types import Batch, FeatureTable, SequenceBatch
 
 
 class YouTubeDNN(MatchingModel):
@@ -22,38 +18,32 @@ class YouTubeDNN(MatchingModel):
     Args:
         n_items: catalogue size (ids ``1..n_items``; 0 is padding).
         embedding_dim: D, the width of item and user vectors.
-        hidden: hidden widths of the user MLP.
-        activation, dropout: of the user MLP.
-        pooling: how the history is pooled (see :class:`~towerkit.nn.HistoryPooling`).
         max_len: history length.
         user_features: encoded user side features (gender, age, ...), or None.
-        feature_dim: embedding width of each user feature.
         share_embeddings: use one table for history inputs and output item vectors.
-        recent_items: also feed the embeddings of the last ``recent_items`` items, in order,
-            to the MLP (beside the pooled history), so it can learn what follows what.
+        tower: the user tower's shape (MLP, pooling, recent items, feature width); default
+            :class:`~towerkit.nn.PooledTowerOptions()`.
 
     Example:
-        >>> model = YouTubeDNN(n_items=3706, embedding_dim=64, hidden=(256,))
+        >>> model = YouTubeDNN(n_items=3706, embedding_dim=64)
         >>> model.encode_items(torch.arange(1, 3707)).shape
         torch.Size([3706, 64])
     """
+
+    encodes_positions = True
 
     def __init__(
         self,
         n_items: int,
         *,
         embedding_dim: int = 64,
-        hidden: Sequence[int] = (256,),
-        activation: Activation = "gelu",
-        dropout: float = 0.1,
-        pooling: Pooling = "recency",
         max_len: int = 50,
         user_features: FeatureTable | None = None,
-        feature_dim: int = 16,
         share_embeddings: bool = False,
-        recent_items: int = 0,
+        tower: PooledTowerOptions | None = None,
     ) -> None:
         super().__init__()
+        tower = tower or PooledTowerOptions()
         self.embedding_dim = embedding_dim
         self.history_embedding = padded_embedding(n_items + 1, embedding_dim)
         self.item_embedding: nn.Embedding = (
@@ -61,21 +51,18 @@ class YouTubeDNN(MatchingModel):
             if share_embeddings
             else padded_embedding(n_items + 1, embedding_dim)
         )
-        self.pooling = HistoryPooling(pooling, max_len, embedding_dim, recent=recent_items)
-        self.profile = FeatureEmbedding(user_features or FeatureTable(), feature_dim)
-        self.tower = MLP(
-            self.pooling.out_dim + self.profile.out_dim,
-            hidden,
+        self.user_tower = PooledHistoryTower(
             embedding_dim,
-            activation=activation,
-            dropout=dropout,
+            embedding_dim,
+            max_len=max_len,
+            options=tower,
+            user_features=user_features or FeatureTable(),
         )
 
     def encode_users(self, batch: Batch) -> torch.Tensor:
         mask = batch.history > 0  # (B, L)
         embedded = self.history_embedding(batch.history)  # (B, L, D); padding rows are zero
-        features = [self.pooling(embedded, mask), self.profile(batch.users)]  # (B, (1+k)D + F)
-        return self.tower(torch.cat(features, dim=-1))  # (B, D)
+        return self.user_tower(embedded, mask, batch.users, batch.user_features)  # (B, D)
 
     def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
         """``[W, T, D]`` queries at every position of windows built with ``context = max_len - 1``
@@ -88,11 +75,12 @@ class YouTubeDNN(MatchingModel):
         it (``max_len`` times); other poolings fall back to gathering each position's history.
         """
         history = batch.history
-        queries = batch.targets > 0  # (W, T): the positions that are trained
+        queries = batch.layout  # (W, T): the positions that are trained
         window, _ = torch.nonzero(queries, as_tuple=True)  # (Q,): the window of each query
         n_windows, width = history.shape
-        length = self.pooling.max_len
-        if self.pooling.mode in ("mean", "sum") and not self.pooling.recent:
+        pooling = self.user_tower.pooling
+        length = pooling.max_len
+        if pooling.mode in ("mean", "sum") and not pooling.recent:
             real = (history > 0).to(torch.float32)  # (W, T)
             embedded = self.history_embedding(history)  # (W, T, D); padding rows are zero
             pad = torch.zeros(n_windows, 1, embedded.shape[-1], dtype=embedded.dtype)
@@ -100,11 +88,10 @@ class YouTubeDNN(MatchingModel):
             counts = torch.cat([real.new_zeros(n_windows, 1), real], 1).cumsum(1)  # (W, T + 1)
             lo = (torch.arange(1, width + 1) - length).clamp_min(0)  # window start per position
             pooled = sums[:, 1:] - sums[:, lo]  # (W, T, D): sum of the last max_len inputs
-            if self.pooling.mode == "mean":
+            if pooling.mode == "mean":
                 pooled = pooled / (counts[:, 1:] - counts[:, lo]).clamp_min(1.0)[..., None]
             # The tower runs on query positions only (context and padding columns are skipped).
-            profile = self.profile(batch.users)[window]  # (Q, F)
-            vectors = self.tower(torch.cat([pooled[queries], profile], dim=-1))  # (Q, D)
+            vectors = self.user_tower.head(pooled[queries], batch.users[window])  # (Q, D)
         else:
             # Generic path: each query position's own [max_len] history, through encode_users.
             padded = torch.cat([history.new_zeros(n_windows, length - 1), history], 1)

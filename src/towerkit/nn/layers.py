@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 from torch import nn
 
-from towerkit.data.encoding import FeatureTable
+from towerkit.types import FeatureTable
 
 Activation = Literal["relu", "gelu", "silu", "tanh", "prelu"]
 Pooling = Literal["mean", "sum", "recency", "attention"]
@@ -138,10 +138,12 @@ class HistoryPooling(nn.Module):
 
 
 class FeatureEmbedding(nn.Module):
-    """Embeds an entity's side features, looked up by entity id from buffers it owns.
+    """Embeds an entity's side features, looked up by entity id from buffers it owns, or given
+    as values (for an entity the model never saw).
 
     Categorical features get an embedding table, multi-valued ones a masked mean of their
-    values' embeddings, numeric ones a linear map of the value. The outputs are concatenated.
+    values' embeddings, numeric ones a linear map of the standardised value. The outputs are
+    concatenated in feature order.
 
     Args:
         features: the encoded feature table (arrays indexed by entity id).
@@ -157,11 +159,13 @@ class FeatureEmbedding(nn.Module):
             values = torch.as_tensor(features.values[name])
             if self.kinds[name] == "numeric":
                 # Standardised over the real entities (row 0 is padding), so that a year
-                # and a price both enter the network near unit scale.
+                # and a price both enter the network near unit scale. The statistics are kept
+                # to standardise values given for an entity the model never saw.
                 real = values[1:].double()
                 std = real.std() if len(real) > 1 else torch.tensor(1.0)
                 scale = std if std > 0 else torch.tensor(1.0)
-                values = ((values.double() - real.mean()) / scale).float()
+                self.register_buffer(f"stats_{name}", torch.stack([real.mean(), scale.double()]))
+                values = self._standardize(name, values)
                 values[0] = 0.0
                 self.tables[name] = nn.Linear(1, dim)
             else:
@@ -169,19 +173,46 @@ class FeatureEmbedding(nn.Module):
             self.register_buffer(f"values_{name}", values)
         self.out_dim = dim * len(self.names)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids ``[N]`` -> ``[N, out_dim]``."""
+    def _standardize(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        mean, scale = getattr(self, f"stats_{name}")
+        return ((values.double() - mean) / scale).float()
+
+    def lookup(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The stored values of entities ``ids [N]``, as :meth:`forward` takes them."""
+        return {name: getattr(self, f"values_{name}")[ids] for name in self.names}
+
+    def forward(
+        self, ids: torch.Tensor, values: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``[N, out_dim]`` embeddings of entities ``ids [N]``.
+
+        Args:
+            values: encoded feature values to use instead of the stored ones (feature name ->
+                ``[N]`` codes or raw numbers, ``[N, W]`` codes for multi-valued features), e.g.
+                for users the model never saw. Every feature must be given.
+        """
+        if values is None:
+            values = self.lookup(ids)
+        else:
+            missing = [name for name in self.names if name not in values]
+            if missing:
+                raise KeyError(f"no value for side feature(s) {', '.join(missing)}")
+            values = {
+                name: self._standardize(name, values[name])
+                if self.kinds[name] == "numeric"
+                else values[name]
+                for name in self.names
+            }
         parts = []
         for name in self.names:
-            values = getattr(self, f"values_{name}")[ids]
-            kind, table = self.kinds[name], self.tables[name]
+            kind, table, value = self.kinds[name], self.tables[name], values[name]
             if kind == "numeric":
-                parts.append(table(values[:, None]))
+                parts.append(table(value[:, None]))
             elif kind == "categorical":
-                parts.append(table(values))
+                parts.append(table(value))
             else:  # multi-valued: (N, W) codes, 0 = padding
-                mask = (values > 0).float()
-                summed = (table(values) * mask[..., None]).sum(1)
+                mask = (value > 0).float()
+                summed = (table(value) * mask[..., None]).sum(1)
                 parts.append(summed / mask.sum(1, keepdim=True).clamp_min(1.0))
         if not parts:
             return torch.zeros(len(ids), 0, device=ids.device)

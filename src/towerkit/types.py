@@ -1,0 +1,150 @@
+"""The neutral contract types that models and the data layer both use.
+
+Models read batches and feature tables; the data layer builds them. Both import these types
+from here, so no model ever imports the data layer (and the data layer never imports a model).
+
+- :class:`Batch`: independent samples (a user, the history before one position, its target);
+- :class:`SequenceBatch`: windows of consecutive positions, one forward pass per window;
+- :class:`FeatureTable`: side features of users or items, indexed by encoded id;
+- :class:`PositionEncoder`: what a model implements to train on windows of positions.
+
+Both batch kinds turn themselves into training pairs, ``(query vectors [Q, D], positive ids
+[Q], layout)``, through :meth:`Batch.training_pairs`, so the trainer never asks which kind of
+batch or model it holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from towerkit.data.vocab import Vocab
+
+FeatureKind = Literal["categorical", "multi", "numeric"]
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """Side features of one entity type, indexed by encoded id (row 0 is padding).
+
+    Attributes:
+        values: feature name -> array. Categorical: int64 ``[n + 1]`` codes (0 = missing).
+            Multi-valued: int64 ``[n + 1, L]``, codes left-aligned and padded with 0.
+            Numeric: float32 ``[n + 1]`` (0 where missing).
+        kinds: feature name -> ``"categorical"``, ``"multi"`` or ``"numeric"``.
+        vocabs: feature name -> Vocab of its values (categorical and multi-valued features).
+    """
+
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    kinds: dict[str, FeatureKind] = field(default_factory=dict)
+    vocabs: dict[str, Vocab] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def cardinality(self, name: str) -> int:
+        """Embedding rows a categorical or multi-valued feature needs (its vocab size + 1)."""
+        return self.vocabs[name].size
+
+
+class TrainingPairs(NamedTuple):
+    """What a batch trains: query vectors and the item each must retrieve.
+
+    Attributes:
+        queries: ``[Q, D]`` query vectors.
+        positives: int64 ``[Q]`` positive item ids.
+        layout: for windows, the boolean ``[W, T]`` mask of the positions the queries come from
+            (row-major order), so that negatives can be shared per window; None for
+            independent samples.
+    """
+
+    queries: torch.Tensor
+    positives: torch.Tensor
+    layout: torch.Tensor | None = None
+
+
+class UserEncoder(Protocol):
+    def encode_users(self, batch: Batch) -> torch.Tensor: ...
+
+
+class PositionEncoder(Protocol):
+    def encode_positions(self, batch: SequenceBatch) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Independent samples.
+
+    Attributes:
+        users: int64 ``[B]`` encoded user ids (0 for a user the model never saw).
+        history: int64 ``[B, L]`` previous items, left-padded with 0, most recent last.
+        targets: int64 ``[B]`` the item at the sample's position.
+        user_features: optional encoded side-feature values per row (feature name -> ``[B]``
+            codes or numbers, ``[B, W]`` codes for multi-valued features), used instead of the
+            values the model looks up by user id: how a user the model never saw is described.
+    """
+
+    users: torch.Tensor
+    history: torch.Tensor
+    targets: torch.Tensor
+    user_features: Mapping[str, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def to(self, device: torch.device | str) -> Batch:
+        features = None
+        if self.user_features is not None:
+            features = {name: value.to(device) for name, value in self.user_features.items()}
+        return Batch(
+            self.users.to(device), self.history.to(device), self.targets.to(device), features
+        )
+
+    def training_pairs(self, model: UserEncoder) -> TrainingPairs:
+        """One query per sample: ``encode_users`` and the targets."""
+        return TrainingPairs(model.encode_users(self), self.targets)
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """Training windows: one forward pass per window, one query per real position.
+
+    Attributes:
+        users: int64 ``[W]`` encoded user of each window.
+        history: int64 ``[W, L]`` the window's input items, left-padded with 0, most recent last.
+        targets: int64 ``[W, L]`` the item that follows each input (0 under padding): the query
+            at column ``j`` has seen ``history[:, : j + 1]`` and must predict ``targets[:, j]``.
+    """
+
+    users: torch.Tensor
+    history: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def layout(self) -> torch.Tensor:
+        """``[W, L]`` boolean: the positions that are queries (they have a target)."""
+        return self.targets > 0
+
+    @property
+    def n_queries(self) -> int:
+        return int(self.layout.sum())
+
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        return SequenceBatch(
+            self.users.to(device), self.history.to(device), self.targets.to(device)
+        )
+
+    def training_pairs(self, model: PositionEncoder) -> TrainingPairs:
+        """Every real position of every window is a query: one pass, many pairs."""
+        layout = self.layout  # (W, L)
+        queries = model.encode_positions(self)[layout]  # (Q, D)
+        return TrainingPairs(queries, self.targets[layout], layout)
