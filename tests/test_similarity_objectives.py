@@ -74,7 +74,7 @@ def test_temperature_is_applied_and_learnable():
     assert fixed(torch.tensor([1.0, -1.0])).tolist() == pytest.approx([5.0, -5.0])
     assert not list(fixed.parameters())
     learned = Temperature(0.5, learnable=True, min_value=0.05, max_value=2.0)
-    loss = listwise(torch.tensor([1.0]), torch.tensor([[0.5, -1.0]]), temperature=learned)
+    loss = listwise(learned(torch.tensor([1.0])), learned(torch.tensor([[0.5, -1.0]])))
     loss.backward()
     assert learned.log_value.grad is not None and learned.log_value.grad.abs() > 0
     with torch.no_grad():
@@ -94,8 +94,9 @@ def test_listwise_seed_document_example():
     # log(1 + 3 e^-10) = 0.000136. The document prints 0.016 here, which is an arithmetic
     # slip (no reading of its formula gives it); its point, a loss that becomes negligible,
     # holds all the more.
-    assert listwise(pos, neg, temperature=0.2).item() == pytest.approx(1.3619e-4, rel=1e-3)
-    assert listwise(pos, neg, temperature=0.2).item() < listwise(pos, neg).item() / 100
+    cold = listwise(pos / 0.2, neg / 0.2).item()
+    assert cold == pytest.approx(1.3619e-4, rel=1e-3)
+    assert cold < listwise(pos, neg).item() / 100
 
 
 def test_pointwise_by_hand():
@@ -108,7 +109,7 @@ def test_pointwise_by_hand():
     assert pointwise(pos, neg, mask=mask).item() == pytest.approx(0.720095, abs=1e-6)
     # Temperature 0.5 doubles the logits: log(1+e^-4)=0.018150, log(1+e^2)=2.126928,
     # log(1+e^-2)=0.126928.
-    assert pointwise(pos, neg, temperature=0.5).item() == pytest.approx(0.757335, abs=1e-6)
+    assert pointwise(pos / 0.5, neg / 0.5).item() == pytest.approx(0.757335, abs=1e-6)
 
 
 def test_pairwise_by_hand():
@@ -119,7 +120,7 @@ def test_pairwise_by_hand():
         0.048587, abs=1e-6
     )
     # Temperature 0.5: differences 2 and 6 -> (0.126928 + 0.002476) / 2.
-    assert pairwise(pos, neg, temperature=0.5).item() == pytest.approx(0.064702, abs=1e-6)
+    assert pairwise(pos / 0.5, neg / 0.5).item() == pytest.approx(0.064702, abs=1e-6)
 
 
 def test_listwise_mask_drops_negatives():

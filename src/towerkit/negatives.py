@@ -1,10 +1,10 @@
 """Negatives: what each positive is contrasted with, drawn per batch and vectorised.
 
-A strategy turns a batch of query vectors and positive item ids into the logits an objective
-needs: ``pos [B]``, ``neg [B, N]`` and a ``mask [B, N]`` of the negatives that count. The steps
-follow one documented order (as in TensorFlow Recommenders' retrieval task):
-
-    scores (similarity) -> / temperature -> - log q (sampling correction) -> mask accidental hits
+A strategy only produces candidates: their ids, how they are shared among the batch's queries,
+their log sampling probability (for the log-q correction) and, where it has them already, their
+vectors. It computes no score and no loss: :class:`~towerkit.task.RetrievalTask` scores the
+candidates, scales, corrects, masks and applies the objective, in that order, for every
+strategy alike.
 
 Strategies:
 
@@ -15,24 +15,23 @@ Strategies:
 - :class:`MixedNegatives`: in-batch plus sampled;
 - :class:`FullNegatives`: the whole catalogue (exact softmax).
 
-A negative that equals the query's positive (an accidental hit) is always masked out, so no
-strategy ever pushes a positive away from its own query.
+The task masks a candidate that equals the query's positive (an accidental hit), so no strategy
+ever pushes a positive away from its own query.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
-from towerkit.similarity import Similarity, Temperature
-
-ItemEncoder = Callable[[torch.Tensor], torch.Tensor]
-Logits = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 SamplerKind = Literal["uniform", "popularity", "log_popularity"]
+#: how a set of candidates is shared by the queries of a batch: one set for the whole batch,
+#: one set per query, or one set per window (shared by the window's positions).
+Sharing = Literal["batch", "query", "window"]
 
 
 class CatalogueSampler:
@@ -109,30 +108,59 @@ class CatalogueSampler:
         return self
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Negative candidates for a batch of ``Q`` queries.
+
+    Attributes:
+        ids: int64 item ids: ``[N]`` shared by every query (``sharing="batch"``), ``[Q, N]`` one
+            set per query (``"query"``) or ``[W, N]`` one set per window of the batch's layout
+            (``"window"``).
+        log_q: float ``[shape of ids]``: the log probability with which each candidate was
+            drawn, for the log-q correction.
+        sharing: see ``ids``.
+        vectors: the candidates' vectors (``[*ids.shape, D]``) when the strategy has them
+            already (in-batch candidates are the positives); None to encode ``ids``.
+        includes_positives: candidate ``i`` of a batch-shared set is query ``i``'s own positive
+            (in-batch), so it never counts as that query's negative, whether accidental hits are
+            masked or not.
+    """
+
+    ids: torch.Tensor
+    log_q: torch.Tensor
+    sharing: Sharing
+    vectors: torch.Tensor | None = None
+    includes_positives: bool = False
+
+
 class Negatives(ABC):
-    """A negative strategy: queries and positives in, ``(pos, neg, mask)`` logits out."""
+    """A negative strategy: positives in, candidates out (see :class:`Candidates`)."""
+
+    #: every catalogue item is a candidate (the exact softmax; nothing is sampled).
+    exhaustive: ClassVar[bool] = False
 
     @abstractmethod
-    def logits(
+    def candidates(
         self,
-        queries: torch.Tensor,
         positives: torch.Tensor,
-        encode_items: ItemEncoder,
-        similarity: Similarity,
-        temperature: Temperature,
-        generator: torch.Generator | None = None,
+        positive_vectors: torch.Tensor | None,
         layout: torch.Tensor | None = None,
-    ) -> Logits:
-        """Args:
-            queries: ``[B, D]`` query (user) vectors.
-            positives: int64 ``[B]`` positive item ids.
-            encode_items: the model's item tower, ids ``[N]`` -> vectors ``[N, D]``.
-            layout: for a batch of sequences, the boolean ``[W, T]`` mask of the positions
-                the queries come from (in row-major order); None for independent samples.
+        generator: torch.Generator | None = None,
+    ) -> list[Candidates]:
+        """The negative candidates of a batch.
 
-        Returns:
-            ``pos [B]``, ``neg [B, N]`` logits (scaled and corrected) and ``mask [B, N]``.
+        Args:
+            positives: int64 ``[Q]`` positive item ids.
+            positive_vectors: ``[Q, D]`` their vectors, which in-batch strategies reuse (None
+                where the strategy is exhaustive: the fused full softmax encodes no positive).
+            layout: for windows, the boolean ``[W, T]`` mask of the positions the queries come
+                from (row-major order); None for independent samples.
+            generator: the random source of sampled candidates.
         """
+
+    @abstractmethod
+    def log_q(self, ids: torch.Tensor) -> torch.Tensor:
+        """Log sampling probability of items ``ids`` (what log-q subtracts from a positive)."""
 
 
 class SampledNegatives(Negatives):
@@ -142,174 +170,103 @@ class SampledNegatives(Negatives):
         sampler: the catalogue distribution.
         n: negatives per query.
         shared: draw one set of ``n`` for the whole batch and score it with one matrix
-            product; cheaper for large ``n`` (sampled softmax). For a batch of sequences
-            (``layout`` given) one set per sequence, shared by its positions: a batch of 64
+            product; cheaper for large ``n`` (sampled softmax). For a batch of windows
+            (``layout`` given) one set per window, shared by its positions: a batch of 64
             ML-1M windows holds ~12,000 queries, and one draw of 256 for all of them trained
-            SASRec to below the popularity baseline, while a draw per sequence matches the
+            SASRec to below the popularity baseline, while a draw per window matches the
             full softmax closely (``benchmarks/results/ml1m_sequential.md``).
-        logq: subtract ``log q(item)`` from every logit (the positive's too), which makes
-            sampled softmax an unbiased estimate of the full softmax.
     """
 
-    def __init__(
-        self, sampler: CatalogueSampler, n: int, *, shared: bool = False, logq: bool = False
-    ) -> None:
+    def __init__(self, sampler: CatalogueSampler, n: int, *, shared: bool = False) -> None:
         if n < 1:
             raise ValueError(f"the number of sampled negatives must be >= 1, got {n}")
-        self.sampler, self.n, self.shared, self.logq = sampler, n, shared, logq
+        self.sampler, self.n, self.shared = sampler, n, shared
 
-    def logits(
-        self,
-        queries,
-        positives,
-        encode_items,
-        similarity,
-        temperature,
-        generator=None,
-        layout=None,
-    ):
-        batch, inv_t = len(positives), temperature.inverse()
-        pos_vectors = encode_items(positives)  # (B, D)
-        pos = similarity.rowwise(queries, pos_vectors, inv_t)  # (B,)
+    def candidates(self, positives, positive_vectors, layout=None, generator=None):
         if self.shared and layout is not None:
-            n_seq, width = layout.shape
-            ids = self.sampler.sample((n_seq, self.n), generator).to(positives.device)  # (W, N)
-            vectors = encode_items(ids.reshape(-1)).reshape(n_seq, self.n, -1)  # (W, N, D)
-            padded = queries.new_zeros(n_seq, width, queries.shape[-1])
-            padded[layout] = queries
-            neg = similarity.pairwise(padded, vectors, inv_t)[layout]  # (B, N)
-            ids = ids[:, None, :].expand(-1, width, -1)[layout]  # (B, N)
+            shape, sharing = (len(layout), self.n), "window"  # (W, N)
         elif self.shared:
-            ids = self.sampler.sample((self.n,), generator).to(positives.device)  # (N,)
-            neg = similarity.pairwise(queries, encode_items(ids), inv_t)  # (B, N)
-            ids = ids[None, :].expand(batch, -1)
+            shape, sharing = (self.n,), "batch"  # (N,)
         else:
-            ids = self.sampler.sample((batch, self.n), generator).to(positives.device)  # (B, N)
-            vectors = encode_items(ids.reshape(-1)).reshape(batch, self.n, -1)  # (B, N, D)
-            neg = similarity.rowwise(queries, vectors, inv_t)  # (B, N)
-        if self.logq:
-            log_probs = self.sampler.log_probs.to(positives.device)
-            pos = pos - log_probs[positives]
-            neg = neg - log_probs[ids]
-        return pos, neg, ids != positives[:, None]
+            shape, sharing = (len(positives), self.n), "query"  # (Q, N)
+        ids = self.sampler.sample(shape, generator).to(positives.device)
+        return [Candidates(ids, self.log_q(ids), sharing)]
+
+    def log_q(self, ids):
+        return self.sampler.log_probs.to(ids.device)[ids]
 
 
 class InBatchNegatives(Negatives):
     """The batch's other positives serve as negatives: one ``[B, B]`` matrix product.
 
     Items appear in a batch in proportion to their popularity, so popular items are pushed
-    down too often; ``log_probs`` (log of each item's share of training interactions) corrects
-    that when given. Every column whose item equals the row's positive is masked, which removes
-    the diagonal and any duplicate of the positive.
+    down too often; the log-q correction (Yi et al. 2019: subtract the log of each candidate's
+    share of training interactions) compensates when the task applies it.
 
     Args:
-        log_probs: ``[n_items + 1]`` log sampling probability per item id, or None for no
-            correction.
+        log_probs: ``[n_items + 1]`` log probability of each item id appearing as a positive.
     """
 
-    def __init__(self, log_probs: torch.Tensor | None = None) -> None:
+    def __init__(self, log_probs: torch.Tensor) -> None:
         self.log_probs = log_probs
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray | torch.Tensor, logq: bool = True) -> InBatchNegatives:
-        if not logq:
-            return cls(None)
+    def from_counts(cls, counts: np.ndarray | torch.Tensor) -> InBatchNegatives:
+        """From ``[n_items + 1]`` training counts per item id."""
         counts = torch.as_tensor(counts, dtype=torch.float64)
         probs = counts / counts.sum()
         return cls(torch.log(probs.clamp_min(1e-30)).to(torch.float32))
 
-    def logits(
-        self,
-        queries,
-        positives,
-        encode_items,
-        similarity,
-        temperature,
-        generator=None,
-        layout=None,
-    ):
-        vectors = encode_items(positives)  # (B, D)
-        scores = similarity.pairwise(queries, vectors, temperature.inverse())  # (B, B)
-        if self.log_probs is not None:
-            scores = scores - self.log_probs.to(scores.device)[positives][None, :]
-        pos = scores.diagonal()
-        mask = positives[None, :] != positives[:, None]  # (B, B), False on the diagonal
-        return pos, scores, mask
+    def candidates(self, positives, positive_vectors, layout=None, generator=None):
+        return [
+            Candidates(
+                positives,
+                self.log_q(positives),
+                "batch",
+                vectors=positive_vectors,
+                includes_positives=True,
+            )
+        ]
+
+    def log_q(self, ids):
+        return self.log_probs.to(ids.device)[ids]
 
 
 class MixedNegatives(Negatives):
-    """In-batch negatives plus sampled ones, concatenated along the negative axis."""
+    """In-batch negatives plus sampled ones (Yang et al. 2020, mixed negative sampling).
+
+    A positive's log-q correction is its in-batch one: as a positive it was drawn by the batch.
+    """
 
     def __init__(self, in_batch: InBatchNegatives, sampled: SampledNegatives) -> None:
         self.in_batch, self.sampled = in_batch, sampled
 
-    def logits(
-        self,
-        queries,
-        positives,
-        encode_items,
-        similarity,
-        temperature,
-        generator=None,
-        layout=None,
-    ):
-        pos, neg_a, mask_a = self.in_batch.logits(
-            queries, positives, encode_items, similarity, temperature, generator, layout
-        )
-        _, neg_b, mask_b = self.sampled.logits(
-            queries, positives, encode_items, similarity, temperature, generator, layout
-        )
-        return pos, torch.cat([neg_a, neg_b], 1), torch.cat([mask_a, mask_b], 1)
+    def candidates(self, positives, positive_vectors, layout=None, generator=None):
+        return [
+            *self.in_batch.candidates(positives, positive_vectors, layout, generator),
+            *self.sampled.candidates(positives, positive_vectors, layout, generator),
+        ]
+
+    def log_q(self, ids):
+        return self.in_batch.log_q(ids)
 
 
 class FullNegatives(Negatives):
     """Every catalogue item is a negative: the exact softmax over ``n_items`` ids.
 
-    Affordable for catalogues of a few thousand items (one ``[B, n_items]`` product per step).
+    Affordable for catalogues of a few thousand items (one ``[B, n_items]`` product per step);
+    with the list-wise objective the task computes it as one fused cross-entropy.
     """
+
+    exhaustive = True
 
     def __init__(self, n_items: int) -> None:
         self.n_items = n_items
 
-    def logits(
-        self,
-        queries,
-        positives,
-        encode_items,
-        similarity,
-        temperature,
-        generator=None,
-        layout=None,
-    ):
+    def candidates(self, positives, positive_vectors, layout=None, generator=None):
         ids = torch.arange(1, self.n_items + 1, device=positives.device)
-        scores = similarity.pairwise(queries, encode_items(ids), temperature.inverse())  # (B, n)
-        pos = scores.gather(1, (positives - 1)[:, None]).squeeze(1)
-        mask = ids[None, :] != positives[:, None]
-        return pos, scores, mask
+        return [Candidates(ids, self.log_q(ids), "batch")]
 
-    def softmax_loss(
-        self,
-        queries: torch.Tensor,
-        positives: torch.Tensor,
-        encode_items: ItemEncoder,
-        similarity: Similarity,
-        temperature: Temperature,
-    ) -> torch.Tensor:
-        """The list-wise loss over the whole catalogue as one fused cross-entropy.
-
-        Equal to ``listwise(*self.logits(...))``: the positive appears exactly once among the
-        catalogue's scores, so softmax CE over [positive, every other item] is plain CE over
-        all items. It skips the mask, the gather and the separate log-sum-exp over the
-        ``[B, n_items]`` block, which dominate a step when the catalogue is scored for
-        thousands of queries at once (sequential models).
-        """
-        ids = torch.arange(1, self.n_items + 1, device=positives.device)
-        scores = similarity.pairwise(queries, encode_items(ids), temperature.inverse())
-        return torch.nn.functional.cross_entropy(scores, positives - 1)
-
-
-def item_counts(items: np.ndarray, n_items: int) -> np.ndarray:
-    """int64 ``[n_items + 1]`` occurrences of each item id in ``items`` (index 0 stays 0)."""
-    counts = np.bincount(items, minlength=n_items + 1).astype(np.int64)
-    counts[0] = 0
-    return counts
+    def log_q(self, ids):
+        # Nothing is sampled: every item is a candidate with probability 1.
+        return torch.zeros(ids.shape, device=ids.device)

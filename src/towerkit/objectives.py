@@ -1,9 +1,9 @@
 """Training objectives: pure functions of scores, easy to check by hand.
 
-Each takes ``pos`` ``[B]`` (one positive score per query) and ``neg`` ``[B, N]`` (N negative
-scores per query), divides both by the temperature, and returns the mean loss. An optional
-boolean ``mask`` ``[B, N]`` marks the negatives that count (``False`` drops accidental hits and
-padding).
+Each takes the logits ``pos`` ``[B]`` (one positive per query) and ``neg`` ``[B, N]`` (N negatives
+per query), already scaled by the temperature (see :class:`~towerkit.task.RetrievalTask`), and
+returns the mean loss. An optional boolean ``mask`` ``[B, N]`` marks the negatives that count
+(``False`` drops accidental hits and padding).
 
 - **point-wise** (mode 0): binary cross-entropy on logits; the positive is labelled 1, each
   negative 0. The mean is over all labelled terms that count (``B`` positives plus the kept
@@ -13,6 +13,7 @@ padding).
   the queries.
 
 The mode is chosen once, with :func:`get_objective`, never re-tested in the training loop.
+A temperature ``t`` is applied before: ``listwise(pos / t, neg / t)``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ from enum import Enum
 import torch
 import torch.nn.functional as F
 
-from towerkit.similarity import Temperature
-
-TemperatureLike = float | torch.Tensor | Temperature
 Objective = Callable[..., torch.Tensor]
 
 
@@ -40,12 +38,6 @@ class Mode(str, Enum):
 _INTEGER_MODES = {0: Mode.POINTWISE, 1: Mode.PAIRWISE, 2: Mode.LISTWISE}
 
 
-def _scale(scores: torch.Tensor, temperature: TemperatureLike) -> torch.Tensor:
-    if isinstance(temperature, Temperature):
-        return temperature(scores)
-    return scores / temperature
-
-
 def _check(pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None) -> None:
     if pos.dim() != 1 or neg.dim() != 2 or neg.shape[0] != pos.shape[0]:
         raise ValueError(
@@ -57,10 +49,7 @@ def _check(pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None) -> N
 
 
 def pointwise(
-    pos: torch.Tensor,
-    neg: torch.Tensor,
-    temperature: TemperatureLike = 1.0,
-    mask: torch.Tensor | None = None,
+    pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Binary cross-entropy: positives labelled 1, negatives 0 (mean over counted terms).
 
@@ -70,7 +59,6 @@ def pointwise(
         = (-log sigmoid(0) - log(1 - sigmoid(0))) / 2 = log 2
     """
     _check(pos, neg, mask)
-    pos, neg = _scale(pos, temperature), _scale(neg, temperature)
     pos_terms = F.softplus(-pos)  # -log sigmoid(s)
     neg_terms = F.softplus(neg)  # -log (1 - sigmoid(s))
     if mask is None:
@@ -80,14 +68,11 @@ def pointwise(
 
 
 def pairwise(
-    pos: torch.Tensor,
-    neg: torch.Tensor,
-    temperature: TemperatureLike = 1.0,
-    mask: torch.Tensor | None = None,
+    pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """BPR: ``-log sigmoid(s+ - s-)`` averaged over the (kept) positive-negative pairs."""
     _check(pos, neg, mask)
-    diff = _scale(pos, temperature)[:, None] - _scale(neg, temperature)  # (B, N)
+    diff = pos[:, None] - neg  # (B, N)
     terms = F.softplus(-diff)
     if mask is None:
         return terms.mean()
@@ -96,20 +81,16 @@ def pairwise(
 
 
 def listwise(
-    pos: torch.Tensor,
-    neg: torch.Tensor,
-    temperature: TemperatureLike = 1.0,
-    mask: torch.Tensor | None = None,
+    pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Softmax cross-entropy with the positive as the target among ``[pos, neg...]``.
 
     Example (the seed document's): ``listwise(tensor([1.]), tensor([[-1., -1., -1.]]))`` is
-    ``-log(e / (e + 3 / e)) = 0.341``; with ``temperature=0.2`` the logits become
-    ``(5, -5, -5, -5)`` and the loss ``log(1 + 3 e^-10) = 0.000136`` (the document prints 0.016,
-    an arithmetic slip).
+    ``-log(e / (e + 3 / e)) = 0.341``; at temperature 0.2 the logits become ``(5, -5, -5, -5)``
+    and the loss ``log(1 + 3 e^-10) = 0.000136`` (the document prints 0.016, an arithmetic
+    slip).
     """
     _check(pos, neg, mask)
-    pos, neg = _scale(pos, temperature), _scale(neg, temperature)
     if mask is not None:
         # The most negative float rather than -inf: a row whose negatives are all masked
         # then has a zero loss and zero gradients instead of NaN.

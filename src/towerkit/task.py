@@ -1,0 +1,165 @@
+"""The retrieval task: query vectors and positive ids in, one training loss out.
+
+Everything that stays fixed during a run is chosen once, when the task is built: the item
+tower, the similarity, the temperature, the objective (the training mode), the negative
+strategy, the log-q correction, accidental-hit masking and the random source of sampled
+negatives. Its call takes tensors only. One ordered pipeline serves every strategy (as in
+TensorFlow Recommenders' ``tasks.Retrieval``)::
+
+    candidates (the strategy) -> scores, scaled by 1 / temperature -> - log q -> mask -> objective
+
+- **scale**: the similarity multiplies by ``1 / temperature`` on the query side, which is
+  exactly ``score / temperature`` and cheaper than dividing the ``[Q, N]`` block;
+- **log-q**: subtract the log probability with which each candidate (and each positive) was
+  drawn, so a sampled softmax estimates the full one (Yi et al. 2019);
+- **mask**: a candidate equal to the query's positive (an accidental hit) does not count as its
+  negative; in-batch candidates never count against their own query;
+- **objective**: point-wise BCE, pair-wise BPR or list-wise softmax CE over the kept entries.
+
+With the list-wise objective over the whole catalogue the task computes one fused
+cross-entropy instead (the same loss: the positive appears once among the catalogue's scores).
+
+Example:
+    >>> task = RetrievalTask(model.encode_items, negatives=FullNegatives(n_items),
+    ...                      similarity=Cosine(), temperature=Temperature(0.1))
+    >>> loss = task.loss(queries, positives)  # [Q, D], [Q] -> scalar
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from towerkit.negatives import Candidates, Negatives
+from towerkit.objectives import Mode, get_objective, parse_mode
+from towerkit.similarity import Similarity, Temperature, get_similarity
+
+ItemEncoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+class RetrievalTask(nn.Module):
+    """One loss for every model, mode and negative strategy (see the module docstring).
+
+    Args:
+        encode_items: the model's item tower, ids ``[N]`` -> vectors ``[N, D]``.
+        negatives: the candidate strategy (:mod:`towerkit.negatives`).
+        similarity: how vectors are scored (a :class:`Similarity` or its name).
+        temperature: divides the scores (a float: fixed).
+        mode: ``"pointwise"``, ``"pairwise"``, ``"listwise"`` or the seed's ``0 / 1 / 2``.
+        logq: subtract each candidate's and each positive's log sampling probability.
+        mask_hits: drop candidates equal to the query's positive.
+        seed: seeds the random source of sampled negatives (:attr:`generator`).
+    """
+
+    def __init__(
+        self,
+        encode_items: ItemEncoder,
+        *,
+        negatives: Negatives,
+        similarity: Similarity | str = "cosine",
+        temperature: Temperature | float = 1.0,
+        mode: Mode | str | int = Mode.LISTWISE,
+        logq: bool = False,
+        mask_hits: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if logq and negatives.exhaustive:
+            raise ValueError("log-q corrects sampled candidates; the full softmax samples none")
+        self.encode_items = encode_items
+        self.negatives = negatives
+        self.similarity = get_similarity(similarity)
+        self.temperature = (
+            temperature if isinstance(temperature, Temperature) else Temperature(temperature)
+        )
+        self.mode = parse_mode(mode)
+        self.objective = get_objective(self.mode)
+        self.logq, self.mask_hits = logq, mask_hits
+        # The exact softmax over the catalogue is one fused cross-entropy (chosen once, here).
+        self.fused = self.mode is Mode.LISTWISE and negatives.exhaustive
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def loss(
+        self, queries: torch.Tensor, positives: torch.Tensor, layout: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The mean loss of a batch.
+
+        Args:
+            queries: ``[Q, D]`` query vectors.
+            positives: int64 ``[Q]`` the item each query must retrieve.
+            layout: for windows of positions, the boolean ``[W, T]`` mask the queries come from
+                (row-major), so that sampled negatives can be shared per window.
+        """
+        scale = self.temperature.inverse()
+        if self.fused:
+            (full,) = self.negatives.candidates(positives, None)
+            scores = self.similarity.pairwise(queries, self.encode_items(full.ids), scale)
+            return F.cross_entropy(scores, positives - 1)  # column j holds item j + 1
+        positive_vectors = self.encode_items(positives)  # (Q, D)
+        pos = self.similarity.rowwise(queries, positive_vectors, scale)  # (Q,)
+        if self.logq:
+            pos = pos - self.negatives.log_q(positives)
+        negs, masks = [], []
+        for candidates in self.negatives.candidates(
+            positives, positive_vectors, layout, self.generator
+        ):
+            neg, mask = self._negatives(queries, positives, candidates, scale, layout)
+            negs.append(neg)
+            masks.append(mask)
+        neg, mask = (
+            (negs[0], masks[0]) if len(negs) == 1 else (torch.cat(negs, 1), torch.cat(masks, 1))
+        )
+        return self.objective(pos, neg, mask=mask)
+
+    def _negatives(
+        self,
+        queries: torch.Tensor,
+        positives: torch.Tensor,
+        candidates: Candidates,
+        scale: torch.Tensor,
+        layout: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled, corrected ``[Q, N]`` logits of one candidate set and the mask of the ones
+        that count."""
+        ids = candidates.ids
+        vectors = candidates.vectors
+        if vectors is None:
+            vectors = self.encode_items(ids.reshape(-1)).reshape(*ids.shape, -1)
+        if candidates.sharing == "batch":
+            neg = self.similarity.pairwise(queries, vectors, scale)  # (Q, N)
+        elif candidates.sharing == "query":
+            neg = self.similarity.rowwise(queries, vectors, scale)  # (Q, N)
+        else:  # one set per window: score each window's positions against its own set
+            padded = queries.new_zeros(*layout.shape, queries.shape[-1])  # (W, T, D)
+            padded[layout] = queries
+            neg = self.similarity.pairwise(padded, vectors, scale)[layout]  # (Q, N)
+        if self.logq:
+            neg = neg - self._per_query(candidates.log_q, candidates, len(positives), layout)
+        ids = self._per_query(ids, candidates, len(positives), layout)  # (Q, N)
+        if self.mask_hits:  # an accidental hit is not a negative (nor, in-batch, the own column)
+            return neg, ids != positives[:, None]
+        mask = torch.ones_like(ids, dtype=torch.bool)
+        if candidates.includes_positives:
+            mask = ~torch.eye(len(positives), dtype=torch.bool, device=ids.device)
+        return neg, mask
+
+    @staticmethod
+    def _per_query(
+        values: torch.Tensor, candidates: Candidates, n_queries: int, layout: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Per-candidate values (ids, log q) spread to the ``[Q, N]`` layout of the logits."""
+        if candidates.sharing == "batch":
+            return values[None, :].expand(n_queries, -1)
+        if candidates.sharing == "query":
+            return values
+        return values[:, None, :].expand(-1, layout.shape[1], -1)[layout]
+
+    def extra_repr(self) -> str:
+        return (
+            f"mode={self.mode.value}, similarity={self.similarity!r}, "
+            f"negatives={type(self.negatives).__name__}, logq={self.logq}, "
+            f"mask_hits={self.mask_hits}, fused={self.fused}"
+        )
