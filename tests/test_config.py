@@ -34,10 +34,100 @@ def test_wrong_types_and_values():
         config_from_dict({"similarity": {"name": "manhattan"}})
     with pytest.raises(ConfigError, match="unknown training mode 7"):
         config_from_dict({"train": {"mode": 7}})
-    with pytest.raises(ConfigError, match="ks must contain 10"):
+    with pytest.raises(ConfigError, match=r"train.monitor ndcg@10 needs K=10 in eval.ks \[5, 20\]"):
         config_from_dict({"eval": {"ks": [5, 20]}})
+    assert config_from_dict({"eval": {"ks": [5, 20]}, "train": {"monitor": "hr@20"}})
     with pytest.raises(ConfigError, match=r"temperature\.value: .*greater than 0"):
         config_from_dict({"temperature": {"value": 0}})
+
+
+def test_a_key_the_model_does_not_use_is_refused_with_the_keys_it_does():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"model": {"name": "youtube_dnn"}}, ["model.n_heads=8"])
+    message = str(err.value)
+    assert "model.n_heads: unknown key for youtube_dnn" in message
+    assert "pooling" in message and "share_embeddings" in message and "n_layers" not in message
+    with pytest.raises(ConfigError, match=r"model.hidden: unknown key for sasrec; .*n_heads"):
+        config_from_dict({"model": {"name": "sasrec", "hidden": [999]}})
+    with pytest.raises(ConfigError, match=r"model.hidden_size: unknown key for youtube_dnn"):
+        config_from_dict({"model": {"hidden_size": 999}})  # name left out: youtube_dnn
+    with pytest.raises(
+        ConfigError, match=r"model.name: unknown model name 'bert4rec'; use one of: "
+    ):
+        config_from_dict({"model": {"name": "bert4rec"}})
+    with pytest.raises(ConfigError, match="model: expected a section"):
+        config_from_dict({"model": "sasrec"})
+    with pytest.raises(ConfigError, match="divisible by n_heads 3"):
+        config_from_dict({"model": {"name": "sasrec", "n_heads": 3}})
+    # Each model's own defaults.
+    assert config_from_dict({"model": {"name": "gru4rec"}}).model.n_layers == 1
+    assert config_from_dict({"model": {"name": "sasrec"}}).model.dropout == 0.2
+    assert not config_from_dict({}).model.share_embeddings
+
+
+def test_negatives_have_one_shape_per_kind():
+    with pytest.raises(ConfigError, match=r"negatives.n: unknown key for full; allowed here: kind"):
+        config_from_dict({"negatives": {"kind": "full", "n": 32}})
+    with pytest.raises(ConfigError, match=r"negatives.sampler: unknown key for in_batch"):
+        config_from_dict({"negatives": {"kind": "in_batch", "sampler": "uniform"}})
+    mixed = config_from_dict({"negatives": {"kind": "mixed", "n": 8, "logq": False}}).negatives
+    assert (mixed.n, mixed.logq, mixed.mask_hits) == (8, False, True)
+    with pytest.raises(ConfigError, match=r"negatives.kind: unknown negatives kind 'hard'"):
+        config_from_dict({"negatives": {"kind": "hard"}})
+
+
+def test_cross_field_checks_fail_before_any_data():
+    with pytest.raises(ConfigError, match=r"value 20.0 must lie in \[min_value, max_value\]"):
+        config_from_dict({"temperature": {"value": 20.0}})
+    assert config_from_dict({"temperature": {"value": 20.0, "max_value": 50.0}})
+    with pytest.raises(ConfigError, match=r"train.windows applies to .*sasrec always trains"):
+        config_from_dict({"model": {"name": "sasrec"}, "train": {"windows": 50}})
+    with pytest.raises(ConfigError, match=r"train.windows applies to .*dssm pools no history"):
+        config_from_dict({"model": {"name": "dssm"}, "train": {"windows": 50}})
+    with pytest.raises(ConfigError, match="normalize applies to euclidean only"):
+        config_from_dict({"similarity": {"name": "cosine", "normalize": True}})
+    with pytest.raises(ConfigError, match=r"train.monitor: the monitor is a validation metric"):
+        config_from_dict({"train": {"monitor": "auc"}})
+    with pytest.raises(ConfigError, match=r"data.dataset: unknown data set; known data sets"):
+        config_from_dict({"data": {"dataset": "ml-2m"}})
+
+
+def test_the_split_is_chosen_in_the_config():
+    assert config_from_dict({}).data.split.kind == "leave_one_out"
+    split = config_from_dict(
+        {"data": {"split": {"kind": "temporal", "test_start": "2000-12-01",
+                            "valid_start": 975_000_000}}}
+    ).data.split  # fmt: skip
+    assert (split.test_start, split.valid_start) == (975_628_800, 975_000_000)
+    with pytest.raises(ConfigError, match="must not come after test_start"):
+        config_from_dict({"data": {"split": {"kind": "temporal", "test_start": 1,
+                                             "valid_start": 2}}})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"data.split.test_start: unknown key for leave_one_out"):
+        config_from_dict({"data": {"split": {"test_start": 1}}})
+
+
+def test_choices_are_the_components_own():
+    """The config accepts exactly the names each component defines."""
+    from typing import get_args
+
+    from towerkit.config import SampledNegativesConfig, SASRecConfig, YouTubeDNNConfig
+    from towerkit.index import INDEXES
+    from towerkit.models import MODELS
+    from towerkit.negatives import CatalogueSampler
+    from towerkit.nn import HistoryPooling, activation_layer
+
+    activations = get_args(YouTubeDNNConfig.model_fields["activation"].annotation)
+    assert all(activation_layer(name) for name in activations)
+    for pooling in get_args(YouTubeDNNConfig.model_fields["pooling"].annotation):
+        HistoryPooling(pooling, 5, 4)
+    counts = [0, 1, 2]
+    for sampler in get_args(SampledNegativesConfig.model_fields["sampler"].annotation):
+        CatalogueSampler.build(sampler, counts)
+    assert set(get_args(SASRecConfig.model_fields["layer_norm"].annotation)) == {"pre", "post"}
+    index = Config.model_fields["eval"].annotation.model_fields["index"].annotation
+    assert set(get_args(index)) == set(INDEXES)
+    for name in MODELS:
+        assert config_from_dict({"model": {"name": name}}).model.name == name
 
 
 def test_integer_modes_are_aliases():
@@ -56,6 +146,7 @@ def test_overrides_are_parsed_as_yaml():
             "data.min_rating=4",
         ],
     )
+    assert config_from_dict({}, ["model={name: sasrec, n_heads: 2}"]).model.n_heads == 2
     assert config.train.epochs == 2 and config.model.hidden == [128, 64]
     assert config.negatives.kind == "in_batch" and config.data.min_rating == 4.0
     base = {"model": {"hidden": [8]}}
@@ -86,6 +177,8 @@ def test_bad_files(tmp_path):
     [
         "configs/ml-1m/youtube_dnn.yaml",
         "configs/ml-1m/dssm.yaml",
+        "configs/ml-1m/sasrec.yaml",
+        "configs/ml-1m/gru4rec.yaml",
         "configs/ml-100k/youtube_dnn.yaml",
     ],
 )

@@ -1,29 +1,48 @@
 """Typed, validated configuration: YAML in, clear errors out.
 
 One :class:`Config` describes a whole run (data, model, similarity, temperature, negatives,
-training, evaluation). It is read by the CLI and the pipeline alike and saved, resolved, with
-every run. Unknown keys are errors that list the allowed ones, so a typo never silently falls
-back to a default.
+training, evaluation). It is read by the CLI, the pipeline and a run directory alike and saved,
+resolved, with every run. It says no early and clearly:
+
+- an unknown key is an error that lists the keys allowed there;
+- the ``model`` section has one shape per model (a union tagged by ``model.name``), so a key the
+  chosen model does not use (``n_heads`` for ``youtube_dnn``) is an unknown key; the same holds
+  for ``negatives`` (tagged by ``kind``) and ``data.split`` (tagged by ``kind``);
+- the choices (activations, poolings, similarities, samplers, index names, ...) are the ones
+  their components define, imported from them;
+- cross-field checks (a temperature outside its range, ``train.windows`` for a model that does
+  not pool a history, a ``train.monitor`` metric the evaluation does not report) fail here,
+  before any data is read.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import re
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from towerkit.errors import TowerkitError
+from towerkit.index import IndexKind
+from towerkit.negatives import SamplerKind
+from towerkit.nn.attention import LayerNormPlacement
+from towerkit.nn.layers import Activation, Pooling
 from towerkit.objectives import Mode, parse_mode
+from towerkit.similarity import SimilarityName
 
 
 class ConfigError(TowerkitError, ValueError):
@@ -34,8 +53,76 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Each tagged union's member classes by tag, and the key that holds the tag.
+_UNIONS: dict[tuple[type, ...], tuple[str, dict[str, type[_Section]]]] = {}
+
+
+def _tagged(key: str, default: str, *members: type[_Section]) -> Any:
+    """A union of sections told apart by ``key`` (``default`` when the key is left out)."""
+    by_tag = {member.model_fields[key].default: member for member in members}
+
+    def tag(value: Any) -> Any:
+        if isinstance(value, dict):
+            return value.get(key, default)
+        return getattr(value, key, None)
+
+    _UNIONS[members] = (key, by_tag)
+    tagged = tuple(Annotated[member, Tag(name)] for name, member in by_tag.items())
+    return Annotated[typing.Union[tagged], Discriminator(tag)]  # noqa: UP007
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+class LeaveOneOutSplit(_Section):
+    """DESIGN.md's protocol: per user, the last interaction tests, the one before validates."""
+
+    kind: Literal["leave_one_out"] = "leave_one_out"
+
+
+class TemporalSplit(_Section):
+    """A global time cut: interactions at ``t >= test_start`` test, ``valid_start <= t <
+    test_start`` validate, earlier ones train. Times are epoch seconds or ISO dates."""
+
+    kind: Literal["temporal"] = "temporal"
+    test_start: int
+    valid_start: int | None = Field(default=None, description="null: no validation stage")
+
+    @field_validator("test_start", "valid_start", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an ISO date (2003-01-01 or 2003-01-01T12:00:00)"
+                ) from None
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            value = dt.datetime(value.year, value.month, value.day)
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.timezone.utc)
+            return int(value.timestamp())
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> TemporalSplit:
+        if self.valid_start is not None and self.valid_start > self.test_start:
+            raise ValueError(
+                f"valid_start ({self.valid_start}) must not come after test_start "
+                f"({self.test_start})"
+            )
+        return self
+
+
+SplitConfig = _tagged("kind", "leave_one_out", LeaveOneOutSplit, TemporalSplit)
+
+
 class DataConfig(_Section):
-    """Which data, which side features, which filters."""
+    """Which data, which side features, which filters, which split."""
 
     dataset: str = "ml-1m"
     user_features: list[str] | None = Field(
@@ -48,36 +135,118 @@ class DataConfig(_Section):
     min_item_interactions: int = Field(default=0, ge=0)
     min_rating: float | None = None
     max_len: int = Field(default=50, ge=1, description="history length fed to the user tower")
+    split: SplitConfig = Field(default_factory=LeaveOneOutSplit)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from towerkit.datasets import DATASETS
+
+        if value not in DATASETS:
+            raise ValueError(f"unknown data set; known data sets: {', '.join(sorted(DATASETS))}")
+        return value
 
 
-class ModelConfig(_Section):
-    name: Literal["youtube_dnn", "dssm", "sasrec", "gru4rec"] = "youtube_dnn"
+# --------------------------------------------------------------------------------------------
+# model: one section per model
+# --------------------------------------------------------------------------------------------
+
+
+class _PooledHistoryModel(_Section):
+    """The keys of models with a pooled-history user tower (YouTubeDNN, DSSM)."""
+
     embedding_dim: int = Field(default=64, ge=1)
-    id_dim: int = Field(default=64, ge=1, description="DSSM: id and history embedding width")
     hidden: list[int] = Field(default_factory=lambda: [256])
-    activation: Literal["relu", "gelu", "silu", "tanh", "prelu"] = "gelu"
+    activation: Activation = "gelu"
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    pooling: Literal["mean", "sum", "recency", "attention"] = "recency"
-    feature_dim: int = Field(default=16, ge=1)
-    share_embeddings: bool | None = Field(
-        default=None,
-        description="tie input and output item tables (default: no for YouTubeDNN, yes for "
-        "SASRec and GRU4Rec)",
-    )
+    pooling: Pooling = "recency"
     recent_items: int = Field(
         default=0, ge=0, description="also feed the last k history embeddings in order"
     )
-    use_user_id: bool = Field(default=True, description="DSSM: embed the user id")
-    n_layers: int = Field(default=2, ge=1, description="SASRec blocks / GRU4Rec GRU layers")
-    n_heads: int = Field(default=1, ge=1, description="SASRec attention heads")
-    ffn_dim: int | None = Field(default=None, ge=1, description="SASRec feed-forward width (4D)")
-    layer_norm: Literal["pre", "post"] = Field(default="pre", description="SASRec LayerNorm")
-    hidden_size: int | None = Field(default=None, ge=1, description="GRU4Rec state (default D)")
+    feature_dim: int = Field(default=16, ge=1, description="embedding width of each feature")
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, value: list[int]) -> list[int]:
+        if any(width < 1 for width in value):
+            raise ValueError("hidden widths must be positive integers")
+        return value
+
+
+class YouTubeDNNConfig(_PooledHistoryModel):
+    """YouTubeDNN: MLP(pooled history ++ user features) against an item embedding table."""
+
+    name: Literal["youtube_dnn"] = "youtube_dnn"
+    share_embeddings: bool = Field(
+        default=False, description="one table for history inputs and item vectors"
+    )
+
+
+class DSSMConfig(_PooledHistoryModel):
+    """DSSM: MLP(pooled history ++ user id ++ user features) against MLP(item id ++ item
+    features)."""
+
+    name: Literal["dssm"] = "dssm"
+    id_dim: int = Field(default=64, ge=1, description="id and history embedding width")
+    use_user_id: bool = Field(default=True, description="embed the user id")
+
+
+class _SequenceModel(_Section):
+    embedding_dim: int = Field(default=64, ge=1)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    share_embeddings: bool = Field(
+        default=True, description="score items with the input embedding table"
+    )
+
+
+class SASRecConfig(_SequenceModel):
+    """SASRec: causal self-attention over the item sequence."""
+
+    name: Literal["sasrec"] = "sasrec"
+    n_layers: int = Field(default=2, ge=1, description="self-attention blocks")
+    n_heads: int = Field(default=1, ge=1, description="attention heads")
+    ffn_dim: int | None = Field(default=None, ge=1, description="feed-forward width (4D)")
+    layer_norm: LayerNormPlacement = "pre"
+
+    @model_validator(mode="after")
+    def _heads(self) -> SASRecConfig:
+        if self.embedding_dim % self.n_heads:
+            raise ValueError(
+                f"embedding_dim {self.embedding_dim} must be divisible by n_heads {self.n_heads}"
+            )
+        return self
+
+
+class GRU4RecConfig(_SequenceModel):
+    """GRU4Rec: a GRU over the item sequence."""
+
+    name: Literal["gru4rec"] = "gru4rec"
+    n_layers: int = Field(default=1, ge=1, description="stacked GRU layers")
+    hidden_size: int | None = Field(default=None, ge=1, description="GRU state (default D)")
+
+
+ModelConfig = _tagged(
+    "name", "youtube_dnn", YouTubeDNNConfig, DSSMConfig, SASRecConfig, GRU4RecConfig
+)
+
+
+# --------------------------------------------------------------------------------------------
+# scoring and negatives
+# --------------------------------------------------------------------------------------------
 
 
 class SimilarityConfig(_Section):
-    name: Literal["cosine", "dot", "euclidean"] = "cosine"
+    name: SimilarityName = "cosine"
     normalize: bool = Field(default=False, description="euclidean on L2-normalised vectors")
+
+    @model_validator(mode="after")
+    def _normalize(self) -> SimilarityConfig:
+        if self.normalize and self.name != "euclidean":
+            raise ValueError(
+                f"normalize applies to euclidean only ({self.name} "
+                f"{'always normalises' if self.name == 'cosine' else 'never does'})"
+            )
+        return self
 
 
 class TemperatureConfig(_Section):
@@ -86,11 +255,43 @@ class TemperatureConfig(_Section):
     min_value: float = Field(default=0.01, gt=0)
     max_value: float = Field(default=10.0, gt=0)
 
+    @model_validator(mode="after")
+    def _range(self) -> TemperatureConfig:
+        if not self.min_value <= self.value <= self.max_value:
+            raise ValueError(
+                f"value {self.value} must lie in [min_value, max_value] = "
+                f"[{self.min_value}, {self.max_value}]"
+            )
+        return self
 
-class NegativesConfig(_Section):
-    kind: Literal["full", "sampled", "in_batch", "mixed"] = "full"
+
+class FullNegativesConfig(_Section):
+    """Every catalogue item is a negative: the exact softmax."""
+
+    kind: Literal["full"] = "full"
+
+
+class _DrawnNegatives(_Section):
+    logq: bool | None = Field(
+        default=None,
+        description="subtract log sampling probability; null = on for list-wise training only "
+        "(the correction makes a sampled softmax estimate the full one; BCE and BPR have no "
+        "softmax to correct)",
+    )
+    mask_hits: bool = Field(
+        default=True, description="a candidate equal to the query's positive is not a negative"
+    )
+
+
+class InBatchNegativesConfig(_DrawnNegatives):
+    """The batch's other positives are each query's negatives."""
+
+    kind: Literal["in_batch"] = "in_batch"
+
+
+class _SampledNegatives(_DrawnNegatives):
     n: int = Field(default=256, ge=1, description="sampled negatives per query")
-    sampler: Literal["uniform", "popularity", "log_popularity"] = Field(
+    sampler: SamplerKind = Field(
         default="uniform",
         description="catalogue distribution of sampled negatives; popularity suits list-wise "
         "training with log-q, uniform point- and pair-wise training",
@@ -99,23 +300,47 @@ class NegativesConfig(_Section):
     shared: bool | None = Field(
         default=None,
         description="one sampled set for the whole batch, scored with one matrix product "
-        "(sequential models and train.windows: one set per sequence, shared by its positions); "
-        "null = shared for sequences (n per position would be [positions, n, D] vectors), "
-        "per query otherwise",
+        "(windows of positions: one set per window, shared by its positions); null = shared "
+        "for windows (n per position would be [positions, n, D] vectors), per query otherwise",
     )
-    logq: bool | None = Field(
-        default=None,
-        description="subtract log sampling probability; null = on for list-wise training only "
-        "(the correction makes a sampled softmax estimate the full one; BCE and BPR have no "
-        "softmax to correct)",
-    )
+
+
+class SampledNegativesConfig(_SampledNegatives):
+    """N items drawn from the catalogue."""
+
+    kind: Literal["sampled"] = "sampled"
+
+
+class MixedNegativesConfig(_SampledNegatives):
+    """In-batch negatives plus N sampled ones."""
+
+    kind: Literal["mixed"] = "mixed"
+
+
+NegativesConfig = _tagged(
+    "kind",
+    "full",
+    FullNegativesConfig,
+    InBatchNegativesConfig,
+    SampledNegativesConfig,
+    MixedNegativesConfig,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# training and evaluation
+# --------------------------------------------------------------------------------------------
+
+_METRIC = re.compile(r"^(hr|ndcg|mrr|recall|precision)@([1-9][0-9]*)$")
 
 
 class TrainConfig(_Section):
+    """How to train (read by :class:`~towerkit.training.Trainer` as it is)."""
+
     mode: Mode = Mode.LISTWISE
-    epochs: int = Field(default=10, ge=1)
+    epochs: int = Field(default=10, ge=1, description="the most epochs to run")
     batch_size: int = Field(
-        default=1024, ge=1, description="samples per batch (sequential models: sequences)"
+        default=1024, ge=1, description="samples per batch (sequential models: windows)"
     )
     windows: int = Field(
         default=0,
@@ -124,13 +349,23 @@ class TrainConfig(_Section):
         "each; as many windows a batch as hold batch_size samples on average) instead of "
         "independent samples",
     )
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    clip_norm: float = Field(default=1.0, ge=0)
-    schedule: Literal["constant", "cosine", "linear"] = "constant"
-    warmup: int = Field(default=0, ge=0)
-    patience: int = Field(default=3, ge=0)
-    seed: int = 0
+    lr: float = Field(default=1e-3, gt=0, description="AdamW's learning rate")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW's weight decay")
+    clip_norm: float = Field(default=1.0, ge=0, description="gradient-norm clipping (0: off)")
+    schedule: Literal["constant", "cosine", "linear"] = Field(
+        default="constant", description="learning rate after warm-up (cosine, linear: to 0)"
+    )
+    warmup: int = Field(default=0, ge=0, description="steps of linear warm-up")
+    patience: int = Field(
+        default=3,
+        ge=0,
+        description="epochs without a better monitor value before stopping (0: never stop "
+        "early; the best epoch's weights are still kept)",
+    )
+    monitor: str = Field(
+        default="ndcg@10", description="the validation metric that picks the best epoch"
+    )
+    seed: int = Field(default=0, description="seeds initialisation, dropout and negatives")
     device: str = "cpu"
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = torch's default")
     progress: bool = True
@@ -140,12 +375,26 @@ class TrainConfig(_Section):
     def _mode(cls, value: Any) -> Mode:
         return parse_mode(value)
 
+    @field_validator("monitor")
+    @classmethod
+    def _monitor(cls, value: str) -> str:
+        if not _METRIC.match(value):
+            raise ValueError(
+                "the monitor is a validation metric such as ndcg@10, hr@50 or mrr@10 "
+                "(hr, ndcg, mrr, recall or precision at a K of eval.ks)"
+            )
+        return value
+
+    @property
+    def monitor_k(self) -> int:
+        return int(self.monitor.partition("@")[2])
+
 
 class EvalConfig(_Section):
     ks: list[int] = Field(default_factory=lambda: [10, 50])
     max_bytes: int = Field(default=256 * 2**20, ge=1 << 16)
     batch_size: int = Field(default=1024, ge=1)
-    index: Literal["exact", "annoy", "faiss-flat", "faiss-hnsw", "faiss-ivf"] = Field(
+    index: IndexKind = Field(
         default="exact",
         description="validation ranks through this index every epoch (test is always exact)",
     )
@@ -165,46 +414,107 @@ class EvalConfig(_Section):
     def _ks(cls, value: list[int]) -> list[int]:
         if not value or min(value) < 1:
             raise ValueError("ks must be a non-empty list of positive integers")
-        if 10 not in value:
-            raise ValueError("ks must contain 10 (early stopping watches NDCG@10)")
         return sorted(set(value))
 
 
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=YouTubeDNNConfig)
     similarity: SimilarityConfig = Field(default_factory=SimilarityConfig)
     temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
-    negatives: NegativesConfig = Field(default_factory=NegativesConfig)
+    negatives: NegativesConfig = Field(default_factory=FullNegativesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        from towerkit.models import MODELS
+
+        if self.train.monitor_k not in self.eval.ks:
+            raise ValueError(
+                f"train.monitor {self.train.monitor} needs K={self.train.monitor_k} in eval.ks "
+                f"{self.eval.ks}"
+            )
+        model = MODELS[self.model.name]
+        if self.train.windows and (model.sequential or not model.encodes_positions):
+            does = "always trains on windows" if model.sequential else "pools no history"
+            raise ValueError(
+                f"train.windows applies to models that pool a history over windows "
+                f"(youtube_dnn); {self.model.name} {does}: leave train.windows at 0"
+            )
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _allowed(model: type[BaseModel], path: tuple) -> list[str]:
-    """The keys allowed at ``path`` inside ``model``."""
-    for key in path:
-        field = model.model_fields.get(str(key))
-        annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
+# --------------------------------------------------------------------------------------------
+# errors that name the key
+# --------------------------------------------------------------------------------------------
+
+
+def _union_of(model: type[BaseModel], key: str) -> tuple[str, dict[str, type[_Section]]] | None:
+    """The (tag key, members by tag) of field ``key`` of ``model`` if it is a tagged union."""
+    field = model.model_fields.get(key)
+    members = typing.get_args(getattr(field, "annotation", None))
+    classes = tuple(typing.get_args(m)[0] if typing.get_args(m) else m for m in members)
+    return _UNIONS.get(classes)
+
+
+def _walk(loc: tuple) -> tuple[list[str], type[BaseModel] | None, str | None]:
+    """Follow an error location through the config's sections.
+
+    Returns the path as the user wrote it (union tags dropped), the section class holding its
+    last key, and the tag of that section when it is a member of a tagged union.
+    """
+    model: type[BaseModel] | None = Config
+    path: list[str] = []
+    parent, tag = Config, None
+    items = list(loc)
+    while items:
+        key = str(items.pop(0))
+        path.append(key)
+        parent = model
+        if model is None or key not in model.model_fields:
+            model = None
+            continue
+        union = _union_of(model, key)
+        if union is not None and items and str(items[0]) in union[1]:
+            tag = str(items.pop(0))
+            model = union[1][tag]
+            continue
+        annotation = model.model_fields[key].annotation
+        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        model, tag = (annotation, None) if is_section else (None, tag)
+    return path, parent, tag
 
 
 def _explain(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
         loc = tuple(item["loc"])
-        where = ".".join(str(p) for p in loc) or "(top level)"
+        path, parent, tag = _walk(loc)
+        where = ".".join(path) or "(top level)"
         if item["type"] == "extra_forbidden":
-            allowed = ", ".join(_allowed(Config, loc[:-1]))
-            lines.append(f"{where}: unknown key; allowed here: {allowed}")
+            allowed = ", ".join(parent.model_fields) if parent is not None else ""
+            whose = f" for {tag}" if tag else ""
+            lines.append(f"{where}: unknown key{whose}; allowed here: {allowed}")
+        elif item["type"] == "union_tag_invalid":
+            key, members = _union_of(parent, path[-1]) if parent else ("", {})
+            lines.append(
+                f"{where}.{key}: unknown {path[-1]} {key} {item['ctx']['tag']!r}; use one of: "
+                f"{', '.join(members)}"
+            )
+        elif item["type"] == "union_tag_not_found":
+            lines.append(f"{where}: expected a section (a mapping), got {item.get('input')!r}")
         else:
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {message} (got {item.get('input')!r})")
+            if not path:  # a cross-field check: its message names the keys
+                lines.append(message)
+                continue
+            shown = item.get("input")
+            got = f" (got {shown!r})" if not isinstance(shown, dict) else ""
+            lines.append(f"{where}: {message}{got}")
     return f"{source}: invalid configuration:\n  " + "\n  ".join(lines)
 
 
@@ -249,7 +559,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
 
     Raises:
         ConfigError: a missing or unreadable file, bad YAML, an unknown key (the message lists
-            the allowed ones) or a value of the wrong type.
+            the allowed ones), a value of the wrong type or a failed cross-field check.
     """
     path = Path(path)
     try:

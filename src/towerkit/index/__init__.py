@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from towerkit.similarity import Similarity
 INDEXES: dict[str, type[Index]] = {
     cls.kind: cls for cls in (ExactIndex, AnnoyIndex, FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex)
 }
+#: the index names a config accepts (``eval.index``), one per back end above.
+IndexKind = Literal["exact", "annoy", "faiss-flat", "faiss-hnsw", "faiss-ivf"]
+if set(get_args(IndexKind)) != set(INDEXES):  # pragma: no cover - a developer's slip
+    raise ImportError(f"IndexKind {get_args(IndexKind)} must name every index: {list(INDEXES)}")
 
 __all__ = [
     "INDEXES",
@@ -32,6 +36,7 @@ __all__ = [
     "FaissIVFIndex",
     "Index",
     "IndexArgumentError",
+    "IndexKind",
     "IndexUnavailable",
     "index_options",
     "load_index",
