@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from towerkit.data import Interactions, Sequences, encode, leave_one_out
-from towerkit.evaluation import Evaluator, Queries, chunked_topk, ranking_metrics
-from towerkit.similarity import Dot
+from towerkit.evaluation import Evaluator, Queries, query_vectors, ranking_metrics
+from towerkit.index.exact import chunked_topk
+from towerkit.similarity import Cosine, Dot
 
 
 def test_metrics_on_a_handmade_ranking():
@@ -121,3 +122,59 @@ def test_popularity_baseline_by_hand():
     test = Evaluator(split, "test", n_items=4, ks=(1, 2)).evaluate_popularity()
     # a -> 40 (10, 20, 30 masked: only 40 left, rank 1); b -> 30 (20, 10 masked; 30 before 40).
     assert test["hr@1"] == 1.0
+
+
+def random_split(n_users=80, n_items=40, seed=0):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "user": np.repeat(np.arange(n_users), 12),
+        "item": rng.integers(0, n_items, n_users * 12),
+        "timestamp": np.tile(np.arange(12), n_users),
+    })  # fmt: skip
+    enc = encode(Interactions(frame))
+    return enc, leave_one_out(Sequences.from_encoded(enc))
+
+
+def test_evaluate_index_matches_exact_ranking_and_reports_its_recall():
+    enc, split = random_split()
+    g = torch.Generator().manual_seed(0)
+    users, items = (
+        torch.randn(enc.n_users, 8, generator=g),
+        torch.randn(enc.n_items, 8, generator=g),
+    )
+    evaluator = Evaluator(split, "test", enc.n_items, ks=(5, 10))
+    exact = evaluator.evaluate_vectors(users, items, Cosine())
+    through_flat = evaluator.evaluate_index(users, items, Cosine(), "faiss-flat")
+    for key, value in exact.items():
+        assert through_flat[key] == pytest.approx(value, abs=1e-9), key
+    assert through_flat["index_recall@5"] == through_flat["index_recall@10"] == 1.0
+    # A coarse Annoy forest misses some of the exact top-K, and says how much.
+    coarse = evaluator.evaluate_index(users, items, Cosine(), "annoy", n_trees=1, search_k=1)
+    assert 0 < coarse["index_recall@10"] < 1
+    assert set(coarse) == set(exact) | {"index_recall@5", "index_recall@10"}
+
+
+def test_an_evaluator_built_with_an_index_ranks_through_it():
+    enc, split = random_split()
+    g = torch.Generator().manual_seed(1)
+    users, items = (
+        torch.randn(enc.n_users, 8, generator=g),
+        torch.randn(enc.n_items, 8, generator=g),
+    )
+    coarse = Evaluator(split, "valid", enc.n_items, index="annoy",
+                       index_options={"n_trees": 1, "search_k": 1})  # fmt: skip
+    metrics = coarse.evaluate_vectors(users, items, Dot())
+    assert "index_recall@10" in metrics and metrics["index_recall@10"] < 1
+
+
+def test_query_vectors_read_each_users_history_up_to_its_end():
+    class LastItem(torch.nn.Module):
+        embedding_dim = 1
+
+        def encode_users(self, batch):
+            return batch.history[:, -1:].float()  # the most recent history item
+
+    items = np.array([5, 6, 7, 8, 9])
+    vectors = query_vectors(LastItem(), items, np.array([1, 2, 3]), np.array([0, 2, 4]),
+                            np.array([2, 4, 4]), max_len=3, batch_size=2)  # fmt: skip
+    assert vectors[:, 0].tolist() == [6.0, 8.0, 0.0]  # the third history is empty: padding

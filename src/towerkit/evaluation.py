@@ -26,6 +26,8 @@ import torch
 
 from towerkit.data.batches import Batch, gather_history
 from towerkit.data.split import Split, Stage
+from towerkit.index import make_index, recall_at_k
+from towerkit.index.exact import chunked_topk
 from towerkit.similarity import Similarity
 
 DEFAULT_KS = (10, 50)
@@ -66,22 +68,6 @@ class Queries:
             target_items=targets.items,
         )
 
-    def batches(self, items: np.ndarray, max_len: int, batch_size: int) -> list[Batch]:
-        """Query batches for a user tower: each user's last ``max_len`` history items."""
-        out = []
-        for begin in range(0, len(self), batch_size):
-            sl = slice(begin, begin + batch_size)
-            history = gather_history(items, self.history_start[sl], self.history_end[sl], max_len)
-            first_target = self.target_items[self.target_offsets[:-1][sl]]
-            out.append(
-                Batch(
-                    users=torch.from_numpy(self.users[sl]),
-                    history=torch.from_numpy(history),
-                    targets=torch.from_numpy(first_target),
-                )
-            )
-        return out
-
     def exclusions(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CSR ``(indptr [U + 1], item ids)`` of every item each user saw before the stage."""
         lengths = self.history_end - self.history_start
@@ -93,48 +79,31 @@ class Queries:
         return indptr, items[positions]
 
 
-def chunked_topk(
-    score_rows: Callable[[int, int], torch.Tensor],
-    n_queries: int,
-    n_items: int,
-    k: int,
-    exclude: tuple[np.ndarray, np.ndarray] | None = None,
-    max_bytes: int = 256 * 2**20,
-    first_id: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-K item ids ``first_id .. first_id + n_items - 1`` per query, scoring ``rows`` queries
-    at a time.
-
-    Args:
-        score_rows: ``(begin, end) -> [end - begin, n_items]`` scores; column ``j`` belongs to
-            id ``first_id + j`` (items ``1..n_items`` by default).
-        exclude: CSR ``(indptr, ids)`` of ids to mask per query.
-        max_bytes: the largest score block held at once.
-        first_id: the id of column 0.
-
-    Returns:
-        ``ids`` int64 ``[Q, k]`` and ``scores`` float32 ``[Q, k]``, best first; masked items
-        never appear unless fewer than ``k`` remain (their score is then ``-inf``).
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    k = min(k, n_items)
-    rows = max(1, int(max_bytes // (4 * n_items)))
-    ids = np.empty((n_queries, k), dtype=np.int64)
-    scores = np.empty((n_queries, k), dtype=np.float32)
-    for begin in range(0, n_queries, rows):
-        end = min(begin + rows, n_queries)
-        block = score_rows(begin, end).float()  # (rows, n_items)
-        if exclude is not None:
-            indptr, excluded = exclude
-            lengths = np.diff(indptr[begin : end + 1])
-            row = np.repeat(np.arange(end - begin), lengths)
-            col = excluded[indptr[begin] : indptr[end]] - first_id
-            block[torch.from_numpy(row), torch.from_numpy(col)] = float("-inf")
-        top_scores, top_idx = torch.topk(block, k, dim=1)
-        ids[begin:end] = top_idx.cpu().numpy() + first_id
-        scores[begin:end] = top_scores.cpu().numpy()
-    return ids, scores
+@torch.no_grad()
+def query_vectors(
+    model: torch.nn.Module,
+    items: np.ndarray,
+    users: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    *,
+    max_len: int,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """``[U, D]`` query vectors of ``users``, each from its history ``items[start:end]``
+    (the last ``max_len`` items), computed ``batch_size`` users at a time."""
+    out = []
+    for begin in range(0, len(users), batch_size):
+        sl = slice(begin, begin + batch_size)
+        history = torch.from_numpy(gather_history(items, starts[sl], ends[sl], max_len))
+        batch = Batch(  # the user tower never reads targets
+            torch.from_numpy(users[sl]), history, torch.zeros(len(history), dtype=torch.long)
+        )
+        out.append(model.encode_users(batch.to(device)))
+    if not out:
+        return torch.zeros(0, getattr(model, "embedding_dim", 0), device=device)
+    return torch.cat(out)
 
 
 def ranking_metrics(
@@ -190,8 +159,7 @@ class Evaluator:
         max_bytes: the largest block of scores held at once.
         index: rank through this index (``exact``, ``annoy``, ``faiss-hnsw``, ... see
             :mod:`towerkit.index`) instead of exact scoring; the metrics then also report the
-            index's ``index_recall@K`` against exact top-K, ``index_build_s`` and
-            ``index_qps`` (and ``exact_qps`` for comparison).
+            index's ``index_recall@K`` against exact top-K.
         index_options: options of that index (``n_trees``, ``ef_search``, ...).
 
     Example:
@@ -243,8 +211,11 @@ class Evaluator:
         self, model: torch.nn.Module, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
         """``[U, D]`` query vectors of the stage's users (histories end before the stage)."""
-        batches = self.queries.batches(self.split.sequences.items, self.max_len, self.batch_size)
-        return torch.cat([model.encode_users(b.to(device)) for b in batches])
+        q = self.queries
+        return query_vectors(
+            model, self.split.sequences.items, q.users, q.history_start, q.history_end,
+            max_len=self.max_len, batch_size=self.batch_size, device=device,
+        )  # fmt: skip
 
     @torch.no_grad()
     def item_vectors(
@@ -288,31 +259,18 @@ class Evaluator:
     ) -> dict[str, float]:
         """Metrics with the top-K taken from an index built over the item vectors.
 
-        Besides the ranking metrics, reports ``index_recall@K`` (the share of the exact top-K,
-        seen items masked, that the index also returns, for each K), ``index_build_s``,
-        ``index_qps`` (queries per second through the index, exclusions included) and
-        ``exact_qps`` (the same for exact chunked search).
+        Besides the ranking metrics, reports ``index_recall@K``: the share of the exact top-K
+        (seen items masked) that the index also returns, for each K. How fast an index builds
+        and searches is the benchmarks' business (``benchmarks/ann.py``).
         """
-        from towerkit.index import make_index, recall_at_k
-
         users, items = users.float().cpu(), items.float().cpu()
         index = make_index(kind, similarity, **options)
-        start = time.perf_counter()
         index.build(items, ids=np.arange(1, self.n_items + 1))
-        build_seconds = time.perf_counter() - start
-        k = max(self.ks)
-        start = time.perf_counter()
-        ids, _ = index.search(users, k, exclude=self.exclude)
-        index_seconds = time.perf_counter() - start
-        start = time.perf_counter()
+        ids, _ = index.search(users, max(self.ks), exclude=self.exclude)
         exact = self._topk(lambda begin, end: similarity.pairwise(users[begin:end], items))
-        exact_seconds = time.perf_counter() - start
         metrics = self._ranking(ids)
         for cutoff in self.ks:
             metrics[f"index_recall@{cutoff}"] = recall_at_k(ids, exact, cutoff)
-        metrics["index_build_s"] = build_seconds
-        metrics["index_qps"] = len(users) / max(index_seconds, 1e-9)
-        metrics["exact_qps"] = len(users) / max(exact_seconds, 1e-9)
         return metrics
 
     def evaluate_popularity(self) -> dict[str, float]:

@@ -1,20 +1,65 @@
 """Exact search with torch: every query scored against every vector, in memory-bounded chunks.
 
-The reference every approximate index is measured against.
+The reference every approximate index is measured against. :func:`chunked_topk` is the one
+exact top-K of the project: the exact index and the evaluator both rank through it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from towerkit.evaluation import chunked_topk
 from towerkit.index.base import Index
 from towerkit.similarity import Similarity
 
 VECTORS_FILE = "vectors.npy"
+
+
+def chunked_topk(
+    score_rows: Callable[[int, int], torch.Tensor],
+    n_queries: int,
+    n_items: int,
+    k: int,
+    exclude: tuple[np.ndarray, np.ndarray] | None = None,
+    max_bytes: int = 256 * 2**20,
+    first_id: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-K item ids ``first_id .. first_id + n_items - 1`` per query, scoring ``rows`` queries
+    at a time.
+
+    Args:
+        score_rows: ``(begin, end) -> [end - begin, n_items]`` scores; column ``j`` belongs to
+            id ``first_id + j`` (items ``1..n_items`` by default).
+        exclude: CSR ``(indptr, ids)`` of ids to mask per query.
+        max_bytes: the largest score block held at once.
+        first_id: the id of column 0.
+
+    Returns:
+        ``ids`` int64 ``[Q, k]`` and ``scores`` float32 ``[Q, k]``, best first; masked items
+        never appear unless fewer than ``k`` remain (their score is then ``-inf``).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, n_items)
+    rows = max(1, int(max_bytes // (4 * n_items)))
+    ids = np.empty((n_queries, k), dtype=np.int64)
+    scores = np.empty((n_queries, k), dtype=np.float32)
+    for begin in range(0, n_queries, rows):
+        end = min(begin + rows, n_queries)
+        block = score_rows(begin, end).float()  # (rows, n_items)
+        if exclude is not None:
+            indptr, excluded = exclude
+            lengths = np.diff(indptr[begin : end + 1])
+            row = np.repeat(np.arange(end - begin), lengths)
+            col = excluded[indptr[begin] : indptr[end]] - first_id
+            block[torch.from_numpy(row), torch.from_numpy(col)] = float("-inf")
+        top_scores, top_idx = torch.topk(block, k, dim=1)
+        ids[begin:end] = top_idx.cpu().numpy() + first_id
+        scores[begin:end] = top_scores.cpu().numpy()
+    return ids, scores
 
 
 class ExactIndex(Index):
