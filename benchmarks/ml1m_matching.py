@@ -86,11 +86,11 @@ def describe_negatives(config: Config) -> str:
     if n.kind == "full":
         return "full softmax"
     logq = n.logq if n.logq is not None else config.train.mode.value == "listwise"
-    parts = {"in_batch": "in-batch", "sampled": f"{n.n} sampled", "mixed": f"in-batch + {n.n}"}
-    text = parts[n.kind]
-    if n.kind != "in_batch":
-        text += f" ({n.sampler}{'^' + format(n.alpha, 'g') if n.sampler == 'popularity' else ''}"
-        text += ", shared)" if n.shared else ")"
+    if n.kind == "in_batch":
+        return "in-batch" + (", log-q" if logq else "")
+    text = f"{n.n} sampled" if n.kind == "sampled" else f"in-batch + {n.n}"
+    text += f" ({n.sampler}{'^' + format(n.alpha, 'g') if n.sampler == 'popularity' else ''}"
+    text += ", shared)" if n.shared else ")"
     return text + (", log-q" if logq else "")
 
 

@@ -34,14 +34,14 @@ import pandas as pd
 import torch
 
 from towerkit import datasets, pipeline
-from towerkit.config import Config, ModelConfig, load_config
+from towerkit.config import Config, SASRecConfig, load_config
 
 RESULTS = Path(__file__).parent / "results" / "recbole_sasrec.md"
 CONFIG = Path(__file__).parent.parent / "configs" / "ml-1m" / "sasrec.yaml"
 MAX_LEN, THREADS = 50, 2
 
 
-def ffn_dim(model: ModelConfig) -> int:
+def ffn_dim(model: SASRecConfig) -> int:
     """The feed-forward width towerkit's SASRec uses (``4 * D`` unless set)."""
     return model.ffn_dim or 4 * model.embedding_dim
 
@@ -60,7 +60,7 @@ class RecBoleSASRec:
     """RecBole's SASRec at the size of towerkit's ``model`` config, its data (prefix
     augmentation done once) and optimiser."""
 
-    def __init__(self, data_path: Path, model: ModelConfig) -> None:
+    def __init__(self, data_path: Path, model: SASRecConfig) -> None:
         from recbole.config import Config
         from recbole.data import create_dataset, data_preparation
         from recbole.model.sequential_recommender import SASRec

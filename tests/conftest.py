@@ -1,9 +1,14 @@
-"""Shared fixtures: small handmade logs and an isolated towerkit home."""
+"""Shared fixtures: small handmade logs, synthetic logs a model can learn, an isolated towerkit
+home, and a stand-in ML-100K cache so that the command line trains offline."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+
+from towerkit.config import config_from_dict
+from towerkit.data import Interactions, Prepared, Sequences, encode, leave_one_out
 
 
 @pytest.fixture
@@ -24,3 +29,111 @@ def tiny_log() -> pd.DataFrame:
             "timestamp": [5, 1, 6, 1, 2, 7, 3, 9, 8],
         }
     )
+
+
+def walk_log(lengths: np.ndarray, n_items: int, noise: float = 0.1, seed: int = 0) -> Interactions:
+    """Users walk a cycle over the items (item i is followed by item i + 1), with a share
+    ``noise`` of random steps, plus user and item side tables in the ML-100K schema.
+
+    User ``u`` starts at item ``u * n_items // n_users``, so the walks cover the catalogue.
+    A model that learns "what follows what" beats popularity by far.
+    """
+    rng = np.random.default_rng(seed)
+    n_users = len(lengths)
+    user = np.repeat(np.arange(1, n_users + 1), lengths)
+    step = np.arange(len(user)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    start = (np.arange(n_users) * n_items // n_users)[user - 1]
+    item = (start + step) % n_items + 1
+    jump = rng.random(len(item)) < noise
+    item[jump] = rng.integers(1, n_items + 1, int(jump.sum()))
+    frame = pd.DataFrame(
+        {
+            "user": user.astype(np.int64),
+            "item": item.astype(np.int64),
+            "rating": rng.integers(1, 6, len(user)).astype(np.float32),
+            "timestamp": (875_000_000 + user * 10_000 + step).astype(np.int64),
+        }
+    )
+    users = pd.DataFrame(
+        {
+            "user": np.arange(1, n_users + 1, dtype=np.int64),
+            "gender": rng.choice(["F", "M"], n_users),
+            "age": rng.choice([18, 25, 35, 45], n_users).astype(np.int64),
+            "occupation": rng.choice(["artist", "doctor", "student"], n_users),
+            "zip": [f"{z:05d}" for z in rng.integers(0, 99_999, n_users)],
+        }
+    )
+    ids = np.arange(1, n_items + 1, dtype=np.int64)
+    years = rng.integers(1950, 1999, n_items)
+    items = pd.DataFrame(
+        {
+            "item": ids,
+            "movie_id": pd.array(ids, dtype="Int64"),
+            "title": [f"Film [{i}] ({y})" for i, y in zip(ids, years, strict=True)],
+            "year": pd.array(years, dtype="Int64"),
+            "genres": [list(g) for g in rng.choice(["Drama", "Comedy", "Action"], (n_items, 2))],
+        }
+    )
+    return Interactions(frame, users=users, items=items)
+
+
+def prepare_log(interactions: Interactions, **features) -> Prepared:
+    """Encode (no side features unless asked) and split leave-one-out, as the pipeline does."""
+    encoded = encode(interactions, **features)
+    titles = None
+    if interactions.items is not None:
+        by_item = interactions.items.set_index("item")["title"]
+        titles = np.concatenate([[""], by_item.reindex(encoded.item_vocab.raw).to_numpy()])
+    return Prepared(encoded, leave_one_out(Sequences.from_encoded(encoded)), titles)
+
+
+@pytest.fixture(scope="session")
+def walk_prepared() -> Prepared:
+    """120 users of 15-40 interactions over 60 items, prepared with user features."""
+    lengths = np.random.default_rng(1).integers(15, 41, 120)
+    return prepare_log(walk_log(lengths, 60, seed=1), user_features=["gender", "age", "occupation"])
+
+
+def small_config(**sections) -> object:
+    """A config that trains in a second on :func:`walk_prepared`-sized data."""
+    tree = {
+        "data": {"dataset": "ml-100k", "max_len": 10},
+        "model": {"name": "youtube_dnn", "embedding_dim": 16, "hidden": [32]},
+        "temperature": {"value": 0.1},
+        "train": {"epochs": 3, "batch_size": 128, "lr": 0.01, "progress": False},
+    }
+    for key, value in sections.items():
+        tree[key] = {**tree.get(key, {}), **value} if key != "model" else value
+    return config_from_dict(tree)
+
+
+# ML-100K's pinned counts: a stand-in cache must hold exactly these to count as valid.
+ML100K_USERS, ML100K_ITEMS, ML100K_INTERACTIONS = 943, 1682, 100_000
+
+
+def synthetic_ml100k(seed: int = 0) -> Interactions:
+    """A walk log of ML-100K's exact size, in its schema."""
+    lengths = np.full(ML100K_USERS, ML100K_INTERACTIONS // ML100K_USERS)
+    lengths[: ML100K_INTERACTIONS - lengths.sum()] += 1
+    log = walk_log(lengths, ML100K_ITEMS, seed=seed)
+    assert (log.n_users, log.n_items, len(log)) == (
+        ML100K_USERS,
+        ML100K_ITEMS,
+        ML100K_INTERACTIONS,
+    )
+    return log
+
+
+@pytest.fixture
+def offline_ml100k(home):
+    """``home`` holding a valid ML-100K cache of synthetic data, so `towerkit train` with
+    ``dataset: ml-100k`` runs with no network. Returns a function that rewrites the cache with
+    another seed (other data of the same size)."""
+    from towerkit.datasets import cache
+
+    def write(seed: int = 0):
+        cache.write(cache.cache_dir("ml-100k", home), synthetic_ml100k(seed), "synthetic (test)")
+        return home
+
+    write()
+    return write

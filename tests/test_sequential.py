@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from towerkit.config import TrainConfig
 from towerkit.data import Sequences, leave_one_out
-from towerkit.data.batches import Batch, SequenceBatch, SequenceBatches, TrainingBatches
+from towerkit.data.batches import Batch, SequenceBatches, TrainingBatches
 from towerkit.models import GRU4Rec, SASRec
-from towerkit.models.sasrec import causal_padding_mask
 from towerkit.negatives import (
     CatalogueSampler,
     FullNegatives,
@@ -17,8 +17,9 @@ from towerkit.negatives import (
     MixedNegatives,
     SampledNegatives,
 )
-from towerkit.objectives import get_objective
-from towerkit.similarity import Cosine, Temperature
+from towerkit.nn import PooledTowerOptions, causal_padding_mask
+from towerkit.similarity import Cosine
+from towerkit.task import RetrievalTask
 from towerkit.training import Trainer
 
 N_ITEMS = 30
@@ -119,15 +120,15 @@ def test_position_wise_training_equals_a_per_prefix_reference(model):
     reference = Batch(batch.users[:1].repeat(len(prefixes)), torch.stack(prefixes),
                       torch.stack(targets))  # fmt: skip
     torch.testing.assert_close(model.encode_users(reference), torch.stack(rows))
-    trainer = Trainer(model, objective=get_objective("listwise"), negatives=FullNegatives(N_ITEMS),
-                      similarity=Cosine(), temperature=Temperature(0.1))  # fmt: skip
+    task = RetrievalTask(model.encode_items, negatives=FullNegatives(N_ITEMS), temperature=0.1)
+    trainer = Trainer(model, task)
     torch.testing.assert_close(trainer.step_loss(batch), trainer.step_loss(reference))
 
 
 NEGATIVES = {
     "full": FullNegatives(N_ITEMS),
-    "sampled": SampledNegatives(CatalogueSampler.uniform(N_ITEMS), 5, logq=True),
-    "in_batch": InBatchNegatives.from_counts(np.ones(N_ITEMS + 1), logq=True),
+    "sampled": SampledNegatives(CatalogueSampler.uniform(N_ITEMS), 5),
+    "in_batch": InBatchNegatives.from_counts(np.ones(N_ITEMS + 1)),
     "mixed": MixedNegatives(
         InBatchNegatives.from_counts(np.ones(N_ITEMS + 1)),
         SampledNegatives(CatalogueSampler.uniform(N_ITEMS), 5, shared=True),
@@ -141,10 +142,10 @@ NEGATIVES = {
 def test_every_mode_and_negative_strategy_trains(mode, negatives, kind):
     torch.manual_seed(0)
     model = (SASRec if kind == "sasrec" else GRU4Rec)(N_ITEMS, embedding_dim=8, max_len=8)
-    trainer = Trainer(model, objective=get_objective(mode), negatives=NEGATIVES[negatives],
-                      similarity=Cosine(), temperature=Temperature(0.2))  # fmt: skip
+    task = RetrievalTask(model.encode_items, negatives=NEGATIVES[negatives], similarity=Cosine(),
+                         temperature=0.2, mode=mode, logq=negatives != "full")  # fmt: skip
     batch = next(iter(SequenceBatches(toy_split(), batch_size=4, max_len=8)))
-    loss = trainer.step_loss(batch, torch.Generator().manual_seed(0))
+    loss = Trainer(model, task).step_loss(batch)
     assert torch.isfinite(loss) and loss > 0
     loss.backward()
     assert model.item_embedding.weight.grad.abs().sum() > 0
@@ -178,17 +179,15 @@ def test_trainer_accepts_sequence_batches_directly():
     torch.manual_seed(0)
     split = toy_split(lengths=(15, 20, 18, 30, 25, 12))
     model = SASRec(N_ITEMS, embedding_dim=8, max_len=6, dropout=0.0)
-    from towerkit.training import TrainSettings
-
-    trainer = Trainer(model, objective=get_objective("listwise"), negatives=FullNegatives(N_ITEMS),
-                      similarity=Cosine(), temperature=Temperature(0.1),
-                      settings=TrainSettings(epochs=3, lr=0.01, progress=False))  # fmt: skip
+    task = RetrievalTask(model.encode_items, negatives=FullNegatives(N_ITEMS), temperature=0.1)
+    trainer = Trainer(model, task, TrainConfig(epochs=3, lr=0.01, progress=False))
     batches = SequenceBatches(split, batch_size=2, max_len=6)
     result = trainer.fit(batches)
     losses = [e.loss for e in result.epochs]
     assert losses[-1] < losses[0]
     assert result.epochs[0].samples_per_second > 0
-    assert isinstance(next(iter(batches)), SequenceBatch)
+    # Every training position of every window was a query once per epoch.
+    assert sum(b.n_queries for b in batches.epoch(0)) == batches.n_samples
 
 
 @pytest.mark.parametrize(
@@ -201,8 +200,8 @@ def test_youtube_dnn_windows_equal_independent_samples(pooling, recent):
 
     torch.manual_seed(0)
     split = toy_split(lengths=(3, 7, 12, 25, 2, 9, 40))
-    model = YouTubeDNN(N_ITEMS, embedding_dim=8, hidden=(16,), dropout=0.0, pooling=pooling,
-                       max_len=5, recent_items=recent).eval()  # fmt: skip
+    tower = PooledTowerOptions(hidden=(16,), dropout=0.0, pooling=pooling, recent_items=recent)
+    model = YouTubeDNN(N_ITEMS, embedding_dim=8, max_len=5, tower=tower).eval()
     windows = SequenceBatches(split, batch_size=100, max_len=6, context=4, shuffle=False)
     (batch,) = list(windows.epoch(0))
     assert batch.history.shape == (windows.n_windows, 10)
@@ -222,39 +221,28 @@ def test_youtube_dnn_windows_equal_independent_samples(pooling, recent):
         )
 
 
-@pytest.mark.network
-@pytest.mark.slow
-def test_sasrec_run_on_ml100k_beats_popularity_and_its_vectors_rescore(tmp_path):
+def test_sasrec_run_beats_popularity_and_its_vectors_rescore(walk_prepared, tmp_path):
     """End to end: a short SASRec run writes users/items vectors that an independent numpy
     evaluator (cosine, history masked) scores to the reported test metrics."""
     import pyarrow.parquet as pq
 
+    from conftest import small_config
     from towerkit import pipeline
-    from towerkit.config import config_from_dict
 
-    config = config_from_dict({
-        "data": {"dataset": "ml-100k", "max_len": 50, "user_features": [], "item_features": []},
-        "model": {"name": "sasrec", "embedding_dim": 32, "dropout": 0.2},
-        "similarity": {"name": "cosine"}, "temperature": {"value": 0.05},
-        "train": {"epochs": 4, "batch_size": 64, "lr": 0.003, "progress": False},
-    })  # fmt: skip
-    prepared = pipeline.prepare(config.data, progress=False)
-    outcome = pipeline.train(config, prepared)
+    config = small_config(model={"name": "sasrec", "embedding_dim": 16, "dropout": 0.1},
+                          train={"epochs": 6, "batch_size": 16})  # fmt: skip
+    outcome = pipeline.train(config, walk_prepared, run=tmp_path / "run")
     test = outcome.metrics["test"]
-    assert test["hr@10"] > 1.5 * outcome.popularity["hr@10"]
-    run = pipeline.save_run(outcome, prepared, tmp_path / "run")
+    assert test["hr@10"] > 2 * outcome.popularity["hr@10"]
 
-    users = pq.read_table(run / "users.parquet").to_pandas()
-    items = pq.read_table(run / "items.parquet").to_pandas()
+    users = pq.read_table(tmp_path / "run" / "users.parquet").to_pandas()
+    items = pq.read_table(tmp_path / "run" / "items.parquet").to_pandas()
     item_vectors = np.stack(items["vector"].to_numpy())
     item_vectors /= np.linalg.norm(item_vectors, axis=1, keepdims=True)
     row_of = {raw: i for i, raw in enumerate(items["item"])}
-    encoded, split = prepared.encoded, prepared.split
     hits, ndcg = [], []
-    for raw_user, vector in zip(users["user"], users["vector"], strict=True):
-        user = encoded.user_vocab.encode([raw_user])[0]
-        sequence = encoded.item_vocab.decode(split.sequences.of(user))
-        target, seen = row_of[sequence[-1]], [row_of[i] for i in sequence[:-1]]
+    for history, vector in zip(users["history"], users["vector"], strict=True):
+        target, seen = row_of[history[-1]], [row_of[i] for i in history[:-1]]
         scores = item_vectors @ (vector / np.linalg.norm(vector))
         scores[seen] = -np.inf
         rank = int((scores > scores[target]).sum())
@@ -264,38 +252,41 @@ def test_sasrec_run_on_ml100k_beats_popularity_and_its_vectors_rescore(tmp_path)
     assert abs(np.mean(ndcg) - test["ndcg@10"]) < 0.002
 
 
-def test_youtube_dnn_window_batches_hold_batch_size_samples_on_average():
+def test_youtube_dnn_window_batches_hold_batch_size_samples_on_average(walk_prepared):
     """``train.windows``: as many windows a step as hold ``batch_size`` samples on average, so a
     windowed epoch takes as many steps as a per-sample one (most windows are short)."""
+    from conftest import small_config
     from towerkit import pipeline
-    from towerkit.config import config_from_dict
 
-    config = config_from_dict({
-        "data": {"dataset": "ml-100k", "max_len": 20, "user_features": [], "item_features": []},
-        "model": {"name": "youtube_dnn", "pooling": "mean", "embedding_dim": 8},
-        "train": {"windows": 50, "batch_size": 512},
-    })  # fmt: skip
-    prepared = pipeline.prepare(config.data, progress=False)
-    model = pipeline.build_model(config, prepared.encoded)
-    windows = pipeline.build_batches(config, prepared, model)
-    assert isinstance(windows, SequenceBatches) and windows.context == 19
-    per_sample = TrainingBatches(prepared.split, batch_size=512, max_len=20)
-    assert abs(len(windows) - len(per_sample)) <= 0.02 * len(per_sample) + 1
+    config = small_config(
+        model={"name": "youtube_dnn", "pooling": "mean", "embedding_dim": 8},
+        train={"windows": 8, "batch_size": 64},
+    )
+    model = pipeline.build_model(config, walk_prepared)
+    windows = pipeline.build_batches(config, walk_prepared, model)
+    assert windows.context == config.data.max_len - 1 and windows.max_len == 8
+    per_sample = TrainingBatches(walk_prepared.split, batch_size=64, max_len=10)
+    assert abs(len(windows) - len(per_sample)) <= 0.05 * len(per_sample) + 1
     assert windows.n_samples == per_sample.n_samples
+    pairs = [b.training_pairs(model) for b in windows.epoch(0)]
+    assert all(p.layout is not None for p in pairs)
+    assert sum(len(p.positives) for p in pairs) == per_sample.n_samples
 
 
 @pytest.mark.parametrize(
-    ("sequence_batches", "shared", "expected"),
-    [(True, None, True), (False, None, False), (True, False, False), (False, True, True)],
-)
-def test_sampled_negatives_are_shared_per_sequence_by_default(sequence_batches, shared, expected):
-    """n negatives per position of a sequence batch would be [positions, n, D] vectors, so a
-    sequence batch draws them per sequence unless the config says otherwise."""
+    ("model", "shared", "expected"),
+    [("sasrec", None, "window"), ("youtube_dnn", None, "query"), ("sasrec", False, "query"),
+     ("youtube_dnn", True, "batch")],
+)  # fmt: skip
+def test_sampled_negatives_are_shared_per_window_by_default(model, shared, expected):
+    """n negatives per position of windows would be [positions, n, D] vectors, so windows draw
+    them per window unless the config says otherwise."""
+    from conftest import small_config
     from towerkit import pipeline
-    from towerkit.config import config_from_dict
 
-    config = config_from_dict({"negatives": {"kind": "sampled", "n": 8, "shared": shared}})
-    negatives = pipeline.build_negatives(
-        config, N_ITEMS, np.ones(N_ITEMS + 1), sequence_batches=sequence_batches
-    )
-    assert isinstance(negatives, SampledNegatives) and negatives.shared is expected
+    section = {"name": model, "embedding_dim": 8}
+    config = small_config(model=section, negatives={"kind": "sampled", "n": 8, "shared": shared})
+    negatives = pipeline.build_negatives(config, N_ITEMS, np.ones(N_ITEMS + 1))
+    layout = torch.ones(2, 3, dtype=torch.bool) if model == "sasrec" else None
+    (candidates,) = negatives.candidates(torch.arange(1, 7), None, layout, torch.Generator())
+    assert candidates.sharing == expected

@@ -1,13 +1,17 @@
 """The ``towerkit`` command.
 
 Only this module configures logging and prints. Every error a user can cause ends as one line
-``error: ...`` on stderr and exit status 1, never a traceback.
+``error: ...`` on stderr and exit status 1, never a traceback. Ctrl-C (or SIGTERM) during
+training keeps the last finished epoch's checkpoint, prints the command that resumes it and
+exits with status 130. Text that comes from the user (paths, ids, titles, messages) is escaped
+before rich renders it, so ``[exp1]`` prints as itself.
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,6 +19,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from towerkit import datasets
@@ -55,9 +60,11 @@ def _main(
 @data_app.command("list")
 def data_list() -> None:
     """List the known data sets and whether they are cached."""
-    table = Table("name", "description", "cached", title=f"data sets ({datasets.towerkit_home()})")
+    table = Table(
+        "name", "description", "cached", title=escape(f"data sets ({datasets.towerkit_home()})")
+    )
     for name, spec in datasets.DATASETS.items():
-        table.add_row(name, spec.description, "yes" if datasets.is_cached(name) else "no")
+        table.add_row(name, escape(spec.description), "yes" if datasets.is_cached(name) else "no")
     console.print(table)
 
 
@@ -68,7 +75,7 @@ def data_fetch(
 ) -> None:
     """Download, verify, normalise and cache a data set (a valid cache is used as is)."""
     path = datasets.fetch(name, force=force, progress=_state["progress"])
-    console.print(f"{name}: cached at {path} (source: {datasets.source_of(name)})")
+    console.print(escape(f"{name}: cached at {path} (source: {datasets.source_of(name)})"))
 
 
 @data_app.command("info")
@@ -79,7 +86,7 @@ def data_info(
     interactions = datasets.load(name, progress=_state["progress"])
     first, last = interactions.time_span
     lengths = interactions.frame.groupby("user", sort=False).size()
-    table = Table("", name, title=datasets.get_spec(name).description, show_header=False)
+    table = Table("", name, title=escape(datasets.get_spec(name).description), show_header=False)
     table.add_row("interactions", f"{len(interactions):,}")
     table.add_row("users", f"{interactions.n_users:,}")
     table.add_row("items", f"{interactions.n_items:,}")
@@ -91,21 +98,33 @@ def data_info(
         f"min {lengths.min()}, median {int(lengths.median())}, max {lengths.max()}",
     )
     table.add_row("time span", f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC")
-    table.add_row("source", str(datasets.source_of(name)))
+    table.add_row("source", escape(str(datasets.source_of(name))))
     console.print(table)
 
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]], ks: list[int]) -> Table:
-    names = [f"hr@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + ["mrr@10", f"coverage@{ks[-1]}"]
-    table = Table("", *names, title=title)
+    names = [f"hr@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
+    names += [f"mrr@{ks[0]}", f"coverage@{ks[-1]}"]
+    table = Table("", *names, title=escape(title))
     for label, metrics in rows.items():
         table.add_row(label, *(f"{metrics.get(n, float('nan')):.4f}" for n in names))
     return table
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 @app.command()
 def train(
-    config: Annotated[Path, typer.Argument(help="A YAML config, e.g. configs/ml-1m/dssm.yaml.")],
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="A YAML config, e.g. configs/ml-1m/dssm.yaml (not with --resume)."),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a key: --set train.epochs=3 (repeatable)."),
@@ -113,27 +132,59 @@ def train(
     out: Annotated[
         Path | None, typer.Option(help="The run directory (default runs/CONFIG-TIMESTAMP).")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume", help="Continue an unfinished run from its last checkpoint.", metavar="RUN"
+        ),
+    ] = None,
 ) -> None:
-    """Fetch, prepare, train, evaluate on the test stage, and write a run directory."""
+    """Fetch, prepare, train (checkpointing every epoch), evaluate on the test stage, and write
+    a run directory; or resume an unfinished one."""
     from towerkit import pipeline
-    from towerkit.config import load_config
+    from towerkit.config import ConfigError, load_config
+    from towerkit.runs import RunDir
 
-    cfg = load_config(config, overrides or [])
-    if not _state["progress"]:
+    if (config is None) == (resume is None):
+        raise typer.BadParameter("give a CONFIG to start a run, or --resume RUN to continue one")
+    if resume is not None and (overrides or out):
+        raise ConfigError("--resume continues a run as it was configured: no --set or --out")
+    progress = _state["progress"]
+    if resume is not None:
+        run = RunDir(resume)  # a clear error for a folder that is not a run, before any data
+        if run.finished:
+            raise ConfigError(f"{resume}: the run is finished already; there is nothing to resume")
+        cfg, new = run.config, False
+    else:
+        cfg = load_config(config, overrides or [])  # a bad config fails before any data is read
+        out = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        RunDir.check_new(out)
+        run, new = None, True
+    if not progress:
         cfg.train.progress = False
-    out = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    pipeline.check_run_dir(out)  # fail before training, not after
-    log = io.StringIO()
-    handler = logging.StreamHandler(log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    package_logger = logging.getLogger("towerkit")
-    package_logger.addHandler(handler)
+    handler = None
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         prepared = pipeline.prepare(cfg.data, progress=cfg.train.progress)
-        outcome = pipeline.train(cfg, prepared)
-        pipeline.save_run(outcome, prepared, out, log.getvalue())
+        if new:
+            run = RunDir.create(out, cfg, prepared)
+        handler = logging.FileHandler(run.path / "train.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("towerkit").addHandler(handler)
+        if new:
+            outcome = pipeline.train(cfg, prepared, run=run)
+        else:
+            outcome = pipeline.resume(run, prepared, progress=cfg.train.progress)
+    except BaseException as err:
+        _stopped(run, new, err)
+        if isinstance(err, KeyboardInterrupt):
+            raise typer.Exit(130) from None
+        raise
     finally:
-        package_logger.removeHandler(handler)
+        signal.signal(signal.SIGTERM, previous)
+        if handler is not None:
+            logging.getLogger("towerkit").removeHandler(handler)
+            handler.close()
     rows = {
         "valid (best epoch)": outcome.metrics["valid"],
         "test": outcome.metrics["test"],
@@ -141,7 +192,32 @@ def train(
     }
     title = f"{cfg.model.name}, {cfg.train.mode.value}, {cfg.negatives.kind} negatives"
     console.print(_metrics_table(title, rows, cfg.eval.ks))
-    console.print(f"run written to {out}")
+    console.print(f"run written to {escape(str(run.path))}")
+
+
+def _stopped(run, new: bool, err: BaseException) -> None:
+    """After training stopped early (Ctrl-C, SIGTERM, an error): keep what can be resumed,
+    remove a new run that holds no finished epoch, and say which."""
+    interrupted = isinstance(err, KeyboardInterrupt)
+    if run is None:
+        if interrupted:
+            err_console.print("interrupted before training started; nothing was written")
+        return
+    done = run.epochs_done
+    if done == 0 and new:
+        shutil.rmtree(run.path, ignore_errors=True)
+        if interrupted:
+            err_console.print("interrupted before the first epoch finished; nothing was kept")
+        return
+    if interrupted or done:
+        epochs = run.config.train.epochs
+        err_console.print(
+            f"{'interrupted' if interrupted else 'stopped'}: {done} of {epochs} epochs are "
+            f"saved in {escape(str(run.path))}; resume with: towerkit train --resume "
+            f"{escape(str(run.path))}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 IndexOption = Annotated[
@@ -160,7 +236,7 @@ IndexOptions = Annotated[
 ]
 
 
-def _parse_options(items: list[str] | None) -> dict:
+def _parse_options(items: list[str] | None, what: str = "index option") -> dict:
     """``KEY=VALUE`` strings to a dict; values are read as YAML (numbers, booleans, ...)."""
     import yaml
 
@@ -170,8 +246,11 @@ def _parse_options(items: list[str] | None) -> dict:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"index option {item!r} is not KEY=VALUE")
-        options[key.strip()] = yaml.safe_load(value)
+            raise ConfigError(f"{what} {item!r} is not KEY=VALUE")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{what} {item!r}: the value is not valid YAML") from None
     return options
 
 
@@ -181,27 +260,24 @@ def evaluate(
     index: IndexOption = "exact",
     options: IndexOptions = None,
 ) -> None:
-    """Re-evaluate a saved run (full catalogue, seen items masked), exactly or through an
-    approximate index (then also its recall against exact search and its speed)."""
+    """Re-evaluate a finished run (full catalogue, seen items masked), exactly or through an
+    approximate index (then also its recall against exact search). The data are prepared
+    anew and must be the data the run was trained on."""
     from towerkit import pipeline
-    from towerkit.config import load_config
+    from towerkit.runs import RunDir
 
     index_options = _parse_options(options)
-    metrics = pipeline.evaluate_run(run_dir, index=index, index_options=index_options)
-    ks = load_config(run_dir / "config.yaml").eval.ks
+    run = RunDir(run_dir)
+    run.require_finished()
+    metrics = pipeline.evaluate_run(run, index=index, index_options=index_options)
+    ks = run.config.eval.ks
     console.print(_metrics_table(f"{run_dir} ({index})", metrics, ks))
     if index != "exact":
         names = [f"index_recall@{k}" for k in ks]
-        table = Table("", *(n.replace("index_", "") for n in names), "build s", "queries/s",
-                      "exact queries/s", title=f"{index} against exact search")  # fmt: skip
+        table = Table("", *(n.replace("index_", "") for n in names),
+                      title=escape(f"{index} against exact search"))  # fmt: skip
         for stage, m in metrics.items():
-            table.add_row(
-                stage,
-                *(f"{m[n]:.4f}" for n in names),
-                f"{m['index_build_s']:.3f}",
-                f"{m['index_qps']:,.0f}",
-                f"{m['exact_qps']:,.0f}",
-            )
+            table.add_row(stage, *(f"{m[n]:.4f}" for n in names))
         console.print(table)
 
 
@@ -219,34 +295,48 @@ def recommend(
             '(titles may contain commas: "Godfather, The (1972),Heat (1995)").',
         ),
     ] = None,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature",
+            "-f",
+            help="A side feature of the new user of --history: -f gender=F -f age=25 "
+            "(repeatable; features not given count as missing).",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many items.")] = 10,
     index: IndexOption = "exact",
     options: IndexOptions = None,
 ) -> None:
-    """Top-K items for a known user (seen items excluded) or for a history of items."""
+    """Top-K items for a known user (seen items excluded) or for a history of items. Reads the
+    run directory only: no data set is fetched or prepared."""
     from towerkit.retrieval import Retriever, parse_id_list
 
     if bool(user) == (history is not None):
         raise typer.BadParameter("give either --user (one or more) or --history, not both")
-    retriever = Retriever.from_run(run_dir, index, **_parse_options(options))
+    if feature and history is None:
+        raise typer.BadParameter("--feature describes the new user of --history")
+    index_options = _parse_options(options)
+    features = _parse_options(feature, "feature")
+    retriever = Retriever(run_dir, index, **index_options)
     if user:
         labels = [f"user {u}" for u in user]
         recs = retriever.recommend(user, k)
     else:
-        items = parse_id_list(retriever.encoded.item_vocab, history)
+        items = parse_id_list(retriever.item_vocab, history)
         labels = [f"history of {len(items)} item(s)"]
-        recs = retriever.recommend_history([items], k)
+        recs = retriever.recommend_history([items], k, features=[features])
     show_titles = recs.titles is not None and (recs.titles != recs.items).any()
     for row, label in enumerate(labels):
         columns = ["rank", "item", *(["title"] if show_titles else []), "score"]
-        table = Table(*columns, title=f"{label}: top {k} ({index})")
+        table = Table(*columns, title=escape(f"{label}: top {k} ({index})"))
         for rank in range(k):
             item = recs.items[row, rank]
             if item is None:
                 break
-            cells = [str(rank + 1), str(item)]
+            cells = [str(rank + 1), escape(str(item))]
             if show_titles:
-                cells.append(str(recs.titles[row, rank]))
+                cells.append(escape(str(recs.titles[row, rank])))
             table.add_row(*cells, f"{recs.scores[row, rank]:.4f}")
         console.print(table)
 
@@ -257,7 +347,9 @@ def main() -> None:
         app()
     except (TowerkitError, ValueError, KeyError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True
+        )
         sys.exit(1)
 
 

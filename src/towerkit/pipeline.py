@@ -1,15 +1,19 @@
-"""The whole flow of DESIGN.md as functions: fetch -> prepare -> train -> evaluate -> save.
+"""The flow of DESIGN.md as functions: prepare -> build -> train, into a run directory.
 
-Each step builds one stage from the validated :class:`~towerkit.config.Config`; the CLI, the
-benchmarks and the tests call the same functions.
+- :func:`prepare`: fetch a known data set, filter, encode, split;
+- ``build_*``: one stage each (model, retrieval task, batches, evaluators) from the config;
+- :func:`train`: train and evaluate one config, checkpointing into a run directory when given
+  one; :func:`resume` continues an unfinished run where its last checkpoint left it;
+- :func:`evaluate_run`: re-evaluate a finished run on data prepared anew (its fingerprint must
+  match the run's).
+
+The CLI, the benchmarks and the tests call the same functions. Loading a run for retrieval needs
+none of this module (see :mod:`towerkit.runs` and :mod:`towerkit.retrieval`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,15 +22,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from towerkit import datasets
-from towerkit.config import Config, ConfigError, DataConfig, config_from_dict, load_config
-from towerkit.data import EncodedInteractions, Sequences, Split, encode, leave_one_out
+from towerkit.config import Config, DataConfig, SplitConfig
+from towerkit.data import Prepared, Sequences, Split, encode, leave_one_out, temporal_split
 from towerkit.data.batches import SequenceBatches, TrainingBatches
-from towerkit.evaluation import Evaluator
-from towerkit.models import DSSM, GRU4Rec, MatchingModel, SASRec, YouTubeDNN
+from towerkit.evaluation import Evaluator, query_vectors
+from towerkit.index import make_index
+from towerkit.models import MODELS, MatchingModel
+from towerkit.models import build_model as build_model_from_section
 from towerkit.negatives import (
     CatalogueSampler,
     FullNegatives,
@@ -34,35 +39,40 @@ from towerkit.negatives import (
     MixedNegatives,
     Negatives,
     SampledNegatives,
-    item_counts,
 )
-from towerkit.objectives import Mode, get_objective
-from towerkit.similarity import Similarity, Temperature, get_similarity
-from towerkit.training import Trainer, TrainResult, TrainSettings
+from towerkit.objectives import Mode
+from towerkit.runs import RunDir, RunDirError, vectors_column
+from towerkit.similarity import Temperature, get_similarity
+from towerkit.task import RetrievalTask
+from towerkit.training import Trainer, TrainResult, TrainState, Validator, epochs_of
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "Prepared",
+    "RunOutcome",
+    "build_batches",
+    "build_model",
+    "build_negatives",
+    "build_task",
+    "evaluate_run",
+    "evaluators",
+    "make_split",
+    "prepare",
+    "resume",
+    "train",
+]
 
-@dataclass(frozen=True)
-class Prepared:
-    """Encoded data and its leave-one-out split.
 
-    ``titles`` holds each item's title by item id (index 0 is padding), where the data set has
-    titles.
-    """
-
-    encoded: EncodedInteractions
-    split: Split
-    titles: np.ndarray | None = None
-
-    @property
-    def train_counts(self) -> np.ndarray:
-        """Training occurrences per item id (no validation or test interaction counted)."""
-        return item_counts(self.split.train().items, self.encoded.n_items)
+def make_split(config: SplitConfig, sequences: Sequences) -> Split:
+    """The split ``data.split`` names: leave-one-out, or a global time cut."""
+    if config.kind == "temporal":
+        return temporal_split(sequences, config.test_start, config.valid_start)
+    return leave_one_out(sequences)
 
 
 def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
-    """Load a known data set, filter, encode its side features and split it (leave-one-out)."""
+    """Load a known data set, filter, encode its side features and split it."""
     spec = datasets.get_spec(data.dataset)
     interactions = datasets.load(data.dataset, progress=progress)
     if data.min_user_interactions or data.min_item_interactions or data.min_rating is not None:
@@ -81,74 +91,64 @@ def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
         titles = np.empty(encoded.n_items + 1, dtype=object)
         titles[0] = ""
         titles[1:] = by_item.reindex(encoded.item_vocab.raw).fillna("").astype(str).to_numpy()
-    return Prepared(encoded, leave_one_out(Sequences.from_encoded(encoded)), titles)
+    split = make_split(data.split, Sequences.from_encoded(encoded))
+    return Prepared(encoded, split, titles)
 
 
-def build_model(config: Config, encoded: EncodedInteractions) -> MatchingModel:
-    m = config.model
-    shared = {} if m.share_embeddings is None else {"share_embeddings": m.share_embeddings}
-    if m.name == "sasrec":
-        return SASRec(
-            encoded.n_items,
-            embedding_dim=m.embedding_dim,
-            max_len=config.data.max_len,
-            n_layers=m.n_layers,
-            n_heads=m.n_heads,
-            ffn_dim=m.ffn_dim,
-            dropout=m.dropout,
-            layer_norm=m.layer_norm,
-            **shared,
-        )
-    if m.name == "gru4rec":
-        return GRU4Rec(
-            encoded.n_items,
-            embedding_dim=m.embedding_dim,
-            hidden_size=m.hidden_size,
-            n_layers=m.n_layers,
-            dropout=m.dropout,
-            max_len=config.data.max_len,
-            **shared,
-        )
-    common = {
-        "embedding_dim": m.embedding_dim,
-        "hidden": tuple(m.hidden),
-        "activation": m.activation,
-        "dropout": m.dropout,
-        "pooling": m.pooling,
-        "max_len": config.data.max_len,
-        "user_features": encoded.user_features,
-        "feature_dim": m.feature_dim,
-        "recent_items": m.recent_items,
-    }
-    if m.name == "youtube_dnn":
-        return YouTubeDNN(encoded.n_items, **shared, **common)
-    return DSSM(
-        encoded.n_users,
-        encoded.n_items,
-        id_dim=m.id_dim,
+def build_model(config: Config, prepared: Prepared) -> MatchingModel:
+    """The model of ``config.model``, sized for the prepared data."""
+    encoded = prepared.encoded
+    return build_model_from_section(
+        config.model,
+        n_users=encoded.n_users,
+        n_items=encoded.n_items,
+        max_len=config.data.max_len,
+        user_features=encoded.user_features,
         item_features=encoded.item_features,
-        use_user_id=m.use_user_id,
-        **common,
     )
 
 
-def build_negatives(
-    config: Config, n_items: int, train_counts: np.ndarray, *, sequence_batches: bool
-) -> Negatives:
-    """The negatives of ``config.negatives``. Sampled negatives are drawn per sequence when
-    training batches are windows of positions (``sequence_batches``) unless the config says:
-    ``n`` per position would be ``[positions, n, D]`` vectors."""
+def trains_on_windows(config: Config) -> bool:
+    """Whether training batches are windows of positions (sequential models, train.windows)."""
+    return MODELS[config.model.name].sequential or config.train.windows > 0
+
+
+def build_negatives(config: Config, n_items: int, train_counts: np.ndarray) -> Negatives:
+    """The candidate strategy of ``config.negatives``. Sampled negatives are drawn per window
+    when training batches are windows, unless the config says otherwise: ``n`` per position
+    would be ``[positions, n, D]`` vectors."""
     n = config.negatives
     if n.kind == "full":
         return FullNegatives(n_items)
-    logq = n.logq if n.logq is not None else config.train.mode is Mode.LISTWISE
-    in_batch = InBatchNegatives.from_counts(train_counts, logq=logq)
+    in_batch = InBatchNegatives.from_counts(train_counts)
     if n.kind == "in_batch":
         return in_batch
     sampler = CatalogueSampler.build(n.sampler, train_counts, n.alpha)
-    shared = sequence_batches if n.shared is None else n.shared
-    sampled = SampledNegatives(sampler, n.n, shared=shared, logq=logq)
+    shared = trains_on_windows(config) if n.shared is None else n.shared
+    sampled = SampledNegatives(sampler, n.n, shared=shared)
     return sampled if n.kind == "sampled" else MixedNegatives(in_batch, sampled)
+
+
+def build_task(config: Config, model: MatchingModel, prepared: Prepared) -> RetrievalTask:
+    """The retrieval task: similarity, temperature, objective, negatives, log-q, masking."""
+    n, t = config.negatives, config.temperature
+    if n.kind == "full":
+        logq, mask_hits = False, True
+    else:
+        logq = n.logq if n.logq is not None else config.train.mode is Mode.LISTWISE
+        mask_hits = n.mask_hits
+    return RetrievalTask(
+        model.encode_items,
+        negatives=build_negatives(config, prepared.encoded.n_items, prepared.train_counts),
+        similarity=get_similarity(config.similarity.name, normalize=config.similarity.normalize),
+        temperature=Temperature(
+            t.value, learnable=t.learnable, min_value=t.min_value, max_value=t.max_value
+        ),
+        mode=config.train.mode,
+        logq=logq,
+        mask_hits=mask_hits,
+        seed=config.train.seed,
+    )
 
 
 def build_batches(
@@ -161,11 +161,6 @@ def build_batches(
             prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed
         )
     if t.windows:
-        if not hasattr(model, "encode_positions"):
-            raise ConfigError(
-                f"train.windows needs a model that encodes positions (youtube_dnn, sasrec, "
-                f"gru4rec), not {config.model.name}"
-            )
         # As many windows per batch as hold batch_size samples on average (windows are often
         # shorter than train.windows: a user's first window, and users with few ratings), so a
         # step trains as many samples as a per-sample batch of the same batch_size.
@@ -179,15 +174,6 @@ def build_batches(
             seed=t.seed,
         )
     return TrainingBatches(prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed)
-
-
-def build_similarity(config: Config) -> Similarity:
-    return get_similarity(config.similarity.name, normalize=config.similarity.normalize)
-
-
-def build_temperature(config: Config) -> Temperature:
-    t = config.temperature
-    return Temperature(t.value, learnable=t.learnable, min_value=t.min_value, max_value=t.max_value)
 
 
 def evaluators(
@@ -217,183 +203,193 @@ class RunOutcome:
     metrics: dict[str, dict[str, float]]
     popularity: dict[str, float]
     eval_seconds: float
+    run: RunDir | None = None
+
+
+MakeValidator = Callable[[Evaluator, Evaluator], Validator]
 
 
 def train(
     config: Config,
     prepared: Prepared | None = None,
-    validate: Callable[[Evaluator, Evaluator], Any] | None = None,
+    *,
+    run: RunDir | str | Path | None = None,
+    validate: MakeValidator | None = None,
 ) -> RunOutcome:
-    """Train and evaluate one configuration (nothing written to disk).
+    """Train and evaluate one configuration.
 
-    ``validate(valid, test)`` may return the object the trainer validates with each epoch
-    (anything with ``evaluate(model, similarity, device)`` and ``last_seconds``); by default
-    it is the validation evaluator. Benchmarks use it to also record test metrics per epoch.
+    Args:
+        prepared: the prepared data (prepared from ``config.data`` when not given).
+        run: a run directory to checkpoint into after every epoch and to finish with the model,
+            vectors and metrics: a :class:`RunDir` made with :meth:`RunDir.create`, or a path
+            (created; it must not hold anything). None: nothing is written.
+        validate: ``validate(valid, test)`` may return the object the trainer validates with
+            each epoch (anything with ``evaluate(model, similarity, device)`` and
+            ``last_seconds``); by default the validation evaluator. Benchmarks use it to also
+            record test metrics per epoch.
     """
     prepared = prepared or prepare(config.data, progress=config.train.progress)
-    encoded = prepared.encoded
+    if run is not None and not isinstance(run, RunDir):
+        run = RunDir.create(run, config, prepared)
+    return _fit(config, prepared, run, None, validate)
+
+
+def resume(
+    run: RunDir | str | Path,
+    prepared: Prepared | None = None,
+    *,
+    progress: bool | None = None,
+    validate: MakeValidator | None = None,
+) -> RunOutcome:
+    """Continue an unfinished run from its last checkpoint (from the start if no epoch
+    finished). The result is bit-identical to training straight through.
+
+    Raises:
+        RunDirError: the run is finished already, or the data prepared now differ from the
+            data it was trained on.
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    if run.finished:
+        raise RunDirError(f"{run.path}: the run is finished already; there is nothing to resume")
+    config = run.config
+    if progress is not None:
+        config = config.model_copy(
+            update={"train": config.train.model_copy(update={"progress": progress})}
+        )
+    prepared = prepared or prepare(config.data, progress=config.train.progress)
+    check_fingerprint(run, prepared)
+    return _fit(config, prepared, run, run.load_checkpoint(), validate)
+
+
+def check_fingerprint(run: RunDir, prepared: Prepared) -> None:
+    """Refuse data that differ from the data the run was trained on."""
+    then, now = run.data, prepared.summary()
+    if now["fingerprint"] != then["fingerprint"]:
+        raise RunDirError(
+            f"{run.path}: the data prepared now differ from the data the run was trained on "
+            f"(now {now['n_users']:,} users, {now['n_items']:,} items, "
+            f"{now['interactions']:,} interactions; then {then['n_users']:,}, "
+            f"{then['n_items']:,}, {then['interactions']:,}; fingerprint "
+            f"{now['fingerprint'][:12]} != {then['fingerprint'][:12]}): the data set, its "
+            "cache or the config's data section changed"
+        )
+
+
+def _fit(
+    config: Config,
+    prepared: Prepared,
+    run: RunDir | None,
+    state: TrainState | None,
+    validate: MakeValidator | None,
+) -> RunOutcome:
     torch.manual_seed(config.train.seed)
-    model = build_model(config, encoded)
-    similarity = build_similarity(config)
-    temperature = build_temperature(config)
+    model = build_model(config, prepared)
+    task = build_task(config, model, prepared)
     batches = build_batches(config, prepared, model)
-    negatives = build_negatives(
-        config,
-        encoded.n_items,
-        prepared.train_counts,
-        sequence_batches=isinstance(batches, SequenceBatches),
-    )
-    trainer = Trainer(
-        model,
-        objective=get_objective(config.train.mode),
-        negatives=negatives,
-        similarity=similarity,
-        temperature=temperature,
-        settings=TrainSettings(
-            epochs=config.train.epochs,
-            lr=config.train.lr,
-            weight_decay=config.train.weight_decay,
-            clip_norm=config.train.clip_norm,
-            schedule=config.train.schedule,
-            warmup=config.train.warmup,
-            patience=config.train.patience,
-            seed=config.train.seed,
-            device=config.train.device,
-            threads=config.train.threads,
-            progress=config.train.progress,
-        ),
-    )
+    trainer = Trainer(model, task, config.train)
     valid, test = evaluators(config, prepared)
-    result = trainer.fit(batches, validate(valid, test) if validate else valid)
-    test_metrics = test.evaluate(model, similarity, trainer.device)
+    result = trainer.fit(
+        batches,
+        validate(valid, test) if validate else valid,
+        state=state,
+        on_epoch=run.save_checkpoint if run is not None else None,
+    )
+    test_metrics = test.evaluate(model, task.similarity, trainer.device)
     logger.info(
         "test: HR@10 %.4f, NDCG@10 %.4f (%.2f s)",
-        test_metrics["hr@10"],
-        test_metrics["ndcg@10"],
+        test_metrics.get("hr@10", float("nan")),
+        test_metrics.get("ndcg@10", float("nan")),
         test.last_seconds,
     )
-    return RunOutcome(
+    outcome = RunOutcome(
         config=config,
         model=model,
         result=result,
         metrics={"valid": result.best_valid, "test": test_metrics},
         popularity=test.evaluate_popularity(),
         eval_seconds=test.last_seconds,
+        run=run,
     )
+    if run is not None:
+        _finish(run, outcome, prepared, trainer.device)
+    return outcome
 
 
-# --------------------------------------------------------------------------------------------
-# Run directories
-# --------------------------------------------------------------------------------------------
-
-
-def _vectors_table(key: str, raw_ids: np.ndarray, vectors: torch.Tensor) -> pa.Table:
-    array = vectors.detach().cpu().float().numpy()
-    flat = pa.array(array.reshape(-1), type=pa.float32())
-    return pa.table(
-        {key: raw_ids, "vector": pa.FixedSizeListArray.from_arrays(flat, array.shape[1])}
+def _finish(run: RunDir, outcome: RunOutcome, prepared: Prepared, device: torch.device) -> None:
+    """Write the model, the vectors and the metrics into the run, and mark it finished."""
+    config, model, result = outcome.config, outcome.model.eval(), outcome.result
+    encoded, split = prepared.encoded, prepared.split
+    sequences = split.sequences
+    users = np.arange(1, encoded.n_users + 1)
+    # Each user's query at the test point: the history is everything before the test stage.
+    vectors = query_vectors(
+        model, sequences.items, users, sequences.offsets[users], split.valid_end[users],
+        max_len=config.data.max_len, batch_size=config.eval.batch_size, device=device,
+    )  # fmt: skip
+    histories = pa.ListArray.from_arrays(
+        pa.array(sequences.offsets[1:]), pa.array(encoded.item_vocab.decode(sequences.items))
     )
-
-
-def check_run_dir(out: Path) -> None:
-    """Refuse a run directory that already holds something (checked before training)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(
-            f"{out}: the run directory exists and is not empty; pick another --out"
-        )
-
-
-def save_run(outcome: RunOutcome, prepared: Prepared, out: Path, log_text: str = "") -> Path:
-    """Write the run directory atomically: a staging folder renamed into place at the end.
-
-    Contents: ``config.yaml`` (resolved), ``vocab/``, ``model.pt`` (weights + config),
-    ``metrics.json``, ``users.parquet`` (each test user's query vector, history = everything
-    before the test target) and ``items.parquet`` (every item's vector).
-    """
-    out = Path(out)
-    check_run_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
-        config, model, encoded = outcome.config, outcome.model, prepared.encoded
-        (staging / "config.yaml").write_text(config.to_yaml())
-        encoded.save_vocabs(staging / "vocab")
-        torch.save(
+    with torch.no_grad():
+        items = model.encode_items(torch.arange(1, encoded.n_items + 1, device=device))
+    item_columns = {"item": pa.array(encoded.item_vocab.raw)}
+    if prepared.titles is not None:
+        item_columns["title"] = pa.array(prepared.titles[1:].astype(str))
+    item_columns["vector"] = vectors_column(items)
+    metrics = {
+        **outcome.metrics,
+        "popularity": outcome.popularity,
+        "train": {"best_epoch": result.best_epoch, "epochs": epochs_of(result.epochs)},
+    }
+    timed = ("epoch", "seconds", "samples_per_second", "eval_seconds")
+    timing = {
+        "train_seconds": sum(e.seconds for e in result.epochs),
+        "epochs": [{key: getattr(e, key) for key in timed} for e in result.epochs],
+        "test_eval_seconds": outcome.eval_seconds,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    run.finish(
+        model,
+        metrics=metrics,
+        timing=timing,
+        users=pa.table(
             {
-                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                "config": config.model_dump(mode="json"),
-                "n_users": encoded.n_users,
-                "n_items": encoded.n_items,
-            },
-            staging / "model.pt",
-        )
-        summary = {
-            **outcome.metrics,
-            "popularity": outcome.popularity,
-            "train": {
-                "best_epoch": outcome.result.best_epoch,
-                "epochs": [vars(e) for e in outcome.result.epochs],
-                "seconds": outcome.result.train_seconds,
-                "device": config.train.device,
-                "threads": torch.get_num_threads(),
-            },
-        }
-        (staging / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (staging / "train.log").write_text(log_text)
-        _, test = evaluators(config, prepared)
-        device = torch.device(config.train.device)
-        users = test.user_vectors(model.eval(), device)
-        items = test.item_vectors(model, device)
-        raw_users = encoded.user_vocab.decode(test.queries.users)
-        raw_items = encoded.item_vocab.decode(np.arange(1, encoded.n_items + 1))
-        pq.write_table(_vectors_table("user", raw_users, users), staging / "users.parquet")
-        pq.write_table(_vectors_table("item", raw_items, items), staging / "items.parquet")
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
-
-
-def load_run(run_dir: Path) -> tuple[Config, Prepared, MatchingModel]:
-    """Rebuild a saved run: its config, its data (re-prepared, identical) and its model."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.pt").exists():
-        raise ConfigError(f"{run_dir}: not a run directory (no model.pt)")
-    config = load_config(run_dir / "config.yaml")
-    saved = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
-    prepared = prepare(config.data, progress=config.train.progress)
-    if (prepared.encoded.n_users, prepared.encoded.n_items) != (saved["n_users"], saved["n_items"]):
-        raise ConfigError(
-            f"{run_dir}: the data prepared now ({prepared.encoded.n_users} users, "
-            f"{prepared.encoded.n_items} items) differs from the run's "
-            f"({saved['n_users']} users, {saved['n_items']} items)"
-        )
-    model = build_model(config_from_dict(saved["config"]), prepared.encoded)
-    model.load_state_dict(saved["state_dict"])
-    return config, prepared, model.eval()
+                "user": pa.array(encoded.user_vocab.raw),
+                "history": histories,
+                "vector": vectors_column(vectors),
+            }
+        ),
+        items=pa.table(item_columns),
+    )
+    logger.info("run written to %s", run.path)
 
 
 def evaluate_run(
-    run_dir: Path, index: str = "exact", index_options: dict | None = None
+    run_dir: RunDir | str | Path, index: str = "exact", index_options: dict | None = None
 ) -> dict[str, dict[str, float]]:
-    """Re-evaluate a saved run on its validation and test stages, exactly or through an index
-    (see :meth:`Evaluator.evaluate_index` for what an index adds to the metrics)."""
-    from towerkit.index import make_index
+    """Re-evaluate a finished run on its validation and test stages, exactly or through an
+    index (see :meth:`Evaluator.evaluate_index` for what an index adds to the metrics).
 
-    make_index(index, **(index_options or {}))  # bad options fail before the model loads
-    config, prepared, model = load_run(run_dir)
+    The data are prepared anew from the run's config and must match the run's fingerprint.
+    """
+    make_index(index, **(index_options or {}))  # bad options fail before anything loads
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    run.require_finished()
+    config = run.config
+    prepared = prepare(config.data, progress=config.train.progress)
+    check_fingerprint(run, prepared)
+    model = run.load_model()
     eval_config = config.eval.model_copy(
         update={"index": index, "index_options": dict(index_options or {})}
     )
-    config = config.model_copy(update={"eval": eval_config})
-    valid, test = evaluators(config, prepared, index_on_test=True)
-    similarity = build_similarity(config)
+    valid, test = evaluators(
+        config.model_copy(update={"eval": eval_config}), prepared, index_on_test=True
+    )
+    similarity = get_similarity(config.similarity.name, normalize=config.similarity.normalize)
     start = time.perf_counter()
-    metrics = {
+    metrics: dict[str, Any] = {
         "valid": valid.evaluate(model, similarity),
         "test": test.evaluate(model, similarity),
     }
-    logger.info("evaluated %s in %.2f s", run_dir, time.perf_counter() - start)
+    logger.info("evaluated %s in %.2f s", run.path, time.perf_counter() - start)
     return metrics

@@ -6,28 +6,29 @@
     >>> retriever.recommend_history([["Toy Story (1995)", "Heat (1995)"]], k=10)  # a new user
 
 A known user's query vector uses their whole history (every interaction in the data, so the
-recommendation looks past the test item); an unseen user is described by a list of raw item ids,
-oldest first, and gets no profile features.
+recommendation looks past the test item) and their stored side features; an unseen user is
+described by a list of raw item ids, oldest first, and optionally by raw side-feature values.
+
+Everything comes from the run directory alone (:class:`~towerkit.runs.RunDir`): no data set is
+fetched or prepared, so a run copied to another machine recommends the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from towerkit.config import Config
-from towerkit.data.batches import Batch, gather_history
+from towerkit.data.batches import gather_history
 from towerkit.data.vocab import Vocab
 from towerkit.index import Index, make_index
-from towerkit.models.base import MatchingModel
-
-if TYPE_CHECKING:
-    from towerkit.pipeline import Prepared
+from towerkit.runs import RunDir
+from towerkit.similarity import get_similarity
+from towerkit.types import Batch, FeatureTable
 
 
 @dataclass(frozen=True)
@@ -65,42 +66,47 @@ def coerce_raw(vocab: Vocab, values: Sequence[Any]) -> np.ndarray:
 
 
 class Retriever:
-    """A trained model's user tower plus an index over its item vectors.
+    """A trained run's user tower plus an index over its item vectors.
 
     Args:
-        model: the trained model.
-        config: the run's config (similarity, history length).
-        prepared: the run's prepared data (vocabularies, histories, titles).
+        run: a finished run directory (a path or a :class:`RunDir`).
         index: the index kind (see :mod:`towerkit.index`), ``"exact"`` by default.
         **index_options: that index's options.
+
+    Raises:
+        RunDirError: not a run directory, or an unfinished run.
     """
 
-    def __init__(
-        self,
-        model: MatchingModel,
-        config: Config,
-        prepared: Prepared,
-        index: str = "exact",
-        **index_options: Any,
-    ) -> None:
-        from towerkit.pipeline import build_similarity
-
-        self.model, self.config, self.prepared = model.eval(), config, prepared
-        self.encoded = prepared.encoded
-        self.sequences = prepared.split.sequences  # every interaction of every user
-        self.similarity = build_similarity(config)
+    def __init__(self, run: RunDir | str | Path, index: str = "exact", **index_options: Any):
+        self.run = run if isinstance(run, RunDir) else RunDir(run)
+        self.model = self.run.load_model()
+        config = self.run.config
+        self.max_len = config.data.max_len
+        self.user_vocab, self.item_vocab = self.run.user_vocab, self.run.item_vocab
+        self.user_features: FeatureTable = self.run.user_features
+        self.titles = self.run.titles
+        self._items, self._offsets = self.run.histories
+        self.similarity = get_similarity(
+            config.similarity.name, normalize=config.similarity.normalize
+        )
+        n_items = len(self.item_vocab)
         with torch.no_grad():
-            items = model.encode_items(torch.arange(1, self.encoded.n_items + 1))
+            vectors = self.model.encode_items(torch.arange(1, n_items + 1))
         self.index: Index = make_index(index, self.similarity, **index_options)
-        self.index.build(items, ids=np.arange(1, self.encoded.n_items + 1))
+        self.index.build(vectors, ids=np.arange(1, n_items + 1))
 
     @classmethod
     def from_run(cls, run_dir: str | Path, index: str = "exact", **index_options: Any) -> Retriever:
         """Load a run directory written by ``towerkit train``."""
-        from towerkit.pipeline import load_run
+        return cls(run_dir, index, **index_options)
 
-        config, prepared, model = load_run(Path(run_dir))
-        return cls(model, config, prepared, index, **index_options)
+    def history_of(self, user_ids: Sequence[Any]) -> list[np.ndarray]:
+        """Known users' raw item ids, oldest first."""
+        users = self.user_vocab.encode(coerce_raw(self.user_vocab, user_ids))
+        return [
+            self.item_vocab.decode(self._items[self._offsets[u] : self._offsets[u + 1]])
+            for u in users
+        ]
 
     def recommend(
         self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True
@@ -110,24 +116,34 @@ class Retriever:
         Raises:
             KeyError: a user id the model never saw (the message names it).
         """
-        users = self.encoded.user_vocab.encode(coerce_raw(self.encoded.user_vocab, user_ids))
-        starts, ends = self.sequences.offsets[users], self.sequences.offsets[users + 1]
-        history = gather_history(self.sequences.items, starts, ends, self.config.data.max_len)
+        users = self.user_vocab.encode(coerce_raw(self.user_vocab, user_ids))
+        starts, ends = self._offsets[users], self._offsets[users + 1]
+        history = gather_history(self._items, starts, ends, self.max_len)
         exclude = None
         if exclude_seen:
-            exclude = [self.sequences.items[s:e] for s, e in zip(starts, ends, strict=True)]
-        return self._search(users, history, exclude, k)
+            exclude = [self._items[s:e] for s, e in zip(starts, ends, strict=True)]
+        return self._search(users, history, None, exclude, k)
 
     def recommend_history(
-        self, histories: Sequence[Sequence[Any]], k: int = 10, *, exclude_seen: bool = True
+        self,
+        histories: Sequence[Sequence[Any]],
+        k: int = 10,
+        *,
+        features: Sequence[Mapping[str, Any] | None] | None = None,
+        exclude_seen: bool = True,
     ) -> Recommendations:
         """Top-``k`` items for users the model never saw, each given by raw item ids (oldest
         first); the listed items are excluded.
 
+        Args:
+            features: per history, raw user side-feature values (``{"gender": "F", "age":
+                25}``); a feature left out, or a row of None, counts as missing.
+
         Raises:
-            KeyError: an item id the model never saw.
+            KeyError: an item id, a feature name or a categorical feature value the model never
+                saw (the message names it).
         """
-        vocab, max_len = self.encoded.item_vocab, self.config.data.max_len
+        vocab, max_len = self.item_vocab, self.max_len
         encoded = [vocab.encode(coerce_raw(vocab, h)) if len(h) else np.zeros(0, np.int64)
                    for h in histories]  # fmt: skip
         history = np.zeros((len(encoded), max_len), dtype=np.int64)
@@ -135,27 +151,80 @@ class Retriever:
             recent = items[-max_len:]
             if len(recent):
                 history[row, -len(recent) :] = recent
-        users = np.zeros(len(encoded), dtype=np.int64)  # padding user: no profile
-        return self._search(users, history, encoded if exclude_seen else None, k)
+        if features is not None and len(features) != len(encoded):
+            raise ValueError(f"{len(features)} feature rows for {len(encoded)} histories")
+        values = encode_user_features(self.user_features, features or [None] * len(encoded))
+        users = np.zeros(len(encoded), dtype=np.int64)  # the padding user: no stored profile
+        return self._search(users, history, values, encoded if exclude_seen else None, k)
 
     @torch.no_grad()
-    def _search(self, users, history, exclude, k: int) -> Recommendations:
+    def _search(self, users, history, features, exclude, k: int) -> Recommendations:
         users = torch.from_numpy(np.asarray(users, dtype=np.int64))
         history = torch.from_numpy(history)
-        no_targets = torch.zeros_like(users)  # the user tower never reads targets
-        queries = torch.cat([
-            self.model.encode_users(Batch(users[b : b + 1024], history[b : b + 1024],
-                                          no_targets[b : b + 1024]))
-            for b in range(0, len(users), 1024)
-        ])  # fmt: skip
-        ids, scores = self.index.search(queries, k, exclude)
+        queries = []
+        for b in range(0, len(users), 1024):
+            rows = slice(b, b + 1024)
+            part = None if features is None else {n: v[rows] for n, v in features.items()}
+            batch = Batch(users[rows], history[rows], torch.zeros_like(users[rows]), part)
+            queries.append(self.model.encode_users(batch))  # the tower never reads targets
+        ids, scores = self.index.search(torch.cat(queries), k, exclude)
         valid = ids > 0
         raw = np.full(ids.shape, None, dtype=object)
-        raw[valid] = self.encoded.item_vocab.decode(ids[valid])
+        raw[valid] = self.item_vocab.decode(ids[valid])
         titles = None
-        if self.prepared.titles is not None:
-            titles = np.where(valid, self.prepared.titles[np.maximum(ids, 0)], None)
+        if self.titles is not None:
+            titles = np.where(valid, self.titles[np.maximum(ids, 0)], None)
         return Recommendations(items=raw, scores=scores, titles=titles)
+
+
+def encode_user_features(
+    table: FeatureTable, rows: Sequence[Mapping[str, Any] | None]
+) -> dict[str, torch.Tensor] | None:
+    """Raw side-feature values of new users -> the encoded values a user tower takes.
+
+    Categorical and multi-valued values go through the feature's vocabulary; numbers stay
+    numbers. A missing feature is 0 (missing), as for a known user without a side row.
+
+    Raises:
+        KeyError: a feature the run does not have, or a value its vocabulary never saw.
+    """
+    if not table.values:
+        given = sorted({name for row in rows if row for name in row})
+        if given:
+            raise KeyError(f"the model uses no user features; got {', '.join(given)}")
+        return None
+    unknown = sorted({name for row in rows if row for name in row} - set(table.values))
+    if unknown:
+        raise KeyError(
+            f"unknown user feature(s) {', '.join(unknown)}; the model uses: "
+            f"{', '.join(table.values)}"
+        )
+    out = {}
+    for name, kind in table.kinds.items():
+        column = [None if row is None else row.get(name) for row in rows]
+        if kind == "numeric":
+            out[name] = torch.tensor([0.0 if v is None else float(v) for v in column])
+            continue
+        vocab = table.vocabs[name]
+        if kind == "categorical":
+            codes = [0 if v is None else _code(vocab, name, v) for v in column]
+            out[name] = torch.tensor(codes, dtype=torch.long)
+            continue
+        lists = [[] if v is None else [_code(vocab, name, x) for x in v] for v in column]
+        width = max([table.values[name].shape[1], *map(len, lists)])
+        codes = np.zeros((len(lists), width), dtype=np.int64)
+        for row, values in enumerate(lists):
+            codes[row, : len(values)] = values
+        out[name] = torch.from_numpy(codes)
+    return out
+
+
+def _code(vocab: Vocab, name: str, value: Any) -> int:
+    raw = coerce_raw(vocab, [value]) if np.issubdtype(vocab.raw.dtype, np.integer) else [value]
+    if raw[0] not in vocab:
+        shown = ", ".join(map(str, vocab.raw[:10])) + (", ..." if len(vocab) > 10 else "")
+        raise KeyError(f"unknown value {value!r} of user feature {name!r}; known: {shown}")
+    return int(vocab.encode(raw)[0])
 
 
 def parse_id_list(vocab: Vocab, text: str) -> list[Any]:

@@ -1,9 +1,16 @@
-"""One Trainer for every model, mode and negative strategy.
+"""One Trainer for every model, mode and negative strategy, with checkpoints and resume.
 
-The loop reads top to bottom: encode the batch's users, let the negative strategy produce
-``(pos, neg, mask)`` logits, apply the objective chosen at construction, step AdamW. After each
-epoch the validation stage is ranked over the full catalogue; training stops early when
-validation NDCG@10 has not improved for ``patience`` epochs, and the best weights are restored.
+The loop reads top to bottom: each batch turns itself into (query vectors, positive ids)
+through the model, the retrieval task turns those into one loss, AdamW steps. After each epoch
+the validation stage is ranked over the full catalogue; training stops early when the monitored
+validation metric has not improved for ``patience`` epochs, and the best weights are restored.
+
+After every epoch the trainer hands a :class:`TrainState` to a callback (a run directory writes
+it as its checkpoint). A state holds everything the next epoch depends on: weights, optimiser
+and scheduler, the epoch, the best metric and best weights, early-stopping state and every random
+source (torch's, the negative sampler's, numpy's and Python's; the batch order is a function of
+the seed and the epoch). Training resumed from a state gives bit-identical results to training
+straight through.
 """
 
 from __future__ import annotations
@@ -11,54 +18,48 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from towerkit.data.batches import SequenceBatch, SequenceBatches, TrainingBatches
-from towerkit.evaluation import Evaluator
+from towerkit.config import TrainConfig
+from towerkit.errors import TowerkitError
 from towerkit.models.base import MatchingModel
-from towerkit.negatives import FullNegatives, Negatives
-from towerkit.objectives import Objective, listwise
-from towerkit.similarity import Similarity, Temperature
+from towerkit.similarity import Similarity
+from towerkit.task import RetrievalTask
+from towerkit.types import Batch, SequenceBatch
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """How to train.
+class TrainingError(TowerkitError):
+    """Training cannot go on (a non-finite loss, a state that does not fit the run)."""
 
-    Attributes:
-        epochs: the most epochs to run.
-        lr, weight_decay: AdamW's.
-        clip_norm: gradient-norm clipping (0 turns it off).
-        schedule: ``"constant"``, ``"cosine"`` (decay to 0) or ``"linear"`` (decay to 0), each
-            after ``warmup`` steps of linear warm-up.
-        patience: epochs without a better validation NDCG@10 before stopping (0: never stop
-            early; the best epoch's weights are still restored).
-        monitor: the validation metric that picks the best epoch.
-        seed: seeds torch (dropout, initialisation) and the negative sampler.
-        device: ``"cpu"``, ``"cuda"``, ...
-        threads: torch's intra-op threads (0 leaves torch's default). On a small shared
-            machine, more threads than free cores can make an epoch many times slower.
-        progress: show a progress bar per epoch.
-    """
 
-    epochs: int = 10
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0
-    schedule: str = "constant"
-    warmup: int = 0
-    patience: int = 3
-    monitor: str = "ndcg@10"
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0
-    progress: bool = True
+class Batches(Protocol):
+    """What the trainer iterates: ``TrainingBatches`` or ``SequenceBatches``."""
+
+    n_samples: int
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int) -> Iterator[Batch | SequenceBatch]: ...
+
+
+class Validator(Protocol):
+    """What the trainer validates with: an :class:`~towerkit.evaluation.Evaluator`."""
+
+    last_seconds: float
+
+    def evaluate(
+        self, model: MatchingModel, similarity: Similarity, device: torch.device
+    ) -> dict[str, float]: ...
 
 
 @dataclass
@@ -87,7 +88,41 @@ class TrainResult:
         return sum(e.samples_per_second for e in self.epochs) / max(len(self.epochs), 1)
 
 
-def _lr_lambda(schedule: str, warmup: int, total: int):
+@dataclass
+class TrainState:
+    """Everything needed to continue training after ``epoch`` finished epochs.
+
+    :meth:`to_dict` holds tensors and plain Python values only, so it loads with
+    ``torch.load(..., weights_only=True)``.
+    """
+
+    epoch: int
+    model: dict[str, torch.Tensor]
+    task: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    logs: list[EpochLog]
+    best_score: float
+    best_epoch: int
+    best_valid: dict[str, float]
+    best_weights: dict[str, dict[str, torch.Tensor]] | None
+    stale: int
+    stopped: bool
+    rng: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {key: getattr(self, key) for key in self.__dataclass_fields__}
+        out["logs"] = [asdict(log) for log in self.logs]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        data = dict(data)
+        data["logs"] = [EpochLog(**log) for log in data["logs"]]
+        return cls(**data)
+
+
+def _lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
     if schedule not in ("constant", "cosine", "linear"):
         raise ValueError(f"unknown schedule {schedule!r}; use constant, cosine or linear")
 
@@ -104,151 +139,217 @@ def _lr_lambda(schedule: str, warmup: int, total: int):
     return factor
 
 
+def _rng_state(task: RetrievalTask) -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "negatives": task.generator.get_state(),
+        "numpy": [
+            numpy_state[0],
+            torch.from_numpy(numpy_state[1].astype(np.int64)),
+            *numpy_state[2:],
+        ],
+        "python": list(random.getstate()),
+    }
+
+
+def _set_rng_state(task: RetrievalTask, state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    task.generator.set_state(state["negatives"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
 class Trainer:
-    """Trains a :class:`MatchingModel` with one objective and one negative strategy.
+    """Trains a :class:`MatchingModel` with one :class:`~towerkit.task.RetrievalTask`.
 
     Args:
-        model: the model (its parameters and the temperature's are optimised).
-        objective: a loss from :mod:`towerkit.objectives` (picked once).
-        negatives: a strategy from :mod:`towerkit.negatives`.
-        similarity: how vectors are scored.
-        temperature: divides scores before the loss.
-        settings: see :class:`TrainSettings`.
+        model: the model (its parameters and the task's learnable temperature are optimised).
+        task: turns (queries, positives) into the loss; built once for the run.
+        config: the ``train`` section of a config (epochs, optimiser, schedule, early stopping,
+            monitor, seed, device, threads, progress).
+
+    Example:
+        >>> trainer = Trainer(model, task, config.train)
+        >>> result = trainer.fit(batches, validator, on_epoch=run_dir.save_checkpoint)
     """
 
     def __init__(
-        self,
-        model: MatchingModel,
-        *,
-        objective: Objective,
-        negatives: Negatives,
-        similarity: Similarity,
-        temperature: Temperature,
-        settings: TrainSettings | None = None,
+        self, model: MatchingModel, task: RetrievalTask, config: TrainConfig | None = None
     ) -> None:
-        self.settings = settings or TrainSettings()
-        self.device = torch.device(self.settings.device)
+        self.config = config or TrainConfig()
+        self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
-        self.temperature = temperature.to(self.device)
-        self.objective, self.negatives, self.similarity = objective, negatives, similarity
-        # List-wise over the full catalogue is one fused cross-entropy (chosen once, here).
-        self.fused_softmax = isinstance(negatives, FullNegatives) and objective is listwise
+        self.task = task.to(self.device)
 
-    def step_loss(self, batch, generator: torch.Generator | None = None) -> torch.Tensor:
+    def step_loss(self, batch: Batch | SequenceBatch) -> torch.Tensor:
         """The loss of one batch (the whole forward pass, no optimiser step)."""
-        if isinstance(batch, SequenceBatch):
-            # Every real position of every window is a query: one pass, many (query, positive).
-            layout = batch.targets > 0  # (W, L)
-            queries = self.model.encode_positions(batch)[layout]  # (Q, D)
-            positives = batch.targets[layout]  # (Q,)
-        else:
-            queries = self.model.encode_users(batch)  # (B, D)
-            positives, layout = batch.targets, None
-        if self.fused_softmax:
-            return self.negatives.softmax_loss(
-                queries, positives, self.model.encode_items, self.similarity, self.temperature
-            )
-        pos, neg, mask = self.negatives.logits(
-            queries,
-            positives,
-            self.model.encode_items,
-            self.similarity,
-            self.temperature,
-            generator,
-            layout,
-        )
-        # The strategy has already divided by the temperature (and applied log-q).
-        return self.objective(pos, neg, mask=mask)
+        queries, positives, layout = batch.training_pairs(self.model)
+        return self.task.loss(queries, positives, layout)
 
     def fit(
-        self, batches: TrainingBatches | SequenceBatches, evaluator: Evaluator | None = None
+        self,
+        batches: Batches,
+        validator: Validator | None = None,
+        *,
+        state: TrainState | None = None,
+        on_epoch: Callable[[TrainState], None] | None = None,
     ) -> TrainResult:
-        """Train for up to ``settings.epochs`` epochs; keep the best validation weights."""
-        s = self.settings
-        if s.threads:
-            torch.set_num_threads(s.threads)
-        torch.manual_seed(s.seed)
-        generator = torch.Generator().manual_seed(s.seed)
+        """Train for up to ``config.epochs`` epochs; keep the best validation weights.
+
+        Args:
+            batches: the training batches (a fresh epoch order each epoch).
+            validator: ranks the validation stage after every epoch; without one the best
+                epoch is the one of the lowest training loss.
+            state: continue from this state (see :meth:`TrainState`) instead of starting.
+            on_epoch: called with the state after every finished epoch (checkpointing).
+
+        Raises:
+            TrainingError: the loss became NaN or infinite (the message names the epoch and
+                step); the state of the last finished epoch is what ``on_epoch`` last received.
+        """
+        c = self.config
+        if c.threads:
+            torch.set_num_threads(c.threads)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        params += [p for p in self.temperature.parameters() if p.requires_grad]
+        params += [p for p in self.task.parameters() if p.requires_grad]
         # The fused kernel updates every parameter in one pass; the default runs a dozen small
         # ops per tensor, a tenth of a step for small models (benchmarks/rechub_throughput.py).
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
         optimizer = torch.optim.AdamW(
-            params, lr=s.lr, weight_decay=s.weight_decay, fused=fused or None
+            params, lr=c.lr, weight_decay=c.weight_decay, fused=fused or None
         )
-        total = s.epochs * len(batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _lr_lambda(s.schedule, s.warmup, total)
+            optimizer, _lr_lambda(c.schedule, c.warmup, c.epochs * len(batches))
         )
-        logs: list[EpochLog] = []
-        best_score, best_epoch, best_valid = -math.inf, -1, {}
-        best_state = None
-        stale = 0
+        if state is None:
+            torch.manual_seed(c.seed)
+            self.task.generator.manual_seed(c.seed)
+            state = TrainState(
+                epoch=0, model={}, task={}, optimizer={}, scheduler={}, logs=[],
+                best_score=-math.inf, best_epoch=-1, best_valid={}, best_weights=None,
+                stale=0, stopped=False, rng={},
+            )  # fmt: skip
+        else:
+            self._restore(state, optimizer, scheduler)
         start = time.perf_counter()
-        for epoch in range(s.epochs):
-            self.model.train()
-            t0 = time.perf_counter()
-            total_loss, steps = 0.0, 0
-            bar = tqdm(
-                batches.epoch(epoch),
-                total=len(batches),
-                desc=f"epoch {epoch + 1}/{s.epochs}",
-                disable=not s.progress,
-                leave=False,
-            )
-            for batch in bar:
-                batch = batch.to(self.device)
-                loss = self.step_loss(batch, generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if s.clip_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, s.clip_norm)
-                optimizer.step()
-                scheduler.step()
-                total_loss += float(loss.detach())
-                steps += 1
-                if steps % 50 == 0:
-                    bar.set_postfix(loss=f"{total_loss / steps:.4f}")
-            seconds = time.perf_counter() - t0
-            log = EpochLog(
-                epoch=epoch + 1,
-                loss=total_loss / max(steps, 1),
-                seconds=seconds,
-                samples_per_second=batches.n_samples / seconds,
-            )
-            if evaluator is not None:
-                log.valid = evaluator.evaluate(self.model, self.similarity, self.device)
-                log.eval_seconds = evaluator.last_seconds
-            logs.append(log)
-            logger.info(
-                "epoch %d: loss %.4f, valid HR@10 %.4f, NDCG@10 %.4f, %.1f s (%.0f samples/s), "
-                "temperature %.4g%s",
-                log.epoch,
-                log.loss,
-                log.valid.get("hr@10", float("nan")),
-                log.valid.get("ndcg@10", float("nan")),
-                seconds,
-                log.samples_per_second,
-                self.temperature.value,
-                (
-                    f", index recall@10 {log.valid['index_recall@10']:.4f}"
-                    if "index_recall@10" in log.valid
-                    else ""
-                ),
-            )
-            score = log.valid.get(s.monitor, -log.loss)
-            if score > best_score:
-                best_score, best_epoch, best_valid, stale = score, epoch + 1, log.valid, 0
-                best_state = copy.deepcopy(
-                    {"model": self.model.state_dict(), "temp": self.temperature.state_dict()}
+        epoch = state.epoch
+        while epoch < c.epochs and not state.stopped:
+            log = self._train_epoch(batches, epoch, optimizer, scheduler, params)
+            if validator is not None:
+                log.valid = validator.evaluate(self.model, self.task.similarity, self.device)
+                log.eval_seconds = validator.last_seconds
+            epoch += 1
+            self._log(log)
+            self._update(state, log)
+            state.epoch = epoch
+            if on_epoch is not None:
+                on_epoch(self._snapshot(state, optimizer, scheduler))
+        if state.best_weights is not None:
+            self.model.load_state_dict(state.best_weights["model"])
+            self.task.load_state_dict(state.best_weights["task"])
+        return TrainResult(
+            state.logs, state.best_epoch, state.best_valid, time.perf_counter() - start
+        )
+
+    def _train_epoch(self, batches, epoch, optimizer, scheduler, params) -> EpochLog:
+        c = self.config
+        self.model.train()
+        t0 = time.perf_counter()
+        total_loss, steps = 0.0, 0
+        bar = tqdm(
+            batches.epoch(epoch),
+            total=len(batches),
+            desc=f"epoch {epoch + 1}/{c.epochs}",
+            disable=not c.progress,
+            leave=False,
+        )
+        for batch in bar:
+            loss = self.step_loss(batch.to(self.device))
+            if not torch.isfinite(loss):
+                value = float(loss.detach())
+                raise TrainingError(
+                    f"the training loss is {value} at epoch {epoch + 1}, step {steps + 1}; "
+                    "lower train.lr or raise temperature.value"
                 )
-            else:
-                stale += 1
-                if s.patience and stale >= s.patience:
-                    logger.info("early stop: no better %s for %d epochs", s.monitor, stale)
-                    break
-        if best_state is not None:
-            self.model.load_state_dict(best_state["model"])
-            self.temperature.load_state_dict(best_state["temp"])
-        return TrainResult(logs, best_epoch, best_valid, time.perf_counter() - start)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, c.clip_norm)
+            optimizer.step()
+            scheduler.step()
+            total_loss += float(loss.detach())
+            steps += 1
+            if steps % 50 == 0:
+                bar.set_postfix(loss=f"{total_loss / steps:.4f}")
+        seconds = time.perf_counter() - t0
+        return EpochLog(
+            epoch=epoch + 1,
+            loss=total_loss / max(steps, 1),
+            seconds=seconds,
+            samples_per_second=batches.n_samples / seconds,
+        )
+
+    def _log(self, log: EpochLog) -> None:
+        recall = log.valid.get("index_recall@10")
+        logger.info(
+            "epoch %d: loss %.4f, valid HR@10 %.4f, NDCG@10 %.4f, %.1f s (%.0f samples/s), "
+            "temperature %.4g%s",
+            log.epoch,
+            log.loss,
+            log.valid.get("hr@10", float("nan")),
+            log.valid.get("ndcg@10", float("nan")),
+            log.seconds,
+            log.samples_per_second,
+            self.task.temperature.value,
+            f", index recall@10 {recall:.4f}" if recall is not None else "",
+        )
+
+    def _update(self, state: TrainState, log: EpochLog) -> None:
+        """Record an epoch: best weights, early stopping."""
+        c = self.config
+        state.logs.append(log)
+        score = log.valid.get(c.monitor, -log.loss)
+        if score > state.best_score:
+            state.best_score, state.best_epoch, state.best_valid = score, log.epoch, log.valid
+            state.stale = 0
+            state.best_weights = copy.deepcopy(
+                {"model": self.model.state_dict(), "task": self.task.state_dict()}
+            )
+        else:
+            state.stale += 1
+            if c.patience and state.stale >= c.patience:
+                logger.info("early stop: no better %s for %d epochs", c.monitor, state.stale)
+                state.stopped = True
+
+    def _snapshot(self, state: TrainState, optimizer, scheduler) -> TrainState:
+        """A copy of the state now, detached from the live model and optimiser."""
+        live = {
+            "model": self.model.state_dict(),
+            "task": self.task.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
+        return TrainState(**{**vars(state), **copy.deepcopy(live), "rng": _rng_state(self.task),
+                             "logs": list(state.logs)})  # fmt: skip
+
+    def _restore(self, state: TrainState, optimizer, scheduler) -> None:
+        try:
+            self.model.load_state_dict(state.model)
+            self.task.load_state_dict(state.task)
+            optimizer.load_state_dict(state.optimizer)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise TrainingError(f"the checkpoint does not fit this model ({err})") from None
+        scheduler.load_state_dict(state.scheduler)
+        _set_rng_state(self.task, state.rng)
+        logger.info("resuming after epoch %d", state.epoch)
+
+
+def epochs_of(logs: Iterable[EpochLog]) -> list[dict[str, Any]]:
+    """Per-epoch loss and validation metrics (what ``metrics.json`` keeps of each epoch)."""
+    return [{"epoch": log.epoch, "loss": log.loss, "valid": log.valid} for log in logs]

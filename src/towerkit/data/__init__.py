@@ -6,19 +6,19 @@ data commands (``towerkit data ...``) stay fast.
 
 from typing import TYPE_CHECKING, Any
 
-from towerkit.data.encoding import EncodedInteractions, FeatureTable, encode, encode_features
+from towerkit.data.encoding import EncodedInteractions, encode, encode_features
 from towerkit.data.interactions import Interactions
+from towerkit.data.prepared import Prepared
 from towerkit.data.readers import (
     parse_timestamps,
-    read_atomic,
     read_delimited,
     read_interactions,
-    read_movielens_dat,
     read_side_table,
 )
-from towerkit.data.sequences import Sequences
+from towerkit.data.sequences import Sequences, item_counts
 from towerkit.data.split import Split, Targets, leave_one_out, temporal_split
 from towerkit.data.vocab import Vocab
+from towerkit.types import FeatureTable
 
 if TYPE_CHECKING:
     from towerkit.data.batches import (
@@ -45,6 +45,7 @@ __all__ = [
     "EncodedInteractions",
     "FeatureTable",
     "Interactions",
+    "Prepared",
     "SequenceBatch",
     "SequenceBatches",
     "Sequences",
@@ -55,12 +56,11 @@ __all__ = [
     "encode",
     "encode_features",
     "gather_history",
+    "item_counts",
     "leave_one_out",
     "parse_timestamps",
-    "read_atomic",
     "read_delimited",
     "read_interactions",
-    "read_movielens_dat",
     "read_side_table",
     "temporal_split",
 ]

@@ -1,0 +1,325 @@
+"""A run directory: everything needed to use a trained model, and to resume its training.
+
+::
+
+    RUN/
+      run.json          status (training | finished), towerkit version, times
+      config.yaml       the resolved config
+      data.json         fingerprint and sizes of the prepared data it was trained on
+      vocab/            raw id <-> id of users, items and side-feature values (Parquet)
+      features/         the encoded user and item side features the towers look up (Parquet)
+      checkpoint.pt     after every epoch: weights, optimiser, scheduler, RNGs, best weights
+      model.pt          the best weights (when finished)
+      metrics.json      validation and test metrics, popularity baseline, per-epoch log
+      timing.json       seconds per epoch and samples/s (kept apart: metrics are reproducible)
+      items.parquet     item, title (when known), vector
+      users.parquet     user, history (raw item ids, oldest first), vector (the test query)
+      train.log         the log of `towerkit train`
+
+Loading a run (:meth:`RunDir.load_model`, vocabularies, histories, titles) reads only this
+directory: no data set is fetched or prepared, so a run copied to another machine recommends.
+Every file is written to a temporary name and renamed into place, and ``run.json`` says
+``finished`` only once everything else is written: an interrupted run is never mistaken for a
+finished one, and never holds a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from towerkit import __version__
+from towerkit.config import Config, load_config
+from towerkit.data.prepared import Prepared
+from towerkit.data.vocab import Vocab
+from towerkit.errors import TowerkitError
+from towerkit.models import MatchingModel, build_model
+from towerkit.training import TrainState
+from towerkit.types import FeatureTable
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
+DATA_FILE = "data.json"
+VOCAB_DIR = "vocab"
+FEATURES_DIR = "features"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+TIMING_FILE = "timing.json"
+ITEMS_FILE = "items.parquet"
+USERS_FILE = "users.parquet"
+LOG_FILE = "train.log"
+
+
+class RunDirError(TowerkitError, ValueError):
+    """A directory that is not a usable run (missing, unfinished, or not a run at all)."""
+
+
+def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def vectors_column(vectors: torch.Tensor | np.ndarray) -> pa.Array:
+    """``[N, D]`` vectors as a fixed-size-list float32 column."""
+    if isinstance(vectors, torch.Tensor):
+        vectors = vectors.detach().cpu().float().numpy()
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), array.shape[1])
+
+
+def _save_features(table: FeatureTable, path: Path) -> None:
+    columns, kinds = {}, {}
+    for name, values in table.values.items():
+        kinds[name] = table.kinds[name]
+        if values.ndim == 2:  # multi-valued: [n + 1, W] codes
+            columns[name] = pa.FixedSizeListArray.from_arrays(
+                pa.array(values.reshape(-1)), values.shape[1]
+            )
+        else:
+            columns[name] = pa.array(values)
+    arrow = pa.table(columns) if columns else pa.table({"_": pa.array([], pa.int8())})
+    arrow = arrow.replace_schema_metadata({"towerkit.kinds": json.dumps(kinds)})
+    pq.write_table(arrow, path)
+
+
+def _load_features(path: Path, vocab_dir: Path, prefix: str) -> FeatureTable:
+    arrow = pq.read_table(path)
+    kinds = json.loads(arrow.schema.metadata[b"towerkit.kinds"])
+    table = FeatureTable()
+    for name, kind in kinds.items():
+        column = arrow.column(name).combine_chunks()
+        if kind == "multi":
+            width = column.type.list_size
+            values = column.flatten().to_numpy().reshape(len(column), width).copy()
+        else:
+            values = column.to_numpy().copy()  # writable: the towers turn it into a buffer
+        table.values[name] = values
+        table.kinds[name] = kind
+        vocab_file = vocab_dir / f"{prefix}.{name}.parquet"
+        if vocab_file.exists():
+            table.vocabs[name] = Vocab.load(vocab_file)
+    return table
+
+
+class RunDir:
+    """An existing run directory (see the module docstring).
+
+    Args:
+        path: the directory written by :meth:`create` (``towerkit train``).
+
+    Raises:
+        RunDirError: the directory is missing or is not a run directory.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / RUN_FILE).is_file():
+            what = "does not exist" if not self.path.exists() else f"no {RUN_FILE}"
+            raise RunDirError(f"{self.path}: not a run directory ({what})")
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r}, status={self.status!r})"
+
+    # -- creating and training ----------------------------------------------------------------
+
+    @staticmethod
+    def check_new(path: str | Path) -> Path:
+        """Refuse a path that exists and is not an empty directory (checked before training)."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunDirError(f"{path}: the run directory exists and is not empty; pick another")
+        return path
+
+    @classmethod
+    def create(cls, path: str | Path, config: Config, prepared: Prepared) -> RunDir:
+        """Start a run: its config, the prepared data's vocabularies, side features and
+        fingerprint, status ``training``. Written to a staging folder and renamed into place."""
+        path = cls.check_new(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+        try:
+            encoded = prepared.encoded
+            (staging / CONFIG_FILE).write_text(config.to_yaml())
+            data = {"dataset": config.data.dataset, **prepared.summary()}
+            (staging / DATA_FILE).write_text(json.dumps(data, indent=2) + "\n")
+            encoded.save_vocabs(staging / VOCAB_DIR)
+            (staging / FEATURES_DIR).mkdir()
+            _save_features(encoded.user_features, staging / FEATURES_DIR / "user.parquet")
+            _save_features(encoded.item_features, staging / FEATURES_DIR / "item.parquet")
+            (staging / RUN_FILE).write_text(json.dumps(cls._status("training"), indent=2) + "\n")
+            if path.exists():
+                path.rmdir()  # empty (checked above)
+            staging.rename(path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cls(path)
+
+    @staticmethod
+    def _status(status: str, **extra: Any) -> dict[str, Any]:
+        return {"status": status, "towerkit": __version__, "time": time.time(), **extra}
+
+    def save_checkpoint(self, state: TrainState) -> None:
+        """Write the training state after an epoch (atomically: the old one stays whole until
+        the new one is complete)."""
+        _atomic_write(self.path / CHECKPOINT_FILE, lambda tmp: torch.save(state.to_dict(), tmp))
+
+    def load_checkpoint(self) -> TrainState | None:
+        """The last checkpoint, or None when no epoch finished."""
+        path = self.path / CHECKPOINT_FILE
+        if not path.exists():
+            return None
+        return TrainState.from_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+    def finish(
+        self,
+        model: MatchingModel,
+        *,
+        metrics: dict[str, Any],
+        timing: dict[str, Any],
+        users: pa.Table,
+        items: pa.Table,
+    ) -> None:
+        """Write the trained model and its outputs, then mark the run finished."""
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        _atomic_write(self.path / MODEL_FILE, lambda tmp: torch.save({"state_dict": state}, tmp))
+        _write_table(self.path / USERS_FILE, users)
+        _write_table(self.path / ITEMS_FILE, items)
+        _write_json(self.path / METRICS_FILE, metrics)
+        _write_json(self.path / TIMING_FILE, timing)
+        _write_json(self.path / RUN_FILE, self._status("finished"))
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """``"training"`` (unfinished: resumable) or ``"finished"``."""
+        return json.loads((self.path / RUN_FILE).read_text())["status"]
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs in the last checkpoint (0 when none finished)."""
+        state = self.load_checkpoint()
+        return 0 if state is None else state.epoch
+
+    def require_finished(self) -> None:
+        """Raise, with the command that resumes it, when the run is unfinished."""
+        if not self.finished:
+            epochs = self.config.train.epochs
+            raise RunDirError(
+                f"{self.path}: the run is unfinished ({self.epochs_done} of {epochs} epochs "
+                f"trained); resume it with: towerkit train --resume {self.path}"
+            )
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.path / CONFIG_FILE)
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        """The fingerprint and sizes of the data the run was trained on."""
+        return json.loads((self.path / DATA_FILE).read_text())
+
+    @cached_property
+    def metrics(self) -> dict[str, Any]:
+        self.require_finished()
+        return json.loads((self.path / METRICS_FILE).read_text())
+
+    @cached_property
+    def user_vocab(self) -> Vocab:
+        return Vocab.load(self.path / VOCAB_DIR / "user.parquet")
+
+    @cached_property
+    def item_vocab(self) -> Vocab:
+        return Vocab.load(self.path / VOCAB_DIR / "item.parquet")
+
+    @cached_property
+    def user_features(self) -> FeatureTable:
+        return _load_features(self.path / FEATURES_DIR / "user.parquet", self._vocabs, "user")
+
+    @cached_property
+    def item_features(self) -> FeatureTable:
+        return _load_features(self.path / FEATURES_DIR / "item.parquet", self._vocabs, "item")
+
+    @property
+    def _vocabs(self) -> Path:
+        return self.path / VOCAB_DIR
+
+    def build_model(self) -> MatchingModel:
+        """The run's model with freshly initialised weights (global RNG left untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            return build_model(
+                self.config.model,
+                n_users=len(self.user_vocab),
+                n_items=len(self.item_vocab),
+                max_len=self.config.data.max_len,
+                user_features=self.user_features,
+                item_features=self.item_features,
+            )
+
+    def load_model(self) -> MatchingModel:
+        """The trained model, in eval mode, on the CPU (the run must be finished)."""
+        self.require_finished()
+        model = self.build_model()
+        saved = torch.load(self.path / MODEL_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        return model.eval()
+
+    @cached_property
+    def titles(self) -> np.ndarray | None:
+        """Titles by item id (index 0 is padding), or None when the data set has none."""
+        self.require_finished()
+        table = pq.read_table(self.path / ITEMS_FILE)
+        if "title" not in table.column_names:
+            return None
+        return np.concatenate([[""], table.column("title").to_numpy(zero_copy_only=False)])
+
+    @cached_property
+    def histories(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every known user's items, oldest first, as CSR over encoded ids: user ``u``'s items
+        are ``items[offsets[u]:offsets[u + 1]]`` (user 0, padding, has none)."""
+        self.require_finished()
+        table = pq.read_table(self.path / USERS_FILE, columns=["user", "history"])
+        users = self.user_vocab.encode(table.column("user").to_numpy(zero_copy_only=False))
+        if not np.array_equal(users, np.arange(1, len(self.user_vocab) + 1)):
+            raise RunDirError(f"{self.path / USERS_FILE}: users are not one row each, in id order")
+        lists = table.column("history").combine_chunks()
+        items = self.item_vocab.encode(lists.flatten().to_numpy(zero_copy_only=False))
+        offsets = lists.offsets.to_numpy().astype(np.int64)
+        offsets = np.concatenate([[0], offsets - offsets[0]])
+        return items, offsets
