@@ -144,7 +144,6 @@ def wait_for(predicate, timeout: float = 120.0) -> None:
 def straight_run(tmp_path_factory):
     """An offline home and a 3-epoch run trained straight through in it."""
     from conftest import synthetic_ml100k
-
     from towerkit.datasets import cache
 
     root = tmp_path_factory.mktemp("straight")
