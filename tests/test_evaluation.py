@@ -124,6 +124,12 @@ def test_popularity_baseline_by_hand():
     assert test["hr@1"] == 1.0
 
 
+def random_vectors(enc, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ``[n_users, 8]`` user and ``[n_items, 8]`` item vectors."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(enc.n_users, 8, generator=g), torch.randn(enc.n_items, 8, generator=g)
+
+
 def random_split(n_users=80, n_items=40, seed=0):
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({
@@ -137,11 +143,7 @@ def random_split(n_users=80, n_items=40, seed=0):
 
 def test_evaluate_index_matches_exact_ranking_and_reports_its_recall():
     enc, split = random_split()
-    g = torch.Generator().manual_seed(0)
-    users, items = (
-        torch.randn(enc.n_users, 8, generator=g),
-        torch.randn(enc.n_items, 8, generator=g),
-    )
+    users, items = random_vectors(enc, seed=0)
     evaluator = Evaluator(split, "test", enc.n_items, ks=(5, 10))
     exact = evaluator.evaluate_vectors(users, items, Cosine())
     through_flat = evaluator.evaluate_index(users, items, Cosine(), "faiss-flat")
@@ -156,11 +158,7 @@ def test_evaluate_index_matches_exact_ranking_and_reports_its_recall():
 
 def test_an_evaluator_built_with_an_index_ranks_through_it():
     enc, split = random_split()
-    g = torch.Generator().manual_seed(1)
-    users, items = (
-        torch.randn(enc.n_users, 8, generator=g),
-        torch.randn(enc.n_items, 8, generator=g),
-    )
+    users, items = random_vectors(enc, seed=1)
     coarse = Evaluator(split, "valid", enc.n_items, index="annoy",
                        index_options={"n_trees": 1, "search_k": 1})  # fmt: skip
     metrics = coarse.evaluate_vectors(users, items, Dot())
