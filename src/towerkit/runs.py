@@ -25,11 +25,11 @@ finished one, and never holds a half-written file.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -187,8 +187,9 @@ class RunDir:
         return cls(path)
 
     @staticmethod
-    def _status(status: str, **extra: Any) -> dict[str, Any]:
-        return {"status": status, "towerkit": __version__, "time": time.time(), **extra}
+    def _status(status: str) -> dict[str, Any]:
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        return {"status": status, "towerkit": __version__, "time": now}
 
     def save_checkpoint(self, state: TrainState) -> None:
         """Write the training state after an epoch (atomically: the old one stays whole until
