@@ -198,13 +198,15 @@ class Evaluator:
         )
         return ids
 
-    def _ranking(self, ids: np.ndarray) -> dict[str, float]:
+    def ranking(self, ids: np.ndarray) -> dict[str, float]:
+        """Metrics of given ``[U, max(ks)]`` top-K item ids of the stage's users (in the order
+        of ``queries.users``), e.g. from an index searched elsewhere."""
         return ranking_metrics(
             ids, self.queries.target_offsets, self.queries.target_items, self.n_items, self.ks
         )
 
     def _metrics(self, score_rows: Callable[[int, int], torch.Tensor]) -> dict[str, float]:
-        return self._ranking(self._topk(score_rows))
+        return self.ranking(self._topk(score_rows))
 
     @torch.no_grad()
     def user_vectors(
@@ -268,7 +270,7 @@ class Evaluator:
         index.build(items, ids=np.arange(1, self.n_items + 1))
         ids, _ = index.search(users, max(self.ks), exclude=self.exclude)
         exact = self._topk(lambda begin, end: similarity.pairwise(users[begin:end], items))
-        metrics = self._ranking(ids)
+        metrics = self.ranking(ids)
         for cutoff in self.ks:
             metrics[f"index_recall@{cutoff}"] = recall_at_k(ids, exact, cutoff)
         return metrics

@@ -36,12 +36,15 @@ class AnnoyIndex(Index):
             query's exclusions; Annoy's own default (``-1``) is ``n_trees * n_fetch``. On the
             ML-1M YouTubeDNN vectors (``benchmarks/ann.py``), factor 2 with 50 trees finds
             99.3% of the exact top-10; 10 trees with Annoy's default, torch-rechub's setting,
-            92%.
+            92.3%.
         search_k_factor: see ``search_k``.
         annoy_metric: for cosine or normalised Euclidean: ``"angular"`` or ``"euclidean"`` on
             L2-normalised vectors (identical rankings).
         seed: Annoy's random seed (the trees are reproducible).
-        n_jobs: threads used to build the trees (-1: all).
+        n_jobs: threads used to build the trees (-1: all). One thread by default: with
+            several, each thread builds trees from its own random stream for as long as trees
+            are missing, so the forest (and the recall) depends on thread timing and a seeded
+            build is no longer reproducible.
 
     Exclusions are applied by over-fetching: each query asks Annoy for ``k`` plus its number
     of excluded ids and drops the excluded ones, so a query never gets fewer than ``k``
@@ -60,7 +63,7 @@ class AnnoyIndex(Index):
         search_k_factor: int = 2,
         annoy_metric: Literal["angular", "euclidean"] = "angular",
         seed: int = 0,
-        n_jobs: int = -1,
+        n_jobs: int = 1,
     ) -> None:
         super().__init__(similarity, normalize=normalize)
         if n_trees < 1:
