@@ -66,7 +66,11 @@ def test_parquet(tmp_path):
             {},
             r"log\.csv: line 3: cannot parse timestamp .*'yesterday'",
         ),
-        ("user,item,timestamp\n1,2,3\n1,3,4,5\n", {}, r"log\.csv: ragged row: .*line 3"),
+        (
+            "user,item,timestamp\n1,2,3\n1,3,4,5\n",
+            {},
+            r"log\.csv: line 3: 4 fields where the header has 3",
+        ),
         (
             "user,item,timestamp\n1,2,3\n1,3\n",
             {},
@@ -75,7 +79,7 @@ def test_parquet(tmp_path):
         (
             "user,item,timestamp,r\n1,2,3,good\n",
             {"rating": "r"},
-            r"log\.csv: line 2: rating 'good' in column 'r' is not a number",
+            r"log\.csv: line 2: rating 'good' in column 'r' is not a finite number",
         ),
     ],
     ids=["missing-column", "empty", "header-only", "timestamp", "ragged", "short-row", "rating"],
@@ -103,7 +107,7 @@ def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_interactions(tmp_path / "nope.csv")
     path = write(tmp_path / "log.txt", "user,item,timestamp\n1,2,3\n")
-    with pytest.raises(DataError, match="pass sep="):
+    with pytest.raises(DataError, match=r"cannot tell the format from the suffix '\.txt'"):
         read_interactions(path)
     assert len(read_interactions(path, sep=",")) == 1
 
@@ -146,7 +150,7 @@ def test_movielens_dat(tmp_path):
         read_movielens_dat(bad)
     ragged = tmp_path / "more_ratings.dat"
     ragged.write_bytes(b"1::2::3::4\n1::2::3::4::5\n")
-    with pytest.raises(DataError, match="ragged row"):
+    with pytest.raises(DataError, match=r"line 2: 5 '::'-separated fields, a ratings file has 4"):
         read_movielens_dat(ragged, kind="ratings")
     with pytest.raises(DataError, match="unknown MovieLens file kind"):
         read_movielens_dat(ragged)
@@ -171,3 +175,79 @@ def test_recbole_atomic_with_windows_line_ends(tmp_path):
     bad.write_bytes(b"user_id:token\trating:float\n1\tfive\n")
     with pytest.raises(DataError, match="line 2: 'five' in column 'rating' is not a number"):
         read_atomic(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# No silent wrong result: each of these once read without a word (issue 12)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_field_too_many_on_every_row_is_an_error_not_a_shift(tmp_path):
+    """pandas takes a first column with no header for the index and shifts every column."""
+    path = write(tmp_path / "log.csv", "user,item,timestamp\n1,2,3,4\n5,6,7,8\n")
+    with pytest.raises(DataError, match=r"log\.csv: line 2: 4 fields where the header has 3"):
+        read_interactions(path)
+    atomic = tmp_path / "x.inter"
+    atomic.write_bytes(b"user_id:token\titem_id:token\n1\t2\t3\n4\t5\t6\n")
+    with pytest.raises(DataError, match=r"x\.inter: line 2: 3 fields where the header has 2"):
+        read_atomic(atomic)
+
+
+def test_movielens_dat_keeps_half_stars_and_refuses_fractional_ids(tmp_path):
+    ratings = tmp_path / "ratings.dat"
+    ratings.write_bytes(b"1::1193::4.5::978300760\n")
+    assert read_movielens_dat(ratings)["rating"].tolist() == [4.5]
+    ratings.write_bytes(b"1::2.7::4::978300760\n")
+    with pytest.raises(DataError, match=r"line 1: item '2.7' is not an integer"):
+        read_movielens_dat(ratings)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1e20", r"line 3: timestamp in 'timestamp' '1e20' is not a time"),
+        ("inf", r"line 3: timestamp in 'timestamp' 'inf' is not a time"),
+        ("-inf", r"line 3: timestamp in 'timestamp' '-inf' is not a time"),
+        ("NaN", r"line 3: no value in column 'timestamp' \(got 'NaN'"),
+    ],
+)
+def test_timestamps_out_of_range_are_errors(tmp_path, value, message):
+    path = write(tmp_path / "log.csv", f"user,item,timestamp\n1,2,3\n1,3,{value}\n")
+    with pytest.raises(DataError, match=message):
+        read_interactions(path)
+
+
+def test_milliseconds_say_so_and_read_with_their_unit(tmp_path):
+    path = write(tmp_path / "log.csv", "user,item,timestamp\n1,2,978300760123\n")
+    with pytest.raises(DataError, match=r"another unit\? set the timestamp unit"):
+        read_interactions(path)
+    assert read_interactions(path, timestamp_unit="ms")["timestamp"].tolist() == [978300760]
+
+
+def test_sub_second_times_keep_their_order(tmp_path):
+    # File order: 10.7 s, 10.2 s, 11.0 s: whole seconds would tie the first two in file order.
+    path = write(tmp_path / "log.csv", "user,item,timestamp\nu,a,10.7\nu,b,10.2\nu,c,11.0\nv,d,5\n")
+    frame = read_interactions(path)
+    assert frame["item"].tolist() == ["b", "a", "c", "d"]  # otherwise in file order
+    assert frame["timestamp"].tolist() == [10, 10, 11, 5]
+    late = write(tmp_path / "late.csv", "user,item,timestamp\nu,a,10.7\nv,d,5\nu,b,10.2\n")
+    assert read_interactions(late)["item"].tolist() == ["b", "d", "a"]
+    iso = write(
+        tmp_path / "iso.csv",
+        "user,item,timestamp\nu,a,2000-01-01T00:00:00.900\nu,b,2000-01-01T00:00:00.100\n",
+    )
+    assert read_interactions(iso)["item"].tolist() == ["b", "a"]
+
+
+@pytest.mark.parametrize("token", ["NaN", "nan", "NULL", "None", "N/A"])
+def test_a_missing_id_is_never_a_user_named_nan(tmp_path, token):
+    path = write(tmp_path / "log.csv", f"user,item,timestamp\n1,2,3\n{token},3,4\n")
+    with pytest.raises(DataError, match=rf"line 3: no value in column 'user' \(got '{token}'"):
+        read_interactions(path)
+
+
+def test_a_bad_float_seq_names_the_file_and_line(tmp_path):
+    path = tmp_path / "x.item"
+    path.write_bytes(b"item_id:token\temb:float_seq\n1\t0.5 1.5\n2\t0.5 oops\n")
+    with pytest.raises(DataError, match=r"x\.item: line 3: 'oops' in the float_seq column 'emb'"):
+        read_atomic(path)

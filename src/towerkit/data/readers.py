@@ -11,13 +11,17 @@ seconds since the epoch, UTC) and, when asked for, ``rating`` (float32), in file
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from towerkit.errors import DataError
@@ -26,8 +30,16 @@ logger = logging.getLogger(__name__)
 
 PathLike = str | Path
 
+Format = Literal["csv", "tsv", "parquet", "jsonl", "sequences"]
+
 _SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
+# Cells that mean "no value" (pandas' own list): an id, a time or a rating spelled so is missing,
+# never a user named "NaN".
+NA_TOKENS = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,8 +86,9 @@ def read_delimited(
     raised later can name it. Blank lines are skipped.
 
     Raises:
-        DataError: the file is missing or empty, a row has more fields than the header, or a byte
-            does not decode in ``encoding``.
+        DataError: the file is missing or empty, a row has more or fewer fields than the header
+            (pandas would otherwise take an extra field for an index and shift every column),
+            or a byte does not decode in ``encoding``.
     """
     path = Path(path)
     check_file(path)
@@ -87,48 +100,184 @@ def read_delimited(
                 "pass sep=',' or sep='\\t' (or name the file .csv / .tsv)"
             )
     try:
-        frame = pd.read_csv(
-            path,
-            sep=sep,
-            header=0 if header else None,
-            names=list(names) if names is not None else None,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            quoting=csv.QUOTE_MINIMAL,
-            skip_blank_lines=False,
-            encoding=encoding,
-            encoding_errors="strict",
-            engine="c",
-        )
+        with warnings.catch_warnings():
+            # index_col=False: a row with one field too many must not become an index; pandas
+            # then drops the extra field with a warning, which is made an error here.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                path,
+                sep=sep,
+                header=0 if header else None,
+                names=list(names) if names is not None else None,
+                index_col=False,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                quoting=csv.QUOTE_MINIMAL,
+                skip_blank_lines=False,
+                encoding=encoding,
+                encoding_errors="strict",
+                engine="c",
+            )
     except UnicodeDecodeError:
         raise DataError(_first_bad_utf8_line(path, encoding)) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
-    except pd.errors.ParserError as err:
-        detail = str(err).split("C error: ")[-1].strip()
-        raise DataError(f"{path}: ragged row: {detail}") from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as err:
+        raise DataError(_first_ragged_line(path, sep, header, names, encoding, err)) from None
     # Physical line numbers: the header is line 1 when present.
     frame.index = np.arange(len(frame)) + (2 if header else 1)
     # Drop blank lines (read as one empty field, the rest missing) without renumbering.
     if len(frame.columns) > 0:
-        blank = np.logical_and.reduce([_missing(frame[c]) for c in frame.columns])
+        blank = np.logical_and.reduce([_empty(frame[c]) for c in frame.columns])
         frame = frame[~blank]
     if frame.empty:
         raise DataError(f"{path}: the file has no data rows")
     return frame
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _first_ragged_line(
+    path: Path, sep: str, header: bool, names, encoding: str, err: Exception
+) -> str:
+    """Name the first line whose field count differs from the header's (error path only)."""
+    with open(path, newline="", encoding=encoding) as handle:
+        rows = csv.reader(handle, delimiter=sep)
+        expected = len(names) if names is not None else None
+        for row in rows:
+            if not row:
+                continue
+            if expected is None:
+                expected = len(row)
+                if header:
+                    continue
+            if len(row) != expected:
+                return (
+                    f"{path}: line {rows.line_num}: {len(row)} fields where the "
+                    f"{'header has' if header else 'first row has'} {expected}"
+                )
+    detail = str(err).split("C error: ")[-1].strip()
+    return f"{path}: ragged row: {detail}"
+
+
+def read_parquet(path: PathLike) -> pd.DataFrame:
+    """Read a Parquet file, or a directory of Parquet shards (read as one table, shards in
+    name order). The index holds the 1-based row number."""
+    path = Path(path)
+    if path.is_dir():
+        shards = sorted(path.rglob("*.parquet")) + sorted(path.rglob("*.pq"))
+        if not shards:
+            raise DataError(f"{path}: a directory without .parquet files")
+        try:
+            table = pads.dataset([str(s) for s in shards], format="parquet").to_table()
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(
+                f"{path}: the Parquet shards cannot be read as one table ({err})"
+            ) from None
+    else:
+        check_file(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+    frame = table.to_pandas()
+    if frame.empty:
+        raise DataError(f"{path}: no data rows")
+    frame.index = np.arange(1, len(frame) + 1)
+    return frame
+
+
+def read_jsonl(path: PathLike) -> pd.DataFrame:
+    """Read JSON lines (one object per line); the index holds the physical line number."""
+    path = Path(path)
     check_file(path)
     try:
-        frame = pq.read_table(path).to_pandas()
-    except (pa.ArrowInvalid, OSError) as err:
-        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
-    if frame.empty:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(_first_bad_utf8_line(path, "utf-8")) from None
+    lines, records = text.splitlines(), []
+    numbers = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: line {number}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number}: expected an object, got {record!r:.40}")
+        records.append(record)
+        numbers.append(number)
+    if not records:
         raise DataError(f"{path}: the file has no data rows")
-    frame.index = np.arange(len(frame))
+    frame = pd.DataFrame.from_records(records)
+    frame.index = np.asarray(numbers)
     return frame
+
+
+def read_sequences(path: PathLike) -> pd.DataFrame:
+    """Read the one-sequence-per-line format of the SASRec / S3-Rec benchmark files: ``user
+    item item ...`` separated by spaces, items in time order.
+
+    Returns a frame with the columns ``user`` and ``item`` as strings, one row per item in file
+    order, indexed by the physical line of its user.
+    """
+    path = Path(path)
+    check_file(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(_first_bad_utf8_line(path, "utf-8")) from None
+    users, items, numbers = [], [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) == 1:
+            raise DataError(f"{path}: line {number}: user {tokens[0]!r} has no items")
+        users.extend([tokens[0]] * (len(tokens) - 1))
+        items.extend(tokens[1:])
+        numbers.extend([number] * (len(tokens) - 1))
+    if not users:
+        raise DataError(f"{path}: the file has no sequences")
+    return pd.DataFrame({"user": users, "item": items}, index=np.asarray(numbers))
+
+
+def detect_format(path: PathLike, sep: str | None = None) -> Format:
+    """The format of a file by its suffix (a directory: Parquet shards; any other suffix with a
+    separator given: delimited text)."""
+    path = Path(path)
+    if path.is_dir():
+        return "parquet"
+    suffix = path.suffix.lower()
+    if suffix in _PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix in _SEPARATORS:
+        return "tsv" if _SEPARATORS[suffix] == "\t" else "csv"
+    if sep is not None:
+        return "csv"
+    raise DataError(
+        f"{path}: cannot tell the format from the suffix {suffix!r}; name it (csv, tsv, "
+        "parquet, jsonl, or sequences for 'user item item ...' lines)"
+    )
+
+
+def read_table(path: PathLike, *, format: Format | None = None, sep: str | None = None):
+    """Any supported file as a frame whose index names each row's line (or row) number."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    format = format or detect_format(path, sep)
+    if format == "parquet":
+        return read_parquet(path)
+    if format == "jsonl":
+        return read_jsonl(path)
+    if format == "sequences":
+        return read_sequences(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; only Parquet shards are read from one")
+    return read_delimited(path, sep=sep or ("\t" if format == "tsv" else ","))
 
 
 def _plain(value: object) -> object:
@@ -139,7 +288,7 @@ def _plain(value: object) -> object:
 def where(path: Path, frame: pd.DataFrame, position: int) -> str:
     """'line N' for text files (the frame index holds lines), 'row N' for Parquet."""
     label = frame.index[position]
-    if path.suffix.lower() in _PARQUET_SUFFIXES:
+    if path.is_dir() or path.suffix.lower() in _PARQUET_SUFFIXES:
         return f"row {label}"
     return f"line {label}"
 
@@ -151,7 +300,7 @@ def _require_columns(path: Path, frame: pd.DataFrame, wanted: Mapping[str, str])
         if column not in frame.columns:
             raise DataError(
                 f"{path}: no column {column!r} for the {role} (the columns are: "
-                f"{', '.join(have)}); pass {role}=<column name> to map it"
+                f"{', '.join(have)}); map the {role} to one of them"
             )
 
 
@@ -159,10 +308,19 @@ def is_text(column: pd.Series) -> bool:
     return pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
 
 
+def _empty(column: pd.Series) -> np.ndarray:
+    """Cells with nothing in them (a blank line's fields)."""
+    empty = column.isna().to_numpy()
+    if is_text(column):
+        empty = empty | (column.fillna("").astype(str) == "").to_numpy()
+    return empty
+
+
 def _missing(column: pd.Series) -> np.ndarray:
+    """Cells without a value: empty, or spelled as one of :data:`NA_TOKENS`."""
     missing = column.isna().to_numpy()
     if is_text(column):
-        missing = missing | (column.fillna("").astype(str) == "").to_numpy()
+        missing = missing | column.fillna("").astype(str).str.strip().isin(NA_TOKENS).to_numpy()
     return missing
 
 
@@ -172,16 +330,34 @@ def check_present(path: Path, frame: pd.DataFrame, column: str) -> None:
         pos = int(np.flatnonzero(missing)[0])
         raise DataError(
             f"{path}: {where(path, frame, pos)}: no value in column {column!r} "
-            "(a row with too few fields, or an empty cell)"
+            f"(got {frame[column].iloc[pos]!r}: an empty cell, a missing value or a row with "
+            "too few fields)"
         )
 
 
-def parse_timestamps(values: pd.Series, *, what: str = "timestamp") -> np.ndarray:
-    """Convert a column to int64 seconds since the epoch (UTC).
+# The range pandas and numpy datetimes cover, in seconds (years 1678 to 2261).
+_MIN_SECONDS, _MAX_SECONDS = -9_223_372_036, 9_223_372_036
+_UNIT_SECONDS = {"s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+TimeUnit = Literal["s", "ms", "us", "ns"]
 
-    Accepts integer or float epoch seconds, datetime columns (naive ones are taken as UTC) and
-    ISO-8601 strings. Raises ValueError naming the first bad position (a label of ``values``'s
-    index) and value.
+
+def parse_timestamps(
+    values: pd.Series, *, what: str = "timestamp", unit: TimeUnit = "s"
+) -> np.ndarray:
+    """Convert a column to int64 whole seconds since the epoch (UTC); see :func:`exact_seconds`
+    for what is accepted."""
+    return np.floor(exact_seconds(values, what=what, unit=unit)).astype(np.int64)
+
+
+def exact_seconds(
+    values: pd.Series, *, what: str = "timestamp", unit: TimeUnit = "s"
+) -> np.ndarray:
+    """Convert a column to float64 seconds since the epoch (UTC), fractions kept.
+
+    Accepts numbers (epoch time in ``unit``), datetime columns (naive ones are taken as UTC)
+    and ISO-8601 strings. Raises ValueError naming the first bad position (a label of
+    ``values``'s index) and value: one that does not parse, is missing, is not finite or lies
+    outside the years 1678-2261 (a time in milliseconds read as seconds lands there).
     """
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         stamps = values
@@ -190,14 +366,23 @@ def parse_timestamps(values: pd.Series, *, what: str = "timestamp") -> np.ndarra
         if stamps.isna().any():
             label = stamps.index[int(np.flatnonzero(stamps.isna().to_numpy())[0])]
             raise ValueError(f"{label}: missing {what}")
-        return stamps.astype("datetime64[s]").astype(np.int64).to_numpy()
+        return stamps.astype("datetime64[ns]").astype(np.int64).to_numpy() / 1e9
     if pd.api.types.is_numeric_dtype(values.dtype):
         numeric = values.astype(np.float64)
     else:
         numeric = pd.to_numeric(values, errors="coerce")
     is_number = numeric.notna().to_numpy()
     if is_number.all():
-        return np.floor(numeric.to_numpy(dtype=np.float64)).astype(np.int64)
+        seconds = numeric.to_numpy(dtype=np.float64) * _UNIT_SECONDS[unit]
+        bad = ~np.isfinite(seconds) | (seconds < _MIN_SECONDS) | (seconds > _MAX_SECONDS)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"{values.index[pos]}: {what} {values.iloc[pos]!r} is not a time: it must be "
+                f"finite and lie in the years 1678-2261 as epoch {unit} (another unit? set the "
+                "timestamp unit: s, ms, us or ns)"
+            )
+        return seconds
     if is_number.any():  # a column of numbers with a stray value: name the stray one
         bad = ~is_number
     else:  # no numbers at all: the column must be ISO-8601 dates
@@ -209,7 +394,7 @@ def parse_timestamps(values: pd.Series, *, what: str = "timestamp") -> np.ndarra
             f"{values.index[pos]}: cannot parse {what} {values.iloc[pos]!r} "
             "(expected epoch seconds or an ISO-8601 date such as 2000-12-31T22:12:40)"
         )
-    return parsed.dt.tz_localize(None).astype("datetime64[s]").astype(np.int64).to_numpy()
+    return parsed.dt.tz_localize(None).astype("datetime64[ns]").astype(np.int64).to_numpy() / 1e9
 
 
 def _id_column(column: pd.Series) -> pd.Series:
@@ -229,6 +414,19 @@ def _id_column(column: pd.Series) -> pd.Series:
     return column.astype(str)
 
 
+def _numbers(path: Path, frame: pd.DataFrame, column: str, role: str) -> np.ndarray:
+    """A column of finite numbers as float64, or an error naming the first other value."""
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: {where(path, frame, pos)}: {role} {frame[column].iloc[pos]!r} in column "
+            f"{column!r} is not a finite number"
+        )
+    return values
+
+
 # --------------------------------------------------------------------------------------------
 # Public readers
 # --------------------------------------------------------------------------------------------
@@ -239,35 +437,55 @@ def read_interactions(
     *,
     user: str = "user",
     item: str = "item",
-    timestamp: str = "timestamp",
+    timestamp: str | None = "timestamp",
     rating: str | None = None,
+    weight: str | None = None,
+    format: Format | None = None,
     sep: str | None = None,
+    timestamp_unit: TimeUnit = "s",
 ) -> pd.DataFrame:
-    """Read an interaction log from CSV, TSV or Parquet with a column mapping.
+    """Read an interaction log with a column mapping.
 
     Args:
-        path: a ``.csv``, ``.tsv`` or ``.parquet`` file (other suffixes need ``sep``).
-        user, item, timestamp: the names of the source columns holding each role.
-        rating: the rating column, if the log has one.
-        sep: the separator of a text file; by default taken from the suffix.
+        path: a CSV, TSV, Parquet file or directory of Parquet shards, JSON lines file, or a
+            file of ``user item item ...`` sequences (``format="sequences"``; its columns are
+            fixed: no mapping, no timestamp).
+        user, item: the names of the source columns holding each role.
+        timestamp: the time column, or None: the file order is the time order.
+        rating, weight: optional rating and interaction-weight columns.
+        format: ``csv``, ``tsv``, ``parquet``, ``jsonl`` or ``sequences``; by default from the
+            suffix (a directory: Parquet shards).
+        sep: the separator of a text file; by default taken from the format or suffix.
+        timestamp_unit: the unit of numeric timestamps (``s``, ``ms``, ``us``, ``ns``).
 
     Returns:
-        A frame with columns ``user``, ``item``, ``timestamp`` (int64 epoch seconds) and, when
-        ``rating`` is given, ``rating`` (float32), in file order. Ids that are all integers
-        become int64, other ids stay strings.
+        A frame with columns ``user``, ``item``, ``timestamp`` (int64 epoch seconds; without a
+        time column, the row's position) and ``rating`` / ``weight`` (float32) when mapped, in
+        file order, except that rows whose times differ below a second are put in time order
+        first (times are kept in whole seconds, and later sorts are stable). Ids that are all
+        integers become int64, other ids stay strings.
+
+    Raises:
+        DataError: naming the file and line (or row) of the first bad value: a missing id, time
+            or rating (empty, or spelled NaN, NULL, ...), a time that does not parse or is out of
+            range, a rating or weight that is not a finite number, a weight <= 0.
 
     Example:
         >>> log = read_interactions("ratings.csv", user="userId", item="movieId", rating="rating")
     """
     path = Path(path)
-    frame = (
-        _read_parquet(path)
-        if path.suffix.lower() in _PARQUET_SUFFIXES
-        else read_delimited(path, sep=sep)
-    )
-    wanted = {"user": user, "item": item, "timestamp": timestamp}
-    if rating is not None:
-        wanted["rating"] = rating
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    format = format or detect_format(path, sep)
+    frame = read_table(path, format=format, sep=sep)
+    if format == "sequences":
+        if timestamp is not None and timestamp != "timestamp":
+            raise DataError(f"{path}: a sequences file has no time column (items are in order)")
+        user, item, timestamp = "user", "item", None
+    wanted = {"user": user, "item": item}
+    for role, column in (("timestamp", timestamp), ("rating", rating), ("weight", weight)):
+        if column is not None:
+            wanted[role] = column
     _require_columns(path, frame, wanted)
     for column in wanted.values():
         check_present(path, frame, column)
@@ -275,26 +493,53 @@ def read_interactions(
     out = pd.DataFrame(
         {"user": _id_column(frame[user]).to_numpy(), "item": _id_column(frame[item]).to_numpy()}
     )
-    try:
-        out["timestamp"] = parse_timestamps(frame[timestamp], what=f"timestamp in {timestamp!r}")
-    except ValueError as err:
-        raise DataError(f"{path}: {_prefix(path)}{err}") from None
-    if rating is not None:
-        ratings = pd.to_numeric(frame[rating], errors="coerce")
-        bad = ratings.isna().to_numpy()
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise DataError(
-                f"{path}: {where(path, frame, pos)}: rating {frame[rating].iloc[pos]!r} in "
-                f"column {rating!r} is not a number"
+    if timestamp is None:
+        out["timestamp"] = np.arange(len(frame), dtype=np.int64)
+    else:
+        try:
+            exact = exact_seconds(
+                frame[timestamp], what=f"timestamp in {timestamp!r}", unit=timestamp_unit
             )
-        out["rating"] = ratings.to_numpy(dtype=np.float32)
+        except ValueError as err:
+            raise DataError(f"{path}: {_prefix(path)}{err}") from None
+        seconds = np.floor(exact)
+        if (exact != seconds).any():
+            # Whole seconds would tie rows a fraction apart, and every later sort keeps ties in
+            # file order: among the rows of each second, put them in time order now, while the
+            # fractions are known (each row keeps a slot its second held in the file).
+            slots = np.argsort(seconds, kind="stable")  # each second's slots, in file order
+            order = np.empty(len(seconds), dtype=np.int64)
+            order[slots] = np.lexsort((exact, seconds))  # each second's rows, in time order
+            moved = int((order != np.arange(len(order))).sum())
+            if moved:
+                logger.info("%s: %d rows put in sub-second time order", path, moved)
+                out = out.iloc[order].reset_index(drop=True)
+                frame, seconds = frame.iloc[order], seconds[order]
+        out["timestamp"] = seconds.astype(np.int64)
+    if rating is not None:
+        out["rating"] = _numbers(path, frame, rating, "rating").astype(np.float32)
+    if weight is not None:
+        weights = _numbers(path, frame, weight, "weight")
+        if (weights <= 0).any():
+            pos = int(np.flatnonzero(weights <= 0)[0])
+            raise DataError(
+                f"{path}: {where(path, frame, pos)}: weight {frame[weight].iloc[pos]!r} must be "
+                "> 0 (drop the row instead)"
+            )
+        out["weight"] = weights.astype(np.float32)
     logger.debug("read %d interactions from %s", len(out), path)
     return out
 
 
+def _as_list(value: object, sep: str) -> list[str]:
+    """A multi-valued cell as a list of strings: a list as it is, text split at ``sep``."""
+    if isinstance(value, list | tuple | np.ndarray):
+        return [str(x) for x in value]
+    return [x for x in str(value).split(sep) if x]
+
+
 def _prefix(path: Path) -> str:
-    return "row " if path.suffix.lower() in _PARQUET_SUFFIXES else "line "
+    return "row " if path.is_dir() or path.suffix.lower() in _PARQUET_SUFFIXES else "line "
 
 
 def read_side_table(
@@ -304,26 +549,27 @@ def read_side_table(
     rename_key: str,
     columns: Sequence[str] | None = None,
     list_columns: Sequence[str] = (),
-    list_sep: str = "|",
+    list_sep: str | Mapping[str, str] = "|",
+    numeric_columns: Sequence[str] = (),
+    format: Format | None = None,
     sep: str | None = None,
 ) -> pd.DataFrame:
-    """Read a user or item side table (CSV, TSV or Parquet) keyed by ``key``.
+    """Read a user or item side table keyed by ``key`` (CSV, TSV, Parquet, JSON lines).
 
     Args:
         key: the id column; it is renamed to ``rename_key`` (``"user"`` or ``"item"``).
         columns: the feature columns to keep (all by default).
-        list_columns: text columns holding several values joined by ``list_sep`` (genres
-            "Comedy|Drama"); they become lists of strings.
+        list_columns: multi-valued columns: text holding several values joined by ``list_sep``
+            (genres "Comedy|Drama"; a mapping gives each column its own separator), or lists
+            (Parquet, JSON); they become lists of strings.
+        numeric_columns: columns that must hold numbers (a missing value stays missing).
 
     Raises:
-        DataError: a missing column, a missing or duplicated key.
+        DataError: a missing column, a missing or duplicated key, a numeric feature value that
+            is not a number.
     """
     path = Path(path)
-    frame = (
-        _read_parquet(path)
-        if path.suffix.lower() in _PARQUET_SUFFIXES
-        else read_delimited(path, sep=sep)
-    )
+    frame = read_table(path, format=format, sep=sep)
     keep = list(columns) if columns is not None else [c for c in frame.columns if c != key]
     _require_columns(path, frame, {"key": key, **{f"feature {c!r}": c for c in keep}})
     check_present(path, frame, key)
@@ -338,11 +584,26 @@ def read_side_table(
     out = pd.DataFrame({rename_key: ids.to_numpy()})
     for column in keep:
         values = frame[column]
+        missing = _missing(values)
         if column in list_columns:
-            out[column] = values.astype(str).str.split(list_sep).to_numpy()
+            separator = list_sep if isinstance(list_sep, str) else list_sep.get(column, "|")
+            lists = values.map(lambda v, sep=separator: _as_list(v, sep))
+            out[column] = lists.where(~missing, None).to_numpy()
+        elif column in numeric_columns:
+            numbers = pd.to_numeric(values.where(~missing), errors="coerce")
+            bad = numbers.isna().to_numpy() & ~missing
+            if bad.any():
+                pos = int(np.flatnonzero(bad)[0])
+                raise DataError(
+                    f"{path}: {where(path, frame, pos)}: {values.iloc[pos]!r} in the numeric "
+                    f"feature {column!r} is not a number"
+                )
+            out[column] = numbers.to_numpy(dtype=np.float64)
         elif is_text(values):
+            values = values.where(~missing, None)
             numeric = pd.to_numeric(values, errors="coerce")
-            out[column] = values.to_numpy() if numeric.isna().any() else numeric.to_numpy()
+            all_numbers = not (numeric.isna().to_numpy() & ~missing).any()
+            out[column] = numeric.to_numpy() if all_numbers else values.to_numpy()
         else:
             out[column] = values.to_numpy()
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,19 +71,29 @@ def read_movielens_dat(path: PathLike, kind: str | None = None) -> pd.DataFrame:
     # (titles contain single colons), so it is swapped for a control character first.
     text = path.read_bytes().decode("latin-1").replace("::", "\x1f")
     try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep="\x1f",
-            header=None,
-            names=names,
-            dtype=str,
-            keep_default_na=False,
-            quoting=csv.QUOTE_NONE,
-            engine="c",
-        )
-    except pd.errors.ParserError as err:
-        detail = str(err).split("C error: ")[-1].strip()
-        raise DataError(f"{path}: ragged row: {detail}") from None
+        with warnings.catch_warnings():
+            # index_col=False: a row with a field too many must not become an index (pandas
+            # would shift every column); the warning pandas gives instead is an error here.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text),
+                sep="\x1f",
+                header=None,
+                names=names,
+                index_col=False,
+                dtype=str,
+                keep_default_na=False,
+                quoting=csv.QUOTE_NONE,
+                engine="c",
+            )
+    except (pd.errors.ParserError, pd.errors.ParserWarning):
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line and line.count("\x1f") + 1 != len(names):
+                raise DataError(
+                    f"{path}: line {number}: {line.count(chr(31)) + 1} '::'-separated fields, "
+                    f"a {kind} file has {len(names)}"
+                ) from None
+        raise DataError(f"{path}: ragged rows") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     frame.index = np.arange(1, len(frame) + 1)
@@ -93,7 +104,7 @@ def read_movielens_dat(path: PathLike, kind: str | None = None) -> pd.DataFrame:
             {
                 "user": _to_int(path, frame, "user"),
                 "item": _to_int(path, frame, "item"),
-                "rating": _to_int(path, frame, "rating").astype(np.float32),
+                "rating": _to_number(path, frame, "rating").astype(np.float32),
             }
         )
         try:
@@ -120,16 +131,30 @@ def read_movielens_dat(path: PathLike, kind: str | None = None) -> pd.DataFrame:
     )
 
 
+def _to_number(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A column of finite numbers (half-star ratings keep their half)."""
+    numeric = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numeric)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{path}: {where(path, frame, pos)}: {column} {frame[column].iloc[pos]!r} is not "
+            "a number"
+        )
+    return numeric
+
+
 def _to_int(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
-    numeric = pd.to_numeric(frame[column], errors="coerce")
-    bad = numeric.isna().to_numpy()
+    """A column of integers: 2.7 is an error, never the id 2."""
+    numeric = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numeric) | (numeric != np.floor(numeric))
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
         raise DataError(
             f"{path}: {where(path, frame, pos)}: {column} {frame[column].iloc[pos]!r} is not "
             "an integer"
         )
-    return numeric.to_numpy().astype(np.int64)
+    return numeric.astype(np.int64)
 
 
 _ATOMIC_TYPES = {"token", "float", "token_seq", "float_seq"}
@@ -175,7 +200,16 @@ def read_atomic(path: PathLike) -> pd.DataFrame:
         elif kind == "token_seq":
             frame[name] = frame[name].str.split(" ")
         elif kind == "float_seq":
-            frame[name] = frame[name].map(lambda s: [float(x) for x in s.split(" ") if x])
+            lists = frame[name].str.split(" ").map(lambda xs: [x for x in xs if x])
+            flat = lists.explode().dropna()
+            numbers = pd.to_numeric(flat, errors="coerce")
+            if numbers.isna().any():
+                line = numbers.index[numbers.isna().to_numpy()][0]
+                raise DataError(
+                    f"{path}: line {line}: {flat[numbers.isna()].iloc[0]!r} in the float_seq "
+                    f"column {name!r} is not a number"
+                )
+            frame[name] = lists.map(lambda xs: [float(x) for x in xs])
     return frame.reset_index(drop=True)
 
 
