@@ -191,7 +191,7 @@ def stop_during_epoch(monkeypatch, epoch: int, step: int) -> None:
 
 def run_files(path) -> dict[str, bytes]:
     return {name: (path / name).read_bytes() for name in
-            ("metrics.json", "items.parquet", "users.parquet")}  # fmt: skip
+            ("metrics.json", "items.parquet", "users.parquet", "model.pt")}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(RESUME_CASES))

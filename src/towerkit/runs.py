@@ -26,6 +26,7 @@ finished one, and never holds a half-written file.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import shutil
@@ -89,6 +90,14 @@ def _write_json(path: Path, data: Any) -> None:
 
 def _write_table(path: Path, table: pa.Table) -> None:
     _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def _write_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` through memory: the archive inside is named for no temporary file, so the
+    same object gives the same bytes."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def vectors_column(vectors: torch.Tensor | np.ndarray) -> pa.Array:
@@ -194,7 +203,7 @@ class RunDir:
     def save_checkpoint(self, state: TrainState) -> None:
         """Write the training state after an epoch (atomically: the old one stays whole until
         the new one is complete)."""
-        _atomic_write(self.path / CHECKPOINT_FILE, lambda tmp: torch.save(state.to_dict(), tmp))
+        _write_torch(self.path / CHECKPOINT_FILE, state.to_dict())
 
     def load_checkpoint(self) -> TrainState | None:
         """The last checkpoint, or None when no epoch finished."""
@@ -214,7 +223,7 @@ class RunDir:
     ) -> None:
         """Write the trained model and its outputs, then mark the run finished."""
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        _atomic_write(self.path / MODEL_FILE, lambda tmp: torch.save({"state_dict": state}, tmp))
+        _write_torch(self.path / MODEL_FILE, {"state_dict": state})
         _write_table(self.path / USERS_FILE, users)
         _write_table(self.path / ITEMS_FILE, items)
         _write_json(self.path / METRICS_FILE, metrics)
