@@ -39,7 +39,10 @@ def test_data_list_shows_known_sets(home):
 def test_unknown_data_set_is_one_line_and_exit_1(home):
     done = towerkit("data", "info", "ml-2m")
     assert done.returncode == 1
-    assert done.stderr.strip() == "error: unknown data set 'ml-2m'; known data sets: ml-100k, ml-1m"
+    assert done.stderr.strip() == (
+        "error: unknown data set 'ml-2m'; known data sets: amazon-beauty, amazon-toys, lastfm, "
+        "ml-100k, ml-1m, yelp"
+    )
     assert "Traceback" not in done.stderr + done.stdout
 
 

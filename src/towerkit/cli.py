@@ -84,7 +84,7 @@ def data_info(
 ) -> None:
     """Print the size and time span of a data set (fetching it first if needed)."""
     interactions = datasets.load(name, progress=_state["progress"])
-    first, last = interactions.time_span
+    span = interactions.time_span
     lengths = interactions.frame.groupby("user", sort=False).size()
     table = Table("", name, title=escape(datasets.get_spec(name).description), show_header=False)
     table.add_row("interactions", f"{len(interactions):,}")
@@ -97,7 +97,11 @@ def data_info(
         "interactions per user",
         f"min {lengths.min()}, median {int(lengths.median())}, max {lengths.max()}",
     )
-    table.add_row("time span", f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC")
+    if span is None:
+        table.add_row("time span", "no times (each user's items are in order)")
+    else:
+        first, last = span
+        table.add_row("time span", f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC")
     table.add_row("source", escape(str(datasets.source_of(name))))
     console.print(table)
 

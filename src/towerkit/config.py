@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from towerkit.data.readers import Format, TimeUnit
 from towerkit.errors import TowerkitError
 from towerkit.index import IndexKind
 from towerkit.negatives import SamplerKind
@@ -43,6 +44,7 @@ from towerkit.nn.attention import LayerNormPlacement
 from towerkit.nn.layers import Activation, Pooling
 from towerkit.objectives import Mode, parse_mode
 from towerkit.similarity import SimilarityName
+from towerkit.types import FeatureKind
 
 
 class ConfigError(TowerkitError, ValueError):
@@ -50,7 +52,8 @@ class ConfigError(TowerkitError, ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No NaN or infinity anywhere: lr=.inf would pass as a "positive" number and train to NaN.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # Each tagged union's member classes by tag, and the key that holds the tag.
@@ -118,18 +121,100 @@ class TemporalSplit(_Section):
         return self
 
 
-SplitConfig = _tagged("kind", "leave_one_out", LeaveOneOutSplit, TemporalSplit)
+class LastFractionSplit(_Section):
+    """Per user, the last ``test`` share of the interactions tests and the ``valid`` share
+    before it validates (each rounded up: a user with any interaction has a test target)."""
+
+    kind: Literal["last_fraction"] = "last_fraction"
+    valid: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _sum(self) -> LastFractionSplit:
+        if self.valid + self.test >= 1:
+            raise ValueError(f"valid + test = {self.valid + self.test:g} leaves nothing to train")
+        return self
+
+
+SplitConfig = _tagged("kind", "leave_one_out", LeaveOneOutSplit, TemporalSplit, LastFractionSplit)
+
+
+class ColumnsConfig(_Section):
+    """Which column of a log file holds each role."""
+
+    user: str = "user"
+    item: str = "item"
+    timestamp: str | None = Field(
+        default="timestamp", description="null: no times; the file order is the time order"
+    )
+    rating: str | None = None
+    weight: str | None = Field(
+        default=None, description="a positive weight per interaction: it weights its loss"
+    )
+    timestamp_unit: TimeUnit = Field(default="s", description="of numeric timestamps")
+
+
+class FeatureConfig(_Section):
+    """How a side-table column is encoded."""
+
+    kind: FeatureKind = "categorical"
+    sep: str = Field(default="|", description="multi: the separator between values in text")
+
+
+class SideTableConfig(_Section):
+    """A user or item side table of a log given by path."""
+
+    path: Path
+    key: str = Field(description="the column of the user or item id")
+    format: Format | None = None
+    sep: str | None = None
+    features: dict[str, FeatureKind | FeatureConfig] = Field(
+        default_factory=dict,
+        description="column -> categorical | numeric | multi (or {kind: multi, sep: ','})",
+    )
+    title: str | None = Field(default=None, description="items: the column to show by ids")
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    def feature_configs(self) -> dict[str, FeatureConfig]:
+        return {
+            name: spec if isinstance(spec, FeatureConfig) else FeatureConfig(kind=spec)
+            for name, spec in self.features.items()
+        }
+
+
+_PATH_ONLY = ("format", "sep", "columns", "users", "items")
 
 
 class DataConfig(_Section):
-    """Which data, which side features, which filters, which split."""
+    """Which data (a known data set, or a log of one's own), which side features, which
+    filters, which split."""
 
-    dataset: str = "ml-1m"
+    dataset: str | None = Field(
+        default=None, description="a known data set (towerkit data list); default ml-1m"
+    )
+    path: Path | None = Field(
+        default=None, description="a log file or a directory of Parquet shards, instead"
+    )
+    format: Format | None = Field(
+        default=None, description="csv, tsv, parquet, jsonl or sequences; default: the suffix"
+    )
+    sep: str | None = None
+    columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
+    users: SideTableConfig | None = None
+    items: SideTableConfig | None = None
     user_features: list[str] | None = Field(
-        default=None, description="user side features; null = the data set's recommended ones"
+        default=None,
+        description="user side features; null = the data set's recommended ones (own logs: all "
+        "declared in users.features)",
     )
     item_features: list[str] | None = Field(
-        default=None, description="item side features; null = the data set's recommended ones"
+        default=None,
+        description="item side features; null = the data set's recommended ones (own logs: all "
+        "declared in items.features)",
     )
     min_user_interactions: int = Field(default=0, ge=0)
     min_item_interactions: int = Field(default=0, ge=0)
@@ -137,14 +222,65 @@ class DataConfig(_Section):
     max_len: int = Field(default=50, ge=1, description="history length fed to the user tower")
     split: SplitConfig = Field(default_factory=LeaveOneOutSplit)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_dataset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("dataset") is None and not values.get("path"):
+            return {**values, "dataset": "ml-1m"}
+        return values
+
     @field_validator("dataset")
     @classmethod
-    def _known(cls, value: str) -> str:
+    def _known(cls, value: str | None) -> str | None:
         from towerkit.datasets import DATASETS
 
-        if value not in DATASETS:
+        if value is not None and value not in DATASETS:
             raise ValueError(f"unknown data set; known data sets: {', '.join(sorted(DATASETS))}")
         return value
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.dataset is not None and self.path is not None:
+            raise ValueError("give either dataset (a known data set) or path (a log), not both")
+        if self.dataset is not None:
+            defaults = {"columns": ColumnsConfig()}
+            given = [k for k in _PATH_ONLY if getattr(self, k) != defaults.get(k)]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} describe a log given by path; data set "
+                    f"{self.dataset} knows its own"
+                )
+            has_time = _known_has_time(self.dataset)
+        else:
+            has_time = self.columns.timestamp is not None and self.format != "sequences"
+            if self.min_rating is not None and self.columns.rating is None:
+                raise ValueError("min_rating needs a rating column: set columns.rating")
+            for side, names in (("users", self.user_features), ("items", self.item_features)):
+                table = getattr(self, side)
+                declared = set(table.features) if table else set()
+                missing = sorted(set(names or ()) - declared)
+                if missing:
+                    raise ValueError(
+                        f"{side[:-1]}_features {missing} are not declared in {side}.features "
+                        f"({', '.join(sorted(declared)) or 'none declared'})"
+                    )
+        if self.split.kind == "temporal" and not has_time:
+            raise ValueError(
+                "a temporal split needs timestamps, and this log has none (its order is the "
+                "file's); use leave_one_out or last_fraction"
+            )
+        return self
+
+
+def _known_has_time(name: str) -> bool:
+    from towerkit.datasets import DATASETS
+
+    return DATASETS[name].has_time
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,6 +511,27 @@ class TrainConfig(_Section):
     def _mode(cls, value: Any) -> Mode:
         return parse_mode(value)
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        import torch
+
+        try:
+            device = torch.device(value)
+        except (RuntimeError, ValueError):
+            raise ValueError("not a torch device; use cpu, cuda, cuda:N or mps") from None
+        available = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available(),
+            "mps": torch.backends.mps.is_available(),
+        }.get(device.type, False)
+        if not available:
+            raise ValueError(f"this machine has no {device.type} device; use cpu")
+        count = torch.cuda.device_count()
+        if device.type == "cuda" and device.index is not None and device.index >= count:
+            raise ValueError(f"this machine has {count} CUDA device(s)")
+        return value
+
     @field_validator("monitor")
     @classmethod
     def _monitor(cls, value: str) -> str:
@@ -563,9 +720,14 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        line = path.read_bytes().count(b"\n", 0, err.start) + 1
+        raise ConfigError(
+            f"{path}: line {line}: not UTF-8 text; save the config as UTF-8"
+        ) from None
     try:
         tree = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -574,4 +736,21 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(
             f"{path}: the config must be a mapping of sections, not {type(tree).__name__}"
         )
-    return config_from_dict(tree or {}, overrides, source=str(path))
+    return config_from_dict(_relative_to(tree or {}, path.parent), overrides, source=str(path))
+
+
+def _relative_to(tree: dict, base: Path) -> dict:
+    """The config's data paths, where relative, taken relative to the config's folder (paths
+    given with --set stay relative to the working directory)."""
+    data = tree.get("data")
+    if not isinstance(data, dict):
+        return tree
+    data = dict(data)
+    if isinstance(data.get("path"), str) and not Path(data["path"]).expanduser().is_absolute():
+        data["path"] = str(base / data["path"])
+    for side in ("users", "items"):
+        table = data.get(side)
+        relative = isinstance(table, dict) and isinstance(table.get("path"), str)
+        if relative and not Path(table["path"]).expanduser().is_absolute():
+            data[side] = {**table, "path": str(base / table["path"])}
+    return {**tree, "data": data}

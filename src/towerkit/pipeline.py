@@ -21,13 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import torch
 
 from towerkit import datasets
-from towerkit.config import Config, DataConfig, SplitConfig
-from towerkit.data import Prepared, Sequences, Split, encode, leave_one_out, temporal_split
+from towerkit.config import Config, DataConfig, SideTableConfig, SplitConfig
+from towerkit.data import (
+    Interactions,
+    Prepared,
+    Sequences,
+    Split,
+    encode,
+    last_fraction,
+    leave_one_out,
+    temporal_split,
+)
 from towerkit.data.batches import SequenceBatches, TrainingBatches
+from towerkit.data.readers import read_interactions, read_side_table
 from towerkit.evaluation import Evaluator, query_vectors
 from towerkit.index import make_index
 from towerkit.models import MODELS, MatchingModel
@@ -45,6 +56,7 @@ from towerkit.runs import RunDir, RunDirError, vectors_column
 from towerkit.similarity import Temperature, get_similarity
 from towerkit.task import RetrievalTask
 from towerkit.training import Trainer, TrainResult, TrainState, Validator, epochs_of
+from towerkit.types import FeatureKind
 
 logger = logging.getLogger(__name__)
 
@@ -65,25 +77,97 @@ __all__ = [
 
 
 def make_split(config: SplitConfig, sequences: Sequences) -> Split:
-    """The split ``data.split`` names: leave-one-out, or a global time cut."""
+    """The split ``data.split`` names: leave-one-out, a global time cut, or the last fraction
+    of each user."""
     if config.kind == "temporal":
         return temporal_split(sequences, config.test_start, config.valid_start)
+    if config.kind == "last_fraction":
+        return last_fraction(sequences, config.valid, config.test)
     return leave_one_out(sequences)
 
 
+@dataclass(frozen=True)
+class Log:
+    """A log as read, with the side features to encode and their kinds."""
+
+    interactions: Interactions
+    user_features: tuple[str, ...]
+    item_features: tuple[str, ...]
+    kinds: dict[str, FeatureKind]
+
+
+def load_log(data: DataConfig, *, progress: bool = True) -> Log:
+    """The interactions and side tables of ``data``: a known data set, or files of one's own
+    read with the config's column map and declared features."""
+    if data.dataset is not None:
+        spec = datasets.get_spec(data.dataset)
+        return Log(
+            datasets.load(data.dataset, progress=progress),
+            tuple(spec.user_features if data.user_features is None else data.user_features),
+            tuple(spec.item_features if data.item_features is None else data.item_features),
+            {},
+        )
+    c = data.columns
+    frame = read_interactions(
+        data.path, user=c.user, item=c.item, timestamp=c.timestamp, rating=c.rating,
+        weight=c.weight, format=data.format, sep=data.sep, timestamp_unit=c.timestamp_unit,
+    )  # fmt: skip
+    kinds: dict[str, FeatureKind] = {}
+    tables = {}
+    for side in ("users", "items"):
+        table = getattr(data, side)
+        tables[side] = None if table is None else _side_table(table, side[:-1])
+        for name, feature in (table.feature_configs() if table else {}).items():
+            kinds[name] = feature.kind
+    has_time = c.timestamp is not None and data.format != "sequences"
+    return Log(
+        Interactions(frame, users=tables["users"], items=tables["items"], has_time=has_time),
+        tuple(data.user_features if data.user_features is not None else
+              (data.users.features if data.users else ())),
+        tuple(data.item_features if data.item_features is not None else
+              (data.items.features if data.items else ())),
+        kinds,
+    )  # fmt: skip
+
+
+def _side_table(table: SideTableConfig, key: str) -> pd.DataFrame:
+    """A side table with its declared features (and, for items, the title column)."""
+    features = table.feature_configs()
+    columns = list(features)
+    if table.title is not None and table.title not in columns:
+        columns.append(table.title)
+    frame = read_side_table(
+        table.path,
+        key=table.key,
+        rename_key=key,
+        columns=columns,
+        list_columns=[n for n, f in features.items() if f.kind == "multi"],
+        list_sep={n: f.sep for n, f in features.items()},
+        numeric_columns=[n for n, f in features.items() if f.kind == "numeric"],
+        format=table.format,
+        sep=table.sep,
+    )
+    if table.title is not None:
+        frame["title"] = frame[table.title].astype(str)
+    return frame
+
+
 def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
-    """Load a known data set, filter, encode its side features and split it."""
-    spec = datasets.get_spec(data.dataset)
-    interactions = datasets.load(data.dataset, progress=progress)
+    """Load a known data set or one's own log, filter, encode its side features, split."""
+    log = load_log(data, progress=progress)
+    interactions = log.interactions
     if data.min_user_interactions or data.min_item_interactions or data.min_rating is not None:
         interactions = interactions.filter(
             min_user_interactions=data.min_user_interactions,
             min_item_interactions=data.min_item_interactions,
             min_rating=data.min_rating,
         )
-    user_features = spec.user_features if data.user_features is None else data.user_features
-    item_features = spec.item_features if data.item_features is None else data.item_features
-    encoded = encode(interactions, user_features=user_features, item_features=item_features)
+    encoded = encode(
+        interactions,
+        user_features=log.user_features,
+        item_features=log.item_features,
+        feature_kinds=log.kinds,
+    )
     titles = None
     items = interactions.items
     if items is not None and "title" in items.columns:

@@ -181,7 +181,8 @@ class RunDir:
         try:
             encoded = prepared.encoded
             (staging / CONFIG_FILE).write_text(config.to_yaml())
-            data = {"dataset": config.data.dataset, **prepared.summary()}
+            source = config.data.dataset or str(config.data.path)
+            data = {"source": source, **prepared.summary()}
             (staging / DATA_FILE).write_text(json.dumps(data, indent=2) + "\n")
             encoded.save_vocabs(staging / VOCAB_DIR)
             (staging / FEATURES_DIR).mkdir()

@@ -16,7 +16,7 @@ from towerkit.data.readers import (
     read_side_table,
 )
 from towerkit.data.sequences import Sequences, item_counts
-from towerkit.data.split import Split, Targets, leave_one_out, temporal_split
+from towerkit.data.split import Split, Targets, last_fraction, leave_one_out, temporal_split
 from towerkit.data.vocab import Vocab
 from towerkit.types import FeatureTable
 
@@ -57,6 +57,7 @@ __all__ = [
     "encode_features",
     "gather_history",
     "item_counts",
+    "last_fraction",
     "leave_one_out",
     "parse_timestamps",
     "read_delimited",

@@ -23,11 +23,14 @@ class Interactions:
         users: optional side table with a ``user`` column and one column per feature.
         items: optional side table with an ``item`` column and one column per feature
             (a list-valued column is a multi-valued feature, such as genres).
+        has_time: whether ``timestamp`` holds times; False: it holds each row's position in
+            the source (a log without times, whose order is the time order).
     """
 
     frame: pd.DataFrame
     users: pd.DataFrame | None = None
     items: pd.DataFrame | None = None
+    has_time: bool = True
 
     def __post_init__(self) -> None:
         missing = [c for c in REQUIRED if c not in self.frame.columns]
@@ -54,8 +57,10 @@ class Interactions:
         return int(self.frame["item"].nunique())
 
     @property
-    def time_span(self) -> tuple[pd.Timestamp, pd.Timestamp]:
-        """First and last interaction time (UTC)."""
+    def time_span(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """First and last interaction time (UTC); None for a log without times."""
+        if not self.has_time:
+            return None
         ts = self.frame["timestamp"].to_numpy()
         return pd.Timestamp(int(ts.min()), unit="s"), pd.Timestamp(int(ts.max()), unit="s")
 

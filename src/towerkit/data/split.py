@@ -139,3 +139,21 @@ def temporal_split(sequences: Sequences, test_start: int, valid_start: int | Non
     train_end = starts + before[offsets[1:]] - before[offsets[:-1]]
     valid_end = starts + before_test[offsets[1:]] - before_test[offsets[:-1]]
     return Split(sequences, train_end=train_end, valid_end=valid_end)
+
+
+def last_fraction(sequences: Sequences, valid: float = 0.1, test: float = 0.1) -> Split:
+    """Per user, the last ``ceil(test * n)`` interactions test, the ``ceil(valid * n)`` before
+    them validate, the rest trains (a user of ``n`` interactions).
+
+    A user with one interaction has only a test target. All of a user's targets of a stage share
+    one history: everything before the stage began.
+    """
+    if not (0 <= valid < 1 and 0 < test < 1 and valid + test < 1):
+        raise ValueError(f"need 0 <= valid, 0 < test and valid + test < 1, got {valid}, {test}")
+    starts, ends = sequences.offsets[:-1], sequences.offsets[1:]
+    lengths = ends - starts
+    n_test = np.ceil(lengths * test).astype(np.int64)
+    n_valid = np.minimum(np.ceil(lengths * valid).astype(np.int64), lengths - n_test)
+    valid_end = ends - n_test
+    train_end = valid_end - n_valid
+    return Split(sequences, train_end=train_end, valid_end=valid_end)

