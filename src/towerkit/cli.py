@@ -82,28 +82,83 @@ def data_fetch(
 def data_info(
     name: Annotated[str, typer.Argument(help="A data set name (see `towerkit data list`).")],
 ) -> None:
-    """Print the size and time span of a data set (fetching it first if needed)."""
-    interactions = datasets.load(name, progress=_state["progress"])
-    span = interactions.time_span
-    lengths = interactions.frame.groupby("user", sort=False).size()
-    table = Table("", name, title=escape(datasets.get_spec(name).description), show_header=False)
-    table.add_row("interactions", f"{len(interactions):,}")
-    table.add_row("users", f"{interactions.n_users:,}")
-    table.add_row("items", f"{interactions.n_items:,}")
-    table.add_row(
-        "density", f"{len(interactions) / interactions.n_users / interactions.n_items:.2%}"
-    )
-    table.add_row(
-        "interactions per user",
-        f"min {lengths.min()}, median {int(lengths.median())}, max {lengths.max()}",
-    )
-    if span is None:
-        table.add_row("time span", "no times (each user's items are in order)")
-    else:
-        first, last = span
-        table.add_row("time span", f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC")
-    table.add_row("source", escape(str(datasets.source_of(name))))
+    """Print the size, activity and time span of a known data set (fetched if needed)."""
+    _print_report(name, datasets.load(name, progress=_state["progress"]))
+    console.print(escape(f"source: {datasets.source_of(name)}"))
+
+
+def _print_report(label: str, interactions) -> object:
+    from towerkit.data.inspect import inspect_log
+
+    report = inspect_log(interactions)
+    table = Table("", escape(label), show_header=False)
+    for key, value in report.rows_to_show():
+        table.add_row(key, escape(value))
     console.print(table)
+    return report
+
+
+@data_app.command("inspect")
+def data_inspect(
+    log: Annotated[
+        str,
+        typer.Argument(
+            help="A log file, a directory of Parquet shards, or a known data set's name."
+        ),
+    ],
+    format: Annotated[
+        str | None,
+        typer.Option(help="csv, tsv, parquet, jsonl or sequences (default: from the suffix)."),
+    ] = None,
+    sep: Annotated[str | None, typer.Option(help="The separator of a text file.")] = None,
+    user: Annotated[str, typer.Option(help="The user column.")] = "user",
+    item: Annotated[str, typer.Option(help="The item column.")] = "item",
+    timestamp: Annotated[
+        str | None, typer.Option(help="The time column; --no-time: none, the file is in order.")
+    ] = "timestamp",
+    no_time: Annotated[bool, typer.Option("--no-time", help="The log has no time column.")] = False,
+    unit: Annotated[str, typer.Option(help="Unit of numeric times: s, ms, us, ns.")] = "s",
+    rating: Annotated[str | None, typer.Option(help="The rating column, if any.")] = None,
+    weight: Annotated[str | None, typer.Option(help="The weight column, if any.")] = None,
+    write_config: Annotated[
+        Path | None,
+        typer.Option("--write-config", help="Write a starter config for this log to FILE."),
+    ] = None,
+) -> None:
+    """What to check before training: rows, users, items, density, interactions per user and
+    per item, time span, duplicates, users too short to split; and a starter config."""
+    from towerkit.config import ConfigError
+    from towerkit.data.readers import read_interactions
+    from towerkit.starter import starter_config
+
+    if write_config is not None and write_config.exists():
+        raise ConfigError(f"{write_config}: exists already; pick another file")
+    path = Path(log)
+    if log in datasets.DATASETS and not path.exists():
+        interactions = datasets.load(log, progress=_state["progress"])
+        data = {"dataset": log}
+    else:
+        if format == "sequences" or no_time:
+            timestamp = None
+        frame = read_interactions(
+            path, user=user, item=item, timestamp=timestamp, rating=rating, weight=weight,
+            format=format, sep=sep, timestamp_unit=unit,
+        )  # fmt: skip
+        from towerkit.data import Interactions
+
+        interactions = Interactions(frame, has_time=timestamp is not None)
+        columns = {"user": user, "item": item, "timestamp": timestamp}
+        columns.update({k: v for k, v in (("rating", rating), ("weight", weight)) if v})
+        if unit != "s":
+            columns["timestamp_unit"] = unit
+        data = {"path": str(path.absolute()), **({"format": format} if format else {}),
+                **({"sep": sep} if sep else {}), "columns": columns}  # fmt: skip
+    report = _print_report(log, interactions)
+    if write_config is not None:
+        text = starter_config(report, data)
+        write_config.parent.mkdir(parents=True, exist_ok=True)
+        write_config.write_text(text)
+        console.print(escape(f"starter config written to {write_config}"))
 
 
 def _metrics_table(title: str, rows: dict[str, dict[str, float]], ks: list[int]) -> Table:
@@ -170,6 +225,7 @@ def train(
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         prepared = pipeline.prepare(cfg.data, progress=cfg.train.progress)
+        pipeline.check_data(cfg, prepared)
         if new:
             run = RunDir.create(out, cfg, prepared)
         handler = logging.FileHandler(run.path / "train.log", encoding="utf-8")

@@ -16,6 +16,7 @@ Metrics, averaged over evaluated users, for each K:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from towerkit.data.split import Split, Stage
 from towerkit.index import make_index, recall_at_k
 from towerkit.index.exact import chunked_topk
 from towerkit.similarity import Similarity
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_KS = (10, 50)
 
@@ -191,6 +194,23 @@ class Evaluator:
         self.queries = Queries.from_split(split, stage)
         self.exclude = self.queries.exclusions(split.sequences.items)
         self.last_seconds = 0.0
+        self._warn_unreachable()
+
+    def _warn_unreachable(self) -> None:
+        """Say how many users' target is an item they saw before: masking seen items, as the
+        protocol asks, puts it out of reach (it counts as a miss)."""
+        q, (indptr, seen) = self.queries, self.exclude
+        stride = np.int64(self.n_items + 1)
+        users = np.arange(len(q), dtype=np.int64)
+        history = np.repeat(users, np.diff(indptr)) * stride + seen
+        rows = np.repeat(users, np.diff(q.target_offsets))
+        repeated = np.isin(rows * stride + q.target_items, history)
+        if repeated.any():
+            logger.warning(
+                "%d of %d users have a %s target they interacted with before; masking seen "
+                "items puts it out of reach (it counts as a miss)",
+                len(np.unique(rows[repeated])), len(q), self.stage,
+            )  # fmt: skip
 
     def _topk(self, score_rows: Callable[[int, int], torch.Tensor]) -> np.ndarray:
         ids, _ = chunked_topk(

@@ -3,7 +3,8 @@
 Each takes the logits ``pos`` ``[B]`` (one positive per query) and ``neg`` ``[B, N]`` (N negatives
 per query), already scaled by the temperature (see :class:`~towerkit.task.RetrievalTask`), and
 returns the mean loss. An optional boolean ``mask`` ``[B, N]`` marks the negatives that count
-(``False`` drops accidental hits and padding).
+(``False`` drops accidental hits and padding); optional positive ``weights`` ``[B]`` weight each
+query's terms (a weighted mean).
 
 - **point-wise** (mode 0): binary cross-entropy on logits; the positive is labelled 1, each
   negative 0. The mean is over all labelled terms that count (``B`` positives plus the kept
@@ -38,7 +39,12 @@ class Mode(str, Enum):
 _INTEGER_MODES = {0: Mode.POINTWISE, 1: Mode.PAIRWISE, 2: Mode.LISTWISE}
 
 
-def _check(pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None) -> None:
+def _check(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    mask: torch.Tensor | None,
+    weights: torch.Tensor | None = None,
+) -> None:
     if pos.dim() != 1 or neg.dim() != 2 or neg.shape[0] != pos.shape[0]:
         raise ValueError(
             f"expected pos [B] and neg [B, N], got pos {tuple(pos.shape)} "
@@ -46,10 +52,15 @@ def _check(pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None) -> N
         )
     if mask is not None and mask.shape != neg.shape:
         raise ValueError(f"mask {tuple(mask.shape)} must have the shape of neg {tuple(neg.shape)}")
+    if weights is not None and weights.shape != pos.shape:
+        raise ValueError(f"weights {tuple(weights.shape)} must have the shape of pos")
 
 
 def pointwise(
-    pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None = None
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Binary cross-entropy: positives labelled 1, negatives 0 (mean over counted terms).
 
@@ -58,9 +69,13 @@ def pointwise(
         pointwise(tensor([0.]), tensor([[0., -1.]]), mask=tensor([[True, False]]))
         = (-log sigmoid(0) - log(1 - sigmoid(0))) / 2 = log 2
     """
-    _check(pos, neg, mask)
+    _check(pos, neg, mask, weights)
     pos_terms = F.softplus(-pos)  # -log sigmoid(s)
     neg_terms = F.softplus(neg)  # -log (1 - sigmoid(s))
+    if weights is not None:
+        keep = torch.ones_like(neg) if mask is None else mask.to(neg.dtype)
+        terms = pos_terms + (neg_terms * keep).sum(1)  # (B,)
+        return (weights * terms).sum() / (weights * (1 + keep.sum(1))).sum()
     if mask is None:
         return (pos_terms.sum() + neg_terms.sum()) / (pos.numel() + neg.numel())
     keep = mask.to(neg.dtype)
@@ -68,12 +83,19 @@ def pointwise(
 
 
 def pairwise(
-    pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None = None
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """BPR: ``-log sigmoid(s+ - s-)`` averaged over the (kept) positive-negative pairs."""
-    _check(pos, neg, mask)
+    _check(pos, neg, mask, weights)
     diff = pos[:, None] - neg  # (B, N)
     terms = F.softplus(-diff)
+    if weights is not None:
+        keep = torch.ones_like(terms) if mask is None else mask.to(terms.dtype)
+        keep = keep * weights[:, None]
+        return (terms * keep).sum() / keep.sum().clamp_min(torch.finfo(terms.dtype).tiny)
     if mask is None:
         return terms.mean()
     keep = mask.to(terms.dtype)
@@ -81,7 +103,10 @@ def pairwise(
 
 
 def listwise(
-    pos: torch.Tensor, neg: torch.Tensor, mask: torch.Tensor | None = None
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax cross-entropy with the positive as the target among ``[pos, neg...]``.
 
@@ -90,7 +115,7 @@ def listwise(
     and the loss ``log(1 + 3 e^-10) = 0.000136`` (the document prints 0.016, an arithmetic
     slip).
     """
-    _check(pos, neg, mask)
+    _check(pos, neg, mask, weights)
     if mask is not None:
         # The most negative float rather than -inf: a row whose negatives are all masked
         # then has a zero loss and zero gradients instead of NaN.
@@ -98,7 +123,8 @@ def listwise(
     # -log softmax_0([pos, neg]) = log(1 + exp(logsumexp(neg) - pos)): no concatenated copy of
     # the [B, N] block (full-softmax steps are dominated by such passes), and exact for tiny
     # losses where logsumexp([pos, neg]) - pos would cancel in float32.
-    return F.softplus(torch.logsumexp(neg, dim=1) - pos).mean()
+    rows = F.softplus(torch.logsumexp(neg, dim=1) - pos)  # (B,)
+    return rows.mean() if weights is None else (rows * weights).sum() / weights.sum()
 
 
 _OBJECTIVES: dict[Mode, Objective] = {

@@ -26,7 +26,7 @@ import pyarrow as pa
 import torch
 
 from towerkit import datasets
-from towerkit.config import Config, DataConfig, SideTableConfig, SplitConfig
+from towerkit.config import Config, ConfigError, DataConfig, SideTableConfig, SplitConfig
 from towerkit.data import (
     Interactions,
     Prepared,
@@ -39,6 +39,7 @@ from towerkit.data import (
 )
 from towerkit.data.batches import SequenceBatches, TrainingBatches
 from towerkit.data.readers import read_interactions, read_side_table
+from towerkit.errors import DataError
 from towerkit.evaluation import Evaluator, query_vectors
 from towerkit.index import make_index
 from towerkit.models import MODELS, MatchingModel
@@ -313,9 +314,36 @@ def train(
             record test metrics per epoch.
     """
     prepared = prepared or prepare(config.data, progress=config.train.progress)
+    check_data(config, prepared)
     if run is not None and not isinstance(run, RunDir):
         run = RunDir.create(run, config, prepared)
     return _fit(config, prepared, run, None, validate)
+
+
+def check_data(config: Config, prepared: Prepared) -> None:
+    """Refuse, before any training, data that cannot give a result: no training sample, no
+    validation or test target, or a catalogue smaller than the longest list asked for."""
+    n_items, k = prepared.encoded.n_items, max(config.eval.ks)
+    if k > n_items:
+        raise ConfigError(
+            f"eval.ks {config.eval.ks} asks for top-{k} lists from a catalogue of {n_items} "
+            f"items; keep eval.ks at most {n_items}"
+        )
+    split = prepared.split
+    starts = split.sequences.offsets[:-1]
+    samples = int(np.maximum(split.train_end - starts - 1, 0).sum())
+    longest = int(split.sequences.lengths.max(initial=0))
+    what = f"the {config.data.split.kind} split"
+    if samples == 0:
+        raise DataError(
+            f"no training samples: under {what} no user has two training interactions (the "
+            f"longest sequence has {longest}; leave-one-out needs at least 4: one history item, "
+            "one training target, a validation and a test item)"
+        )
+    counts = split.counts()
+    for stage in ("valid", "test"):
+        if counts[stage] == 0:
+            raise DataError(f"no user has a {stage} target under {what}")
 
 
 def resume(
@@ -342,6 +370,7 @@ def resume(
         )
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     check_fingerprint(run, prepared)
+    check_data(config, prepared)
     return _fit(config, prepared, run, run.load_checkpoint(), validate)
 
 

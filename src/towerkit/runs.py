@@ -26,12 +26,13 @@ finished one, and never holds a half-written file.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import os
+import pickle
 import shutil
-import tempfile
-from collections.abc import Callable
+import zipfile
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from towerkit.config import Config, load_config
 from towerkit.data.prepared import Prepared
 from towerkit.data.vocab import Vocab
 from towerkit.errors import TowerkitError
+from towerkit.files import atomic_write, remove_stale, staging_dir
 from towerkit.models import MatchingModel, build_model
 from towerkit.training import TrainState
 from towerkit.types import FeatureTable
@@ -68,20 +70,8 @@ class RunDirError(TowerkitError, ValueError):
     """A directory that is not a usable run (missing, unfinished, or not a run at all)."""
 
 
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place."""
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -89,7 +79,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _write_table(path: Path, table: pa.Table) -> None:
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _write_torch(path: Path, obj: Any) -> None:
@@ -97,7 +87,7 @@ def _write_torch(path: Path, obj: Any) -> None:
     same object gives the same bytes."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    _atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def vectors_column(vectors: torch.Tensor | np.ndarray) -> pa.Array:
@@ -142,6 +132,25 @@ def _load_features(path: Path, vocab_dir: Path, prefix: str) -> FeatureTable:
     return table
 
 
+def _status(status: str) -> dict[str, Any]:
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return {"status": status, "towerkit": __version__, "time": now}
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _load_torch(path: Path, what: str) -> Any:
+    """``torch.load(weights_only=True)``, with a file that is not one (truncated, random or
+    crafted bytes) reported as such rather than as an unpickling traceback."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunDirError(f"{path}: not a readable towerkit {what} file ({message})") from None
+
+
 class RunDir:
     """An existing run directory (see the module docstring).
 
@@ -157,6 +166,9 @@ class RunDir:
         if not (self.path / RUN_FILE).is_file():
             what = "does not exist" if not self.path.exists() else f"no {RUN_FILE}"
             raise RunDirError(f"{self.path}: not a run directory ({what})")
+        for name in (CHECKPOINT_FILE, MODEL_FILE, RUN_FILE):  # temporary files of a killed run
+            if os.access(self.path, os.W_OK):
+                remove_stale(self.path, f".{name}.")
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r}, status={self.status!r})"
@@ -165,10 +177,20 @@ class RunDir:
 
     @staticmethod
     def check_new(path: str | Path) -> Path:
-        """Refuse a path that exists and is not an empty directory (checked before training)."""
+        """Refuse a path that exists and is not an empty directory, or that cannot be written
+        (checked before any data is read)."""
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirError(f"{path}: the run directory exists and is not empty; pick another")
+        if path.exists() and not os.access(path, os.W_OK | os.X_OK):
+            raise RunDirError(f"{path}: the run directory is not writable")
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise RunDirError(
+                f"{path}: cannot create the run directory ({ancestor} is not writable)"
+            )
         return path
 
     @classmethod
@@ -176,11 +198,15 @@ class RunDir:
         """Start a run: its config, the prepared data's vocabularies, side features and
         fingerprint, status ``training``. Written to a staging folder and renamed into place."""
         path = cls.check_new(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = staging_dir(path)
+        except OSError as err:
+            raise RunDirError(f"{path}: cannot create the run directory ({err.strerror})") from None
         try:
             encoded = prepared.encoded
-            (staging / CONFIG_FILE).write_text(config.to_yaml())
+            text = config.to_yaml()
+            (staging / CONFIG_FILE).write_text(text)
             source = config.data.dataset or str(config.data.path)
             data = {"source": source, **prepared.summary()}
             (staging / DATA_FILE).write_text(json.dumps(data, indent=2) + "\n")
@@ -188,18 +214,23 @@ class RunDir:
             (staging / FEATURES_DIR).mkdir()
             _save_features(encoded.user_features, staging / FEATURES_DIR / "user.parquet")
             _save_features(encoded.item_features, staging / FEATURES_DIR / "item.parquet")
-            (staging / RUN_FILE).write_text(json.dumps(cls._status("training"), indent=2) + "\n")
+            status = {**_status("training"), "config_sha256": _sha256_text(text)}
+            (staging / RUN_FILE).write_text(json.dumps(status, indent=2) + "\n")
             if path.exists():
                 path.rmdir()  # empty (checked above)
             staging.rename(path)
+        except OSError as err:
+            raise RunDirError(f"{path}: cannot write the run directory ({err})") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return cls(path)
 
-    @staticmethod
-    def _status(status: str) -> dict[str, Any]:
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        return {"status": status, "towerkit": __version__, "time": now}
+    def _set_status(self, status: str) -> None:
+        _write_json(self.path / RUN_FILE, {**self._run, **_status(status)})
+
+    @property
+    def _run(self) -> dict[str, Any]:
+        return json.loads((self.path / RUN_FILE).read_text())
 
     def save_checkpoint(self, state: TrainState) -> None:
         """Write the training state after an epoch (atomically: the old one stays whole until
@@ -211,7 +242,7 @@ class RunDir:
         path = self.path / CHECKPOINT_FILE
         if not path.exists():
             return None
-        return TrainState.from_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return TrainState.from_dict(_load_torch(path, "checkpoint"))
 
     def finish(
         self,
@@ -229,14 +260,14 @@ class RunDir:
         _write_table(self.path / ITEMS_FILE, items)
         _write_json(self.path / METRICS_FILE, metrics)
         _write_json(self.path / TIMING_FILE, timing)
-        _write_json(self.path / RUN_FILE, self._status("finished"))
+        self._set_status("finished")
 
     # -- reading ----------------------------------------------------------------------------
 
     @property
     def status(self) -> str:
         """``"training"`` (unfinished: resumable) or ``"finished"``."""
-        return json.loads((self.path / RUN_FILE).read_text())["status"]
+        return self._run["status"]
 
     @property
     def finished(self) -> bool:
@@ -259,7 +290,16 @@ class RunDir:
 
     @cached_property
     def config(self) -> Config:
-        return load_config(self.path / CONFIG_FILE)
+        """The run's config, as it was when the run started (an edited config.yaml is refused:
+        the weights belong to the original)."""
+        path = self.path / CONFIG_FILE
+        recorded = self._run.get("config_sha256")
+        if recorded is not None and _sha256_text(path.read_text()) != recorded:
+            raise RunDirError(
+                f"{path}: changed after the run started; its weights belong to the config it was "
+                "trained with (restore that file, or train a new run with the new config)"
+            )
+        return load_config(path)
 
     @cached_property
     def data(self) -> dict[str, Any]:
@@ -307,8 +347,14 @@ class RunDir:
         """The trained model, in eval mode, on the CPU (the run must be finished)."""
         self.require_finished()
         model = self.build_model()
-        saved = torch.load(self.path / MODEL_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["state_dict"])
+        saved = _load_torch(self.path / MODEL_FILE, "model")
+        try:
+            model.load_state_dict(saved["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            message = str(err).splitlines()[0]
+            raise RunDirError(
+                f"{self.path / MODEL_FILE}: the weights do not fit the run's config ({message})"
+            ) from None
         return model.eval()
 
     @cached_property

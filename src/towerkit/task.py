@@ -83,7 +83,11 @@ class RetrievalTask(nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
 
     def loss(
-        self, queries: torch.Tensor, positives: torch.Tensor, layout: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        positives: torch.Tensor,
+        layout: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The mean loss of a batch.
 
@@ -92,12 +96,17 @@ class RetrievalTask(nn.Module):
             positives: int64 ``[Q]`` the item each query must retrieve.
             layout: for windows of positions, the boolean ``[W, T]`` mask the queries come from
                 (row-major), so that sampled negatives can be shared per window.
+            weights: ``[Q]`` positive weights of the queries' losses (a weighted mean), or
+                None for equal weights.
         """
         scale = self.temperature.inverse()
         if self.fused:
             (full,) = self.negatives.candidates(positives, None)
             scores = self.similarity.pairwise(queries, self.encode_items(full.ids), scale)
-            return F.cross_entropy(scores, positives - 1)  # column j holds item j + 1
+            if weights is None:
+                return F.cross_entropy(scores, positives - 1)  # column j holds item j + 1
+            rows = F.cross_entropy(scores, positives - 1, reduction="none")
+            return (rows * weights).sum() / weights.sum()
         positive_vectors = self.encode_items(positives)  # (Q, D)
         pos = self.similarity.rowwise(queries, positive_vectors, scale)  # (Q,)
         if self.logq:
@@ -112,7 +121,7 @@ class RetrievalTask(nn.Module):
         neg, mask = (
             (negs[0], masks[0]) if len(negs) == 1 else (torch.cat(negs, 1), torch.cat(masks, 1))
         )
-        return self.objective(pos, neg, mask=mask)
+        return self.objective(pos, neg, mask=mask, weights=weights)
 
     def _negatives(
         self,

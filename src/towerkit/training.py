@@ -189,8 +189,8 @@ class Trainer:
 
     def step_loss(self, batch: Batch | SequenceBatch) -> torch.Tensor:
         """The loss of one batch (the whole forward pass, no optimiser step)."""
-        queries, positives, layout = batch.training_pairs(self.model)
-        return self.task.loss(queries, positives, layout)
+        queries, positives, layout, weights = batch.training_pairs(self.model)
+        return self.task.loss(queries, positives, layout, weights)
 
     def fit(
         self,

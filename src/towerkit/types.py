@@ -62,11 +62,13 @@ class TrainingPairs(NamedTuple):
         layout: for windows, the boolean ``[W, T]`` mask of the positions the queries come from
             (row-major order), so that negatives can be shared per window; None for
             independent samples.
+        weights: ``[Q]`` weights of the pairs' losses (the interactions' weights), or None.
     """
 
     queries: torch.Tensor
     positives: torch.Tensor
     layout: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
 
 class UserEncoder(Protocol):
@@ -88,12 +90,14 @@ class Batch:
         user_features: optional encoded side-feature values per row (feature name -> ``[B]``
             codes or numbers, ``[B, W]`` codes for multi-valued features), used instead of the
             values the model looks up by user id: how a user the model never saw is described.
+        weights: float ``[B]`` weights of the targets' interactions, or None.
     """
 
     users: torch.Tensor
     history: torch.Tensor
     targets: torch.Tensor
     user_features: Mapping[str, torch.Tensor] | None = None
+    weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -102,13 +106,18 @@ class Batch:
         features = None
         if self.user_features is not None:
             features = {name: value.to(device) for name, value in self.user_features.items()}
+        weights = None if self.weights is None else self.weights.to(device)
         return Batch(
-            self.users.to(device), self.history.to(device), self.targets.to(device), features
+            self.users.to(device),
+            self.history.to(device),
+            self.targets.to(device),
+            features,
+            weights,
         )
 
     def training_pairs(self, model: UserEncoder) -> TrainingPairs:
         """One query per sample: ``encode_users`` and the targets."""
-        return TrainingPairs(model.encode_users(self), self.targets)
+        return TrainingPairs(model.encode_users(self), self.targets, None, self.weights)
 
 
 @dataclass(frozen=True)
@@ -120,11 +129,14 @@ class SequenceBatch:
         history: int64 ``[W, L]`` the window's input items, left-padded with 0, most recent last.
         targets: int64 ``[W, L]`` the item that follows each input (0 under padding): the query
             at column ``j`` has seen ``history[:, : j + 1]`` and must predict ``targets[:, j]``.
+        weights: float ``[W, L]`` weights of the targets' interactions (0 under padding), or
+            None.
     """
 
     users: torch.Tensor
     history: torch.Tensor
     targets: torch.Tensor
+    weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -139,12 +151,14 @@ class SequenceBatch:
         return int(self.layout.sum())
 
     def to(self, device: torch.device | str) -> SequenceBatch:
+        weights = None if self.weights is None else self.weights.to(device)
         return SequenceBatch(
-            self.users.to(device), self.history.to(device), self.targets.to(device)
+            self.users.to(device), self.history.to(device), self.targets.to(device), weights
         )
 
     def training_pairs(self, model: PositionEncoder) -> TrainingPairs:
         """Every real position of every window is a query: one pass, many pairs."""
         layout = self.layout  # (W, L)
         queries = model.encode_positions(self)[layout]  # (Q, D)
-        return TrainingPairs(queries, self.targets[layout], layout)
+        weights = None if self.weights is None else self.weights[layout]
+        return TrainingPairs(queries, self.targets[layout], layout, weights)

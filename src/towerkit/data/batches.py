@@ -111,10 +111,12 @@ class TrainingBatches:
         positions = self.positions[samples]
         users = self.users[samples]
         history = gather_history(seqs.items, seqs.offsets[users], positions, self.max_len)
+        weights = None if seqs.weights is None else torch.from_numpy(seqs.weights[positions])
         return Batch(
             users=torch.from_numpy(users),
             history=torch.from_numpy(history),
             targets=torch.from_numpy(seqs.items[positions]),
+            weights=weights,
         )
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
@@ -220,10 +222,14 @@ class SequenceBatches:
         width = self.context + longest
         first_input = np.maximum(begins - 1 - self.context, self.starts[windows])
         targets = gather_history(items, begins, ends, width)
+        weights = self.split.sequences.weights
+        if weights is not None:
+            weights = torch.from_numpy(gather_history(weights, begins, ends, width))
         return SequenceBatch(
             users=torch.from_numpy(self.users[windows]),
             history=torch.from_numpy(gather_history(items, first_input, ends - 1, width)),
             targets=torch.from_numpy(targets),
+            weights=weights,
         )
 
     def epoch(self, epoch: int) -> Iterator[SequenceBatch]:

@@ -28,6 +28,8 @@ class EncodedInteractions:
         users, items: int64 ``[n]`` encoded ids in ``1..n_users`` / ``1..n_items``.
         timestamps: int64 ``[n]`` epoch seconds, non-decreasing.
         ratings: float32 ``[n]`` or None.
+        weights: float32 ``[n]`` positive weights of the interactions (their losses are
+            weighted by them), or None.
     """
 
     users: np.ndarray
@@ -38,6 +40,7 @@ class EncodedInteractions:
     item_vocab: Vocab
     user_features: FeatureTable = field(default_factory=FeatureTable)
     item_features: FeatureTable = field(default_factory=FeatureTable)
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -168,11 +171,15 @@ def encode(
     ratings = None
     if "rating" in frame.columns:
         ratings = frame["rating"].to_numpy(dtype=np.float32)[order]
+    weights = None
+    if "weight" in frame.columns:
+        weights = frame["weight"].to_numpy(dtype=np.float32)[order]
     return EncodedInteractions(
         users=user_codes,
         items=item_codes,
         timestamps=frame["timestamp"].to_numpy(dtype=np.int64)[order],
         ratings=ratings,
+        weights=weights,
         user_vocab=user_vocab,
         item_vocab=item_vocab,
         user_features=encode_features(

@@ -72,6 +72,8 @@ class Prepared:
             ("valid_end", split.valid_end),
         ):
             add(label, np.ascontiguousarray(array, dtype=np.int64).tobytes())
+        if split.sequences.weights is not None:
+            add("weights", np.ascontiguousarray(split.sequences.weights).tobytes())
         add_features("user_features", encoded.user_features)
         add_features("item_features", encoded.item_features)
         return digest.hexdigest()

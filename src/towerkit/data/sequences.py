@@ -20,20 +20,29 @@ class Sequences:
         items: int64 ``[nnz]`` encoded item ids.
         timestamps: int64 ``[nnz]`` epoch seconds, aligned with ``items``.
         offsets: int64 ``[n_users + 2]``; ``offsets[0] == offsets[1] == 0``.
+        weights: float32 ``[nnz]`` interaction weights aligned with ``items``, or None.
     """
 
     items: np.ndarray
     timestamps: np.ndarray
     offsets: np.ndarray
+    weights: np.ndarray | None = None
 
     @classmethod
     def from_encoded(cls, encoded: EncodedInteractions) -> Sequences:
         """Group the time-ordered log by user, keeping time order within each user."""
-        return cls.from_arrays(encoded.users, encoded.items, encoded.timestamps, encoded.n_users)
+        return cls.from_arrays(
+            encoded.users, encoded.items, encoded.timestamps, encoded.n_users, encoded.weights
+        )
 
     @classmethod
     def from_arrays(
-        cls, users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, n_users: int
+        cls,
+        users: np.ndarray,
+        items: np.ndarray,
+        timestamps: np.ndarray,
+        n_users: int,
+        weights: np.ndarray | None = None,
     ) -> Sequences:
         """Build from parallel arrays. Rows are first sorted by time, then grouped by user; both
         sorts are stable, so equal timestamps keep their input order."""
@@ -46,6 +55,7 @@ class Sequences:
             items=np.ascontiguousarray(items[by_user], dtype=np.int64),
             timestamps=np.ascontiguousarray(timestamps[by_user], dtype=np.int64),
             offsets=offsets,
+            weights=None if weights is None else np.ascontiguousarray(weights[by_user]),
         )
 
     @property
@@ -75,7 +85,8 @@ class Sequences:
         np.cumsum(lengths, out=offsets[1:])
         # Flat gather index: for each kept slot, its absolute position in the old arrays.
         gather = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1] - start, lengths)
-        return Sequences(self.items[gather], self.timestamps[gather], offsets)
+        weights = None if self.weights is None else self.weights[gather]
+        return Sequences(self.items[gather], self.timestamps[gather], offsets, weights)
 
 
 def item_counts(items: np.ndarray, n_items: int) -> np.ndarray:

