@@ -135,7 +135,7 @@ def test_train_writes_a_run_that_evaluates_and_rescoring_agrees(offline_ml100k, 
     assert "differ from the data the run was trained on" in changed.stderr
 
 
-def wait_for(predicate, timeout: float = 120.0) -> None:
+def wait_for(predicate, timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -27,6 +27,7 @@ import torch
 
 from towerkit.data.batches import Batch, gather_history
 from towerkit.data.split import Split, Stage
+from towerkit.errors import TowerkitError
 from towerkit.index import make_index, recall_at_k
 from towerkit.index.exact import chunked_topk
 from towerkit.similarity import Similarity
@@ -34,6 +35,10 @@ from towerkit.similarity import Similarity
 logger = logging.getLogger(__name__)
 
 DEFAULT_KS = (10, 50)
+
+
+class DivergedError(TowerkitError):
+    """A model whose vectors are not finite numbers: there is nothing to rank by."""
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,17 @@ class Evaluator:
     def evaluate_vectors(
         self, users: torch.Tensor, items: torch.Tensor, similarity: Similarity
     ) -> dict[str, float]:
-        """Metrics from precomputed ``[U, D]`` user and ``[n_items, D]`` item vectors."""
+        """Metrics from precomputed ``[U, D]`` user and ``[n_items, D]`` item vectors.
+
+        Raises:
+            DivergedError: a vector holds NaN or infinity (ranking by it would be noise).
+        """
+        for what, vectors in (("query", users), ("item", items)):
+            if not bool(torch.isfinite(vectors).all()):
+                raise DivergedError(
+                    f"the {what} vectors hold NaN or infinite values ({self.stage} stage): "
+                    "training diverged; lower train.lr or raise temperature.value"
+                )
         if self.index != "exact":
             return self.evaluate_index(users, items, similarity, self.index, **self.index_options)
         return self._metrics(lambda begin, end: similarity.pairwise(users[begin:end], items))

@@ -146,7 +146,8 @@ def _load_torch(path: Path, what: str) -> Any:
     crafted bytes) reported as such rather than as an unpickling traceback."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError,
+            zipfile.BadZipFile) as err:  # fmt: skip
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RunDirError(f"{path}: not a readable towerkit {what} file ({message})") from None
 
@@ -188,9 +189,7 @@ class RunDir:
         while not ancestor.exists() and ancestor != ancestor.parent:
             ancestor = ancestor.parent
         if not os.access(ancestor, os.W_OK | os.X_OK):
-            raise RunDirError(
-                f"{path}: cannot create the run directory ({ancestor} is not writable)"
-            )
+            raise RunDirError(f"{path}: cannot create the run directory: {ancestor} is read-only")
         return path
 
     @classmethod

@@ -288,6 +288,11 @@ class Trainer:
             if steps % 50 == 0:
                 bar.set_postfix(loss=f"{total_loss / steps:.4f}")
         seconds = time.perf_counter() - t0
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise TrainingError(
+                f"the weights became NaN or infinite in epoch {epoch + 1} (the loss was finite "
+                "at every step); lower train.lr or raise temperature.value"
+            )
         return EpochLog(
             epoch=epoch + 1,
             loss=total_loss / max(steps, 1),

@@ -1,0 +1,179 @@
+"""Benchmark: a second domain. Amazon Beauty, Amazon Toys and Games and Yelp (the S3-Rec files)
+under DESIGN.md's protocol: leave-one-out, every item of the catalogue ranked, seen items masked.
+
+Rows per file:
+- ``popularity``: the most popular unseen items;
+- ``ml1m-*``: the shipped ML-1M configs as they are, with only ``max_len`` (50) and the number
+  of epochs changed;
+- ``tuned-*``: one set of settings for all three files (``max_len`` and epochs may differ per
+  file), chosen on validation metrics only (the ``valid`` columns; test is reported once, for the
+  epoch with the best validation NDCG@10);
+- the published anchors beside them (S3-Rec README, full ranking; WEARec on Beauty).
+
+Run (the files come from $TOWERKIT_DATA_MIRROR/s3rec or GitHub):
+    TOWERKIT_DATA_MIRROR=../shared/data python benchmarks/s3rec.py            # every row
+    TOWERKIT_DATA_MIRROR=../shared/data python benchmarks/s3rec.py --only beauty-tuned-sasrec
+
+Writes benchmarks/results/s3rec.md (rows replaced by name, others kept) and, per row,
+benchmarks/results/s3rec.ROW.json (validation metrics of every epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from towerkit import pipeline
+from towerkit.config import load_config
+
+RESULTS = Path(__file__).parent / "results" / "s3rec.md"
+CONFIGS = Path(__file__).parent.parent / "configs"
+FILES = {"beauty": "amazon-beauty", "toys": "amazon-toys", "yelp": "yelp"}
+
+# Published full-ranking HR@10 / NDCG@10 on the same files.
+SASREC, S3REC = "SASRec (S3-Rec README)", "S3-Rec (S3-Rec README)"
+ANCHORS = {
+    "beauty": [(SASREC, 0.0605, 0.0318), (S3REC, 0.0647, 0.0327),
+               ("WEARec (public code, leave-last-two-out)", 0.1016, 0.0599)],
+    "toys": [(SASREC, 0.0675, 0.0374), (S3REC, 0.0700, 0.0376)],
+    "yelp": [(SASREC, 0.0274, 0.0136), (S3REC, 0.0341, 0.0168)],
+}  # fmt: skip
+
+# The ML-1M configs as they are: only max_len and epochs change.
+ML1M = {
+    "youtube_dnn": ("ml-1m/youtube_dnn.yaml", ["train.epochs=30"]),
+    "sasrec": ("ml-1m/sasrec.yaml", ["data.max_len=50", "train.epochs=50"]),
+    "gru4rec": ("ml-1m/gru4rec.yaml", ["data.max_len=50", "train.epochs=50"]),
+}
+# One set of settings for the three files, chosen on validation (see the results' notes).
+TUNED = {
+    "sasrec": ("s3rec/sasrec.yaml", []),
+}
+TUNED_LENGTH = {"beauty": [], "toys": [], "yelp": []}
+
+
+def rows() -> list[tuple[str, str, str, list[str]]]:
+    out = []
+    for short, dataset in FILES.items():
+        data = [f"data.dataset={dataset}", "data.user_features=[]", "data.item_features=[]"]
+        for model, (config, overrides) in ML1M.items():
+            out.append((f"{short}-ml1m-{model}", short, config, [*data, *overrides]))
+        for model, (config, overrides) in TUNED.items():
+            sets = [*data, *overrides, *TUNED_LENGTH[short]]
+            out.append((f"{short}-tuned-{model}", short, config, sets))
+    return out
+
+
+class Timeline:
+    """Validation after every epoch (returned: drives early stopping), recorded per epoch."""
+
+    def __init__(self, valid) -> None:
+        self.valid, self.points, self.last_seconds = valid, [], 0.0
+
+    def evaluate(self, model, similarity, device="cpu"):
+        metrics = self.valid.evaluate(model, similarity, device)
+        self.last_seconds = self.valid.last_seconds
+        self.points.append(metrics)
+        return metrics
+
+
+HEADER = (
+    "| row | file | model | settings | epochs (best) | s/epoch | valid HR@10 | valid NDCG@10 "
+    "| HR@10 | NDCG@10 | HR@50 | MRR@10 |\n"
+    "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+)
+
+
+def describe(config) -> str:
+    m, t = config.model, config.train
+    parts = [f"D={m.embedding_dim}", f"dropout {m.dropout}", f"max_len {config.data.max_len}"]
+    if m.name == "sasrec":
+        parts.insert(1, f"{m.n_layers}x{m.n_heads} heads")
+    n = config.negatives
+    parts.append("full softmax" if n.kind == "full" else f"{n.kind} {getattr(n, 'n', '')}")
+    parts.append(f"{config.similarity.name} t={config.temperature.value:g}")
+    parts.append(f"lr {t.lr:g} {t.schedule}, batch {t.batch_size}")
+    if t.weight_decay:
+        parts.append(f"wd {t.weight_decay:g}")
+    return ", ".join(parts)
+
+
+def run_row(name: str, short: str, config_file: str, overrides: list[str]) -> tuple[str, str]:
+    config = load_config(CONFIGS / config_file, [*overrides, "train.progress=false"])
+    prepared = pipeline.prepare(config.data, progress=False)
+    timelines = []
+
+    def validate(valid, test):
+        timelines.append(Timeline(valid))
+        return timelines[-1]
+
+    outcome = pipeline.train(config, prepared, validate=validate)
+    r, t, v = outcome.result, outcome.metrics["test"], outcome.metrics["valid"]
+    line = (
+        f"| {name} | {short} | {config.model.name} | {describe(config)} | {len(r.epochs)} "
+        f"({r.best_epoch}) | {r.seconds_per_epoch:.1f} | {v['hr@10']:.4f} | {v['ndcg@10']:.4f} "
+        f"| {t['hr@10']:.4f} | {t['ndcg@10']:.4f} | {t['hr@50']:.4f} | {t['mrr@10']:.4f} |"
+    )
+    points = {"valid": timelines[0].points, "test": t, "popularity": outcome.popularity,
+              "config": config.model_dump(mode="json")}  # fmt: skip
+    RESULTS.with_name(f"s3rec.{name}.json").write_text(json.dumps(points, indent=1) + "\n")
+    pop = outcome.popularity
+    popularity = (
+        f"| {short}-popularity | {short} | most popular unseen | - | - | - | - | - "
+        f"| {pop['hr@10']:.4f} | {pop['ndcg@10']:.4f} | {pop['hr@50']:.4f} | {pop['mrr@10']:.4f} |"
+    )
+    return line, popularity
+
+
+def update(lines: dict[str, str]) -> None:
+    """Rewrite the results file with these rows replaced or added (notes kept)."""
+    old = RESULTS.read_text() if RESULTS.exists() else ""
+    table = dict(re.findall(r"(?m)^\| (\S+) (\|.*)$", old))
+    table = {k: v for k, v in table.items() if k != "row" and not k.startswith("---")}
+    for name, line in lines.items():
+        table[name] = line[len(f"| {name} ") :]
+    for short, anchors in ANCHORS.items():
+        for i, (label, hr, ndcg) in enumerate(anchors):
+            table[f"{short}-published-{i + 1}"] = (
+                f"| {short} | {label} | published | - | - | - | - | {hr:.4f} | {ndcg:.4f} | - | - |"
+            )
+    order = sorted(table, key=lambda k: (list(FILES).index(k.split("-")[0]), k))
+    notes = old.partition("\n## Notes\n")[2]
+    RESULTS.write_text(
+        "# A second domain: Amazon Beauty, Amazon Toys and Games, Yelp (S3-Rec files)\n\n"
+        f"`python benchmarks/s3rec.py` (last run {date.today()}: {platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__}). DESIGN.md's protocol: leave-one-out "
+        "(each user's last item tests, the one before validates), every item of the catalogue "
+        "ranked for every user, seen items masked; test metrics of the epoch with the best "
+        "validation NDCG@10. Settings are chosen on the `valid` columns only.\n\n"
+        + HEADER
+        + "".join(f"| {k} {table[k]}\n" for k in order)
+        + (f"\n## Notes\n{notes}" if notes else "")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None, help="rows containing this text")
+    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every row")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    for name, short, config_file, overrides in rows():
+        if args.only and not any(o in name for o in args.only):
+            continue
+        line, popularity = run_row(name, short, config_file, [*overrides, *args.set])
+        logging.info(line)
+        update({name: line, f"{short}-popularity": popularity})
+    print(RESULTS.read_text())
+
+
+if __name__ == "__main__":
+    main()
