@@ -58,6 +58,14 @@ TUNED = {
     "sasrec": ("s3rec/sasrec.yaml", []),
 }
 TUNED_LENGTH = {"beauty": [], "toys": [], "yelp": []}
+# Settings tried on Beauty's validation stage, each a change to the ML-1M SASRec row.
+PROBES: dict[str, list[str]] = {
+    "dropout-0.5": ["model.dropout=0.5"],
+    "dropout-0.35": ["model.dropout=0.35"],
+    "dropout-0.5-lr-1e-3-constant": ["model.dropout=0.5", "train.lr=0.001",
+                                     "train.schedule=constant", "train.epochs=200",
+                                     "train.patience=10"],
+}  # fmt: skip
 
 
 def rows() -> list[tuple[str, str, str, list[str]]]:
@@ -69,6 +77,10 @@ def rows() -> list[tuple[str, str, str, list[str]]]:
         for model, (config, overrides) in TUNED.items():
             sets = [*data, *overrides, *TUNED_LENGTH[short]]
             out.append((f"{short}-tuned-{model}", short, config, sets))
+    config, base = ML1M["sasrec"]
+    data = ["data.dataset=amazon-beauty", "data.user_features=[]", "data.item_features=[]"]
+    for name, overrides in PROBES.items():
+        out.append((f"beauty-probe-{name}", "beauty", config, [*data, *base, *overrides]))
     return out
 
 
