@@ -392,6 +392,15 @@ def test_leftovers_of_killed_writers_are_removed(walk_prepared, tmp_path, home):
     left.mkdir()
     cache.write(cache_dir, walk_log(np.full(5, 4), 3), "test")
     assert not left.exists()
+    # A registry download killed mid-way: its pip folder goes at the next download.
+    from towerkit.files import remove_stale
+
+    downloads = home / "downloads"
+    (downloads / f".pip-{dead}-abc").mkdir(parents=True)
+    (downloads / f".ml-1m.zip.{dead}.part").write_bytes(b"half")
+    remove_stale(downloads, ".pip-")
+    remove_stale(downloads, ".ml-1m.zip.")
+    assert not list(downloads.iterdir())
 
 
 def test_targets_repeating_history_are_counted_out_loud(caplog):
