@@ -290,3 +290,32 @@ def test_sampled_negatives_are_shared_per_window_by_default(model, shared, expec
     layout = torch.ones(2, 3, dtype=torch.bool) if model == "sasrec" else None
     (candidates,) = negatives.candidates(torch.arange(1, 7), None, layout, torch.Generator())
     assert candidates.sharing == expected
+
+
+@pytest.mark.parametrize("kind", [SASRec, GRU4Rec], ids=["sasrec", "gru4rec"])
+def test_item_features_join_the_item_vectors_and_padding_stays_zero(kind):
+    from towerkit.data.vocab import Vocab
+    from towerkit.types import FeatureTable
+
+    features = FeatureTable()
+    brands = np.arange(N_ITEMS + 1) % 3 + 1
+    brands[0] = 0  # the padding item has no features
+    features.values["brand"], features.kinds["brand"] = brands, "categorical"
+    features.vocabs["brand"] = Vocab(["a", "b", "c"])
+    torch.manual_seed(0)
+    plain = kind(N_ITEMS, embedding_dim=8, max_len=6, dropout=0.0).eval()
+    torch.manual_seed(0)
+    rich = kind(N_ITEMS, embedding_dim=8, max_len=6, dropout=0.0, item_features=features).eval()
+    ids = torch.arange(0, N_ITEMS + 1)
+    side = rich.side_projection(rich.item_side(ids))
+    torch.testing.assert_close(rich.encode_items(ids), plain.encode_items(ids) + side)
+    assert torch.equal(rich.encode_items(torch.tensor([0])), torch.zeros(1, 8))
+    # The items of a brand move together when the brand's embedding is trained.
+    before = rich.encode_items(ids).detach().clone()
+    with torch.no_grad():
+        rich.item_side.tables["brand"].weight[1] += 1.0
+    moved = (rich.encode_items(ids).detach() - before).abs().sum(1) > 1e-6
+    assert moved.tolist() == (torch.from_numpy(brands) == 1).tolist()
+    history = torch.tensor([[0, 0, 3, 4], [0, 0, 0, 0]])
+    batch = Batch(torch.zeros(2, dtype=torch.long), history, torch.zeros(2, dtype=torch.long))
+    assert rich.encode_users(batch).shape == (2, 8)

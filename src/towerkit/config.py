@@ -333,6 +333,9 @@ class _SequenceModel(_Section):
     share_embeddings: bool = Field(
         default=True, description="score items with the input embedding table"
     )
+    feature_dim: int = Field(
+        default=16, ge=1, description="width of each item feature (data.item_features) added"
+    )
 
 
 class SASRecConfig(_SequenceModel):

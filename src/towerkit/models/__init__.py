@@ -66,6 +66,8 @@ def build_model(
             dropout=config.dropout,
             layer_norm=config.layer_norm,
             share_embeddings=config.share_embeddings,
+            item_features=item_features,
+            feature_dim=config.feature_dim,
         )
     if config.name == "gru4rec":
         return GRU4Rec(
@@ -76,6 +78,8 @@ def build_model(
             dropout=config.dropout,
             max_len=max_len,
             share_embeddings=config.share_embeddings,
+            item_features=item_features,
+            feature_dim=config.feature_dim,
         )
     tower = PooledTowerOptions(
         hidden=tuple(config.hidden),

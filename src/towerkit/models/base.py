@@ -8,8 +8,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from towerkit.nn import padded_embedding
-from towerkit.types import Batch, SequenceBatch
+from towerkit.nn import FeatureEmbedding, padded_embedding
+from towerkit.types import Batch, FeatureTable, SequenceBatch
 
 
 class MatchingModel(nn.Module, ABC):
@@ -61,13 +61,24 @@ class SequenceModel(MatchingModel):
         max_len: the longest sequence read (older items are cut).
         dropout: on the input embeddings.
         share_embeddings: score items with the input embedding table.
+        item_features: encoded item side features, or None. When given, an item's vector (as
+            input and as candidate) is its id embedding plus a linear map of its feature
+            embeddings, so items seen rarely borrow from items that share their features.
+        feature_dim: embedding width of each item feature.
     """
 
     encodes_positions = True
     sequential = True
 
     def __init__(
-        self, n_items: int, embedding_dim: int, max_len: int, dropout: float, share_embeddings: bool
+        self,
+        n_items: int,
+        embedding_dim: int,
+        max_len: int,
+        dropout: float,
+        share_embeddings: bool,
+        item_features: FeatureTable | None = None,
+        feature_dim: int = 16,
     ) -> None:
         super().__init__()
         self.embedding_dim, self.max_len = embedding_dim, max_len
@@ -78,6 +89,20 @@ class SequenceModel(MatchingModel):
             else padded_embedding(n_items + 1, embedding_dim)
         )
         self.input_dropout = nn.Dropout(dropout)
+        self.item_side: FeatureEmbedding | None = None
+        if item_features is not None and len(item_features):
+            self.item_side = FeatureEmbedding(item_features, feature_dim)
+            # No bias: the padding item (no features) keeps a zero vector.
+            self.side_projection = nn.Linear(self.item_side.out_dim, embedding_dim, bias=False)
+
+    def embed_items(self, table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+        """``ids [...]`` -> ``[..., D]``: the id embedding, plus the side features' when the
+        model has them."""
+        vectors = table(ids)
+        if self.item_side is None:
+            return vectors
+        side = self.side_projection(self.item_side(ids.reshape(-1)))  # (N, D)
+        return vectors + side.view(vectors.shape)
 
     @abstractmethod
     def encode_sequence(self, history: torch.Tensor) -> torch.Tensor:
@@ -91,4 +116,4 @@ class SequenceModel(MatchingModel):
         return self.encode_sequence(batch.history)[:, -1]  # (B, D): the most recent position
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
-        return self.output_embedding(item_ids)
+        return self.embed_items(self.output_embedding, item_ids)

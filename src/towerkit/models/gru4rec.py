@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from towerkit.models.base import SequenceModel
+from towerkit.types import FeatureTable
 
 
 def _rotate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -32,6 +33,8 @@ class GRU4Rec(SequenceModel):
         dropout: on the input embeddings and between GRU layers.
         max_len: the longest sequence read (older items are cut).
         share_embeddings: score items with the input embedding table (default).
+        item_features, feature_dim: item side features added to each item's vector (see
+            :class:`~towerkit.models.base.SequenceModel`).
     """
 
     def __init__(
@@ -44,8 +47,12 @@ class GRU4Rec(SequenceModel):
         dropout: float = 0.2,
         max_len: int = 200,
         share_embeddings: bool = True,
+        item_features: FeatureTable | None = None,
+        feature_dim: int = 16,
     ) -> None:
-        super().__init__(n_items, embedding_dim, max_len, dropout, share_embeddings)
+        super().__init__(
+            n_items, embedding_dim, max_len, dropout, share_embeddings, item_features, feature_dim
+        )
         hidden_size = hidden_size or embedding_dim
         self.gru = nn.GRU(
             embedding_dim,
@@ -62,7 +69,7 @@ class GRU4Rec(SequenceModel):
         history = history[:, -self.max_len :]
         length = history.shape[1]
         pad = length - (history > 0).sum(1)  # (B,) leading padding slots
-        x = self.input_dropout(self.item_embedding(history))
+        x = self.input_dropout(self.embed_items(self.item_embedding, history))
         # Real items first (padding moves to the end, where it cannot affect earlier outputs).
         out, _ = self.gru(_rotate(x, pad))
         return _rotate(self.project(out), (length - pad) % length)

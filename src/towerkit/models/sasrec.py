@@ -16,6 +16,7 @@ from torch import nn
 
 from towerkit.models.base import SequenceModel
 from towerkit.nn.attention import LayerNormPlacement, SelfAttentionBlock, causal_padding_mask
+from towerkit.types import FeatureTable
 
 
 class SASRec(SequenceModel):
@@ -31,6 +32,8 @@ class SASRec(SequenceModel):
         dropout: on embeddings, attention weights, residual branches and the feed-forward layer.
         layer_norm: ``"pre"`` (LayerNorm before each sub-layer, plus a final one) or ``"post"``.
         share_embeddings: score items with the input embedding table (default) or a separate one.
+        item_features, feature_dim: item side features added to each item's vector (see
+            :class:`~towerkit.models.base.SequenceModel`).
 
     Positions enter as learned per-distance attention biases (see the module docstring), so
     extra left padding never changes a user's vector.
@@ -48,8 +51,12 @@ class SASRec(SequenceModel):
         dropout: float = 0.2,
         layer_norm: LayerNormPlacement = "pre",
         share_embeddings: bool = True,
+        item_features: FeatureTable | None = None,
+        feature_dim: int = 16,
     ) -> None:
-        super().__init__(n_items, embedding_dim, max_len, dropout, share_embeddings)
+        super().__init__(
+            n_items, embedding_dim, max_len, dropout, share_embeddings, item_features, feature_dim
+        )
         self.blocks = nn.ModuleList(
             SelfAttentionBlock(embedding_dim, n_heads, ffn_dim or 4 * embedding_dim, dropout,
                                layer_norm, max_len)
@@ -62,7 +69,9 @@ class SASRec(SequenceModel):
         ``j``. Sequences longer than ``max_len`` keep their last ``max_len`` items."""
         history = history[:, -self.max_len :]
         real = history > 0
-        x = self.input_dropout(self.item_embedding(history))  # padding rows are zero
+        x = self.input_dropout(
+            self.embed_items(self.item_embedding, history)
+        )  # padding rows are zero
         mask = causal_padding_mask(real)
         for block in self.blocks:
             x = block(x, mask)
