@@ -174,12 +174,16 @@ def update(lines: dict[str, str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", default=None, help="rows containing this text")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="rows named so, or containing this text"
+    )
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every row")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    names = [row[0] for row in rows()]
+    exact = set(args.only or ()) & set(names)  # a full row name runs that row only
     for name, short, config_file, overrides in rows():
-        if args.only and not any(o in name for o in args.only):
+        if args.only and name not in exact and not any(o in name for o in set(args.only) - exact):
             continue
         line, popularity = run_row(name, short, config_file, [*overrides, *args.set])
         logging.info(line)

@@ -186,17 +186,20 @@ def read_parquet(path: PathLike) -> pd.DataFrame:
     return frame
 
 
+def _read_text(path: Path) -> str:
+    """A whole UTF-8 text file (a byte that is not UTF-8 is an error naming its line)."""
+    check_file(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(_first_bad_utf8_line(path, "utf-8")) from None
+
+
 def read_jsonl(path: PathLike) -> pd.DataFrame:
     """Read JSON lines (one object per line); the index holds the physical line number."""
     path = Path(path)
-    check_file(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(_first_bad_utf8_line(path, "utf-8")) from None
-    lines, records = text.splitlines(), []
-    numbers = []
-    for number, line in enumerate(lines, start=1):
+    records, numbers = [], []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -222,13 +225,8 @@ def read_sequences(path: PathLike) -> pd.DataFrame:
     order, indexed by the physical line of its user.
     """
     path = Path(path)
-    check_file(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(_first_bad_utf8_line(path, "utf-8")) from None
     users, items, numbers = [], [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
@@ -414,7 +412,7 @@ def _id_column(column: pd.Series) -> pd.Series:
     return column.astype(str)
 
 
-def _numbers(path: Path, frame: pd.DataFrame, column: str, role: str) -> np.ndarray:
+def finite_numbers(path: Path, frame: pd.DataFrame, column: str, role: str) -> np.ndarray:
     """A column of finite numbers as float64, or an error naming the first other value."""
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
@@ -517,9 +515,9 @@ def read_interactions(
                 frame, seconds = frame.iloc[order], seconds[order]
         out["timestamp"] = seconds.astype(np.int64)
     if rating is not None:
-        out["rating"] = _numbers(path, frame, rating, "rating").astype(np.float32)
+        out["rating"] = finite_numbers(path, frame, rating, "rating").astype(np.float32)
     if weight is not None:
-        weights = _numbers(path, frame, weight, "weight")
+        weights = finite_numbers(path, frame, weight, "weight")
         if (weights <= 0).any():
             pos = int(np.flatnonzero(weights <= 0)[0])
             raise DataError(

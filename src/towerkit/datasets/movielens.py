@@ -28,6 +28,7 @@ from towerkit.data.readers import (
     PathLike,
     check_file,
     check_present,
+    finite_numbers,
     is_text,
     parse_timestamps,
     read_delimited,
@@ -104,7 +105,7 @@ def read_movielens_dat(path: PathLike, kind: str | None = None) -> pd.DataFrame:
             {
                 "user": _to_int(path, frame, "user"),
                 "item": _to_int(path, frame, "item"),
-                "rating": _to_number(path, frame, "rating").astype(np.float32),
+                "rating": finite_numbers(path, frame, "rating", "rating").astype(np.float32),
             }
         )
         try:
@@ -129,19 +130,6 @@ def read_movielens_dat(path: PathLike, kind: str | None = None) -> pd.DataFrame:
             "genres": frame["genres"].str.split("|").to_numpy(),
         }
     )
-
-
-def _to_number(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
-    """A column of finite numbers (half-star ratings keep their half)."""
-    numeric = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(numeric)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"{path}: {where(path, frame, pos)}: {column} {frame[column].iloc[pos]!r} is not "
-            "a number"
-        )
-    return numeric
 
 
 def _to_int(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
