@@ -65,6 +65,9 @@ PROBES: dict[str, list[str]] = {
     "dropout-0.5-lr-1e-3-constant": ["model.dropout=0.5", "train.lr=0.001",
                                      "train.schedule=constant", "train.epochs=200",
                                      "train.patience=10"],
+    "dropout-0.5-attributes": ["model.dropout=0.5", "data.item_features=[attributes]"],
+    "dropout-0.5-t0.1": ["model.dropout=0.5", "temperature.value=0.1"],
+    "dropout-0.5-d128": ["model.dropout=0.5", "model.embedding_dim=128"],
 }  # fmt: skip
 
 

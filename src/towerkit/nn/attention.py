@@ -30,10 +30,11 @@ def causal_padding_mask(real: torch.Tensor) -> torch.Tensor:
     """``[B, 1, L, L]`` boolean attention mask: query ``i`` may see key ``j <= i`` if ``j`` is a
     real item. Every position may also see itself, so padded rows are never empty (their
     outputs are unused)."""
-    length = real.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=real.device).tril()
+    position = torch.arange(real.shape[1], device=real.device)
+    causal = position[:, None] >= position[None, :]  # (L, L): key j <= query i
     allowed = causal[None] & real[:, None, :]
-    allowed |= torch.eye(length, dtype=torch.bool, device=real.device)[None]
+    # Comparisons rather than tril/eye: the same mask, and an ONNX graph every runtime runs.
+    allowed = allowed | (position[:, None] == position[None, :])[None]
     return allowed[:, None]
 
 
