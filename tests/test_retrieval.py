@@ -46,8 +46,8 @@ def test_validation_through_an_index_reports_its_recall(run):
 
 def test_recommend_excludes_seen_items_and_matches_exact_search(run):
     out, _, prepared = run
-    exact = Retriever(out)
-    annoy = Retriever(out, "annoy", n_trees=20, search_k=100_000)
+    exact = Retriever.from_run(out)
+    annoy = Retriever.from_run(out, "annoy", n_trees=20, search_k=100_000)
     raw_users = prepared.encoded.user_vocab.raw[:50]
     a, b = exact.recommend(raw_users, k=10), annoy.recommend(raw_users, k=10)
     assert a.items.shape == a.scores.shape == a.titles.shape == (50, 10)
@@ -72,7 +72,7 @@ def test_recommend_excludes_seen_items_and_matches_exact_search(run):
 
 def test_a_history_with_features_gives_what_the_same_known_user_gets(run):
     out, _, prepared = run
-    retriever = Retriever(out)
+    retriever = Retriever.from_run(out)
     raw_user = prepared.encoded.user_vocab.raw[3]
     history = retriever.history_of([raw_user])[0].tolist()
     user = prepared.encoded.user_features
@@ -91,7 +91,7 @@ def test_a_history_with_features_gives_what_the_same_known_user_gets(run):
 
 def test_unknown_ids_and_features_are_named(run):
     out, _, _ = run
-    retriever = Retriever(out)
+    retriever = Retriever.from_run(out)
     with pytest.raises(KeyError, match=r"unknown user id.*99999"):
         retriever.recommend([99999])
     with pytest.raises(KeyError, match="unknown user id 'abc'"):
@@ -135,7 +135,7 @@ def test_a_copied_run_recommends_the_same_offline_with_an_empty_home(run, tmp_pa
     # Loading a run imports neither the pipeline nor the evaluator.
     code = (
         "import sys; from towerkit.retrieval import Retriever; "
-        f"r = Retriever({str(copy)!r}); r.recommend([{raw_user}], k=3); "
+        f"r = Retriever.from_run({str(copy)!r}); r.recommend([{raw_user}], k=3); "
         "print([m for m in ('towerkit.pipeline', 'towerkit.evaluation') if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
@@ -184,9 +184,9 @@ def test_unfinished_and_missing_runs_are_refused_with_what_to_do(tmp_path, walk_
     config = small_config()
     unfinished = RunDir.create(tmp_path / "unfinished", config, walk_prepared)
     with pytest.raises(RunDirError, match=r"unfinished \(0 of 3 epochs trained\); resume it with"):
-        Retriever(unfinished)
+        Retriever.from_run(unfinished)
     with pytest.raises(RunDirError, match="not a run directory"):
-        Retriever(tmp_path)
+        Retriever.from_run(tmp_path)
     done = towerkit("recommend", str(unfinished.path), "--user", "1")
     assert done.returncode == 1 and "towerkit train --resume" in done.stderr
     with pytest.raises(RunDirError, match="exists and is not empty"):

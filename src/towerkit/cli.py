@@ -378,7 +378,7 @@ def recommend(
         raise typer.BadParameter("--feature describes the new user of --history")
     index_options = _parse_options(options)
     features = _parse_options(feature, "feature")
-    retriever = Retriever(run_dir, index, **index_options)
+    retriever = Retriever.from_run(run_dir, index, **index_options)
     if user:
         labels = [f"user {u}" for u in user]
         recs = retriever.recommend(user, k)
@@ -399,6 +399,83 @@ def recommend(
                 cells.append(escape(str(recs.titles[row, rank])))
             table.add_row(*cells, f"{recs.scores[row, rank]:.4f}")
         console.print(table)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    out: Annotated[Path, typer.Option("--out", help="The export directory to write.")],
+    index: Annotated[
+        str | None, typer.Option(help="The index to ship (default: the run's eval.index).")
+    ] = None,
+    options: IndexOptions = None,
+) -> None:
+    """Write a run as an export: the user tower as ONNX (checked against PyTorch), the item and
+    user vectors, vocabularies, titles, the index, and a manifest with checksums."""
+    _require_serving()
+    from towerkit.export import ExportDir, export_run
+
+    index_options = _parse_options(options) if options else None
+    export_run(run_dir, out, index=index, index_options=index_options)
+    manifest = ExportDir(out).manifest
+    console.print(
+        escape(
+            f"exported {run_dir} to {out}: {manifest['model']} model {manifest['model_version']}, "
+            f"{manifest['index']['kind']} index, ONNX within {manifest['onnx']['parity']:.1e} "
+            "of PyTorch"
+        )
+    )
+
+
+@app.command()
+def serve(
+    directory: Annotated[Path, typer.Argument(help="A run or export directory.")],
+    index: Annotated[
+        str | None,
+        typer.Option(
+            help="exact, annoy, faiss-flat, faiss-hnsw or faiss-ivf (default: the "
+            "export's, or the run's eval.index)."
+        ),
+    ] = None,
+    options: IndexOptions = None,
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The port to listen on.")] = 8000,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-token",
+            envvar="TOWERKIT_ADMIN_TOKEN",
+            help="Enable POST /admin/reload for requests bearing this token.",
+        ),
+    ] = None,
+) -> None:
+    """Serve recommendations over HTTP (OpenAPI at /docs, a page at /, metrics at /metrics).
+    The user tower runs in onnxruntime; SIGHUP reloads the directory."""
+    _require_serving()
+    from towerkit.serve import serve as run_server
+
+    console.print(escape(f"loading {directory}; then serving on http://{host}:{port}"))
+    run_server(
+        directory,
+        host=host,
+        port=port,
+        index=index,
+        index_options=_parse_options(options),
+        admin_token=admin_token,
+    )
+
+
+def _require_serving() -> None:
+    import importlib.util
+
+    from towerkit.index import IndexUnavailable
+
+    missing = [m for m in ("fastapi", "uvicorn", "onnxruntime", "onnx", "prometheus_client")
+               if importlib.util.find_spec(m) is None]  # fmt: skip
+    if missing:
+        raise IndexUnavailable(
+            f"serving needs {', '.join(missing)}; install it with pip install 'towerkit[serve]'"
+        )
 
 
 def main() -> None:

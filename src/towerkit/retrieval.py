@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,8 +26,9 @@ import torch
 from towerkit.data.batches import gather_history
 from towerkit.data.vocab import Vocab
 from towerkit.index import Index, make_index
+from towerkit.models import MatchingModel
 from towerkit.runs import RunDir
-from towerkit.similarity import get_similarity
+from towerkit.similarity import Similarity, get_similarity
 from towerkit.types import Batch, FeatureTable
 
 
@@ -40,73 +41,181 @@ class Recommendations:
             remain after exclusions).
         scores: float32 ``[B, k]`` similarity scores (``-inf`` for padding).
         titles: ``[B, k]`` item titles, or None when the data set has none.
+        ids: int64 ``[B, k]`` the items' encoded ids (-1 for padding).
     """
 
     items: np.ndarray
     scores: np.ndarray
     titles: np.ndarray | None
+    ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.items)
 
 
 def coerce_raw(vocab: Vocab, values: Sequence[Any]) -> np.ndarray:
-    """Raw ids typed like the vocab's (``"42"`` becomes ``42`` for integer user ids)."""
+    """Raw ids typed like the vocab's: ``"42"`` is ``42`` for integer ids, ``42`` is ``"42"``
+    for string ids (ids from a command line or JSON)."""
     raw = vocab.raw
     array = np.asarray(list(values), dtype=object)
     if np.issubdtype(raw.dtype, np.integer):
         out = []
         for value in array:
             try:
-                out.append(int(value))
+                number = int(value)
             except (TypeError, ValueError):
                 raise KeyError(f"unknown {vocab.name} id {value!r} (ids are integers)") from None
+            if isinstance(value, float | np.floating) and number != value:
+                raise KeyError(f"unknown {vocab.name} id {value!r} (ids are integers)")
+            out.append(number)
         return np.asarray(out, dtype=raw.dtype)
-    return array
+    return np.asarray([v if isinstance(v, str) else str(v) for v in array], dtype=object)
+
+
+class QueryTower(Protocol):
+    """A user tower as retrieval calls it: numpy in, ``[B, D]`` float32 query vectors out.
+
+    Args (of the call):
+        users: int64 ``[B]`` encoded users (0: a user the model never saw).
+        history: int64 ``[B, max_len]`` left-padded encoded item ids.
+        features: encoded side-feature values per row (see :func:`encode_user_features`), or
+            None to use each known user's stored ones.
+    """
+
+    def __call__(
+        self, users: np.ndarray, history: np.ndarray, features: dict[str, np.ndarray] | None
+    ) -> np.ndarray: ...
+
+
+class TorchTower:
+    """The PyTorch model's user tower, in eval mode and without gradients."""
+
+    def __init__(self, model: MatchingModel) -> None:
+        self.model = model.eval()
+
+    @torch.no_grad()
+    def __call__(self, users, history, features):
+        users = torch.from_numpy(np.asarray(users, dtype=np.int64))
+        values = None
+        if features is not None:
+            values = {name: torch.from_numpy(array) for name, array in features.items()}
+        batch = Batch(users, torch.from_numpy(history), torch.zeros_like(users), values)
+        return self.model.encode_users(batch).numpy()  # the tower never reads targets
 
 
 class Retriever:
-    """A trained run's user tower plus an index over its item vectors.
+    """A user tower plus an index over the item vectors: raw ids in, top-K raw ids out.
+
+    Build one with :meth:`from_run` (the PyTorch model of a run directory) or
+    :meth:`from_export` (the ONNX tower and vectors of ``towerkit export``).
 
     Args:
-        run: a finished run directory (a path or a :class:`RunDir`).
-        index: the index kind (see :mod:`towerkit.index`), ``"exact"`` by default.
+        tower: the user tower (:class:`TorchTower`, or the ONNX one of an export).
+        max_len: the history length the tower reads.
+        user_vocab, item_vocab: raw id <-> id.
+        user_features: the encoded user side features (values, kinds, vocabularies).
+        histories: every known user's items, CSR ``(items, offsets)`` over encoded ids.
+        item_vectors: ``[n_items, D]`` vectors of items ``1..n_items``.
+        similarity: how queries and items are scored.
+        titles: titles by item id (index 0 is padding), or None.
+        user_vectors: ``[n_users + 1, D]`` query vectors of the known users (whole history),
+            when precomputed: ``recommend`` then runs no tower.
+        index: an index kind (see :mod:`towerkit.index`), or an index built over
+            ``item_vectors`` already.
         **index_options: that index's options.
-
-    Raises:
-        RunDirError: not a run directory, or an unfinished run.
     """
 
-    def __init__(self, run: RunDir | str | Path, index: str = "exact", **index_options: Any):
-        self.run = run if isinstance(run, RunDir) else RunDir(run)
-        self.model = self.run.load_model()
-        config = self.run.config
-        self.max_len = config.data.max_len
-        self.user_vocab, self.item_vocab = self.run.user_vocab, self.run.item_vocab
-        self.user_features: FeatureTable = self.run.user_features
-        self.titles = self.run.titles
-        self._items, self._offsets = self.run.histories
-        self.similarity = get_similarity(
-            config.similarity.name, normalize=config.similarity.normalize
-        )
-        n_items = len(self.item_vocab)
-        with torch.no_grad():
-            vectors = self.model.encode_items(torch.arange(1, n_items + 1))
-        self.index: Index = make_index(index, self.similarity, **index_options)
-        self.index.build(vectors, ids=np.arange(1, n_items + 1))
+    def __init__(
+        self,
+        tower: QueryTower,
+        *,
+        max_len: int,
+        user_vocab: Vocab,
+        item_vocab: Vocab,
+        user_features: FeatureTable,
+        histories: tuple[np.ndarray, np.ndarray],
+        item_vectors: np.ndarray,
+        similarity: Similarity,
+        titles: np.ndarray | None = None,
+        user_vectors: np.ndarray | None = None,
+        index: str | Index = "exact",
+        **index_options: Any,
+    ) -> None:
+        self.tower, self.max_len = tower, max_len
+        self.user_vocab, self.item_vocab = user_vocab, item_vocab
+        self.user_features = user_features
+        self._items, self._offsets = histories
+        self.item_vectors = np.asarray(item_vectors, dtype=np.float32)
+        self.similarity, self.titles, self.user_vectors = similarity, titles, user_vectors
+        if isinstance(index, Index):
+            self.index = index
+        else:
+            self.index = make_index(index, similarity, **index_options)
+            self.index.build(self.item_vectors, ids=np.arange(1, len(item_vocab) + 1))
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, index: str = "exact", **index_options: Any) -> Retriever:
-        """Load a run directory written by ``towerkit train``."""
-        return cls(run_dir, index, **index_options)
+    def from_run(
+        cls, run: RunDir | str | Path, index: str = "exact", **index_options: Any
+    ) -> Retriever:
+        """The model of a finished run directory (``towerkit train``), in PyTorch.
+
+        Raises:
+            RunDirError: not a run directory, or an unfinished run.
+        """
+        run = run if isinstance(run, RunDir) else RunDir(run)
+        model = run.load_model()
+        config = run.config
+        with torch.no_grad():
+            items = model.encode_items(torch.arange(1, len(run.item_vocab) + 1)).numpy()
+        return cls(
+            TorchTower(model),
+            max_len=config.data.max_len,
+            user_vocab=run.user_vocab,
+            item_vocab=run.item_vocab,
+            user_features=run.user_features,
+            histories=run.histories,
+            item_vectors=items,
+            similarity=get_similarity(
+                config.similarity.name, normalize=config.similarity.normalize
+            ),
+            titles=run.titles,
+            index=index,
+            **index_options,
+        )
+
+    @classmethod
+    def from_export(
+        cls, path: str | Path, index: str | None = None, **index_options: Any
+    ) -> Retriever:
+        """An export directory (``towerkit export``): the ONNX user tower in onnxruntime, the
+        stored vectors, and the exported index (or another kind when ``index`` is given)."""
+        from towerkit.export import ExportDir
+
+        return ExportDir(path).retriever(index, **index_options)
 
     def history_of(self, user_ids: Sequence[Any]) -> list[np.ndarray]:
         """Known users' raw item ids, oldest first."""
-        users = self.user_vocab.encode(coerce_raw(self.user_vocab, user_ids))
+        users = self.encode_users(user_ids)
         return [
             self.item_vocab.decode(self._items[self._offsets[u] : self._offsets[u + 1]])
             for u in users
         ]
+
+    def encode_users(self, user_ids: Sequence[Any]) -> np.ndarray:
+        """Raw user ids -> ids (``KeyError`` naming an id the model never saw)."""
+        return self.user_vocab.encode(coerce_raw(self.user_vocab, user_ids))
+
+    def user_queries(self, users: np.ndarray) -> np.ndarray:
+        """``[B, D]`` query vectors of known users (ids), from their whole history."""
+        if self.user_vectors is not None:
+            return self.user_vectors[users]
+        starts, ends = self._offsets[users], self._offsets[users + 1]
+        history = gather_history(self._items, starts, ends, self.max_len)
+        return self._encode(users, history, None)
+
+    def seen(self, users: np.ndarray) -> list[np.ndarray]:
+        """Each known user's item ids (what ``exclude_seen`` leaves out)."""
+        return [self._items[self._offsets[u] : self._offsets[u + 1]] for u in users]
 
     def recommend(
         self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True
@@ -116,13 +225,33 @@ class Retriever:
         Raises:
             KeyError: a user id the model never saw (the message names it).
         """
-        users = self.user_vocab.encode(coerce_raw(self.user_vocab, user_ids))
-        starts, ends = self._offsets[users], self._offsets[users + 1]
-        history = gather_history(self._items, starts, ends, self.max_len)
-        exclude = None
-        if exclude_seen:
-            exclude = [self._items[s:e] for s, e in zip(starts, ends, strict=True)]
-        return self._search(users, history, None, exclude, k)
+        users = self.encode_users(user_ids)
+        exclude = self.seen(users) if exclude_seen else None
+        return self.search(self.user_queries(users), k, exclude)
+
+    def encode_histories(self, histories: Sequence[Sequence[Any]]) -> list[np.ndarray]:
+        """Raw item-id histories -> item ids (``KeyError`` naming an unknown item)."""
+        vocab = self.item_vocab
+        return [vocab.encode(coerce_raw(vocab, h)) if len(h) else np.zeros(0, np.int64)
+                for h in histories]  # fmt: skip
+
+    def history_queries(
+        self,
+        histories: Sequence[np.ndarray],
+        features: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> np.ndarray:
+        """``[B, D]`` query vectors of new users: item-id histories (each cut to its last
+        ``max_len`` items) and raw side-feature values."""
+        history = np.zeros((len(histories), self.max_len), dtype=np.int64)
+        for row, items in enumerate(histories):
+            recent = items[-self.max_len :]
+            if len(recent):
+                history[row, -len(recent) :] = recent
+        if features is not None and len(features) != len(histories):
+            raise ValueError(f"{len(features)} feature rows for {len(histories)} histories")
+        values = encode_user_features(self.user_features, features or [None] * len(histories))
+        users = np.zeros(len(histories), dtype=np.int64)  # the padding user: no stored profile
+        return self._encode(users, history, values or {})
 
     def recommend_history(
         self,
@@ -143,43 +272,33 @@ class Retriever:
             KeyError: an item id, a feature name or a categorical feature value the model never
                 saw (the message names it).
         """
-        vocab, max_len = self.item_vocab, self.max_len
-        encoded = [vocab.encode(coerce_raw(vocab, h)) if len(h) else np.zeros(0, np.int64)
-                   for h in histories]  # fmt: skip
-        history = np.zeros((len(encoded), max_len), dtype=np.int64)
-        for row, items in enumerate(encoded):
-            recent = items[-max_len:]
-            if len(recent):
-                history[row, -len(recent) :] = recent
-        if features is not None and len(features) != len(encoded):
-            raise ValueError(f"{len(features)} feature rows for {len(encoded)} histories")
-        values = encode_user_features(self.user_features, features or [None] * len(encoded))
-        users = np.zeros(len(encoded), dtype=np.int64)  # the padding user: no stored profile
-        return self._search(users, history, values, encoded if exclude_seen else None, k)
+        encoded = self.encode_histories(histories)
+        queries = self.history_queries(encoded, features)
+        return self.search(queries, k, encoded if exclude_seen else None)
 
-    @torch.no_grad()
-    def _search(self, users, history, features, exclude, k: int) -> Recommendations:
-        users = torch.from_numpy(np.asarray(users, dtype=np.int64))
-        history = torch.from_numpy(history)
-        queries = []
-        for b in range(0, len(users), 1024):
+    def _encode(self, users, history, features) -> np.ndarray:
+        parts = []
+        for b in range(0, max(len(users), 1), 1024):
             rows = slice(b, b + 1024)
             part = None if features is None else {n: v[rows] for n, v in features.items()}
-            batch = Batch(users[rows], history[rows], torch.zeros_like(users[rows]), part)
-            queries.append(self.model.encode_users(batch))  # the tower never reads targets
-        ids, scores = self.index.search(torch.cat(queries), k, exclude)
+            parts.append(self.tower(users[rows], history[rows], part))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def search(self, queries: np.ndarray, k: int, exclude=None) -> Recommendations:
+        """Top-``k`` raw items of query vectors (``exclude``: item ids per query)."""
+        ids, scores = self.index.search(queries, k, exclude)
         valid = ids > 0
         raw = np.full(ids.shape, None, dtype=object)
         raw[valid] = self.item_vocab.decode(ids[valid])
         titles = None
         if self.titles is not None:
             titles = np.where(valid, self.titles[np.maximum(ids, 0)], None)
-        return Recommendations(items=raw, scores=scores, titles=titles)
+        return Recommendations(items=raw, scores=scores, titles=titles, ids=ids)
 
 
 def encode_user_features(
     table: FeatureTable, rows: Sequence[Mapping[str, Any] | None]
-) -> dict[str, torch.Tensor] | None:
+) -> dict[str, np.ndarray] | None:
     """Raw side-feature values of new users -> the encoded values a user tower takes.
 
     Categorical and multi-valued values go through the feature's vocabulary; numbers stay
@@ -203,20 +322,32 @@ def encode_user_features(
     for name, kind in table.kinds.items():
         column = [None if row is None else row.get(name) for row in rows]
         if kind == "numeric":
-            out[name] = torch.tensor([0.0 if v is None else float(v) for v in column])
+            out[name] = np.asarray([_number(name, v) for v in column], dtype=np.float32)
             continue
         vocab = table.vocabs[name]
         if kind == "categorical":
             codes = [0 if v is None else _code(vocab, name, v) for v in column]
-            out[name] = torch.tensor(codes, dtype=torch.long)
+            out[name] = np.asarray(codes, dtype=np.int64)
             continue
         lists = [[] if v is None else [_code(vocab, name, x) for x in v] for v in column]
         width = max([table.values[name].shape[1], *map(len, lists)])
         codes = np.zeros((len(lists), width), dtype=np.int64)
         for row, values in enumerate(lists):
             codes[row, : len(values)] = values
-        out[name] = torch.from_numpy(codes)
+        out[name] = codes
     return out
+
+
+def _number(name: str, value: Any) -> float:
+    if value is None:
+        return 0.0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise KeyError(f"user feature {name!r} is numeric; got {value!r}") from None
+    if not np.isfinite(number):
+        raise KeyError(f"user feature {name!r} must be a finite number; got {value!r}")
+    return number
 
 
 def _code(vocab: Vocab, name: str, value: Any) -> int:

@@ -1,0 +1,377 @@
+"""``towerkit export``: a finished run as files a server loads without PyTorch's model code.
+
+::
+
+    EXPORT/
+      manifest.json      model, similarity, dimensions, inputs, versions, sha256 of every file
+      user_tower.onnx    the user tower: (users, history, side features) -> query vectors;
+                         dynamic batch size and history length
+      items.parquet      item, title (when known), vector
+      users.parquet      user, history (raw item ids, oldest first), vector: the query of the
+                         whole history, what serving a known user returns
+      vocab/, features/  as in the run directory (raw ids; encoded user side features)
+      index/             the configured index over the item vectors (towerkit.index format)
+
+The export checks itself: on a sample of known users and of their histories cut short, the ONNX
+tower in onnxruntime must give PyTorch's query vectors within ``PARITY_TOLERANCE`` (see
+:func:`parity`), else nothing is written. :class:`ExportDir` reads one back, checking every
+file against its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import shutil
+import warnings
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from towerkit import __version__
+from towerkit.data.batches import gather_history
+from towerkit.data.vocab import Vocab
+from towerkit.errors import TowerkitError
+from towerkit.files import staging_dir
+from towerkit.index import Index, load_index, make_index
+from towerkit.retrieval import Retriever, TorchTower
+from towerkit.runs import (
+    FEATURES_DIR,
+    VOCAB_DIR,
+    RunDir,
+    _load_features,
+    vectors_column,
+)
+from towerkit.similarity import get_similarity
+from towerkit.types import Batch, FeatureTable
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TOWER_FILE = "user_tower.onnx"
+ITEMS_FILE = "items.parquet"
+USERS_FILE = "users.parquet"
+INDEX_DIR = "index"
+OPSET = 17
+#: the largest difference allowed between the ONNX and the PyTorch query vectors (see parity)
+PARITY_TOLERANCE = 1e-5
+
+
+class ExportError(TowerkitError, ValueError):
+    """An export that cannot be written or read (broken, incomplete, from another version)."""
+
+
+class _TowerModule(torch.nn.Module):
+    """The user tower with side features as explicit inputs, for tracing to ONNX."""
+
+    def __init__(self, model: torch.nn.Module, features: list[str]) -> None:
+        super().__init__()
+        self.model, self.features = model, features
+
+    def forward(self, users: torch.Tensor, history: torch.Tensor, *values: torch.Tensor):
+        given = dict(zip(self.features, values, strict=True)) if self.features else None
+        batch = Batch(users, history, torch.zeros_like(users), given)
+        return self.model.encode_users(batch)
+
+
+def _stored_features(table: FeatureTable, users: np.ndarray) -> dict[str, np.ndarray]:
+    """The encoded side-feature values of known users, as the exported tower takes them."""
+    return {
+        name: np.asarray(values[users], dtype=np.float32 if table.kinds[name] == "numeric"
+                         else np.int64)
+        for name, values in table.values.items()
+    }  # fmt: skip
+
+
+class OnnxTower:
+    """The exported user tower run by onnxruntime (see :class:`~towerkit.retrieval.QueryTower`).
+
+    Args:
+        path: the ONNX file.
+        user_features: the encoded user features, to feed known users' stored values.
+        threads: onnxruntime's intra-op threads (0: its default).
+    """
+
+    def __init__(self, path: Path, user_features: FeatureTable, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.user_features = user_features
+
+    def __call__(self, users, history, features):
+        users = np.asarray(users, dtype=np.int64)
+        if features is None:
+            features = _stored_features(self.user_features, users)
+        feed = {"users": users, "history": np.asarray(history, dtype=np.int64), **features}
+        return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def export_run(
+    run: RunDir | str | Path,
+    out: str | Path,
+    *,
+    index: str | None = None,
+    index_options: dict[str, Any] | None = None,
+    sample: int = 1000,
+) -> Path:
+    """Write a finished run as an export directory (see the module docstring).
+
+    Args:
+        run: the run directory.
+        out: the export directory (must not exist, or be empty).
+        index: the index to build and ship (default: the run's ``eval.index``).
+        index_options: its options (default: the run's ``eval.index_options`` when the kind is
+            the run's).
+        sample: known users whose query vectors are compared between ONNX and PyTorch (each
+            also with its history cut to half).
+
+    Raises:
+        ExportError: the ONNX tower differs from PyTorch by more than ``PARITY_TOLERANCE``,
+            or ``out`` holds something.
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out}: exists and is not empty; pick another --out")
+    config = run.config
+    kind = index or config.eval.index
+    if index_options is None:
+        index_options = dict(config.eval.index_options) if kind == config.eval.index else {}
+    similarity = get_similarity(config.similarity.name, normalize=config.similarity.normalize)
+    make_index(kind, similarity, **index_options)  # bad options fail before any work
+    model = run.load_model()
+    retriever = Retriever.from_run(run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir(out)
+    try:
+        features = list(run.user_features.values)
+        _export_tower(model, run.user_features, config.data.max_len, staging / TOWER_FILE)
+        tower = OnnxTower(staging / TOWER_FILE, run.user_features)
+        sampled = np.random.default_rng(0).permutation(np.arange(1, len(run.user_vocab) + 1))
+        difference = parity(run, retriever.tower, tower, sampled[:sample])
+        if difference > PARITY_TOLERANCE:
+            raise ExportError(
+                f"{run.path}: the ONNX user tower differs from PyTorch by {difference:.2e} "
+                f"(allowed {PARITY_TOLERANCE:g}); not exported"
+            )
+        shutil.copytree(run.path / VOCAB_DIR, staging / VOCAB_DIR)
+        shutil.copytree(run.path / FEATURES_DIR, staging / FEATURES_DIR)
+        items = pq.read_table(run.path / "items.parquet")
+        pq.write_table(items, staging / ITEMS_FILE)
+        users = np.arange(1, len(run.user_vocab) + 1)
+        user_vectors = retriever.user_queries(users)
+        histories = pq.read_table(run.path / "users.parquet", columns=["user", "history"])
+        pq.write_table(
+            histories.append_column("vector", vectors_column(user_vectors)),
+            staging / USERS_FILE,
+        )
+        item_vectors = retriever.item_vectors
+        built = make_index(kind, similarity, **index_options)
+        built.build(item_vectors, ids=np.arange(1, len(item_vectors) + 1))
+        built.save(staging / INDEX_DIR)
+        _write_manifest(staging, run, kind, built, difference, features)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("exported %s to %s (ONNX against PyTorch: %.1e)", run.path, out, difference)
+    return out
+
+
+def _export_tower(model: torch.nn.Module, table: FeatureTable, max_len: int, path: Path) -> None:
+    """Trace the user tower to ONNX with the user side features as inputs."""
+    features = list(table.values)
+    tower = _TowerModule(model, features).eval()
+    users = torch.tensor([1, 2], dtype=torch.long)
+    history = torch.ones(2, max_len, dtype=torch.long)
+    values = [torch.from_numpy(v) for v in _stored_features(table, users.numpy()).values()]
+    axes = {"users": {0: "batch"}, "history": {0: "batch", 1: "length"}, "queries": {0: "batch"}}
+    for name, value in zip(features, values, strict=True):
+        axes[name] = {0: "batch", 1: "width"} if value.dim() == 2 else {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's notes on traced shapes
+        torch.onnx.export(
+            tower,
+            (users, history, *values),
+            str(path),
+            dynamo=False,
+            input_names=["users", "history", *features],
+            output_names=["queries"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+        )
+
+
+def parity(run: RunDir, reference: TorchTower, tower: OnnxTower, users: np.ndarray) -> float:
+    """The largest difference between two towers' query vectors as the similarity compares
+    them (L2-normalised for cosine), over ``users``' full and halved histories, relative to the
+    vectors' scale (``max(1, largest |component|)``): float32 sums in another order differ by
+    a few units in the last place of the largest component, whatever its size."""
+    similarity = get_similarity(
+        run.config.similarity.name, normalize=run.config.similarity.normalize
+    )
+    items, offsets = run.histories
+    starts, ends = offsets[users], offsets[users + 1]
+    worst = 0.0
+    for cut in (ends, starts + (ends - starts) // 2):
+        history = gather_history(items, starts, cut, run.config.data.max_len)
+        expected = similarity.prepare(torch.from_numpy(reference(users, history, None)))
+        got = similarity.prepare(torch.from_numpy(tower(users, history, None)))
+        scale = max(1.0, float(expected.abs().max()))
+        worst = max(worst, float((got - expected).abs().max()) / scale)
+    return worst
+
+
+def _write_manifest(
+    staging: Path, run: RunDir, kind: str, index: Index, difference: float, features: list[str]
+) -> None:
+    config = run.config
+    files = {
+        str(p.relative_to(staging)): _sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()
+    }
+    model_sha = _sha256(run.path / "model.pt")
+    manifest = {
+        "format": FORMAT_VERSION,
+        "model": config.model.name,
+        "model_version": model_sha[:16],
+        "similarity": {
+            "name": config.similarity.name,
+            "normalize": bool(config.similarity.normalize),
+        },
+        "dim": index.dim,
+        "max_len": config.data.max_len,
+        "n_users": len(run.user_vocab),
+        "n_items": len(run.item_vocab),
+        "user_features": {name: run.user_features.kinds[name] for name in features},
+        "index": {"kind": kind, "options": index.options()},
+        "onnx": {"opset": OPSET, "parity": difference},
+        "run": {"path": str(run.path.resolve()), "fingerprint": run.data["fingerprint"]},
+        "versions": {name: _version(name) for name in
+                     ("towerkit", "torch", "onnx", "onnxruntime")} | {"towerkit": __version__},
+        "files": files,
+    }  # fmt: skip
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+class ExportDir:
+    """An export directory, checked: every file of the manifest present with its sha256.
+
+    Raises:
+        ExportError: not an export, a format this towerkit does not read, a missing or
+            changed file.
+    """
+
+    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+        self.path = Path(path)
+        manifest = self.path / MANIFEST_FILE
+        if not manifest.is_file():
+            raise ExportError(f"{self.path}: not an export directory (no {MANIFEST_FILE})")
+        try:
+            self.manifest = json.loads(manifest.read_text())
+        except ValueError as err:
+            raise ExportError(f"{manifest}: not valid JSON ({err})") from None
+        if self.manifest.get("format") != FORMAT_VERSION:
+            raise ExportError(
+                f"{self.path}: export format {self.manifest.get('format')!r}; this towerkit "
+                f"reads format {FORMAT_VERSION}"
+            )
+        if verify:
+            for name, digest in self.manifest["files"].items():
+                file = self.path / name
+                if not file.is_file():
+                    raise ExportError(f"{self.path}: {name} is missing")
+                if _sha256(file) != digest:
+                    raise ExportError(f"{self.path}: {name} does not match its sha256")
+
+    @property
+    def version(self) -> str:
+        return self.manifest["model_version"]
+
+    @cached_property
+    def user_vocab(self) -> Vocab:
+        return Vocab.load(self.path / VOCAB_DIR / "user.parquet")
+
+    @cached_property
+    def item_vocab(self) -> Vocab:
+        return Vocab.load(self.path / VOCAB_DIR / "item.parquet")
+
+    @cached_property
+    def user_features(self) -> FeatureTable:
+        return _load_features(
+            self.path / FEATURES_DIR / "user.parquet", self.path / VOCAB_DIR, "user"
+        )
+
+    def retriever(
+        self, index: str | None = None, threads: int = 0, **index_options: Any
+    ) -> Retriever:
+        """A :class:`~towerkit.retrieval.Retriever` over this export: the ONNX tower, the
+        stored vectors and histories, and the shipped index (or one of ``index`` built now)."""
+        items = pq.read_table(self.path / ITEMS_FILE)
+        item_vectors = _matrix(items.column("vector"))
+        titles = None
+        if "title" in items.column_names:
+            titles = np.concatenate([[""], items.column("title").to_numpy(zero_copy_only=False)])
+        users = pq.read_table(self.path / USERS_FILE)
+        lists = users.column("history").combine_chunks()
+        flat = self.item_vocab.encode(lists.flatten().to_numpy(zero_copy_only=False))
+        offsets = lists.offsets.to_numpy().astype(np.int64)
+        offsets = np.concatenate([[0], offsets - offsets[0]])
+        dim = item_vectors.shape[1]
+        user_vectors = np.concatenate(
+            [np.zeros((1, dim), np.float32), _matrix(users.column("vector"))]
+        )
+        sim = self.manifest["similarity"]
+        similarity = get_similarity(sim["name"], normalize=sim["normalize"])
+        shipped = index is None or (index == self.manifest["index"]["kind"] and not index_options)
+        built: str | Index = load_index(self.path / INDEX_DIR) if shipped else index
+        return Retriever(
+            OnnxTower(self.path / TOWER_FILE, self.user_features, threads),
+            max_len=self.manifest["max_len"],
+            user_vocab=self.user_vocab,
+            item_vocab=self.item_vocab,
+            user_features=self.user_features,
+            histories=(flat, offsets),
+            item_vectors=item_vectors,
+            similarity=similarity,
+            titles=titles,
+            user_vectors=user_vectors,
+            index=built,
+            **({} if shipped else index_options),
+        )
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    array = column.combine_chunks()
+    return array.flatten().to_numpy().reshape(len(array), array.type.list_size).astype(np.float32)
+
+
+__all__ = ["ExportDir", "ExportError", "OnnxTower", "TorchTower", "export_run"]

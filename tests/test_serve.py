@@ -1,0 +1,365 @@
+"""Export and serving: ONNX parity for every model, the real server (uvicorn in a subprocess on a
+free loopback port) answering as `towerkit recommend` does, bad requests as 4xx (and fuzzed),
+hot reload under load, and the page in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import prepare_log, small_config, walk_log
+from towerkit import pipeline
+from towerkit.export import ExportDir, ExportError, OnnxTower, export_run, parity
+from towerkit.retrieval import Retriever, TorchTower
+from towerkit.runs import RunDir
+
+TOKEN = "test-token"
+MODELS = {
+    "youtube_dnn": {"name": "youtube_dnn", "embedding_dim": 16, "hidden": [32], "recent_items": 2},
+    "dssm": {"name": "dssm", "embedding_dim": 16, "id_dim": 16, "hidden": [32]},
+    "sasrec": {"name": "sasrec", "embedding_dim": 16, "n_heads": 2},
+    "gru4rec": {"name": "gru4rec", "embedding_dim": 16, "hidden_size": 24},
+}
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    """1,100 users of 6-20 interactions over 80 items, with user side features."""
+    lengths = np.random.default_rng(7).integers(6, 21, 1100)
+    log = walk_log(lengths, 80, seed=7)
+    return prepare_log(log, user_features=["gender", "age", "occupation"])
+
+
+@pytest.fixture(scope="module")
+def runs(prepared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve-runs")
+    out = {}
+    for name, model in MODELS.items():
+        config = small_config(model=model, train={"epochs": 2, "batch_size": 256})
+        out[name] = pipeline.train(config, prepared, run=root / name).run.path
+    return out
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_export_matches_pytorch_within_1e5_on_1000_users(runs, tmp_path, name):
+    out = export_run(runs[name], tmp_path / "export")
+    export = ExportDir(out)
+    assert export.manifest["model"] == name and export.manifest["onnx"]["parity"] <= 1e-5
+    run = RunDir(runs[name])
+    users = np.arange(1, 1001)
+    tower = OnnxTower(out / "user_tower.onnx", run.user_features)
+    assert parity(run, TorchTower(run.load_model()), tower, users) <= 1e-5
+    # The same recommendations from the export (onnxruntime) as from the run (PyTorch).
+    raw = run.user_vocab.raw[:50]
+    ours, theirs = export.retriever().recommend(raw, 10), Retriever.from_run(run).recommend(raw, 10)
+    assert (ours.items == theirs.items).mean() > 0.99  # near-ties may swap
+    expected = {"user_tower.onnx", "items.parquet", "users.parquet", "manifest.json"}
+    assert expected <= {p.name for p in out.iterdir()} and (out / "index" / "index.json").exists()
+
+
+def test_a_changed_export_is_refused(runs, tmp_path):
+    out = export_run(runs["sasrec"], tmp_path / "export", index="faiss-hnsw")
+    assert ExportDir(out).manifest["index"]["kind"] == "faiss-hnsw"
+    (out / "items.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ExportError, match=r"items\.parquet does not match its sha256"):
+        ExportDir(out)
+    with pytest.raises(ExportError, match="exists and is not empty"):
+        export_run(runs["sasrec"], out)
+    with pytest.raises(ExportError, match="not an export directory"):
+        ExportDir(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# The real server
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`towerkit serve` in a subprocess on a free loopback port."""
+
+    def __init__(self, directory: Path, *args: str) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "towerkit.cli", "-q", "serve", str(directory),
+             "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server ended: {self.process.stderr.read()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise TimeoutError("the server did not become ready")
+
+    def post(self, path: str, body, **kwargs) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, timeout=30, **kwargs)
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", timeout=30)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(runs, tmp_path_factory):
+    export = export_run(runs["youtube_dnn"], tmp_path_factory.mktemp("exp") / "youtube_dnn")
+    running = Server(export, "--admin-token", TOKEN)
+    yield running
+    running.stop()
+
+
+def test_served_top10_is_what_towerkit_recommend_gives(server, runs):
+    run = RunDir(runs["youtube_dnn"])
+    retriever = Retriever.from_run(run)
+    for user in run.user_vocab.raw[[0, 17, 400]]:
+        served = server.post("/recommend", {"user": int(user), "k": 10}).json()
+        expected = retriever.recommend([user], 10)
+        assert [i["id"] for i in served["items"]] == list(expected.items[0])
+        np.testing.assert_allclose([i["score"] for i in served["items"]], expected.scores[0],
+                                   atol=1e-5)  # fmt: skip
+        cli = subprocess.run(
+            [sys.executable, "-m", "towerkit.cli", "recommend", str(runs["youtube_dnn"]),
+             "--user", str(user), "-k", "10"], capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        rows = [[c.strip() for c in line.split("│")[1:-1]] for line in cli.splitlines()]
+        shown = [cells[1] for cells in rows if cells and cells[0].isdigit()]
+        assert shown == [str(i["id"]) for i in served["items"]]  # the same ten, in order
+    history = [int(i) for i in run.item_vocab.raw[[3, 9, 4]]]
+    served = server.post("/recommend", {"history": history, "features": {"gender": "F"}}).json()
+    expected = retriever.recommend_history([history], 10, features=[{"gender": "F"}])
+    assert [i["id"] for i in served["items"]] == list(expected.items[0])
+    assert served["model_version"] == ExportDir(server.directory).version
+    assert not served["history_truncated"]
+
+
+def test_batch_similar_items_history_health(server, runs):
+    run = RunDir(runs["youtube_dnn"])
+    users = [int(u) for u in run.user_vocab.raw[:5]]
+    one_by_one = [server.post("/recommend", {"user": u, "k": 5}).json()["items"] for u in users]
+    batch = server.post("/recommend/batch", {"queries": [{"user": u, "k": 5} for u in users]})
+    results = [r["items"] for r in batch.json()["results"]]
+    assert [[i["id"] for i in r] for r in results] == [[i["id"] for i in r] for r in one_by_one]
+    np.testing.assert_allclose(  # a batch scores in one product: the last bits may differ
+        [[i["score"] for i in r] for r in results],
+        [[i["score"] for i in r] for r in one_by_one],
+        atol=1e-6,
+    )
+    item = int(run.item_vocab.raw[0])
+    similar = server.post("/similar", {"item": item, "k": 5}).json()["items"]
+    assert len(similar) == 5 and item not in [i["id"] for i in similar]
+    found = server.get("/items?q=film%20[1]&limit=3").json()
+    assert found and all("film [1" in i["title"].lower() for i in found)
+    history = server.get(f"/users/{users[0]}/history?n=3").json()
+    assert history["length"] >= 3 and len(history["items"]) == 3
+    assert server.get("/healthz").json() == {"status": "ok"}
+    ready = server.get("/readyz").json()
+    assert ready["ready"] and ready["items"] == 80
+    metrics = server.get("/metrics").text
+    assert 'towerkit_requests_total{endpoint="/recommend",status="200"}' in metrics
+    assert 'towerkit_request_seconds_bucket{endpoint="/users/{user}/history"' in metrics
+    assert "towerkit_model_info{" in metrics and 'index="exact"' in metrics
+    assert "/openapi.json" in server.get("/docs").text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"user": 987654}, 404, "unknown user id(s) 987654"),
+        ({"history": [1, 424242]}, 422, "history: unknown item id(s) 424242"),
+        ({"user": 1, "exclude": [424242]}, 422, "exclude: unknown item id(s) 424242"),
+        ({"user": 1, "k": 0}, 422, "k must lie in [1, 80], got 0"),
+        ({"user": 1, "k": 81}, 422, "k must lie in [1, 80], got 81"),
+        ({"history": []}, 422, "history is empty"),
+        ({"user": 1, "history": [1]}, 422, "give either user or history"),
+        ({}, 422, "give either user or history"),
+        ({"user": 1, "features": {"gender": "F"}}, 422, "features describe the user of a history"),
+        ({"history": [1], "features": {"height": 3}}, 422, "unknown user feature(s) height"),
+        ({"history": [1], "features": {"gender": "Q"}}, 422, "unknown value 'Q'"),
+        ({"user": 1, "k": "ten"}, 422, "k: Input should be a valid integer"),
+        ({"user": 1, "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
+        ({"user": [1, 2]}, 422, "user"),
+    ],
+)
+def test_bad_requests_are_4xx_naming_the_problem(server, body, status, message):
+    response = server.post("/recommend", body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+
+
+def test_malformed_and_oversized_bodies(server, runs):
+    bad = httpx.post(f"{server.url}/recommend", content=b"{not json",
+                     headers={"content-type": "application/json"})  # fmt: skip
+    assert bad.status_code == 422 and "not valid JSON" in bad.json()["detail"]
+    huge = server.post("/recommend", {"history": [1] * 600_000})  # 1.8 MB of JSON
+    assert huge.status_code == 413 and "at most" in huge.json()["detail"]
+    # Longer than max_len (10): the last 10 are read, and the response says so.
+    run = RunDir(runs["youtube_dnn"])
+    long = [int(i) for i in run.item_vocab.raw[:30]]
+    answer = server.post("/recommend", {"history": long, "k": 5}).json()
+    assert answer["history_truncated"] is True
+    tail = server.post("/recommend", {"history": long[-10:], "exclude": long[:-10], "k": 5})
+    assert [i["id"] for i in answer["items"]] == [i["id"] for i in tail.json()["items"]]
+
+
+def test_hot_reload_swaps_models_without_failing_a_request(server, runs, tmp_path):
+    other = export_run(runs["sasrec"], tmp_path / "sasrec")
+    first = server.get("/readyz").json()["model_version"]
+    assert server.post("/admin/reload", {"path": str(other)}).status_code == 401
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    failures, done = [], threading.Event()
+
+    def load():
+        with httpx.Client(timeout=30) as client:
+            while not done.is_set():
+                response = client.post(f"{server.url}/recommend", json={"user": 1})
+                if response.status_code != 200:
+                    failures.append(response.text)
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        versions = []
+        for target in [other, server.directory, other]:
+            swap = server.post("/admin/reload", {"path": str(target)}, headers=bearer)
+            assert swap.status_code == 200, swap.text
+            versions.append(swap.json()["model_version"])
+        broken = tmp_path / "broken"
+        shutil.copytree(other, broken)
+        (broken / "user_tower.onnx").write_bytes(b"garbage")
+        refused = server.post("/admin/reload", {"path": str(broken)}, headers=bearer)
+        assert refused.status_code == 422 and "still serving the old model" in refused.text
+    finally:
+        done.set()
+        for worker in workers:
+            worker.join()
+    assert not failures
+    assert versions[1] == first != versions[0] == versions[2]
+    assert server.get("/readyz").json()["model_version"] == versions[2]  # the broken one refused
+    server.process.send_signal(signal.SIGHUP)  # reloads the directory served now
+    deadline = time.monotonic() + 30
+    while 'towerkit_reloads_total{outcome="done"} 4.0' not in server.get("/metrics").text:
+        assert time.monotonic() < deadline, "SIGHUP did not reload"
+        time.sleep(0.2)
+
+
+def test_admin_endpoint_is_off_without_a_token(runs, tmp_path):
+    export = export_run(runs["gru4rec"], tmp_path / "gru")
+    plain = Server(export)
+    try:
+        assert plain.post("/admin/reload", {"path": str(export)}).status_code == 404
+        assert plain.post("/recommend", {"user": 1}).status_code == 200
+    finally:
+        plain.stop()
+
+
+def test_a_run_directory_is_served_through_onnx(runs):
+    direct = Server(runs["dssm"], "--index", "faiss-hnsw")
+    try:
+        ready = direct.get("/readyz").json()
+        assert ready["index"] == "faiss-hnsw"
+        assert len(direct.post("/recommend", {"history": [1, 2]}).json()["items"]) == 10
+    finally:
+        direct.stop()
+
+
+def test_the_openapi_schema_fuzzed_gives_no_server_error(server):
+    import hypothesis
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/recommend", "/recommend/batch", "/similar"}
+    for operation in operations:
+        if operation.path == "/admin/reload":
+            continue  # reloading arbitrary paths is its own test
+
+        @hypothesis.settings(max_examples=40, deadline=None, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck))  # fmt: skip
+        @hypothesis.given(case=operation.as_strategy())
+        def fuzz(case):
+            case.call_and_validate(base_url=server.url, checks=[not_a_server_error])
+
+        fuzz()
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
+def test_the_page_in_a_real_browser(server, runs):
+    from playwright.sync_api import sync_playwright
+
+    run = RunDir(runs["youtube_dnn"])
+    user = str(run.user_vocab.raw[5])
+    answer = server.post("/recommend", {"user": int(user), "k": 10}).json()
+    expected = [item["title"] for item in answer["items"]]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.goto(server.url)
+            page.fill("#user", user)
+            page.click("#go-user")
+            page.wait_for_selector("#recs tbody tr >> nth=9")
+            shown = page.locator("#recs tbody tr td:nth-child(2)").all_inner_texts()
+            assert shown == expected
+            assert page.locator("#history tbody tr").count() > 0
+            # Autocomplete from the catalogue, then recommend for the items picked.
+            page.fill("#item-search", "film [1")
+            page.wait_for_selector("#suggest li")
+            page.locator("#suggest li").first.click()
+            page.click("#go-history")
+            page.wait_for_function("document.querySelectorAll('#history tbody tr').length == 1")
+            page.wait_for_selector("#recs tbody tr >> nth=9")
+            assert page.inner_text("#error") == ""
+            page.fill("#user", "no-such-user")
+            page.click("#go-user")
+            page.wait_for_function("document.getElementById('error').textContent.length > 0")
+            assert "unknown user" in page.inner_text("#error")
+        finally:
+            browser.close()
+
+
+def test_serve_refuses_what_it_cannot_load(tmp_path, runs):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(runs["sasrec"], unfinished)
+    status = json.loads((unfinished / "run.json").read_text())
+    (unfinished / "run.json").write_text(json.dumps({**status, "status": "training"}))
+    done = subprocess.run([sys.executable, "-m", "towerkit.cli", "serve", str(unfinished),
+                           "--port", str(free_port())], capture_output=True, text=True,
+                          timeout=120, env={**os.environ})  # fmt: skip
+    assert done.returncode == 1 and "the run is unfinished" in done.stderr
+    assert "Traceback" not in done.stderr
