@@ -328,19 +328,20 @@ def create_app(
             problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
-    async def answer(served: Served, request: RecommendRequest) -> RecommendResponse:
+    async def answer(served: Served, request: RecommendRequest) -> JSONResponse:
         job, truncated = _job(served, request)
         try:
             items = await batcher.submit(job)
         except KeyError as err:
             raise HTTPException(422, _message(err)) from None
-        return RecommendResponse(
-            items=items, model_version=served.version, index=served.index,
-            history_truncated=truncated,
+        # Built as it is documented (RecommendResponse), without validating it again.
+        return JSONResponse(
+            {"items": items, "model_version": served.version, "index": served.index,
+             "history_truncated": truncated}
         )  # fmt: skip
 
     @app.post("/recommend", response_model=RecommendResponse)
-    async def recommend(body: RecommendRequest, request: Request) -> RecommendResponse:
+    async def recommend(body: RecommendRequest, request: Request) -> JSONResponse:
         """Top-k items for a known user or for a history of items."""
         return await answer(request.app.state.served, body)
 
