@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -38,8 +40,12 @@ def models(max_len=8):
     return [
         SASRec(N_ITEMS, embedding_dim=16, max_len=max_len, n_layers=2, n_heads=2, dropout=0.0),
         SASRec(N_ITEMS, embedding_dim=16, max_len=max_len, layer_norm="post", dropout=0.0),
+        SASRec(N_ITEMS, embedding_dim=16, max_len=max_len, dropout=0.0, filter_mix=0.6),
         GRU4Rec(N_ITEMS, embedding_dim=16, n_layers=2, dropout=0.0, max_len=max_len),
     ]
+
+
+IDS = ["sasrec-pre", "sasrec-post", "sasrec-filter", "gru4rec"]
 
 
 def test_windows_hold_every_training_position_once_with_its_previous_item():
@@ -76,7 +82,7 @@ def test_causal_padding_mask_on_a_tiny_case():
     assert torch.equal(mask, expected)
 
 
-@pytest.mark.parametrize("model", models(), ids=["sasrec-pre", "sasrec-post", "gru4rec"])
+@pytest.mark.parametrize("model", models(), ids=IDS)
 def test_no_position_sees_the_future(model):
     model.eval()
     history = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 9, 10, 11]])
@@ -88,7 +94,7 @@ def test_no_position_sees_the_future(model):
     assert not torch.allclose(a[:, -1], b[:, -1])
 
 
-@pytest.mark.parametrize("model", models(max_len=12), ids=["sasrec-pre", "sasrec-post", "gru4rec"])
+@pytest.mark.parametrize("model", models(max_len=12), ids=IDS)
 def test_extra_left_padding_does_not_change_a_users_vector(model):
     model.eval()
     items = torch.tensor([5, 9, 2, 7])
@@ -103,7 +109,7 @@ def test_extra_left_padding_does_not_change_a_users_vector(model):
     )
 
 
-@pytest.mark.parametrize("model", models(), ids=["sasrec-pre", "sasrec-post", "gru4rec"])
+@pytest.mark.parametrize("model", models(), ids=IDS)
 def test_position_wise_training_equals_a_per_prefix_reference(model):
     model.eval()  # no dropout: the two computations must agree exactly
     split = toy_split()
@@ -319,3 +325,47 @@ def test_item_features_join_the_item_vectors_and_padding_stays_zero(kind):
     history = torch.tensor([[0, 0, 3, 4], [0, 0, 0, 0]])
     batch = Batch(torch.zeros(2, dtype=torch.long), history, torch.zeros(2, dtype=torch.long))
     assert rich.encode_users(batch).shape == (2, 8)
+
+
+def test_low_pass_kernel_is_the_last_row_of_the_fft_filter():
+    from towerkit.nn.attention import low_pass_kernel
+
+    torch.testing.assert_close(low_pass_kernel(8, 1), torch.full((8,), 1 / 8))  # the mean
+    # BSARec's filter: keep the lowest rfft components of the whole sequence, invert, and read
+    # the last position; the kernel gives the same number without an FFT.
+    x = torch.randn(50, 4, dtype=torch.float64)
+    for period, kept in ((50, 3), (50, 26), (7, 2)):
+        spectrum = torch.fft.rfft(x[:period], dim=0, norm="ortho")
+        spectrum[kept:] = 0
+        low = torch.fft.irfft(spectrum, n=period, dim=0, norm="ortho")[-1]
+        kernel = low_pass_kernel(period, kept).double()
+        torch.testing.assert_close(kernel @ x[:period].flip(0), low)
+    # Every frequency kept: the identity.
+    torch.testing.assert_close(low_pass_kernel(6, 4), torch.tensor([1.0, 0, 0, 0, 0, 0]))
+    with pytest.raises(ValueError, match="between 1 and max_len // 2 \\+ 1 = 5"):
+        low_pass_kernel(8, 6)
+
+
+def test_frequency_filter_blends_with_attention():
+    history = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    batch = Batch(torch.zeros(2, dtype=torch.long), history, torch.zeros(2, dtype=torch.long))
+
+    def out(**kwargs):
+        torch.manual_seed(0)
+        model = SASRec(N_ITEMS, embedding_dim=8, max_len=4, dropout=0.0, **kwargs)
+        for block in model.blocks:
+            if block.filter is not None:  # starts as the identity (beta = 1): damp the highs
+                block.filter.sqrt_beta.data.fill_(0.5)
+        return model.eval().encode_users(batch)
+
+    plain, half, only = out(), out(filter_mix=0.5), out(filter_mix=1.0)
+    assert not torch.allclose(plain, half) and not torch.allclose(half, only)
+    assert not torch.allclose(half, out(filter_mix=0.5, filter_frequencies=1))
+    with pytest.raises(ValueError, match="filter_mix must be between 0 and 1"):
+        SASRec(N_ITEMS, filter_mix=1.5)
+    from towerkit.config import ConfigError, config_from_dict
+
+    message = "filter_frequencies 30 is more than a sequence of data.max_len 50 has: at most 26"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict({}, ["model.name=sasrec", "data.max_len=50", "model.filter_mix=0.5",
+                           "model.filter_frequencies=30"])  # fmt: skip

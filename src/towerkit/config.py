@@ -346,6 +346,13 @@ class SASRecConfig(_SequenceModel):
     n_heads: int = Field(default=1, ge=1, description="attention heads")
     ffn_dim: int | None = Field(default=None, ge=1, description="feed-forward width (4D)")
     layer_norm: LayerNormPlacement = "pre"
+    filter_mix: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="share of token mixing by a causal frequency filter (BSARec); 0: SASRec",
+    )  # fmt: skip
+    filter_frequencies: int = Field(
+        default=3, ge=1, description="lowest Fourier components the frequency filter keeps"
+    )
 
     @model_validator(mode="after")
     def _heads(self) -> SASRecConfig:
@@ -602,6 +609,13 @@ class Config(_Section):
                 f"train.windows applies to models that pool a history over windows "
                 f"(youtube_dnn); {self.model.name} {does}: leave train.windows at 0"
             )
+        if self.model.name == "sasrec" and self.model.filter_mix > 0:
+            top = self.data.max_len // 2 + 1
+            if self.model.filter_frequencies > top:
+                raise ValueError(
+                    f"model.filter_frequencies {self.model.filter_frequencies} is more than a "
+                    f"sequence of data.max_len {self.data.max_len} has: at most {top}"
+                )
         return self
 
     def to_yaml(self) -> str:

@@ -66,6 +66,8 @@ def build_model(
             dropout=config.dropout,
             layer_norm=config.layer_norm,
             share_embeddings=config.share_embeddings,
+            filter_mix=config.filter_mix,
+            filter_frequencies=config.filter_frequencies,
             item_features=item_features,
             feature_dim=config.feature_dim,
         )

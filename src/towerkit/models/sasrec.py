@@ -32,6 +32,10 @@ class SASRec(SequenceModel):
         dropout: on embeddings, attention weights, residual branches and the feed-forward layer.
         layer_norm: ``"pre"`` (LayerNorm before each sub-layer, plus a final one) or ``"post"``.
         share_embeddings: score items with the input embedding table (default) or a separate one.
+        filter_mix: share of each block's token mixing done by a causal frequency filter
+            (BSARec's "beyond self-attention"; 0 is plain SASRec, see
+            :mod:`towerkit.nn.attention`).
+        filter_frequencies: the lowest Fourier components the filter keeps (over ``max_len``).
         item_features, feature_dim: item side features added to each item's vector (see
             :class:`~towerkit.models.base.SequenceModel`).
 
@@ -51,6 +55,8 @@ class SASRec(SequenceModel):
         dropout: float = 0.2,
         layer_norm: LayerNormPlacement = "pre",
         share_embeddings: bool = True,
+        filter_mix: float = 0.0,
+        filter_frequencies: int = 3,
         item_features: FeatureTable | None = None,
         feature_dim: int = 16,
     ) -> None:
@@ -59,7 +65,7 @@ class SASRec(SequenceModel):
         )
         self.blocks = nn.ModuleList(
             SelfAttentionBlock(embedding_dim, n_heads, ffn_dim or 4 * embedding_dim, dropout,
-                               layer_norm, max_len)
+                               layer_norm, max_len, filter_mix, filter_frequencies)
             for _ in range(n_layers)
         )  # fmt: skip
         self.final_norm = nn.LayerNorm(embedding_dim) if layer_norm == "pre" else nn.Identity()
@@ -74,5 +80,5 @@ class SASRec(SequenceModel):
         )  # padding rows are zero
         mask = causal_padding_mask(real)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, real)
         return self.final_norm(x)

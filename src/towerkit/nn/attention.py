@@ -7,6 +7,14 @@ at position ``j`` of a training window sees its own most recent item at a differ
 than the same prefix would at inference, and left padding shifts every id. With distances,
 every position of a window computes exactly what its prefix alone would compute, and extra left
 padding changes nothing.
+
+A block may also mix in a *frequency filter* beside attention (BSARec, Shin et al., AAAI 2024:
+"beyond self-attention"): each position's low-frequency part of its own history (the lowest
+Fourier components over a ``max_len`` period, an average that changes slowly with position) plus
+a learned per-channel gain on the rest. BSARec filters the whole padded sequence with an FFT and
+trains on the last position of every prefix; here the same filter is a causal convolution (the
+last row of the FFT projector, read as a kernel over distances), so it keeps the property above
+and every position of a window still trains at once.
 """
 
 from __future__ import annotations
@@ -38,6 +46,45 @@ def causal_padding_mask(real: torch.Tensor) -> torch.Tensor:
     return allowed[:, None]
 
 
+def low_pass_kernel(period: int, frequencies: int) -> torch.Tensor:
+    """``[period]``: weight of the item ``d`` positions back in the low-pass filter that keeps
+    the lowest ``frequencies`` Fourier components (the constant one included) of a sequence of
+    length ``period``, evaluated at its last position. ``d = 0`` is the position itself."""
+    if not 1 <= frequencies <= period // 2 + 1:
+        raise ValueError(
+            f"filter_frequencies must be between 1 and max_len // 2 + 1 = {period // 2 + 1}, "
+            f"got {frequencies}"
+        )
+    d = torch.arange(period, dtype=torch.float64)
+    f = torch.arange(frequencies, dtype=torch.float64)
+    # A real signal's frequency f > 0 (below Nyquist) stands for the pair +-f: weight 2.
+    weight = torch.where((f == 0) | (2 * f == period), 1.0, 2.0)
+    kernel = (weight[:, None] * torch.cos(2 * torch.pi * f[:, None] * d[None] / period)).sum(0)
+    return (kernel / period).float()
+
+
+class FrequencyFilter(nn.Module):
+    """Causal low-pass filter with a learned gain on the high frequencies (BSARec's
+    ``FrequencyLayer``): ``low + beta**2 * (x - low)``, where ``low`` at position ``j`` is
+    ``sum_{s <= j, s real} kernel[j - s] * x[s]``."""
+
+    def __init__(self, dim: int, max_len: int, frequencies: int) -> None:
+        super().__init__()
+        self.register_buffer("kernel", low_pass_kernel(max_len, frequencies), persistent=False)
+        self.sqrt_beta = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        length = x.shape[1]
+        position = torch.arange(length, device=x.device)
+        weights = torch.where(
+            position[:, None] >= position[None, :],
+            self.kernel[distances(length, x.device)],
+            torch.zeros((), device=x.device),
+        )  # (L, L): lower-triangular Toeplitz
+        low = weights @ (x * real[..., None].to(x.dtype))
+        return low + self.sqrt_beta**2 * (x - low)
+
+
 class SelfAttentionBlock(nn.Module):
     """Multi-head causal self-attention and a position-wise feed-forward network, each with a
     residual connection, dropout and LayerNorm (before the sub-layer, ``"pre"``, or after the
@@ -51,8 +98,12 @@ class SelfAttentionBlock(nn.Module):
         dropout: float,
         layer_norm: LayerNormPlacement,
         max_len: int,
+        filter_mix: float = 0.0,
+        filter_frequencies: int = 3,
     ) -> None:
         super().__init__()
+        if not 0.0 <= filter_mix <= 1.0:
+            raise ValueError(f"filter_mix must be between 0 and 1, got {filter_mix}")
         if dim % n_heads:
             raise ValueError(f"embedding_dim {dim} must be divisible by n_heads {n_heads}")
         if layer_norm not in ("pre", "post"):
@@ -70,6 +121,9 @@ class SelfAttentionBlock(nn.Module):
         self.distance_bias = nn.Parameter(
             -0.02 * torch.arange(max_len, dtype=torch.float32).repeat(n_heads, 1)
         )
+        # The token mixer: attention, or a blend of attention and a frequency filter.
+        self.filter_mix = filter_mix
+        self.filter = FrequencyFilter(dim, max_len, filter_frequencies) if filter_mix > 0 else None
 
     def _attend(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, length, dim = x.shape
@@ -85,9 +139,22 @@ class SelfAttentionBlock(nn.Module):
         )  # (B, H, L, D/H)
         return self.out(out.transpose(1, 2).reshape(b, length, dim))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _mix(self, x: torch.Tensor, mask: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+        if self.filter is None:
+            return self._attend(x, mask)
+        if real is None:
+            raise ValueError("a block with a frequency filter needs the real-item mask")
+        a = self.filter_mix
+        filtered = self.filter(x, real)
+        return filtered if a == 1.0 else a * filtered + (1 - a) * self._attend(x, mask)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, real: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x [B, L, D]``, ``mask`` from :func:`causal_padding_mask`, ``real [B, L]`` (which
+        positions hold an item; needed by the frequency filter)."""
         if self.layer_norm == "pre":
-            x = x + self.drop(self._attend(self.norm1(x), mask))
+            x = x + self.drop(self._mix(self.norm1(x), mask, real))
             return x + self.drop(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.drop(self._attend(x, mask)))
+        x = self.norm1(x + self.drop(self._mix(x, mask, real)))
         return self.norm2(x + self.drop(self.ffn(x)))
