@@ -283,6 +283,36 @@ def test_admin_endpoint_is_off_without_a_token(runs, tmp_path):
         plain.stop()
 
 
+def test_the_served_model_is_kept_out_of_the_garbage_collector(runs, tmp_path):
+    """A full collection traversing the loaded model paused requests for 100+ ms (the p99 of
+    the load benchmark); the model is frozen at load, and a replaced one is handed back."""
+    import asyncio
+    import gc
+
+    from towerkit.serve.app import _retire, create_app
+    from towerkit.serve.model import load_served
+
+    def tracked(obj) -> bool:
+        return any(o is obj for o in gc.get_objects())
+
+    try:
+        app = create_app(export_run(runs["youtube_dnn"], tmp_path / "yt"))
+        assert gc.get_freeze_count() > 0 and not tracked(app.state.served)
+        old = load_served(runs["dssm"])  # a run: exported to a temporary directory
+        assert tracked(old) and old._tmp.exists()  # loaded after the freeze
+
+        async def retire() -> None:
+            _retire(old)
+            assert gc.get_freeze_count() == 0  # handed back to the collector
+            await asyncio.sleep(0)  # the refreeze runs on the next turn of the loop
+
+        asyncio.run(retire())
+        assert gc.get_freeze_count() > 0 and not tracked(app.state.served)
+        assert old._tmp is not None and not old._tmp.exists()  # closed: its export removed
+    finally:
+        gc.unfreeze()
+
+
 def test_a_run_directory_is_served_through_onnx(runs):
     direct = Server(runs["dssm"], "--index", "faiss-hnsw")
     try:
