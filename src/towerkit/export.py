@@ -233,7 +233,9 @@ def _export_tower(model: torch.nn.Module, table: FeatureTable, max_len: int, pat
 
 def parity(run: RunDir, reference: TorchTower, tower: OnnxTower, users: np.ndarray) -> float:
     """The largest difference between two towers' query vectors as the similarity compares
-    them (L2-normalised for cosine), over ``users``' full and halved histories, relative to the
+    them (L2-normalised for cosine), over ``users``' full and halved histories padded to
+    ``max_len`` and their last 5 items padded to 5 (against the same padded to ``max_len``: what
+    a server that pads a batch to its longest history relies on), relative to the
     vectors' scale (``max(1, largest |component|)``): float32 sums in another order differ by
     a few units in the last place of the largest component, whatever its size."""
     similarity = get_similarity(
@@ -241,10 +243,15 @@ def parity(run: RunDir, reference: TorchTower, tower: OnnxTower, users: np.ndarr
     )
     items, offsets = run.histories
     starts, ends = offsets[users], offsets[users + 1]
+    max_len = run.config.data.max_len
     worst = 0.0
-    for cut in (ends, starts + (ends - starts) // 2):
-        history = gather_history(items, starts, cut, run.config.data.max_len)
-        expected = similarity.prepare(torch.from_numpy(reference(users, history, None)))
+    for cut, width in ((ends, max_len), (starts + (ends - starts) // 2, max_len),
+                       (ends, min(5, max_len))):  # fmt: skip
+        # The narrow batch (a server pads to its longest history) against the same items
+        # padded to max_len: the graph's dynamic length and the padding invariance at once.
+        history = gather_history(items, starts, cut, width)
+        padded = np.pad(history, ((0, 0), (max_len - width, 0)))
+        expected = similarity.prepare(torch.from_numpy(reference(users, padded, None)))
         got = similarity.prepare(torch.from_numpy(tower(users, history, None)))
         scale = max(1.0, float(expected.abs().max()))
         worst = max(worst, float((got - expected).abs().max()) / scale)

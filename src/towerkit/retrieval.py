@@ -242,11 +242,14 @@ class Retriever:
     ) -> np.ndarray:
         """``[B, D]`` query vectors of new users: item-id histories (each cut to its last
         ``max_len`` items) and raw side-feature values."""
-        history = np.zeros((len(histories), self.max_len), dtype=np.int64)
+        # Padded to the longest history, not max_len: the towers ignore left padding (tested
+        # at export), and a tower call on 20 positions is far cheaper than on 200.
+        width = min(self.max_len, max((len(h) for h in histories), default=0)) or 1
+        history = np.zeros((len(histories), width), dtype=np.int64)
         for row, items in enumerate(histories):
             recent = items[-self.max_len :]
             if len(recent):
-                history[row, -len(recent) :] = recent
+                history[row, width - len(recent) :] = recent
         if features is not None and len(features) != len(histories):
             raise ValueError(f"{len(features)} feature rows for {len(histories)} histories")
         values = encode_user_features(self.user_features, features or [None] * len(histories))
