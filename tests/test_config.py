@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from towerkit.config import Config, ConfigError, config_from_dict, load_config
@@ -172,17 +174,11 @@ def test_bad_files(tmp_path):
         load_config(bad)
 
 
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
 @pytest.mark.parametrize(
-    "path",
-    [
-        "configs/ml-1m/youtube_dnn.yaml",
-        "configs/ml-1m/dssm.yaml",
-        "configs/ml-1m/sasrec.yaml",
-        "configs/ml-1m/gru4rec.yaml",
-        "configs/ml-100k/youtube_dnn.yaml",
-    ],
+    "path", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml"))
 )
 def test_shipped_configs_are_valid(path):
-    from pathlib import Path
-
-    load_config(Path(__file__).parent.parent / path)
+    load_config(CONFIGS / path)

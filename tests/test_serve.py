@@ -57,7 +57,8 @@ def runs(prepared, tmp_path_factory):
 def test_export_matches_pytorch_within_1e5_on_1000_users(runs, tmp_path, name):
     out = export_run(runs[name], tmp_path / "export")
     export = ExportDir(out)
-    assert export.manifest["model"] == MODELS[name]["name"] and export.manifest["onnx"]["parity"] <= 1e-5
+    assert export.manifest["model"] == MODELS[name]["name"]
+    assert export.manifest["onnx"]["parity"] <= 1e-5
     run = RunDir(runs[name])
     users = np.arange(1, 1001)
     tower = OnnxTower(out / "user_tower.onnx", run.user_features)
