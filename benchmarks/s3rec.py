@@ -62,12 +62,10 @@ TUNED_LENGTH = {"beauty": [], "toys": [], "yelp": []}
 PROBES: dict[str, list[str]] = {
     "dropout-0.5": ["model.dropout=0.5"],
     "dropout-0.35": ["model.dropout=0.35"],
-    "dropout-0.5-lr-1e-3-constant": ["model.dropout=0.5", "train.lr=0.001",
-                                     "train.schedule=constant", "train.epochs=200",
-                                     "train.patience=10"],
-    "dropout-0.5-attributes": ["model.dropout=0.5", "data.item_features=[attributes]"],
-    "dropout-0.5-t0.1": ["model.dropout=0.5", "temperature.value=0.1"],
-    "dropout-0.5-d128": ["model.dropout=0.5", "model.embedding_dim=128"],
+    "dropout-0.35-filter-0.7": ["model.dropout=0.35", "model.filter_mix=0.7"],
+    "dropout-0.5-filter-0.7": ["model.dropout=0.5", "model.filter_mix=0.7"],
+    "dropout-0.35-filter-0.7-attributes": ["model.dropout=0.35", "model.filter_mix=0.7",
+                                           "data.item_features=[attributes]"],
 }  # fmt: skip
 
 
@@ -77,8 +75,8 @@ def rows() -> list[tuple[str, str, str, list[str]]]:
         data = [f"data.dataset={dataset}", "data.user_features=[]", "data.item_features=[]"]
         for model, (config, overrides) in ML1M.items():
             out.append((f"{short}-ml1m-{model}", short, config, [*data, *overrides]))
-        for model, (config, overrides) in TUNED.items():
-            sets = [*data, *overrides, *TUNED_LENGTH[short]]
+        for model, (config, overrides) in TUNED.items():  # the config says its side features
+            sets = [f"data.dataset={dataset}", *overrides, *TUNED_LENGTH[short]]
             out.append((f"{short}-tuned-{model}", short, config, sets))
     config, base = ML1M["sasrec"]
     data = ["data.dataset=amazon-beauty", "data.user_features=[]", "data.item_features=[]"]
@@ -112,6 +110,10 @@ def describe(config) -> str:
     parts = [f"D={m.embedding_dim}", f"dropout {m.dropout}", f"max_len {config.data.max_len}"]
     if m.name == "sasrec":
         parts.insert(1, f"{m.n_layers}x{m.n_heads} heads")
+        if m.filter_mix:
+            parts.insert(2, f"frequency filter {m.filter_mix:g} ({m.filter_frequencies} lowest)")
+    if config.data.item_features:
+        parts.append(f"item features {', '.join(config.data.item_features)}")
     n = config.negatives
     parts.append("full softmax" if n.kind == "full" else f"{n.kind} {getattr(n, 'n', '')}")
     parts.append(f"{config.similarity.name} t={config.temperature.value:g}")
