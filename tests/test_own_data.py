@@ -23,7 +23,11 @@ from towerkit.data import Sequences, last_fraction
 from towerkit.errors import DataError
 from towerkit.runs import RunDir, RunDirError
 
-MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The S3-Rec files: where TOWERKIT_DATA_MIRROR says (.ci/run sets it), else ../shared/data.
+MIRROR = Path(
+    os.environ.get("TOWERKIT_DATA_MIRROR")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 
 def towerkit(*args: str, env=None) -> subprocess.CompletedProcess:
