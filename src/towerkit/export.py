@@ -26,7 +26,6 @@ import json
 import logging
 import shutil
 import warnings
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ import torch
 
 from towerkit import __version__
 from towerkit.data.batches import gather_history
-from towerkit.data.vocab import Vocab
 from towerkit.errors import TowerkitError
 from towerkit.files import staging_dir
 from towerkit.index import Index, load_index, make_index
@@ -46,7 +44,7 @@ from towerkit.runs import (
     FEATURES_DIR,
     VOCAB_DIR,
     RunDir,
-    _load_features,
+    SavedVocabularies,
     vectors_column,
 )
 from towerkit.similarity import get_similarity
@@ -289,7 +287,7 @@ def _write_manifest(
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-class ExportDir:
+class ExportDir(SavedVocabularies):
     """An export directory, checked: every file of the manifest present with its sha256.
 
     Raises:
@@ -322,20 +320,6 @@ class ExportDir:
     @property
     def version(self) -> str:
         return self.manifest["model_version"]
-
-    @cached_property
-    def user_vocab(self) -> Vocab:
-        return Vocab.load(self.path / VOCAB_DIR / "user.parquet")
-
-    @cached_property
-    def item_vocab(self) -> Vocab:
-        return Vocab.load(self.path / VOCAB_DIR / "item.parquet")
-
-    @cached_property
-    def user_features(self) -> FeatureTable:
-        return _load_features(
-            self.path / FEATURES_DIR / "user.parquet", self.path / VOCAB_DIR, "user"
-        )
 
     def retriever(
         self, index: str | None = None, threads: int = 0, **index_options: Any

@@ -152,7 +152,28 @@ def _load_torch(path: Path, what: str) -> Any:
         raise RunDirError(f"{path}: not a readable towerkit {what} file ({message})") from None
 
 
-class RunDir:
+class SavedVocabularies:
+    """The vocabularies and the encoded user features of a directory in the run layout
+    (``vocab/``, ``features/``): what a run directory and an export directory share."""
+
+    path: Path
+
+    @cached_property
+    def user_vocab(self) -> Vocab:
+        return Vocab.load(self.path / VOCAB_DIR / "user.parquet")
+
+    @cached_property
+    def item_vocab(self) -> Vocab:
+        return Vocab.load(self.path / VOCAB_DIR / "item.parquet")
+
+    @cached_property
+    def user_features(self) -> FeatureTable:
+        return _load_features(
+            self.path / FEATURES_DIR / "user.parquet", self.path / VOCAB_DIR, "user"
+        )
+
+
+class RunDir(SavedVocabularies):
     """An existing run directory (see the module docstring).
 
     Args:
@@ -311,24 +332,10 @@ class RunDir:
         return json.loads((self.path / METRICS_FILE).read_text())
 
     @cached_property
-    def user_vocab(self) -> Vocab:
-        return Vocab.load(self.path / VOCAB_DIR / "user.parquet")
-
-    @cached_property
-    def item_vocab(self) -> Vocab:
-        return Vocab.load(self.path / VOCAB_DIR / "item.parquet")
-
-    @cached_property
-    def user_features(self) -> FeatureTable:
-        return _load_features(self.path / FEATURES_DIR / "user.parquet", self._vocabs, "user")
-
-    @cached_property
     def item_features(self) -> FeatureTable:
-        return _load_features(self.path / FEATURES_DIR / "item.parquet", self._vocabs, "item")
-
-    @property
-    def _vocabs(self) -> Path:
-        return self.path / VOCAB_DIR
+        return _load_features(
+            self.path / FEATURES_DIR / "item.parquet", self.path / VOCAB_DIR, "item"
+        )
 
     def build_model(self) -> MatchingModel:
         """The run's model with freshly initialised weights (global RNG left untouched)."""
