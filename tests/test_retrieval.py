@@ -192,3 +192,13 @@ def test_unfinished_and_missing_runs_are_refused_with_what_to_do(tmp_path, walk_
     with pytest.raises(RunDirError, match="exists and is not empty"):
         RunDir.create(unfinished.path, config, walk_prepared)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unfinished"]  # no staging left
+
+
+def test_an_integer_id_past_int64_is_unknown_not_a_crash():
+    """Schemathesis found it: {"item": -3956961010464917553152} overflowed the cast to int64."""
+    from towerkit.retrieval import coerce_raw
+
+    vocab = Vocab.from_values(np.array([3, 7, 11]), name="item")
+    assert list(coerce_raw(vocab, ["7", 11])) == [7, 11]
+    with pytest.raises(KeyError, match="unknown item id -3956961010464917553152"):
+        coerce_raw(vocab, [-3956961010464917553152])

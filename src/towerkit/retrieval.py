@@ -59,6 +59,7 @@ def coerce_raw(vocab: Vocab, values: Sequence[Any]) -> np.ndarray:
     raw = vocab.raw
     array = np.asarray(list(values), dtype=object)
     if np.issubdtype(raw.dtype, np.integer):
+        bounds = np.iinfo(raw.dtype)
         out = []
         for value in array:
             try:
@@ -67,6 +68,8 @@ def coerce_raw(vocab: Vocab, values: Sequence[Any]) -> np.ndarray:
                 raise KeyError(f"unknown {vocab.name} id {value!r} (ids are integers)") from None
             if isinstance(value, float | np.floating) and number != value:
                 raise KeyError(f"unknown {vocab.name} id {value!r} (ids are integers)")
+            if not bounds.min <= number <= bounds.max:  # no id of the vocabulary: not one to cast
+                raise KeyError(f"unknown {vocab.name} id {value!r}")
             out.append(number)
         return np.asarray(out, dtype=raw.dtype)
     return np.asarray([v if isinstance(v, str) else str(v) for v in array], dtype=object)
