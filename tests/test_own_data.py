@@ -283,6 +283,20 @@ def test_a_damaged_model_file_is_one_error_line(walk_prepared, tmp_path, damage)
     assert_refused(done, "model.pt: not a readable towerkit model file")
 
 
+def test_any_bytes_in_a_model_file_are_one_error(walk_prepared, tmp_path):
+    """Random bytes reach different corners of the weights-only unpickler (an empty mark stack
+    raised IndexError in CI once); 200 seeded blobs, each refused as a RunDirError."""
+    from conftest import small_config
+
+    out = pipeline.train(small_config(), walk_prepared, run=tmp_path / "run").run.path
+    model = out / "model.pt"
+    rng = np.random.default_rng(0)
+    for size in rng.integers(1, 4096, size=200):
+        model.write_bytes(rng.bytes(int(size)))
+        with pytest.raises(RunDirError, match="not a readable towerkit model file"):
+            RunDir(out).load_model()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

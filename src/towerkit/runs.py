@@ -30,9 +30,8 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import shutil
-import zipfile
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -143,11 +142,14 @@ def _sha256_text(text: str) -> str:
 
 def _load_torch(path: Path, what: str) -> Any:
     """``torch.load(weights_only=True)``, with a file that is not one (truncated, random or
-    crafted bytes) reported as such rather than as an unpickling traceback."""
+    crafted bytes) reported as such rather than as an unpickling traceback. The weights-only
+    unpickler fed arbitrary bytes can fail with almost any exception (``IndexError`` from its
+    mark stack, ``KeyError``, ``struct.error`` ...), so everything but an interrupt is caught."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError,
-            zipfile.BadZipFile) as err:  # fmt: skip
+        with warnings.catch_warnings():  # "Detected pickle protocol 217" on garbage
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any failure to unpickle, see the docstring
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RunDirError(f"{path}: not a readable towerkit {what} file ({message})") from None
 
