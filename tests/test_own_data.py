@@ -278,7 +278,8 @@ def test_a_damaged_model_file_is_one_error_line(walk_prepared, tmp_path, damage)
     out = pipeline.train(small_config(), walk_prepared, run=tmp_path / "run").run.path
     model = out / "model.pt"
     data = model.read_bytes()
-    model.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(4096))
+    garbage = np.random.default_rng(1).bytes(4096)
+    model.write_bytes(data[: len(data) // 2] if damage == "truncated" else garbage)
     done = towerkit("recommend", str(out), "--user", "1")
     assert_refused(done, "model.pt: not a readable towerkit model file")
 
