@@ -10,6 +10,7 @@ before rich renders it, so ``[exp1]`` prints as itself.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -197,10 +198,19 @@ def train(
             "--resume", help="Continue an unfinished run from its last checkpoint.", metavar="RUN"
         ),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train in N processes on this machine (launches torchrun --standalone).",
+        ),
+    ] = 1,
 ) -> None:
     """Fetch, prepare, train (checkpointing every epoch), evaluate on the test stage, and write
-    a run directory; or resume an unfinished one."""
-    from towerkit import pipeline
+    a run directory; or resume an unfinished one. Under torchrun every process runs this same
+    command; rank 0 writes the run directory."""
+    from towerkit import distributed, pipeline
     from towerkit.config import ConfigError, load_config
     from towerkit.runs import RunDir
 
@@ -217,8 +227,17 @@ def train(
     else:
         cfg = load_config(config, overrides or [])  # a bad config fails before any data is read
         out = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        RunDir.check_new(out)
         run, new = None, True
+    if nproc > 1 and not distributed.launched():
+        _launch(nproc, config, overrides or [], out, resume)
+    ctx = distributed.setup(cfg.train.device)
+    if not ctx.main:  # one voice: rank 0 logs, shows progress, writes and prints
+        logging.getLogger().handlers[0].setLevel(logging.ERROR)
+        progress = False
+    if new:
+        out = distributed.broadcast_object(out)  # the default name holds rank 0's clock
+        if ctx.main:
+            RunDir.check_new(out)
     if not progress:
         cfg.train.progress = False
     handler = None
@@ -226,17 +245,21 @@ def train(
     try:
         prepared = pipeline.prepare(cfg.data, progress=cfg.train.progress)
         pipeline.check_data(cfg, prepared)
-        if new:
+        if new and ctx.main:
             run = RunDir.create(out, cfg, prepared)
-        handler = logging.FileHandler(run.path / "train.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("towerkit").addHandler(handler)
+        if ctx.main:
+            handler = logging.FileHandler(run.path / "train.log", encoding="utf-8")
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            logging.getLogger("towerkit").addHandler(handler)
         if new:
             outcome = pipeline.train(cfg, prepared, run=run)
         else:
             outcome = pipeline.resume(run, prepared, progress=cfg.train.progress)
     except BaseException as err:
-        _stopped(run, new, err)
+        if ctx.main:
+            _stopped(run, new, err)
         if isinstance(err, KeyboardInterrupt):
             raise typer.Exit(130) from None
         raise
@@ -245,6 +268,9 @@ def train(
         if handler is not None:
             logging.getLogger("towerkit").removeHandler(handler)
             handler.close()
+        distributed.teardown()
+    if not ctx.main:
+        return
     rows = {
         "valid (best epoch)": outcome.metrics["valid"],
         "test": outcome.metrics["test"],
@@ -253,6 +279,41 @@ def train(
     title = f"{cfg.model.name}, {cfg.train.mode.value}, {cfg.negatives.kind} negatives"
     console.print(_metrics_table(title, rows, cfg.eval.ks))
     console.print(f"run written to {escape(str(run.path))}")
+
+
+def _launch(
+    nproc: int, config: Path | None, overrides: list[str], out: Path | None, resume: Path | None
+) -> None:
+    """``towerkit train --nproc N``: the same command under ``torchrun --standalone`` (one
+    node, a free rendezvous port), with the run directory named here so every rank agrees."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", str(nproc), "-m", "towerkit"]  # fmt: skip
+    if not _state["progress"]:
+        command.append("--quiet")
+    command.append("train")
+    if resume is not None:
+        command += ["--resume", str(resume)]
+    else:
+        command += [str(config), "--out", str(out)]
+        for override in overrides:
+            command += ["--set", override]
+    env = dict(os.environ)
+    # torchrun would give each process one thread; share the machine's cores instead.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    logging.getLogger(__name__).info("launching: %s", " ".join(command))
+    job = subprocess.Popen(command, env=env)
+    # torchrun forwards SIGTERM and SIGINT to the workers (which checkpoint and stop); a signal
+    # sent to this launcher alone reaches torchrun the same way.
+    forward = {sig: signal.signal(sig, lambda signum, _: job.send_signal(signum))
+               for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+    try:
+        code = job.wait()
+    finally:
+        for sig, previous in forward.items():
+            signal.signal(sig, previous)
+    raise typer.Exit(130 if code in (-signal.SIGINT, -signal.SIGTERM) else code)
 
 
 def _stopped(run, new: bool, err: BaseException) -> None:

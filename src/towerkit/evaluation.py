@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from towerkit import distributed
 from towerkit.data.batches import Batch, gather_history
 from towerkit.data.split import Split, Stage
 from towerkit.errors import TowerkitError
@@ -260,13 +261,46 @@ class Evaluator:
         model.eval()
         start = time.perf_counter()
         try:
-            users = self.user_vectors(model, device)
-            items = self.item_vectors(model, device)
-            metrics = self.evaluate_vectors(users, items, similarity)
+            ctx = distributed.context()
+            if ctx.active and self.index == "exact":
+                metrics = self._evaluate_shared(model, similarity, device, ctx)
+            else:
+                users = self.user_vectors(model, device)
+                items = self.item_vectors(model, device)
+                metrics = self.evaluate_vectors(users, items, similarity)
         finally:
             model.train(was_training)
         self.last_seconds = time.perf_counter() - start
         return metrics
+
+    def _evaluate_shared(
+        self, model: torch.nn.Module, similarity: Similarity, device, ctx: distributed.Context
+    ) -> dict[str, float]:
+        """Under torchrun: each rank ranks a contiguous block of the users, the top-K lists
+        are gathered and every rank computes the same metrics from all of them."""
+        q = self.queries
+        block = np.array_split(np.arange(len(q)), ctx.world)[ctx.rank]
+        begin, end = (int(block[0]), int(block[-1]) + 1) if len(block) else (0, 0)
+        users = query_vectors(
+            model, self.split.sequences.items, q.users[begin:end], q.history_start[begin:end],
+            q.history_end[begin:end], max_len=self.max_len, batch_size=self.batch_size,
+            device=device,
+        )  # fmt: skip
+        items = self.item_vectors(model, device)
+        finite = bool(torch.isfinite(users).all()) and bool(torch.isfinite(items).all())
+        if distributed.sizes(float(finite))[:, 0].min() < 1:  # every rank raises alike
+            raise DivergedError(
+                f"the query or item vectors hold NaN or infinite values ({self.stage} stage): "
+                "training diverged; lower train.lr or raise temperature.value"
+            )
+        indptr, seen = self.exclude
+        exclude = (indptr[begin : end + 1] - indptr[begin], seen[indptr[begin] : indptr[end]])
+        ids, _ = chunked_topk(
+            lambda b, e: similarity.pairwise(users[b:e], items),
+            end - begin, self.n_items, max(self.ks), exclude, self.max_bytes,
+        )  # fmt: skip
+        gathered, _ = distributed.gather(torch.from_numpy(ids).to(device))
+        return self.ranking(gathered.cpu().numpy())
 
     def evaluate_vectors(
         self, users: torch.Tensor, items: torch.Tensor, similarity: Similarity

@@ -28,6 +28,8 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
+from towerkit import distributed
+
 SamplerKind = Literal["uniform", "popularity", "log_popularity"]
 #: how a set of candidates is shared by the queries of a batch: one set for the whole batch,
 #: one set per query, or one set per window (shared by the window's positions).
@@ -109,6 +111,29 @@ class CatalogueSampler:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """This rank's part of a global batch under ``torchrun`` (:mod:`towerkit.distributed`).
+
+    Attributes:
+        rank: this process's rank.
+        queries: int ``[world]`` queries per rank.
+        windows: int ``[world]`` windows per rank (0 for independent samples).
+    """
+
+    rank: int
+    queries: np.ndarray
+    windows: np.ndarray
+
+    def offset(self, counts: np.ndarray) -> int:
+        return int(counts[: self.rank].sum())
+
+    def rows(self, counts: np.ndarray) -> slice:
+        """This rank's rows of something with ``counts.sum()`` rows in rank order."""
+        begin = self.offset(counts)
+        return slice(begin, begin + int(counts[self.rank]))
+
+
+@dataclass(frozen=True)
 class Candidates:
     """Negative candidates for a batch of ``Q`` queries.
 
@@ -121,9 +146,11 @@ class Candidates:
         sharing: see ``ids``.
         vectors: the candidates' vectors (``[*ids.shape, D]``) when the strategy has them
             already (in-batch candidates are the positives); None to encode ``ids``.
-        includes_positives: candidate ``i`` of a batch-shared set is query ``i``'s own positive
-            (in-batch), so it never counts as that query's negative, whether accidental hits are
-            masked or not.
+        includes_positives: candidate ``own_offset + i`` of a batch-shared set is query
+            ``i``'s own positive (in-batch), so it never counts as that query's negative,
+            whether accidental hits are masked or not.
+        own_offset: where this rank's positives begin among candidates gathered from every
+            rank (0 in one process).
     """
 
     ids: torch.Tensor
@@ -131,6 +158,7 @@ class Candidates:
     sharing: Sharing
     vectors: torch.Tensor | None = None
     includes_positives: bool = False
+    own_offset: int = 0
 
 
 class Negatives(ABC):
@@ -146,6 +174,7 @@ class Negatives(ABC):
         positive_vectors: torch.Tensor | None,
         layout: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        shard: Shard | None = None,
     ) -> list[Candidates]:
         """The negative candidates of a batch.
 
@@ -155,7 +184,10 @@ class Negatives(ABC):
                 where the strategy is exhaustive: the fused full softmax encodes no positive).
             layout: for windows, the boolean ``[W, T]`` mask of the positions the queries come
                 from (row-major order); None for independent samples.
-            generator: the random source of sampled candidates.
+            generator: the random source of sampled candidates (seeded alike on every rank).
+            shard: under ``torchrun``, this rank's part of the global batch: candidates are
+                those of the global batch (in-batch ones gathered from every rank, sampled ones
+                drawn for the whole batch, this rank's rows kept).
         """
 
     @abstractmethod
@@ -182,14 +214,21 @@ class SampledNegatives(Negatives):
             raise ValueError(f"the number of sampled negatives must be >= 1, got {n}")
         self.sampler, self.n, self.shared = sampler, n, shared
 
-    def candidates(self, positives, positive_vectors, layout=None, generator=None):
+    def candidates(self, positives, positive_vectors, layout=None, generator=None, shard=None):
+        rows = slice(None)
         if self.shared and layout is not None:
-            shape, sharing = (len(layout), self.n), "window"  # (W, N)
+            counts, sharing = (None if shard is None else shard.windows), "window"  # (W, N)
         elif self.shared:
-            shape, sharing = (self.n,), "batch"  # (N,)
+            counts, sharing = None, "batch"  # (N,): one set, the same on every rank
         else:
-            shape, sharing = (len(positives), self.n), "query"  # (Q, N)
-        ids = self.sampler.sample(shape, generator).to(positives.device)
+            counts, sharing = (None if shard is None else shard.queries), "query"  # (Q, N)
+        if sharing == "batch":
+            shape = (self.n,)
+        elif counts is None:
+            shape = (len(layout) if sharing == "window" else len(positives), self.n)
+        else:  # draw for the global batch, keep this rank's rows
+            shape, rows = (int(counts.sum()), self.n), shard.rows(counts)
+        ids = self.sampler.sample(shape, generator)[rows].to(positives.device)
         return [Candidates(ids, self.log_q(ids), sharing)]
 
     def log_q(self, ids):
@@ -217,7 +256,12 @@ class InBatchNegatives(Negatives):
         probs = counts / counts.sum()
         return cls(torch.log(probs.clamp_min(1e-30)).to(torch.float32))
 
-    def candidates(self, positives, positive_vectors, layout=None, generator=None):
+    def candidates(self, positives, positive_vectors, layout=None, generator=None, shard=None):
+        offset = 0
+        if shard is not None:  # every rank's positives, their vectors with gradients
+            ids, offset = distributed.gather(positives, shard.queries)
+            positive_vectors, _ = distributed.gather(positive_vectors, shard.queries)
+            positives = ids
         return [
             Candidates(
                 positives,
@@ -225,6 +269,7 @@ class InBatchNegatives(Negatives):
                 "batch",
                 vectors=positive_vectors,
                 includes_positives=True,
+                own_offset=offset,
             )
         ]
 
@@ -241,10 +286,10 @@ class MixedNegatives(Negatives):
     def __init__(self, in_batch: InBatchNegatives, sampled: SampledNegatives) -> None:
         self.in_batch, self.sampled = in_batch, sampled
 
-    def candidates(self, positives, positive_vectors, layout=None, generator=None):
+    def candidates(self, positives, positive_vectors, layout=None, generator=None, shard=None):
         return [
-            *self.in_batch.candidates(positives, positive_vectors, layout, generator),
-            *self.sampled.candidates(positives, positive_vectors, layout, generator),
+            *self.in_batch.candidates(positives, positive_vectors, layout, generator, shard),
+            *self.sampled.candidates(positives, positive_vectors, layout, generator, shard),
         ]
 
     def log_q(self, ids):
@@ -263,7 +308,7 @@ class FullNegatives(Negatives):
     def __init__(self, n_items: int) -> None:
         self.n_items = n_items
 
-    def candidates(self, positives, positive_vectors, layout=None, generator=None):
+    def candidates(self, positives, positive_vectors, layout=None, generator=None, shard=None):
         ids = torch.arange(1, self.n_items + 1, device=positives.device)
         return [Candidates(ids, self.log_q(ids), "batch")]
 

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from towerkit import datasets
+from towerkit import datasets, distributed
 from towerkit.config import Config, ConfigError, DataConfig, SideTableConfig, SplitConfig
 from towerkit.data import (
     Interactions,
@@ -313,9 +313,10 @@ def train(
             ``last_seconds``); by default the validation evaluator. Benchmarks use it to also
             record test metrics per epoch.
     """
+    distributed.setup(config.train.device)  # under torchrun: join the process group
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     check_data(config, prepared)
-    if run is not None and not isinstance(run, RunDir):
+    if run is not None and not isinstance(run, RunDir) and distributed.context().main:
         run = RunDir.create(run, config, prepared)
     return _fit(config, prepared, run, None, validate)
 
@@ -361,6 +362,7 @@ def resume(
             data it was trained on.
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
+    distributed.setup(run.config.train.device)
     if run.finished:
         raise RunDirError(f"{run.path}: the run is finished already; there is nothing to resume")
     config = run.config
@@ -395,6 +397,8 @@ def _fit(
     state: TrainState | None,
     validate: MakeValidator | None,
 ) -> RunOutcome:
+    if not distributed.context().main:
+        run = None  # rank 0 writes the checkpoints and the run
     torch.manual_seed(config.train.seed)
     model = build_model(config, prepared)
     task = build_task(config, model, prepared)

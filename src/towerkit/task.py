@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from towerkit.negatives import Candidates, Negatives
+from towerkit import distributed
+from towerkit.negatives import Candidates, Negatives, Shard
 from towerkit.objectives import Mode, get_objective, parse_mode
 from towerkit.similarity import Similarity, Temperature, get_similarity
 
@@ -99,6 +101,20 @@ class RetrievalTask(nn.Module):
             weights: ``[Q]`` positive weights of the queries' losses (a weighted mean), or
                 None for equal weights.
         """
+        ctx = distributed.context()
+        if not ctx.active:
+            return self._loss(queries, positives, layout, weights, None)
+        # Under torchrun: candidates of the global batch, and this rank's mean loss weighted by
+        # its share of the global batch, so that DDP's average of the ranks' gradients is the
+        # gradient of the global mean.
+        mass = float(weights.sum()) if weights is not None else float(len(positives))
+        windows = 0 if layout is None else len(layout)
+        table = distributed.sizes(len(positives), windows, mass, device=positives.device)
+        shard = Shard(ctx.rank, table[:, 0].astype(np.int64), table[:, 1].astype(np.int64))
+        loss = self._loss(queries, positives, layout, weights, shard)
+        return loss * (mass * ctx.world / float(table[:, 2].sum()))
+
+    def _loss(self, queries, positives, layout, weights, shard: Shard | None) -> torch.Tensor:
         scale = self.temperature.inverse()
         if self.fused:
             (full,) = self.negatives.candidates(positives, None)
@@ -113,7 +129,7 @@ class RetrievalTask(nn.Module):
             pos = pos - self.negatives.log_q(positives)
         negs, masks = [], []
         for candidates in self.negatives.candidates(
-            positives, positive_vectors, layout, self.generator
+            positives, positive_vectors, layout, self.generator, shard
         ):
             neg, mask = self._negatives(queries, positives, candidates, scale, layout)
             negs.append(neg)
@@ -151,8 +167,9 @@ class RetrievalTask(nn.Module):
         if self.mask_hits:  # an accidental hit is not a negative (nor, in-batch, the own column)
             return neg, ids != positives[:, None]
         mask = torch.ones_like(ids, dtype=torch.bool)
-        if candidates.includes_positives:
-            mask = ~torch.eye(len(positives), dtype=torch.bool, device=ids.device)
+        if candidates.includes_positives:  # query i's own positive is column own_offset + i
+            own = candidates.own_offset + torch.arange(len(positives), device=ids.device)
+            mask = torch.arange(ids.shape[1], device=ids.device)[None, :] != own[:, None]
         return neg, mask
 
     @staticmethod

@@ -16,6 +16,7 @@ straight through.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import random
@@ -26,9 +27,13 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from towerkit import distributed
 from towerkit.config import TrainConfig
+from towerkit.distributed import RankBatches
 from towerkit.errors import TowerkitError
 from towerkit.models.base import MatchingModel
 from towerkit.similarity import Similarity
@@ -165,6 +170,27 @@ def _set_rng_state(task: RetrievalTask, state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+# Newer torch renamed DDP's broadcast_buffers (and warns on the old name).
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
+
+
+class _Step(nn.Module):
+    """A training step's forward pass as one module (model and task), so that DDP sees one
+    ``forward`` per step and reduces the gradients of every parameter it reaches."""
+
+    def __init__(self, model: MatchingModel, task: RetrievalTask) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, batch: Batch | SequenceBatch) -> torch.Tensor:
+        queries, positives, layout, weights = batch.training_pairs(self.model)
+        return self.task.loss(queries, positives, layout, weights)
+
+
 class Trainer:
     """Trains a :class:`MatchingModel` with one :class:`~towerkit.task.RetrievalTask`.
 
@@ -183,14 +209,22 @@ class Trainer:
         self, model: MatchingModel, task: RetrievalTask, config: TrainConfig | None = None
     ) -> None:
         self.config = config or TrainConfig()
-        self.device = torch.device(self.config.device)
+        self.ctx = distributed.context()
+        self.device = torch.device(distributed.rank_device(self.config.device))
         self.model = model.to(self.device)
         self.task = task.to(self.device)
+        self.step = _Step(self.model, self.task)
+        if self.ctx.active:  # rank 0's weights are broadcast; gradients are averaged
+            self.step = DistributedDataParallel(
+                self.step,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                **_NO_BUFFER_SYNC,  # buffers are fixed item features: no copy every step
+            )
 
     def step_loss(self, batch: Batch | SequenceBatch) -> torch.Tensor:
-        """The loss of one batch (the whole forward pass, no optimiser step)."""
-        queries, positives, layout, weights = batch.training_pairs(self.model)
-        return self.task.loss(queries, positives, layout, weights)
+        """The loss of one batch (the whole forward pass, no optimiser step); under torchrun
+        this rank's share of the global batch's loss (see :mod:`towerkit.distributed`)."""
+        return self.step(batch)
 
     def fit(
         self,
@@ -227,9 +261,16 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _lr_lambda(c.schedule, c.warmup, c.epochs * len(batches))
         )
+        if self.ctx.active and not isinstance(batches, RankBatches):
+            batches = RankBatches(batches, self.ctx)
+        if self.ctx.active:
+            logger.info(
+                "training in %d processes (%s): each trains 1/%d of every global batch",
+                self.ctx.world, torch.distributed.get_backend(), self.ctx.world,
+            )  # fmt: skip
         if state is None:
-            torch.manual_seed(c.seed)
-            self.task.generator.manual_seed(c.seed)
+            torch.manual_seed(c.seed + self.ctx.rank)  # dropout differs by rank
+            self.task.generator.manual_seed(c.seed)  # negatives are drawn alike on every rank
             state = TrainState(
                 epoch=0, model={}, task={}, optimizer={}, scheduler={}, logs=[],
                 best_score=-math.inf, best_epoch=-1, best_valid={}, best_weights=None,
@@ -248,8 +289,9 @@ class Trainer:
             self._log(log)
             self._update(state, log)
             state.epoch = epoch
+            rng = self._rng_state()  # every rank's (a collective under torchrun)
             if on_epoch is not None:
-                on_epoch(self._snapshot(state, optimizer, scheduler))
+                on_epoch(self._snapshot(state, optimizer, scheduler, rng))
         if state.best_weights is not None:
             self.model.load_state_dict(state.best_weights["model"])
             self.task.load_state_dict(state.best_weights["task"])
@@ -266,13 +308,13 @@ class Trainer:
             batches.epoch(epoch),
             total=len(batches),
             desc=f"epoch {epoch + 1}/{c.epochs}",
-            disable=not c.progress,
+            disable=not (c.progress and self.ctx.main),
             leave=False,
         )
         for batch in bar:
             loss = self.step_loss(batch.to(self.device))
-            if not torch.isfinite(loss):
-                value = float(loss.detach())
+            value = distributed.all_reduce_mean(float(loss.detach()))  # the global batch's
+            if not math.isfinite(value):
                 raise TrainingError(
                     f"the training loss is {value} at epoch {epoch + 1}, step {steps + 1}; "
                     "lower train.lr or raise temperature.value"
@@ -283,7 +325,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(params, c.clip_norm)
             optimizer.step()
             scheduler.step()
-            total_loss += float(loss.detach())
+            total_loss += value
             steps += 1
             if steps % 50 == 0:
                 bar.set_postfix(loss=f"{total_loss / steps:.4f}")
@@ -332,7 +374,15 @@ class Trainer:
                 logger.info("early stop: no better %s for %d epochs", c.monitor, state.stale)
                 state.stopped = True
 
-    def _snapshot(self, state: TrainState, optimizer, scheduler) -> TrainState:
+    def _rng_state(self) -> dict[str, Any]:
+        """This process's random sources; under torchrun also every rank's (``ranks``), so that
+        each rank resumes its own dropout stream."""
+        rng = _rng_state(self.task)
+        if self.ctx.active:
+            rng["ranks"] = distributed.all_gather_object(_rng_state(self.task))
+        return rng
+
+    def _snapshot(self, state: TrainState, optimizer, scheduler, rng) -> TrainState:
         """A copy of the state now, detached from the live model and optimiser."""
         live = {
             "model": self.model.state_dict(),
@@ -340,7 +390,7 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
         }
-        return TrainState(**{**vars(state), **copy.deepcopy(live), "rng": _rng_state(self.task),
+        return TrainState(**{**vars(state), **copy.deepcopy(live), "rng": rng,
                              "logs": list(state.logs)})  # fmt: skip
 
     def _restore(self, state: TrainState, optimizer, scheduler) -> None:
@@ -351,7 +401,15 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as err:
             raise TrainingError(f"the checkpoint does not fit this model ({err})") from None
         scheduler.load_state_dict(state.scheduler)
-        _set_rng_state(self.task, state.rng)
+        ranks = state.rng.get("ranks", [state.rng])
+        if len(ranks) != self.ctx.world:
+            logger.warning(
+                "the checkpoint was written by %d process(es), this run has %d: training goes "
+                "on, but not bit-identically to an uninterrupted run",
+                len(ranks), self.ctx.world,
+            )  # fmt: skip
+        own = ranks[self.ctx.rank] if len(ranks) == self.ctx.world else ranks[0]
+        _set_rng_state(self.task, own)
         logger.info("resuming after epoch %d", state.epoch)
 
 

@@ -119,12 +119,16 @@ class TrainingBatches:
             weights=weights,
         )
 
+    def batches_of(self, epoch: int) -> list[np.ndarray]:
+        """The sample indices of each batch of ``epoch``, in order."""
+        order = self.order(epoch)
+        stop = min(len(self) * self.batch_size, self.n_samples)
+        return [order[begin : begin + self.batch_size] for begin in range(0, stop, self.batch_size)]
+
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Yield the batches of one epoch in its own shuffled order."""
-        order = self.order(epoch)
-        stop = len(self) * self.batch_size
-        for begin in range(0, min(stop, self.n_samples), self.batch_size):
-            yield self.make_batch(order[begin : begin + self.batch_size])
+        for samples in self.batches_of(epoch):
+            yield self.make_batch(samples)
 
     def __iter__(self) -> Iterator[Batch]:
         """Each ``iter()`` runs the next epoch: 0, 1, 2, ..."""
