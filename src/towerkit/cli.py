@@ -162,6 +162,35 @@ def data_inspect(
         console.print(escape(f"starter config written to {write_config}"))
 
 
+@data_app.command("synth")
+def data_synth(
+    users: Annotated[int, typer.Option(min=1, help="Users.")],
+    items: Annotated[int, typer.Option(min=2, help="Items.")],
+    interactions: Annotated[int, typer.Option(min=1, help="Interactions in all.")],
+    out: Annotated[Path, typer.Option(help="A new directory for the shards and item table.")],
+    seed: Annotated[int, typer.Option(help="The random seed.")] = 0,
+    topics: Annotated[
+        int, typer.Option(min=0, help="Latent topics (0: about sqrt(items) / 2).")
+    ] = 0,
+    shard_rows: Annotated[int, typer.Option(min=1, help="Interactions per shard.")] = 4_000_000,
+) -> None:
+    """Write a synthetic log a model can learn (latent topics, drifting users, power-law
+    popularity and activity, sessions, timestamps) as Parquet shards."""
+    from towerkit.data.synth import SynthSpec, synthesize
+
+    spec = SynthSpec(
+        users=users, items=items, interactions=interactions, seed=seed, topics=topics,
+        shard_rows=shard_rows,
+    )  # fmt: skip
+    synthesize(spec, out, progress=_state["progress"])
+    console.print(
+        escape(
+            f"{interactions:,} interactions written to {out / 'interactions'} (items: "
+            f"{out / 'items.parquet'}); train on them with data.path: {out / 'interactions'}"
+        )
+    )
+
+
 def _metrics_table(title: str, rows: dict[str, dict[str, float]], ks: list[int]) -> Table:
     names = [f"hr@{k}" for k in ks] + [f"ndcg@{k}" for k in ks]
     names += [f"mrr@{ks[0]}", f"coverage@{ks[-1]}"]
