@@ -176,3 +176,29 @@ def test_query_vectors_read_each_users_history_up_to_its_end():
     vectors = query_vectors(LastItem(), items, np.array([1, 2, 3]), np.array([0, 2, 4]),
                             np.array([2, 4, 4]), max_len=3, batch_size=2)  # fmt: skip
     assert vectors[:, 0].tolist() == [6.0, 8.0, 0.0]  # the third history is empty: padding
+
+
+def test_a_seeded_sample_of_users_ranks_exactly_those_users():
+    """eval.sample_users: the sample's metrics are the full ranking's, restricted to the
+    sampled users; the same seed picks the same users."""
+    enc, split = random_split(n_users=80)
+    users, items = random_vectors(enc, seed=2)
+    full = Evaluator(split, "test", enc.n_items, ks=(5, 10))
+    sampled = Evaluator(split, "test", enc.n_items, ks=(5, 10), sample_users=25, sample_seed=3)
+    assert len(sampled.queries) == 25
+    assert np.array_equal(sampled.queries.users, full.queries.sample(25, 3).users)
+    assert not np.array_equal(sampled.queries.users, full.queries.sample(25, 4).users)
+    assert len(Evaluator(split, "test", enc.n_items, sample_users=500).queries) == 80
+
+    keep = np.searchsorted(full.queries.users, sampled.queries.users)
+    scores = Cosine().pairwise(users[full.queries.users - 1], items)
+    ids, _ = chunked_topk(lambda b, e: scores[b:e], len(full.queries), enc.n_items, 10,
+                          full.exclude)  # fmt: skip
+    q = full.queries
+    expected = ranking_metrics(
+        ids[keep], np.r_[0, np.cumsum(np.diff(q.target_offsets)[keep])],
+        np.concatenate([q.target_items[q.target_offsets[i]:q.target_offsets[i + 1]] for i in keep]),
+        enc.n_items, (5, 10),
+    )  # fmt: skip
+    got = sampled.evaluate_vectors(users[sampled.queries.users - 1], items, Cosine())
+    assert got == pytest.approx(expected)

@@ -22,7 +22,7 @@ from towerkit.nn import PooledTowerOptions
 from towerkit.runs import RunDir
 from towerkit.similarity import Cosine
 from towerkit.task import RetrievalTask
-from towerkit.training import Trainer, TrainingError, _lr_lambda
+from towerkit.training import Optimizer, Trainer, TrainingError, _lr_lambda, _sparse_tables
 
 
 def synthetic_split(seed: int = 0, n_users: int = 60, n_items: int = 30, length: int = 12):
@@ -148,6 +148,12 @@ RESUME_CASES = {
         "negatives": {"kind": "mixed", "n": 8},
         "temperature": {"learnable": True},
         "train": {"schedule": "cosine", "warmup": 3},
+    },
+    # sparse id tables: SparseAdam's state and its own schedule beside AdamW's
+    "sasrec-mixed-sparse": {
+        "model": {"name": "sasrec", "embedding_dim": 16},
+        "negatives": {"kind": "mixed", "n": 8},
+        "train": {"sparse": True, "schedule": "cosine"},
     },
 }
 
@@ -303,3 +309,41 @@ def test_end_to_end_beats_popularity(mode, negatives, similarity, walk_prepared)
     test, pop = outcome.metrics["test"], outcome.popularity
     assert test["ndcg@10"] > 2 * pop["ndcg@10"], (test, pop)
     assert test["hr@10"] > 2 * pop["hr@10"], (test, pop)
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse id tables (train.sparse): a step reads and writes only the rows it touched
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_sparse_step_updates_only_the_rows_it_touched(walk_prepared):
+    config = small_config(negatives={"kind": "in_batch"}, train={"sparse": True})
+    torch.manual_seed(0)
+    model = pipeline.build_model(config, walk_prepared)
+    task = pipeline.build_task(config, model, walk_prepared)
+    t = Trainer(model, task, config.train)
+    tables = _sparse_tables(model)
+    assert any(w is model.item_embedding.weight for w in tables)
+    dense = [p for p in model.parameters() if all(p is not w for w in tables)]
+    optimizer = Optimizer(dense, tables, config.train, total_steps=10)
+    batches = TrainingBatches(walk_prepared.split, batch_size=8, max_len=10, seed=0)
+    first, second = batches.make_batch(np.arange(8)), batches.make_batch(np.arange(8, 16))
+    for batch in (first, second):
+        before = model.item_embedding.weight.detach().clone()
+        optimizer.zero_grad()
+        t.step_loss(batch).backward()
+        assert model.item_embedding.weight.grad.is_sparse
+        optimizer.step()
+    # The item table is read for the batch's targets only (in-batch candidates are targets);
+    # Adam's momentum would move the first batch's rows again, SparseAdam leaves them.
+    changed = (model.item_embedding.weight.detach() != before).any(1).nonzero().ravel()
+    assert changed.tolist() == sorted(set(second.targets.tolist()))
+    assert set(first.targets.tolist()) - set(second.targets.tolist())
+    assert set(optimizer.state_dict()["parts"]) == {"dense", "sparse"}
+
+
+def test_sparse_tables_train_as_well_as_dense_ones(walk_prepared):
+    dense = pipeline.train(small_config(), walk_prepared).metrics["test"]
+    sparse = pipeline.train(small_config(train={"sparse": True}), walk_prepared)
+    assert sparse.metrics["test"]["hr@10"] > dense["hr@10"] - 0.05
+    assert sparse.metrics["test"]["hr@10"] > 2 * sparse.popularity["hr@10"]

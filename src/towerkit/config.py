@@ -498,6 +498,12 @@ class TrainConfig(_Section):
     lr: float = Field(default=1e-3, gt=0, description="AdamW's learning rate")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW's weight decay")
     clip_norm: float = Field(default=1.0, ge=0, description="gradient-norm clipping (0: off)")
+    sparse: bool = Field(
+        default=False,
+        description="id embedding tables get sparse gradients and SparseAdam: a step updates "
+        "only the rows it touched, so its cost does not grow with the catalogue (large "
+        "catalogues; weight decay and clip_norm then apply to the other parameters only)",
+    )
     schedule: Literal["constant", "cosine", "linear"] = Field(
         default="constant", description="learning rate after warm-up (cosine, linear: to 0)"
     )
@@ -568,6 +574,13 @@ class EvalConfig(_Section):
     index_options: dict[str, Any] = Field(
         default_factory=dict, description="options of that index, e.g. {n_trees: 50}"
     )
+    sample_users: int = Field(
+        default=0,
+        ge=0,
+        description="rank a seeded sample of this many users at each stage (0: every user); "
+        "for user bases and catalogues too large to rank everyone every epoch",
+    )
+    sample_seed: int = Field(default=0, description="the seed of that sample")
 
     @model_validator(mode="after")
     def _index(self) -> EvalConfig:

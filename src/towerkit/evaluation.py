@@ -77,6 +77,25 @@ class Queries:
             target_items=targets.items,
         )
 
+    def sample(self, n: int, seed: int = 0) -> Queries:
+        """A seeded sample of ``n`` of these users (in user order), or all of them if fewer."""
+        if n <= 0 or n >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        lengths = np.diff(self.target_offsets)[keep]
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        positions = np.arange(offsets[-1], dtype=np.int64) + np.repeat(
+            self.target_offsets[keep] - offsets[:-1], lengths
+        )
+        return Queries(
+            users=self.users[keep],
+            history_start=self.history_start[keep],
+            history_end=self.history_end[keep],
+            target_offsets=offsets,
+            target_items=self.target_items[positions],
+        )
+
     def exclusions(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CSR ``(indptr [U + 1], item ids)`` of every item each user saw before the stage."""
         lengths = self.history_end - self.history_start
@@ -170,6 +189,8 @@ class Evaluator:
             :mod:`towerkit.index`) instead of exact scoring; the metrics then also report the
             index's ``index_recall@K`` against exact top-K.
         index_options: options of that index (``n_trees``, ``ef_search``, ...).
+        sample_users: rank a seeded sample of this many of the stage's users (0: all).
+        sample_seed: the seed of that sample.
 
     Example:
         >>> evaluator = Evaluator(split, "test", n_items=encoded.n_items)
@@ -188,6 +209,8 @@ class Evaluator:
         max_bytes: int = 256 * 2**20,
         index: str = "exact",
         index_options: Mapping[str, Any] | None = None,
+        sample_users: int = 0,
+        sample_seed: int = 0,
     ) -> None:
         self.split, self.stage, self.n_items = split, stage, n_items
         self.index, self.index_options = index, dict(index_options or {})
@@ -198,6 +221,12 @@ class Evaluator:
             max_bytes,
         )
         self.queries = Queries.from_split(split, stage)
+        if 0 < sample_users < len(self.queries):
+            logger.info(
+                "%s: ranking a seeded sample of %d of %d users (eval.sample_users)",
+                stage, sample_users, len(self.queries),
+            )  # fmt: skip
+            self.queries = self.queries.sample(sample_users, sample_seed)
         self.exclude = self.queries.exclusions(split.sequences.items)
         self.last_seconds = 0.0
         self._warn_unreachable()

@@ -271,6 +271,8 @@ def evaluators(
         "max_len": config.data.max_len,
         "batch_size": config.eval.batch_size,
         "max_bytes": config.eval.max_bytes,
+        "sample_users": config.eval.sample_users,
+        "sample_seed": config.eval.sample_seed,
     }
     n_items = prepared.encoded.n_items
     index = {"index": config.eval.index, "index_options": config.eval.index_options}

@@ -178,6 +178,82 @@ _NO_BUFFER_SYNC = (
 )
 
 
+def _sparse_tables(model: nn.Module) -> list[nn.Parameter]:
+    """Switch every trainable embedding table of ``model`` to sparse gradients; their weights."""
+    tables = []
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.weight.requires_grad:
+            module.sparse = True
+            tables.append(module.weight)
+    return tables
+
+
+class Optimizer:
+    """AdamW over the dense parameters and, with ``train.sparse``, SparseAdam over the id
+    tables (only the rows a step touched are read and written, so a step's cost does not grow
+    with the catalogue); one learning-rate schedule for both; one state for checkpoints.
+
+    Without sparse tables its state dicts are exactly AdamW's and LambdaLR's.
+    """
+
+    def __init__(
+        self, dense: list[nn.Parameter], sparse: list[nn.Parameter], c: TrainConfig, total_steps
+    ) -> None:
+        self.dense = dense
+        self.parts: dict[str, torch.optim.Optimizer] = {}
+        if dense:
+            # The fused kernel updates every parameter in one pass; the default runs a dozen
+            # small ops per tensor, a tenth of a step for small models
+            # (benchmarks/rechub_throughput.py).
+            fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in dense)
+            self.parts["dense"] = torch.optim.AdamW(
+                dense, lr=c.lr, weight_decay=c.weight_decay, fused=fused or None
+            )
+        if sparse:
+            self.parts["sparse"] = torch.optim.SparseAdam(sparse, lr=c.lr)
+        factor = _lr_lambda(c.schedule, c.warmup, total_steps)
+        self.schedules = {
+            name: torch.optim.lr_scheduler.LambdaLR(part, factor)
+            for name, part in self.parts.items()
+        }
+
+    def zero_grad(self) -> None:
+        for part in self.parts.values():
+            part.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for part in self.parts.values():
+            part.step()
+        for schedule in self.schedules.values():
+            schedule.step()
+
+    def _state(self, objects: dict[str, Any]) -> dict[str, Any]:
+        if list(objects) == ["dense"]:
+            return objects["dense"].state_dict()
+        return {"parts": {name: obj.state_dict() for name, obj in objects.items()}}
+
+    def _load(self, objects: dict[str, Any], state: dict[str, Any]) -> None:
+        parts = state.get("parts", {"dense": state})
+        if set(parts) != set(objects):
+            raise ValueError(
+                f"the checkpoint holds optimiser parts {sorted(parts)}, this run {sorted(objects)}"
+            )
+        for name, obj in objects.items():
+            obj.load_state_dict(parts[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state(self.parts)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load(self.parts, state)
+
+    def schedule_state_dict(self) -> dict[str, Any]:
+        return self._state(self.schedules)
+
+    def load_schedule_state_dict(self, state: dict[str, Any]) -> None:
+        self._load(self.schedules, state)
+
+
 class _Step(nn.Module):
     """A training step's forward pass as one module (model and task), so that DDP sees one
     ``forward`` per step and reduces the gradients of every parameter it reaches."""
@@ -250,19 +326,13 @@ class Trainer:
         c = self.config
         if c.threads:
             torch.set_num_threads(c.threads)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        params += [p for p in self.task.parameters() if p.requires_grad]
-        # The fused kernel updates every parameter in one pass; the default runs a dozen small
-        # ops per tensor, a tenth of a step for small models (benchmarks/rechub_throughput.py).
-        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-        optimizer = torch.optim.AdamW(
-            params, lr=c.lr, weight_decay=c.weight_decay, fused=fused or None
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _lr_lambda(c.schedule, c.warmup, c.epochs * len(batches))
-        )
         if self.ctx.active and not isinstance(batches, RankBatches):
             batches = RankBatches(batches, self.ctx)
+        sparse = _sparse_tables(self.model) if c.sparse else []
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        params += [p for p in self.task.parameters() if p.requires_grad]
+        dense = [p for p in params if all(p is not q for q in sparse)]
+        optimizer = Optimizer(dense, sparse, c, total_steps=c.epochs * len(batches))
         if self.ctx.active:
             logger.info(
                 "training in %d processes (%s): each trains 1/%d of every global batch",
@@ -277,11 +347,11 @@ class Trainer:
                 stale=0, stopped=False, rng={},
             )  # fmt: skip
         else:
-            self._restore(state, optimizer, scheduler)
+            self._restore(state, optimizer)
         start = time.perf_counter()
         epoch = state.epoch
         while epoch < c.epochs and not state.stopped:
-            log = self._train_epoch(batches, epoch, optimizer, scheduler, params)
+            log = self._train_epoch(batches, epoch, optimizer, params)
             if validator is not None:
                 log.valid = validator.evaluate(self.model, self.task.similarity, self.device)
                 log.eval_seconds = validator.last_seconds
@@ -291,7 +361,7 @@ class Trainer:
             state.epoch = epoch
             rng = self._rng_state()  # every rank's (a collective under torchrun)
             if on_epoch is not None:
-                on_epoch(self._snapshot(state, optimizer, scheduler, rng))
+                on_epoch(self._snapshot(state, optimizer, rng))
         if state.best_weights is not None:
             self.model.load_state_dict(state.best_weights["model"])
             self.task.load_state_dict(state.best_weights["task"])
@@ -299,7 +369,7 @@ class Trainer:
             state.logs, state.best_epoch, state.best_valid, time.perf_counter() - start
         )
 
-    def _train_epoch(self, batches, epoch, optimizer, scheduler, params) -> EpochLog:
+    def _train_epoch(self, batches, epoch, optimizer: Optimizer, params) -> EpochLog:
         c = self.config
         self.model.train()
         t0 = time.perf_counter()
@@ -319,12 +389,11 @@ class Trainer:
                     f"the training loss is {value} at epoch {epoch + 1}, step {steps + 1}; "
                     "lower train.lr or raise temperature.value"
                 )
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
-            if c.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, c.clip_norm)
+            if c.clip_norm > 0:  # the dense parameters (sparse id tables are not clipped)
+                torch.nn.utils.clip_grad_norm_(optimizer.dense, c.clip_norm)
             optimizer.step()
-            scheduler.step()
             total_loss += value
             steps += 1
             if steps % 50 == 0:
@@ -382,25 +451,25 @@ class Trainer:
             rng["ranks"] = distributed.all_gather_object(_rng_state(self.task))
         return rng
 
-    def _snapshot(self, state: TrainState, optimizer, scheduler, rng) -> TrainState:
+    def _snapshot(self, state: TrainState, optimizer: Optimizer, rng) -> TrainState:
         """A copy of the state now, detached from the live model and optimiser."""
         live = {
             "model": self.model.state_dict(),
             "task": self.task.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "scheduler": optimizer.schedule_state_dict(),
         }
         return TrainState(**{**vars(state), **copy.deepcopy(live), "rng": rng,
                              "logs": list(state.logs)})  # fmt: skip
 
-    def _restore(self, state: TrainState, optimizer, scheduler) -> None:
+    def _restore(self, state: TrainState, optimizer: Optimizer) -> None:
         try:
             self.model.load_state_dict(state.model)
             self.task.load_state_dict(state.task)
             optimizer.load_state_dict(state.optimizer)
+            optimizer.load_schedule_state_dict(state.scheduler)
         except (RuntimeError, ValueError, KeyError) as err:
             raise TrainingError(f"the checkpoint does not fit this model ({err})") from None
-        scheduler.load_state_dict(state.scheduler)
         ranks = state.rng.get("ranks", [state.rng])
         if len(ranks) != self.ctx.world:
             logger.warning(
