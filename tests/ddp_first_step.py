@@ -29,7 +29,7 @@ if ctx.active:
 loss = trainer.step_loss(next(iter(batches.epoch(0))))
 loss.backward()
 value = distributed.all_reduce_mean(float(loss.detach()))
-grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+grads = {name: p.grad.to_dense() for name, p in model.named_parameters() if p.grad is not None}
 grads.update({f"task.{name}": p.grad for name, p in task.named_parameters() if p.grad is not None})
 del trainer  # before leaving the process group (see distributed.teardown)
 if ctx.main:

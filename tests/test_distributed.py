@@ -96,6 +96,7 @@ CASES = {
     "pooled-full": ("youtube_dnn", {"kind": "full"}),
     "sequential-mixed": ("sasrec", {"kind": "mixed", "n": 5}),
     "sequential-full": ("sasrec", {"kind": "full"}),
+    "pooled-mixed-sparse": ("youtube_dnn", {"kind": "mixed", "n": 5}, {"sparse": True}),
 }
 
 
@@ -104,7 +105,7 @@ def test_two_processes_step_like_one_on_the_whole_batch(case, small_log, tmp_pat
     """In-batch candidates gathered with their gradients, sampled ones drawn for the global
     batch, each rank's loss weighted by its share: DDP's averaged gradients equal the gradients
     of one process on the concatenated batch (float64, within 1e-6 of each tensor's scale)."""
-    name, negatives = CASES[case]
+    name, negatives, *train = CASES[case]
     model = {"name": name, "embedding_dim": 8, "dropout": 0.0}
     model.update({"hidden": [16]} if name == "youtube_dnn" else {"n_layers": 1, "n_heads": 1})
     config = tmp_path / "c.yaml"
@@ -115,7 +116,11 @@ def test_two_processes_step_like_one_on_the_whole_batch(case, small_log, tmp_pat
                 "model": model,
                 "negatives": negatives,
                 "temperature": {"value": 0.1, "learnable": True},
-                "train": {"batch_size": 64 if name == "youtube_dnn" else 16, "progress": False},
+                "train": {
+                    "batch_size": 64 if name == "youtube_dnn" else 16,
+                    "progress": False,
+                    **(train[0] if train else {}),
+                },
             }
         )
     )

@@ -41,6 +41,12 @@ def test_sizes_shards_and_ids_are_as_asked(small):
     assert items["item"].tolist() == list(range(1, spec.items + 1))
     assert items["topic"].nunique() == spec.n_topics
     assert json.loads((out / "synth.json").read_text())["seed"] == 3
+    # Times lie within two spans of the start; the most active user holds <= 100x the mean.
+    span = spec.span_days * 86_400
+    assert log["timestamp"].min() >= 1_600_000_000
+    assert log["timestamp"].max() <= 1_600_000_000 + 2 * span
+    mean_extra = spec.interactions / spec.users - spec.min_length
+    assert log.groupby("user").size().max() <= spec.min_length + 100 * mean_extra + 1
     # Each user's log is in time order in the file.
     assert (log.groupby("user")["timestamp"].diff().dropna() >= 0).all()
 

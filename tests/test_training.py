@@ -22,7 +22,7 @@ from towerkit.nn import PooledTowerOptions
 from towerkit.runs import RunDir
 from towerkit.similarity import Cosine
 from towerkit.task import RetrievalTask
-from towerkit.training import Optimizer, Trainer, TrainingError, _lr_lambda, _sparse_tables
+from towerkit.training import Optimizer, Trainer, TrainingError, _lr_lambda
 
 
 def synthetic_split(seed: int = 0, n_users: int = 60, n_items: int = 30, length: int = 12):
@@ -322,7 +322,7 @@ def test_a_sparse_step_updates_only_the_rows_it_touched(walk_prepared):
     model = pipeline.build_model(config, walk_prepared)
     task = pipeline.build_task(config, model, walk_prepared)
     t = Trainer(model, task, config.train)
-    tables = _sparse_tables(model)
+    tables = t.sparse
     assert any(w is model.item_embedding.weight for w in tables)
     dense = [p for p in model.parameters() if all(p is not w for w in tables)]
     optimizer = Optimizer(dense, tables, config.train, total_steps=10)

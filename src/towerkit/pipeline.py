@@ -13,6 +13,7 @@ none of this module (see :mod:`towerkit.runs` and :mod:`towerkit.retrieval`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -35,10 +36,13 @@ from towerkit.data import (
     encode,
     last_fraction,
     leave_one_out,
+    stream,
     temporal_split,
 )
 from towerkit.data.batches import SequenceBatches, TrainingBatches
+from towerkit.data.encoding import encode_features
 from towerkit.data.readers import read_interactions, read_side_table
+from towerkit.data.vocab import Vocab
 from towerkit.errors import DataError
 from towerkit.evaluation import Evaluator, query_vectors
 from towerkit.index import make_index
@@ -113,6 +117,17 @@ def load_log(data: DataConfig, *, progress: bool = True) -> Log:
         data.path, user=c.user, item=c.item, timestamp=c.timestamp, rating=c.rating,
         weight=c.weight, format=data.format, sep=data.sep, timestamp_unit=c.timestamp_unit,
     )  # fmt: skip
+    tables, kinds = _side_tables(data)
+    has_time = c.timestamp is not None and data.format != "sequences"
+    return Log(
+        Interactions(frame, users=tables["users"], items=tables["items"], has_time=has_time),
+        *_feature_names(data),
+        kinds,
+    )
+
+
+def _side_tables(data: DataConfig) -> tuple[dict[str, pd.DataFrame | None], dict]:
+    """The user and item side tables of an own log, and the declared kind of each feature."""
     kinds: dict[str, FeatureKind] = {}
     tables = {}
     for side in ("users", "items"):
@@ -120,15 +135,28 @@ def load_log(data: DataConfig, *, progress: bool = True) -> Log:
         tables[side] = None if table is None else _side_table(table, side[:-1])
         for name, feature in (table.feature_configs() if table else {}).items():
             kinds[name] = feature.kind
-    has_time = c.timestamp is not None and data.format != "sequences"
-    return Log(
-        Interactions(frame, users=tables["users"], items=tables["items"], has_time=has_time),
+    return tables, kinds
+
+
+def _feature_names(data: DataConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The user and item features to encode: as listed, or every declared one."""
+    return (
         tuple(data.user_features if data.user_features is not None else
               (data.users.features if data.users else ())),
         tuple(data.item_features if data.item_features is not None else
               (data.items.features if data.items else ())),
-        kinds,
     )  # fmt: skip
+
+
+def _titles(items: pd.DataFrame | None, vocab: Vocab) -> np.ndarray | None:
+    """Each item's title by encoded id (index 0 is padding), where the item table has them."""
+    if items is None or "title" not in items.columns:
+        return None
+    by_item = items.set_index("item")["title"]
+    titles = np.empty(len(vocab) + 1, dtype=object)
+    titles[0] = ""
+    titles[1:] = by_item.reindex(vocab.raw).fillna("").astype(str).to_numpy()
+    return titles
 
 
 def _side_table(table: SideTableConfig, key: str) -> pd.DataFrame:
@@ -154,7 +182,17 @@ def _side_table(table: SideTableConfig, key: str) -> pd.DataFrame:
 
 
 def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
-    """Load a known data set or one's own log, filter, encode its side features, split."""
+    """Load a known data set or one's own log, filter, encode its side features, split.
+
+    A log of ids and whole-second times with nothing to filter (Parquet shards, one Parquet
+    file, one CSV) takes the out-of-core path (:mod:`towerkit.data.stream`: record batches,
+    never a frame of the whole log); anything else is read into memory. Both give the same
+    prepared data for the same log."""
+    if stream.streamable(data) is None:
+        try:
+            return _prepare_streamed(data, progress=progress)
+        except stream.NotStreamable as why:
+            logger.info("%s: read in memory (%s)", data.path, why)
     log = load_log(data, progress=progress)
     interactions = log.interactions
     if data.min_user_interactions or data.min_item_interactions or data.min_rating is not None:
@@ -169,15 +207,31 @@ def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
         item_features=log.item_features,
         feature_kinds=log.kinds,
     )
-    titles = None
-    items = interactions.items
-    if items is not None and "title" in items.columns:
-        by_item = items.set_index("item")["title"]
-        titles = np.empty(encoded.n_items + 1, dtype=object)
-        titles[0] = ""
-        titles[1:] = by_item.reindex(encoded.item_vocab.raw).fillna("").astype(str).to_numpy()
+    titles = _titles(interactions.items, encoded.item_vocab)
     split = make_split(data.split, Sequences.from_encoded(encoded))
     return Prepared(encoded, split, titles)
+
+
+def _prepare_streamed(data: DataConfig, *, progress: bool) -> Prepared:
+    c = data.columns
+    timestamp = None if data.format == "sequences" else c.timestamp
+    encoded = stream.stream_sequences(
+        data.path, user=c.user, item=c.item, timestamp=timestamp, sep=data.sep,
+        progress=progress,
+    )  # fmt: skip
+    tables, kinds = _side_tables(data)
+    user_features, item_features = _feature_names(data)
+    encoded = dataclasses.replace(
+        encoded,
+        user_features=encode_features(
+            tables["users"], "user", encoded.user_vocab, user_features, kinds
+        ),
+        item_features=encode_features(
+            tables["items"], "item", encoded.item_vocab, item_features, kinds
+        ),
+    )
+    titles = _titles(tables["items"], encoded.item_vocab)
+    return Prepared(encoded, make_split(data.split, stream.as_sequences(encoded)), titles)
 
 
 def build_model(config: Config, prepared: Prepared) -> MatchingModel:

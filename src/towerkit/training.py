@@ -289,6 +289,8 @@ class Trainer:
         self.device = torch.device(distributed.rank_device(self.config.device))
         self.model = model.to(self.device)
         self.task = task.to(self.device)
+        # Before DDP wraps the model: it reads which tables give sparse gradients when built.
+        self.sparse = _sparse_tables(self.model) if self.config.sparse else []
         self.step = _Step(self.model, self.task)
         if self.ctx.active:  # rank 0's weights are broadcast; gradients are averaged
             self.step = DistributedDataParallel(
@@ -328,7 +330,7 @@ class Trainer:
             torch.set_num_threads(c.threads)
         if self.ctx.active and not isinstance(batches, RankBatches):
             batches = RankBatches(batches, self.ctx)
-        sparse = _sparse_tables(self.model) if c.sparse else []
+        sparse = self.sparse
         params = [p for p in self.model.parameters() if p.requires_grad]
         params += [p for p in self.task.parameters() if p.requires_grad]
         dense = [p for p in params if all(p is not q for q in sparse)]

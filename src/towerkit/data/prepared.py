@@ -45,7 +45,8 @@ class Prepared:
         side features (titles and ratings, which training does not read, are left out)."""
         digest = hashlib.sha256()
 
-        def add(label: str, data: bytes) -> None:
+        def add(label: str, data: bytes | np.ndarray) -> None:
+            data = memoryview(data).cast("B")  # an array's bytes without copying them
             digest.update(f"{label}:{len(data)}:".encode())
             digest.update(data)
 
@@ -56,8 +57,8 @@ class Prepared:
 
         def add_features(label: str, table: FeatureTable) -> None:
             for name in table.values:
-                add(f"{label}.{name}.{table.kinds[name]}", np.ascontiguousarray(
-                    table.values[name]).tobytes())  # fmt: skip
+                add(f"{label}.{name}.{table.kinds[name]}",
+                    np.ascontiguousarray(table.values[name]))  # fmt: skip
                 if name in table.vocabs:
                     add_vocab(f"{label}.{name}.vocab", table.vocabs[name])
 
@@ -71,9 +72,9 @@ class Prepared:
             ("train_end", split.train_end),
             ("valid_end", split.valid_end),
         ):
-            add(label, np.ascontiguousarray(array, dtype=np.int64).tobytes())
+            add(label, np.ascontiguousarray(array, dtype=np.int64))
         if split.sequences.weights is not None:
-            add("weights", np.ascontiguousarray(split.sequences.weights).tobytes())
+            add("weights", np.ascontiguousarray(split.sequences.weights))
         add_features("user_features", encoded.user_features)
         add_features("item_features", encoded.item_features)
         return digest.hexdigest()

@@ -16,7 +16,8 @@ table (``DIR/items.parquet``: ``item``, ``topic``) from this generative model:
   probability ``follow``) the item after the previous one in the topic's order: sequences carry
   signal that order-aware models can use.
 - **Timestamps.** Users start at uniform times over ``span_days``; gaps are exponential, short
-  inside a session and long between sessions.
+  inside a session and long between sessions; a user whose log would outlast the span is
+  squeezed into it, so every time lies within two spans of the start.
 
 Everything is vectorised over chunks of users (no Python loop over interactions) and seeded per
 chunk, so the output depends only on the arguments. Written to a temporary directory and
@@ -94,10 +95,13 @@ class SynthSpec:
 def user_lengths(spec: SynthSpec, rng: np.random.Generator) -> np.ndarray:
     """Power-law user activity summing to exactly ``spec.interactions``."""
     extra = spec.interactions - spec.users * spec.min_length
-    raw = rng.pareto(spec.activity, spec.users) + 1e-3
-    cap = max(1.0, 0.02 * extra)  # nobody holds more than 2% of the log
-    raw = np.minimum(raw / raw.sum() * extra, cap)
-    share = raw / raw.sum() * extra
+    share = rng.pareto(spec.activity, spec.users) + 1e-3
+    cap = max(1.0, 100.0 * extra / spec.users)  # the most active user: 100x the mean
+    for _ in range(20):  # clip the tail and spread the rest until the sum holds
+        share = np.minimum(share / share.sum() * extra, cap)
+        if share.sum() >= extra * (1 - 1e-9):
+            break
+    share = share / share.sum() * extra
     lengths = np.floor(share).astype(np.int64)
     # Hand out the rounding remainder to the largest fractional parts.
     rest = extra - int(lengths.sum())
@@ -186,6 +190,10 @@ def generate_chunk(
     gaps[step == 0] = 0.0
     elapsed = np.cumsum(gaps)
     elapsed -= elapsed[offsets[:-1]][row_user]
+    # A very active user's life is squeezed into the span (times keep their order).
+    span = spec.span_days * day
+    squeeze = np.minimum(1.0, span / np.maximum(elapsed[offsets[1:] - 1], 1.0))
+    elapsed *= squeeze[row_user]
     timestamp = (begin[row_user] + elapsed).astype(np.int64)
     return pa.table(
         {

@@ -1,0 +1,143 @@
+"""The out-of-core path (issue 14): record batches to CSR, the same prepared data as the
+in-memory path bit for bit, and the same clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from towerkit import pipeline
+from towerkit.config import config_from_dict
+from towerkit.data import stream
+from towerkit.errors import DataError
+
+
+def prepared_both_ways(monkeypatch, data: dict, rows: int = 1 << 20):
+    """The prepared data of ``data`` streamed (in record batches of ``rows``) and in memory."""
+    config = config_from_dict({"data": data})
+    assert stream.streamable(config.data) is None
+    monkeypatch.setattr(stream, "BATCH_ROWS", rows)
+    streamed = pipeline._prepare_streamed(config.data, progress=False)  # no fallback
+    with monkeypatch.context() as patch:
+        patch.setattr(stream, "streamable", lambda data: "forced")
+        in_memory = pipeline.prepare(config.data, progress=False)
+    return streamed, in_memory
+
+
+def assert_same(a, b) -> None:
+    assert a.fingerprint == b.fingerprint
+    assert np.array_equal(a.encoded.user_vocab.raw, b.encoded.user_vocab.raw)
+    assert np.array_equal(a.encoded.item_vocab.raw, b.encoded.item_vocab.raw)
+    assert a.summary() == b.summary()
+
+
+def messy_log(n: int = 5_000, seed: int = 0) -> pd.DataFrame:
+    """Ties in time, users' rows out of time order in the file, ids in any order."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "user": rng.integers(0, 300, n) * 7 + 1,
+            "item": rng.integers(0, 200, n) * 3,
+            "timestamp": 1_600_000_000 + rng.integers(0, 2_000, n),  # many ties
+        }
+    )
+
+
+@pytest.mark.parametrize("rows", [1 << 20, 333])  # one batch; many batches and merges
+def test_parquet_shards_stream_to_the_in_memory_result(monkeypatch, tmp_path, rows):
+    log = messy_log()
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i, begin in enumerate(range(0, len(log), 1250)):
+        part = log.iloc[begin : begin + 1250]
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False),
+                       shards / f"part-{i}.parquet")  # fmt: skip
+    streamed, in_memory = prepared_both_ways(monkeypatch, {"path": str(shards)}, rows)
+    assert_same(streamed, in_memory)
+    assert len(streamed.encoded) == len(log)
+
+
+def test_a_csv_with_text_ids_streams_to_the_in_memory_result(monkeypatch, tmp_path):
+    log = messy_log(2_000, seed=1).astype({"item": str})
+    log["user"] = "u" + log["user"].astype(str)
+    log.loc[::7, "item"] = "0" + log.loc[::7, "item"]  # "042" stays apart from "42"
+    path = tmp_path / "log.csv"
+    log.to_csv(path, index=False)
+    streamed, in_memory = prepared_both_ways(monkeypatch, {"path": str(path)}, rows=500)
+    assert_same(streamed, in_memory)
+    assert streamed.encoded.user_vocab.raw.dtype == object
+    assert "042" in set(streamed.encoded.item_vocab.raw) and "42" in set(
+        streamed.encoded.item_vocab.raw
+    )
+
+
+def test_integer_text_ids_become_integers_as_in_memory(monkeypatch, tmp_path):
+    path = tmp_path / "log.csv"
+    messy_log(1_000, seed=2).to_csv(path, index=False)
+    streamed, in_memory = prepared_both_ways(monkeypatch, {"path": str(path)}, rows=300)
+    assert_same(streamed, in_memory)
+    assert streamed.encoded.item_vocab.raw.dtype == np.int64
+
+
+def test_a_log_without_time_is_in_file_order(monkeypatch, tmp_path):
+    path = tmp_path / "log.parquet"
+    messy_log(1_000, seed=3).drop(columns="timestamp").to_parquet(path)
+    streamed, in_memory = prepared_both_ways(
+        monkeypatch, {"path": str(path), "columns": {"timestamp": None}}, rows=100
+    )
+    assert_same(streamed, in_memory)
+
+
+def test_side_tables_and_titles_come_along(monkeypatch, tmp_path):
+    log = messy_log(2_000, seed=4)
+    path = tmp_path / "log.parquet"
+    log.to_parquet(path)
+    items = pd.DataFrame({"item": np.arange(0, 600, 3), "genre": ["a", "b"] * 100,
+                          "name": [f"film {i}" for i in range(200)]})  # fmt: skip
+    items.to_csv(tmp_path / "items.csv", index=False)
+    data = {
+        "path": str(path),
+        "items": {"path": str(tmp_path / "items.csv"), "key": "item", "title": "name",
+                  "features": {"genre": "categorical"}},
+    }  # fmt: skip
+    streamed, in_memory = prepared_both_ways(monkeypatch, data, rows=400)
+    assert_same(streamed, in_memory)
+    assert np.array_equal(streamed.titles, in_memory.titles)
+    assert "genre" in streamed.encoded.item_features.values
+
+
+def test_what_only_the_in_memory_reader_handles_goes_there(tmp_path):
+    path = tmp_path / "log.parquet"
+    messy_log(500).assign(rating=4.0).to_parquet(path)
+    config = config_from_dict({"data": {"path": str(path), "columns": {"rating": "rating"}}})
+    assert stream.streamable(config.data) == "a rating or weight column"
+    config = config_from_dict({"data": {"path": str(path), "min_user_interactions": 2}})
+    assert "filters" in stream.streamable(config.data)
+    # Fractional times are only found while reading: the in-memory reader takes over.
+    log = messy_log(500).assign(timestamp=lambda f: pd.to_datetime(f["timestamp"] * 1.5, unit="s"))
+    log.to_parquet(path)
+    prepared = pipeline.prepare(
+        config_from_dict({"data": {"path": str(path)}}).data, progress=False
+    )
+    assert len(prepared.encoded) == 500
+
+
+def test_bad_input_is_one_clear_error(tmp_path):
+    path = tmp_path / "log.parquet"
+    log = messy_log(500)
+    log.loc[321, "item"] = None
+    log.astype({"item": "Int64"}).to_parquet(path)
+    data = config_from_dict({"data": {"path": str(path)}}).data
+    with pytest.raises(DataError, match=r"row 322: missing value in column 'item'"):
+        stream.stream_sequences(path, progress=False)
+    with pytest.raises(DataError, match="no user column 'uid'"):
+        stream.stream_sequences(path, user="uid", progress=False)
+    messy_log(10).iloc[:0].to_parquet(path)
+    with pytest.raises(DataError, match="no data rows"):
+        pipeline.prepare(data, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"without \.parquet files"):
+        stream.stream_sequences(tmp_path / "empty", progress=False)
