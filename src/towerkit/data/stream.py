@@ -126,10 +126,11 @@ class NotStreamable(Exception):
 
 
 def _batches(dataset: pads.Dataset, columns: list[str]):
-    # Arrow reads ahead 16 batches of 4 files by default: 1.6 GB of 1M-row batches in flight.
+    # A threaded scan keeps decoding ahead of a slower consumer: 1.1 GB in flight at 100M
+    # rows, against 0.2 GB read on this thread (and no slower: the work here is the encoding).
     return dataset.to_batches(
         columns=columns, batch_size=BATCH_ROWS, batch_readahead=2, fragment_readahead=1,
-        use_threads=True,
+        use_threads=False,
     )  # fmt: skip
 
 
