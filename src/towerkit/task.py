@@ -91,7 +91,8 @@ class RetrievalTask(nn.Module):
         layout: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The mean loss of a batch.
+        """The mean loss of a batch (under torchrun: this rank's share of the global batch's
+        mean, see :mod:`towerkit.distributed`).
 
         Args:
             queries: ``[Q, D]`` query vectors.
