@@ -330,11 +330,10 @@ class Trainer:
             torch.set_num_threads(c.threads)
         if self.ctx.active and not isinstance(batches, RankBatches):
             batches = RankBatches(batches, self.ctx)
-        sparse = self.sparse
         params = [p for p in self.model.parameters() if p.requires_grad]
         params += [p for p in self.task.parameters() if p.requires_grad]
-        dense = [p for p in params if all(p is not q for q in sparse)]
-        optimizer = Optimizer(dense, sparse, c, total_steps=c.epochs * len(batches))
+        dense = [p for p in params if all(p is not q for q in self.sparse)]
+        optimizer = Optimizer(dense, self.sparse, c, total_steps=c.epochs * len(batches))
         if self.ctx.active:
             logger.info(
                 "training in %d processes (%s): each trains 1/%d of every global batch",
