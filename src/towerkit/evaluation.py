@@ -175,6 +175,19 @@ def ranking_metrics(
     return out
 
 
+def best_interest_scores(
+    users: torch.Tensor, items: torch.Tensor, similarity: Similarity
+) -> torch.Tensor:
+    """``[U, N]`` scores of users against items: for multi-interest users ``[U, K, D]`` the
+    best of their K interests' scores (what merging K searches by best score ranks by)."""
+    if users.dim() == 2:
+        return similarity.pairwise(users, items)
+    n, interests, dim = users.shape
+    return (
+        similarity.pairwise(users.reshape(n * interests, dim), items).view(n, interests, -1).amax(1)
+    )
+
+
 class Evaluator:
     """Full-catalogue evaluation of one stage of a split.
 
@@ -324,10 +337,7 @@ class Evaluator:
             )
         indptr, seen = self.exclude
         exclude = (indptr[begin : end + 1] - indptr[begin], seen[indptr[begin] : indptr[end]])
-        ids, _ = chunked_topk(
-            lambda b, e: similarity.pairwise(users[b:e], items),
-            end - begin, self.n_items, max(self.ks), exclude, self.max_bytes,
-        )  # fmt: skip
+        ids = self._exact_topk(users, items, similarity, exclude)
         gathered, _ = distributed.gather(torch.from_numpy(ids).to(device))
         return self.ranking(gathered.cpu().numpy())
 
@@ -347,7 +357,24 @@ class Evaluator:
                 )
         if self.index != "exact":
             return self.evaluate_index(users, items, similarity, self.index, **self.index_options)
-        return self._metrics(lambda begin, end: similarity.pairwise(users[begin:end], items))
+        return self.ranking(self._exact_topk(users, items, similarity))
+
+    def _exact_topk(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        similarity: Similarity,
+        exclude: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Exact top-K ids of ``[U, D]`` or multi-interest ``[U, K, D]`` users, seen masked;
+        a block of K interests' scores stays within ``max_bytes``."""
+        interests = users.shape[1] if users.dim() == 3 else 1
+        ids, _ = chunked_topk(
+            lambda begin, end: best_interest_scores(users[begin:end], items, similarity),
+            len(users), self.n_items, max(self.ks),
+            self.exclude if exclude is None else exclude, max(self.max_bytes // interests, 1),
+        )  # fmt: skip
+        return ids
 
     def evaluate_index(
         self,
@@ -366,8 +393,9 @@ class Evaluator:
         users, items = users.float().cpu(), items.float().cpu()
         index = make_index(kind, similarity, **options)
         index.build(items, ids=np.arange(1, self.n_items + 1))
-        ids, _ = index.search(users, max(self.ks), exclude=self.exclude)
-        exact = self._topk(lambda begin, end: similarity.pairwise(users[begin:end], items))
+        search = index.search_multi if users.dim() == 3 else index.search
+        ids, _ = search(users, max(self.ks), exclude=self.exclude)
+        exact = self._exact_topk(users, items, similarity)
         metrics = self.ranking(ids)
         for cutoff in self.ks:
             metrics[f"index_recall@{cutoff}"] = recall_at_k(ids, exact, cutoff)

@@ -15,7 +15,13 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from towerkit.index.annoy_index import AnnoyIndex
-from towerkit.index.base import Index, IndexArgumentError, IndexUnavailable, read_meta
+from towerkit.index.base import (
+    Index,
+    IndexArgumentError,
+    IndexUnavailable,
+    merge_interests,
+    read_meta,
+)
 from towerkit.index.exact import ExactIndex
 from towerkit.index.faiss_index import FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex
 from towerkit.similarity import Similarity
@@ -42,6 +48,7 @@ __all__ = [
     "index_options",
     "load_index",
     "make_index",
+    "merge_interests",
     "recall_at_k",
 ]
 

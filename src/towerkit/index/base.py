@@ -140,6 +140,33 @@ class Index(ABC):
         ids = np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
         return ids.astype(np.int64), scores.astype(np.float32)
 
+    def search_multi(
+        self, queries: np.ndarray | torch.Tensor, k: int, exclude: Exclusions = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best ids per user of multi-interest queries ``[B, K, D]``, best first.
+
+        Each of a user's ``K`` interests is searched for ``k`` ids with the user's exclusions,
+        and the lists are merged by best score (:func:`merge_interests`): an id found by
+        several interests appears once, at its best score. ``exclude`` has one row per user.
+        """
+        if isinstance(queries, torch.Tensor):
+            queries = queries.detach().float().cpu().numpy()
+        queries = np.asarray(queries)
+        if queries.ndim != 3:
+            raise IndexArgumentError(f"multi-interest queries are [B, K, D], got {queries.shape}")
+        users, interests, dim = queries.shape
+        excluded = self._exclusions(exclude, users)
+        if excluded is not None:  # the user's row, once for each of its interests
+            lengths = np.repeat(np.diff(excluded[0]), interests)
+            indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=indptr[1:])
+            rows = np.repeat(np.arange(users), interests)
+            starts = np.repeat(excluded[0][rows] - indptr[:-1], lengths)
+            excluded = (indptr, excluded[1][np.arange(indptr[-1]) + starts])
+        exclude_ids = None if excluded is None else (excluded[0], self.ids[excluded[1]])
+        ids, scores = self.search(queries.reshape(users * interests, dim), k, exclude_ids)
+        return merge_interests(ids, scores, interests, k)
+
     def __len__(self) -> int:
         return 0 if self.ids is None else len(self.ids)
 
@@ -280,3 +307,42 @@ def filter_candidates(
 def exclusion_counts(excluded: tuple[np.ndarray, np.ndarray] | None, n: int) -> np.ndarray:
     """How many positions each query excludes."""
     return np.zeros(n, dtype=np.int64) if excluded is None else np.diff(excluded[0])
+
+
+def merge_interests(
+    ids: np.ndarray, scores: np.ndarray, interests: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-interest top lists into one per user, by best score (vectorised).
+
+    Args:
+        ids, scores: ``[B * K, k']`` lists, best first, row ``b * K + j`` holding interest
+            ``j`` of user ``b``; padding is id -1.
+        interests: K.
+
+    Returns:
+        ``ids [B, k]`` and ``scores [B, k]``: each id once at the best score any interest gave
+        it, best first (ties: the lower interest, then the earlier rank); -1 / -inf padding.
+    """
+    users = len(ids) // interests
+    ids = ids.reshape(users, -1)
+    scores = np.where(ids >= 0, scores.reshape(users, -1), -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")  # best first, ties in interest order
+    ids, scores = np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
+    # A later copy of an id (a worse score from another interest) is dropped.
+    by_id = np.argsort(ids, axis=1, kind="stable")  # each id's copies, best first
+    sorted_ids = np.take_along_axis(ids, by_id, 1)
+    repeat = np.zeros_like(ids, dtype=bool)
+    later = np.zeros_like(sorted_ids, dtype=bool)
+    later[:, 1:] = sorted_ids[:, 1:] == sorted_ids[:, :-1]
+    np.put_along_axis(repeat, by_id, later, 1)
+    keep = (ids >= 0) & ~repeat
+    first = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept entries, in score order
+    out_ids = np.take_along_axis(ids, first, 1)
+    out_scores = np.take_along_axis(scores, first, 1)
+    kept = np.take_along_axis(keep, first, 1)
+    out_ids, out_scores = np.where(kept, out_ids, -1), np.where(kept, out_scores, -np.inf)
+    if out_ids.shape[1] < k:  # fewer candidates than k in all
+        pad = k - out_ids.shape[1]
+        out_ids = np.pad(out_ids, ((0, 0), (0, pad)), constant_values=-1)
+        out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return out_ids.astype(np.int64), out_scores.astype(np.float32)
