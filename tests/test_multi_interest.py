@@ -99,3 +99,147 @@ def test_the_evaluator_ranks_multi_interest_users_by_their_best_interest():
     flat = evaluator.evaluate_index(users, items, Dot(), "faiss-flat")
     assert flat["index_recall@10"] == 1.0
     assert flat["hr@10"] == pytest.approx(metrics["hr@10"])
+
+
+# --------------------------------------------------------------------------------------------
+# The models: routing, padding, label-aware training, end to end
+# --------------------------------------------------------------------------------------------
+
+
+def slow_route(behaviours, mask, logits, iterations):
+    """Dynamic routing written out loop by loop (one user, behaviour, interest at a time)."""
+    users, interests, length, dim = behaviours.shape
+    out = torch.zeros(users, interests, dim, dtype=torch.float64)
+    for u in range(users):
+        b = logits[u].double().clone()
+        real = [i for i in range(length) if mask[u, i]]
+        for step in range(iterations):
+            v = []
+            for j in range(interests):
+                z = torch.zeros(dim, dtype=torch.float64)
+                for i in real:
+                    w = torch.exp(b[j, i]) / sum(torch.exp(b[m, i]) for m in range(interests))
+                    z += w * behaviours[u, j, i].double()
+                n2 = float(z @ z)
+                v.append(z * n2 / (1 + n2) / np.sqrt(n2 + 1e-9))
+            if step < iterations - 1:
+                for j in range(interests):
+                    for i in real:
+                        b[j, i] += float(behaviours[u, j, i].double() @ v[j])
+        out[u] = torch.stack(v)
+    return out
+
+
+def test_routing_equals_a_slow_reference():
+    from towerkit.models.multi_interest import route
+
+    g = torch.Generator().manual_seed(0)
+    behaviours = torch.randn(3, 4, 6, 5, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6, [0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    logits = torch.randn(3, 4, 6, generator=g, dtype=torch.float64)
+    fast = route(behaviours, mask, logits, iterations=3)
+    assert torch.allclose(fast, slow_route(behaviours, mask, logits, 3), atol=1e-10)
+
+
+MODEL_NAMES = ["comirec_sa", "comirec_dr", "mind"]
+
+
+def build(name: str, interests: int = 3, n_items: int = 30, max_len: int = 10):
+    from towerkit.config import config_from_dict
+    from towerkit.models import build_model
+
+    section = config_from_dict({"model": {"name": name, "embedding_dim": 8,
+                                          "interests": interests}}).model  # fmt: skip
+    torch.manual_seed(0)
+    return build_model(section, n_users=5, n_items=n_items, max_len=max_len).eval()
+
+
+def user_batch(history):
+    from towerkit.types import Batch
+
+    history = torch.as_tensor(history)
+    users = torch.zeros(len(history), dtype=torch.long)
+    return Batch(users, history, users)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_padding_never_counts(name):
+    model = build(name)
+    short = user_batch([[0, 0, 3, 7, 9], [0, 0, 0, 0, 4]])
+    longer = user_batch([[0, 0, 0, 0, 0, 0, 0, 3, 7, 9], [0] * 9 + [4]])
+    with torch.no_grad():
+        a, b = model.encode_users(short), model.encode_users(longer)
+        # what a padded slot's table row holds does not matter either
+        model.item_embedding.weight[0] = 5.0
+        c = model.encode_users(longer)
+    assert a.shape == (2, 3, 8)
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(b, c, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_label_aware_training_uses_the_interest_that_fits_the_target_best(name):
+    model = build(name)
+    batch = user_batch([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    batch = type(batch)(batch.users, batch.history, torch.tensor([11, 12]))
+    queries, positives, *_ = batch.training_pairs(model)
+    interests = model.encode_users(batch)
+    scores = torch.einsum("bkd,bd->bk", interests, model.encode_items(positives))
+    expected = interests[torch.arange(2), scores.argmax(1)]
+    assert torch.equal(queries, expected) and queries.shape == (2, 8)
+
+
+def test_one_interest_trains_and_ranks_as_a_single_vector_tower(walk_prepared):
+    from conftest import small_config
+    from towerkit import pipeline
+
+    config = small_config(model={"name": "comirec_sa", "embedding_dim": 16, "interests": 1})
+    outcome = pipeline.train(config, walk_prepared)
+    _, test = pipeline.evaluators(config, walk_prepared)
+    users = test.user_vectors(outcome.model)
+    items = test.item_vectors(outcome.model)
+    assert users.shape[1] == 1
+    assert test.evaluate_vectors(users, items, Cosine()) == pytest.approx(
+        test.evaluate_vectors(users[:, 0], items, Cosine())
+    )
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("negatives", [{"kind": "full"}, {"kind": "mixed", "n": 8}])
+def test_multi_interest_models_beat_popularity(name, negatives, walk_prepared):
+    from conftest import small_config
+    from towerkit import pipeline
+
+    model = {"name": name, "embedding_dim": 16, "interests": 3}
+    outcome = pipeline.train(
+        small_config(model=model, negatives=negatives, train={"epochs": 5, "lr": 0.01}),
+        walk_prepared,
+    )
+    assert outcome.metrics["test"]["hr@10"] > 2 * outcome.popularity["hr@10"]
+
+
+def test_a_multi_interest_run_recommends_and_refuses_export(offline_ml100k, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"dataset": "ml-100k", "max_len": 20},
+        "model": {"name": "mind", "embedding_dim": 16, "interests": 3},
+        "temperature": {"value": 0.1},
+        "train": {"epochs": 1, "batch_size": 512},
+    }))  # fmt: skip
+    run = tmp_path / "run"
+
+    def towerkit(*args):
+        return subprocess.run([sys.executable, "-m", "towerkit", *args], capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+
+    done = towerkit("-q", "train", str(config), "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    recommended = towerkit("recommend", str(run), "--user", "1", "-k", "5")
+    assert recommended.returncode == 0, recommended.stderr
+    refused = towerkit("export", str(run), "--out", str(tmp_path / "export"))
+    assert refused.returncode == 1 and "multi-interest model (mind)" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "export").exists()

@@ -371,9 +371,36 @@ class GRU4RecConfig(_SequenceModel):
     hidden_size: int | None = Field(default=None, ge=1, description="GRU state (default D)")
 
 
+class _MultiInterestModel(_Section):
+    embedding_dim: int = Field(default=64, ge=1)
+    interests: int = Field(default=4, ge=1, description="K: vectors per user")
+
+
+class ComiRecSAConfig(_MultiInterestModel):
+    """ComiRec-SA: K self-attention heads over the history."""
+
+    name: Literal["comirec_sa"] = "comirec_sa"
+    attention_dim: int | None = Field(default=None, ge=1, description="W1's width (4D)")
+
+
+class ComiRecDRConfig(_MultiInterestModel):
+    """ComiRec-DR: dynamic routing, one bilinear map per interest."""
+
+    name: Literal["comirec_dr"] = "comirec_dr"
+    iterations: int = Field(default=3, ge=1, description="routing iterations")
+
+
+class MINDConfig(_MultiInterestModel):
+    """MIND: behaviour-to-interest routing with a shared bilinear map."""
+
+    name: Literal["mind"] = "mind"
+    iterations: int = Field(default=3, ge=1, description="routing iterations")
+
+
 ModelConfig = _tagged(
-    "name", "youtube_dnn", YouTubeDNNConfig, DSSMConfig, SASRecConfig, GRU4RecConfig
-)
+    "name", "youtube_dnn", YouTubeDNNConfig, DSSMConfig, SASRecConfig, GRU4RecConfig,
+    ComiRecSAConfig, ComiRecDRConfig, MINDConfig,
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

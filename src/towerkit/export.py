@@ -39,6 +39,7 @@ from towerkit.data.batches import gather_history
 from towerkit.errors import TowerkitError
 from towerkit.files import staging_dir
 from towerkit.index import Index, load_index, make_index
+from towerkit.models import MODELS, MultiInterestModel
 from towerkit.retrieval import Retriever, TorchTower
 from towerkit.runs import (
     FEATURES_DIR,
@@ -132,6 +133,7 @@ def _version(package: str) -> str | None:
         return None
 
 
+
 def export_run(
     run: RunDir | str | Path,
     out: str | Path,
@@ -160,6 +162,11 @@ def export_run(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not empty; pick another --out")
     config = run.config
+    if issubclass(MODELS[config.model.name], MultiInterestModel):  # users are [B, K, D]
+        raise ExportError(
+            f"{run.path}: a multi-interest model ({config.model.name}) cannot be exported or "
+            "served yet; `towerkit recommend` and `Retriever.from_run` serve it"
+        )
     kind = index or config.eval.index
     if index_options is None:
         index_options = dict(config.eval.index_options) if kind == config.eval.index else {}

@@ -291,8 +291,11 @@ class Retriever:
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def search(self, queries: np.ndarray, k: int, exclude=None) -> Recommendations:
-        """Top-``k`` raw items of query vectors (``exclude``: item ids per query)."""
-        ids, scores = self.index.search(queries, k, exclude)
+        """Top-``k`` raw items of query vectors (``exclude``: item ids per query); the
+        ``[B, K, D]`` queries of a multi-interest model are searched per interest and merged
+        by best score."""
+        search = self.index.search_multi if np.ndim(queries) == 3 else self.index.search
+        ids, scores = search(queries, k, exclude)
         valid = ids > 0
         raw = np.full(ids.shape, None, dtype=object)
         raw[valid] = self.item_vocab.decode(ids[valid])

@@ -90,10 +90,11 @@ def _write_torch(path: Path, obj: Any) -> None:
 
 
 def vectors_column(vectors: torch.Tensor | np.ndarray) -> pa.Array:
-    """``[N, D]`` vectors as a fixed-size-list float32 column."""
+    """``[N, D]`` vectors as a fixed-size-list float32 column (a multi-interest model's
+    ``[N, K, D]`` users: K * D values per row, interest after interest)."""
     if isinstance(vectors, torch.Tensor):
         vectors = vectors.detach().cpu().float().numpy()
-    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    array = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
     return pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), array.shape[1])
 
 

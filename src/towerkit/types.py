@@ -116,8 +116,13 @@ class Batch:
         )
 
     def training_pairs(self, model: UserEncoder) -> TrainingPairs:
-        """One query per sample: ``encode_users`` and the targets."""
-        return TrainingPairs(model.encode_users(self), self.targets, None, self.weights)
+        """One query per sample: ``encode_users`` and the targets. A multi-interest model's
+        ``[B, K, D]`` users become the interest that matches each target best (label-aware,
+        ``model.select_interest``)."""
+        queries = model.encode_users(self)
+        if queries.dim() == 3:
+            queries = model.select_interest(queries, self.targets)
+        return TrainingPairs(queries, self.targets, None, self.weights)
 
 
 @dataclass(frozen=True)

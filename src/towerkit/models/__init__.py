@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from towerkit.models.base import MatchingModel, SequenceModel
 from towerkit.models.dssm import DSSM
 from towerkit.models.gru4rec import GRU4Rec
+from towerkit.models.multi_interest import MIND, ComiRecDR, ComiRecSA, MultiInterestModel
 from towerkit.models.sasrec import SASRec
 from towerkit.models.youtube_dnn import YouTubeDNN
 from towerkit.nn import PooledTowerOptions
@@ -25,13 +26,20 @@ MODELS: dict[str, type[MatchingModel]] = {
     "dssm": DSSM,
     "sasrec": SASRec,
     "gru4rec": GRU4Rec,
+    "comirec_sa": ComiRecSA,
+    "comirec_dr": ComiRecDR,
+    "mind": MIND,
 }
 
 __all__ = [
     "DSSM",
+    "MIND",
     "MODELS",
+    "ComiRecDR",
+    "ComiRecSA",
     "GRU4Rec",
     "MatchingModel",
+    "MultiInterestModel",
     "SASRec",
     "SequenceModel",
     "YouTubeDNN",
@@ -83,6 +91,16 @@ def build_model(
             item_features=item_features,
             feature_dim=config.feature_dim,
         )
+    if config.name == "comirec_sa":
+        return ComiRecSA(
+            n_items, embedding_dim=config.embedding_dim, interests=config.interests,
+            max_len=max_len, attention_dim=config.attention_dim,
+        )  # fmt: skip
+    if config.name in ("comirec_dr", "mind"):
+        return MODELS[config.name](
+            n_items, embedding_dim=config.embedding_dim, interests=config.interests,
+            max_len=max_len, iterations=config.iterations,
+        )  # fmt: skip
     tower = PooledTowerOptions(
         hidden=tuple(config.hidden),
         activation=config.activation,
