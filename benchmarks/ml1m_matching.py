@@ -70,6 +70,10 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("yt-t0.05", "youtube_dnn.yaml", ["temperature.value=0.05", "train.epochs=2"]),
     ("yt-t0.2", "youtube_dnn.yaml", ["temperature.value=0.2", "train.epochs=2"]),
     ("yt-t1.0", "youtube_dnn.yaml", ["temperature.value=1.0", "train.epochs=2"]),
+    # multi-interest towers (issue 15): K = 4, label-aware, ranked by the best interest
+    ("comirec_sa", "comirec_sa.yaml", []),
+    ("comirec_dr", "comirec_dr.yaml", []),
+    ("mind", "mind.yaml", []),
     # torch-rechub's example size (the throughput target) is measured against torch-rechub
     # itself, in one run: benchmarks/rechub_throughput.py
 ]  # fmt: skip

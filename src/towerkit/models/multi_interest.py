@@ -52,10 +52,12 @@ def route(
     keep = mask[:, None, :].to(behaviours.dtype)  # (B, 1, L)
     for step in range(iterations):
         weights = torch.softmax(b, dim=1) * keep  # each behaviour over the interests
-        interests = squash((weights[..., None] * behaviours).sum(2))  # (B, K, D)
-        if step < iterations - 1:
-            # The agreement updates the logits only; no gradient flows through the routing.
-            b = b + (behaviours.detach() * interests.detach()[:, :, None, :]).sum(-1)
+        last = step == iterations - 1
+        # Only the last pass carries gradients: the logits are routing state, not parameters.
+        mapped = behaviours if last else behaviours.detach()
+        interests = squash(torch.einsum("bkl,bkld->bkd", weights, mapped))  # (B, K, D)
+        if not last:
+            b = b + torch.einsum("bkld,bkd->bkl", mapped, interests)
     return interests
 
 
