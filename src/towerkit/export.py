@@ -133,7 +133,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-
 def export_run(
     run: RunDir | str | Path,
     out: str | Path,
