@@ -141,3 +141,30 @@ def test_bad_input_is_one_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"without \.parquet files"):
         stream.stream_sequences(tmp_path / "empty", progress=False)
+
+
+def test_text_ids_follow_the_in_memory_readers_rule(monkeypatch, tmp_path):
+    """ "12.0" is the integer 12 there (not a string, as a digits-only rule would keep it); a log
+    that spells one integer two ways ("12" and "12.0") goes to the in-memory reader."""
+    log = messy_log(1_000, seed=5).astype({"item": str})
+    log["item"] = log["item"] + ".0"
+    path = tmp_path / "log.parquet"
+    log.to_parquet(path)
+    streamed, in_memory = prepared_both_ways(monkeypatch, {"path": str(path)}, rows=300)
+    assert_same(streamed, in_memory)
+    assert streamed.encoded.item_vocab.raw.dtype == np.int64
+    log.loc[7, "item"] = log.loc[8, "item"].removesuffix(".0")
+    log.to_parquet(path)
+    with pytest.raises(stream.NotStreamable, match="spell one integer two ways"):
+        stream.stream_sequences(path, progress=False)
+    config = config_from_dict({"data": {"path": str(path)}})
+    assert len(pipeline.prepare(config.data, progress=False).encoded) == 1_000
+
+
+def test_text_spelled_missing_is_missing_as_in_memory(tmp_path):
+    log = messy_log(500).astype({"user": str})
+    log.loc[99, "user"] = " NaN "
+    path = tmp_path / "log.parquet"
+    log.to_parquet(path)
+    with pytest.raises(DataError, match=r"row 100: missing value in column 'user'"):
+        stream.stream_sequences(path, progress=False)

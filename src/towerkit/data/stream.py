@@ -25,11 +25,11 @@ everything else.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -37,7 +37,7 @@ import pyarrow.dataset as pads
 from tqdm.auto import tqdm
 
 from towerkit.data.encoding import EncodedInteractions
-from towerkit.data.readers import _MAX_SECONDS, _MIN_SECONDS, NA_TOKENS
+from towerkit.data.readers import _MAX_SECONDS, _MIN_SECONDS, NA_TOKENS, _id_column
 from towerkit.data.sequences import Sequences
 from towerkit.data.vocab import Vocab
 from towerkit.errors import DataError
@@ -45,7 +45,6 @@ from towerkit.errors import DataError
 logger = logging.getLogger(__name__)
 
 BATCH_ROWS = 1 << 20
-_INTEGER = re.compile(r"^(0|-?[1-9][0-9]*)$")  # "007" is not an integer id: it stays text
 
 
 def open_dataset(path: Path, sep: str | None = None, text: tuple[str, ...] = ()) -> pads.Dataset:
@@ -135,10 +134,15 @@ def _batches(dataset: pads.Dataset, columns: list[str]):
 
 
 def _check_present(path: Path, batch: pa.RecordBatch, names: list[str], first_row: int) -> None:
+    """A null, or text the in-memory reader reads as missing (:data:`NA_TOKENS`), is an error."""
     for name in names:
         column = batch.column(name)
-        if column.null_count:
-            row = first_row + int(np.flatnonzero(column.is_null().to_numpy(False))[0]) + 1
+        missing = column.is_null()
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            spelled = pc.is_in(pc.utf8_trim_whitespace(column), pa.array(sorted(NA_TOKENS)))
+            missing = pc.or_(missing, spelled)
+        if pc.any(missing).as_py():
+            row = first_row + int(np.flatnonzero(missing.to_numpy(zero_copy_only=False))[0]) + 1
             raise DataError(f"{path}: row {row}: missing value in column {name!r}")
 
 
@@ -147,13 +151,9 @@ class _FirstSeen:
 
     def __init__(self) -> None:
         self.parts: list[pa.Table] = []
-        self.integer_text = True  # every string id seen so far is an integer without a 0 lead
+        self.integer_text = False  # text ids that the in-memory reader makes integers (vocab)
 
     def add(self, ids: pa.Array, times: np.ndarray, first_row: int) -> None:
-        if pa.types.is_string(ids.type) and self.integer_text:
-            self.integer_text = bool(
-                pc.all(pc.match_substring_regex(ids, _INTEGER.pattern)).as_py()
-            )
         positions = np.arange(first_row, first_row + len(ids), dtype=np.int64)
         table = pa.table({"id": ids, "ts": times, "pos": positions})
         table = table.take(pc.sort_indices(table, [("ts", "ascending")]))  # stable: file order
@@ -178,15 +178,21 @@ class _FirstSeen:
         table = self._merge()
         table = table.take(pc.sort_indices(table, [("ts", "ascending"), ("pos", "ascending")]))
         raw = table.column("id").to_numpy(zero_copy_only=False)
-        if raw.dtype == object and self.integer_text:
-            raw = raw.astype(np.int64)  # as the in-memory reader: all-integer text is integers
+        if raw.dtype == object:
+            # The in-memory reader's rule (all integers, none written "007": int64), applied to
+            # the distinct ids, decides as it would on the whole column.
+            as_ids = _id_column(pd.Series(raw))
+            if as_ids.dtype == np.int64:
+                if as_ids.duplicated().any():
+                    raise NotStreamable(f"text {name} ids that spell one integer two ways")
+                raw, self.integer_text = as_ids.to_numpy(), True
         return Vocab(raw, name=name), table.column("count").to_numpy().astype(np.int64)
 
 
 def _encode(vocab: Vocab, ids: pa.Array, integer_text: bool) -> np.ndarray:
     values = ids.to_numpy(zero_copy_only=False)
-    if values.dtype == object and integer_text:
-        values = values.astype(np.int64)
+    if integer_text:  # as the in-memory reader converts them
+        values = pd.to_numeric(values).astype(np.int64)
     return vocab.encode(values)
 
 
