@@ -260,9 +260,21 @@ class Evaluator:
                 len(np.unique(rows[repeated])), len(q), self.stage,
             )  # fmt: skip
 
-    def _topk(self, score_rows: Callable[[int, int], torch.Tensor]) -> np.ndarray:
+    def _topk(
+        self,
+        score_rows: Callable[[int, int], torch.Tensor],
+        n_queries: int | None = None,
+        exclude: tuple[np.ndarray, np.ndarray] | None = None,
+        max_bytes: int | None = None,
+    ) -> np.ndarray:
+        """Top-K ids of the stage's users (or ``n_queries`` of them with their ``exclude``)."""
         ids, _ = chunked_topk(
-            score_rows, len(self.queries), self.n_items, max(self.ks), self.exclude, self.max_bytes
+            score_rows,
+            len(self.queries) if n_queries is None else n_queries,
+            self.n_items,
+            max(self.ks),
+            self.exclude if exclude is None else exclude,
+            max_bytes or self.max_bytes,
         )
         return ids
 
@@ -369,12 +381,10 @@ class Evaluator:
         """Exact top-K ids of ``[U, D]`` or multi-interest ``[U, K, D]`` users, seen masked;
         a block of K interests' scores stays within ``max_bytes``."""
         interests = users.shape[1] if users.dim() == 3 else 1
-        ids, _ = chunked_topk(
+        return self._topk(
             lambda begin, end: best_interest_scores(users[begin:end], items, similarity),
-            len(users), self.n_items, max(self.ks),
-            self.exclude if exclude is None else exclude, max(self.max_bytes // interests, 1),
+            len(users), exclude, max(self.max_bytes // interests, 1),
         )  # fmt: skip
-        return ids
 
     def evaluate_index(
         self,

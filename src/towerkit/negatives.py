@@ -215,20 +215,18 @@ class SampledNegatives(Negatives):
         self.sampler, self.n, self.shared = sampler, n, shared
 
     def candidates(self, positives, positive_vectors, layout=None, generator=None, shard=None):
-        rows = slice(None)
-        if self.shared and layout is not None:
-            counts, sharing = (None if shard is None else shard.windows), "window"  # (W, N)
-        elif self.shared:
-            counts, sharing = None, "batch"  # (N,): one set, the same on every rank
-        else:
-            counts, sharing = (None if shard is None else shard.queries), "query"  # (Q, N)
-        if sharing == "batch":
-            shape = (self.n,)
-        elif counts is None:
-            shape = (len(layout) if sharing == "window" else len(positives), self.n)
-        else:  # draw for the global batch, keep this rank's rows
-            shape, rows = (int(counts.sum()), self.n), shard.rows(counts)
-        ids = self.sampler.sample(shape, generator)[rows].to(positives.device)
+        windows = self.shared and layout is not None  # (W, N): one set per window
+        if self.shared and layout is None:  # (N,): one set, the same on every rank
+            ids = self.sampler.sample((self.n,), generator)
+        elif shard is None:  # (W, N), or (Q, N): one set per query
+            ids = self.sampler.sample(
+                (len(layout) if windows else len(positives), self.n), generator
+            )
+        else:  # drawn for the global batch, this rank's rows kept
+            counts = shard.windows if windows else shard.queries
+            ids = self.sampler.sample((int(counts.sum()), self.n), generator)[shard.rows(counts)]
+        ids = ids.to(positives.device)
+        sharing = "window" if windows else "batch" if self.shared else "query"
         return [Candidates(ids, self.log_q(ids), sharing)]
 
     def log_q(self, ids):

@@ -449,7 +449,7 @@ class Trainer:
         each rank resumes its own dropout stream."""
         rng = _rng_state(self.task)
         if self.ctx.active:
-            rng["ranks"] = distributed.all_gather_object(_rng_state(self.task))
+            rng = {**rng, "ranks": distributed.all_gather_object(rng)}
         return rng
 
     def _snapshot(self, state: TrainState, optimizer: Optimizer, rng) -> TrainState:

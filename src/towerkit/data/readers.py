@@ -159,14 +159,20 @@ def _first_ragged_line(
     return f"{path}: ragged row: {detail}"
 
 
+def parquet_shards(directory: Path) -> list[Path]:
+    """The Parquet files under a directory, in name order (an error if there is none)."""
+    shards = sorted(directory.rglob("*.parquet")) + sorted(directory.rglob("*.pq"))
+    if not shards:
+        raise DataError(f"{directory}: a directory without .parquet files")
+    return shards
+
+
 def read_parquet(path: PathLike) -> pd.DataFrame:
     """Read a Parquet file, or a directory of Parquet shards (read as one table, shards in
     name order). The index holds the 1-based row number."""
     path = Path(path)
     if path.is_dir():
-        shards = sorted(path.rglob("*.parquet")) + sorted(path.rglob("*.pq"))
-        if not shards:
-            raise DataError(f"{path}: a directory without .parquet files")
+        shards = parquet_shards(path)
         try:
             table = pads.dataset([str(s) for s in shards], format="parquet").to_table()
         except (pa.ArrowInvalid, OSError) as err:

@@ -37,7 +37,13 @@ import pyarrow.dataset as pads
 from tqdm.auto import tqdm
 
 from towerkit.data.encoding import EncodedInteractions
-from towerkit.data.readers import _MAX_SECONDS, _MIN_SECONDS, NA_TOKENS, _id_column
+from towerkit.data.readers import (
+    _MAX_SECONDS,
+    _MIN_SECONDS,
+    NA_TOKENS,
+    _id_column,
+    parquet_shards,
+)
 from towerkit.data.sequences import Sequences
 from towerkit.data.vocab import Vocab
 from towerkit.errors import DataError
@@ -54,10 +60,7 @@ def open_dataset(path: Path, sep: str | None = None, text: tuple[str, ...] = ())
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
-        shards = sorted(path.rglob("*.parquet")) + sorted(path.rglob("*.pq"))
-        if not shards:
-            raise DataError(f"{path}: a directory without .parquet files")
-        return pads.dataset([str(s) for s in shards], format="parquet")
+        return pads.dataset([str(s) for s in parquet_shards(path)], format="parquet")
     if path.suffix.lower() in (".parquet", ".pq"):
         return pads.dataset(str(path), format="parquet")
     delimiter = sep or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
