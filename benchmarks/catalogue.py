@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _results import write_keeping_notes  # benchmarks/_results.py
 from towerkit.config import TrainConfig
 from towerkit.index import make_index, recall_at_k
 from towerkit.index.exact import chunked_topk
@@ -181,9 +182,7 @@ def write(args, steps, evals) -> None:
     for n, e in evals.items():
         lines.append(f"| {n:,} | {e['exact_s']:.2f} | {e['build_s']:.1f} | "
                      f"{e['search_s']:.2f} | {e['recall@10']:.4f} |")  # fmt: skip
-    old = RESULTS.read_text() if RESULTS.exists() else ""
-    notes = old[old.index("## Notes") :] if "## Notes" in old else ""
-    RESULTS.write_text("\n".join(lines) + "\n" + ("\n" + notes if notes else ""))
+    write_keeping_notes(RESULTS, "\n".join(lines) + "\n")
     print(f"written to {RESULTS}")
 
 

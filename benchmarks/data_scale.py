@@ -24,6 +24,8 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
+from _results import write_keeping_notes  # benchmarks/_results.py
+
 RESULTS = Path(__file__).parent / "results" / "data_scale.md"
 SIZES = {
     "ml-1m": None,
@@ -108,9 +110,7 @@ def main() -> None:
             f"{r['base_gb']:.2f} |"
         )
     lines += ["", "Targets (issue 14): 100M interactions in <= 180 s with peak RSS <= 4 GB.", ""]
-    old = RESULTS.read_text() if RESULTS.exists() else ""
-    notes = old[old.index("## Notes") :] if "## Notes" in old else ""
-    RESULTS.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
+    write_keeping_notes(RESULTS, "\n".join(lines))
     print(f"written to {RESULTS}")
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from _results import write_keeping_notes  # benchmarks/_results.py
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "distributed.md"
 
@@ -123,9 +125,7 @@ def write(args, rows: list[dict], cores: int) -> None:
         "is the same command with `train.device=cuda`; each rank takes its LOCAL_RANK's GPU)."
     )
     lines += ["", gpu, ""]
-    old = RESULTS.read_text() if RESULTS.exists() else ""
-    notes = old[old.index("## Notes") :] if "## Notes" in old else ""  # kept across reruns
-    RESULTS.write_text("\n".join(lines) + ("\n" + notes if notes else ""))
+    write_keeping_notes(RESULTS, "\n".join(lines))
     print(f"written to {RESULTS}")
 
 
