@@ -215,7 +215,7 @@ def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
 def _prepare_streamed(data: DataConfig, *, progress: bool) -> Prepared:
     c = data.columns
     timestamp = None if data.format == "sequences" else c.timestamp
-    encoded = stream.stream_sequences(
+    encoded, sequences = stream.stream_sequences(
         data.path, user=c.user, item=c.item, timestamp=timestamp, sep=data.sep,
         progress=progress,
     )  # fmt: skip
@@ -231,7 +231,7 @@ def _prepare_streamed(data: DataConfig, *, progress: bool) -> Prepared:
         ),
     )
     titles = _titles(tables["items"], encoded.item_vocab)
-    return Prepared(encoded, make_split(data.split, stream.as_sequences(encoded)), titles)
+    return Prepared(encoded, make_split(data.split, sequences), titles)
 
 
 def build_model(config: Config, prepared: Prepared) -> MatchingModel:

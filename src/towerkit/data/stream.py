@@ -207,10 +207,11 @@ def stream_sequences(
     timestamp: str | None = "timestamp",
     sep: str | None = None,
     progress: bool = True,
-) -> EncodedInteractions:
+) -> tuple[EncodedInteractions, Sequences]:
     """Read a log in record batches into an :class:`EncodedInteractions` whose arrays are
-    grouped by user (time order within each user); ``Sequences.from_encoded`` of it is the
-    in-memory path's. Without a time column, file order is time order.
+    grouped by user (time order within each user) and the CSR :class:`Sequences` over the same
+    arrays (no copy): what ``Sequences.from_encoded`` gives on the in-memory path. Without a
+    time column, file order is time order.
 
     Raises:
         DataError: a missing column or value, a time out of range, an empty log.
@@ -265,15 +266,15 @@ def stream_sequences(
         bar.update(batch.num_rows)
     bar.close()
     _sort_within_users(items, times, offsets)
-    lengths = np.diff(offsets[1:])
-    return EncodedInteractions(
-        users=np.repeat(np.arange(1, len(user_vocab) + 1, dtype=np.int32), lengths),
+    encoded = EncodedInteractions(
+        users=np.repeat(np.arange(1, len(user_vocab) + 1, dtype=np.int32), np.diff(offsets[1:])),
         items=items,
         timestamps=times,
         ratings=None,
         user_vocab=user_vocab,
         item_vocab=item_vocab,
     )
+    return encoded, Sequences(items=items, timestamps=times, offsets=offsets)
 
 
 def _sort_within_users(items: np.ndarray, times: np.ndarray, offsets: np.ndarray) -> None:
@@ -324,11 +325,3 @@ def streamable(data) -> str | None:
     if data.min_user_interactions or data.min_item_interactions or data.min_rating is not None:
         return "filters (min_rating, k-core)"
     return None
-
-
-def as_sequences(encoded: EncodedInteractions) -> Sequences:
-    """The CSR sequences of a streamed log (already grouped and ordered: no sort, no copy)."""
-    lengths = np.bincount(encoded.users, minlength=encoded.n_users + 1)
-    offsets = np.zeros(encoded.n_users + 2, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return Sequences(items=encoded.items, timestamps=encoded.timestamps, offsets=offsets)
