@@ -49,6 +49,8 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("sasrec-dot", "sasrec.yaml", ["similarity.name=dot", "temperature.value=1.0"]),
     # SASRec+'s dropout (Klenitskiy & Vasilev use 0.1; the shipped config 0.2)
     ("sasrec-dropout-0.1", "sasrec.yaml", ["model.dropout=0.1"]),
+    # the window's earlier items are not negatives (the evaluation masks seen items)
+    ("sasrec-exclude-seen", "sasrec.yaml", ["model.dropout=0.1", "negatives.exclude_seen=true"]),
 ]  # fmt: skip
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,6 +111,20 @@ def test_evaluator_masks_history_and_scores_exactly():
     # Without masking, seen items 1 and 2 would have been ranked first.
     unmasked = chunked_topk(lambda a, b: -torch.arange(1.0, 5.0).expand(b - a, 4), 2, 4, 1)[0]
     assert unmasked.tolist() == [[1], [1]]
+
+
+def test_unmasked_evaluation_ranks_seen_items_too():
+    """``mask_seen=False`` (ComiRec's protocol): the seen items 1 and 2 take the top ranks."""
+    _, split = tiny_split()
+    items = torch.tensor([[0.0], [-1.0], [-2.0], [-3.0], [-4.0]])
+    model = FixedModel(torch.ones(3, 1), items)
+    evaluator = Evaluator(split, "test", n_items=4, ks=(1, 3), mask_seen=False)
+    m = evaluator.evaluate(model, Dot())
+    # a's target 40 ranks 4th, b's target 30 ranks 3rd: no hit at 1, b's hit at 3.
+    assert m["hr@1"] == 0.0 and m["hr@3"] == 0.5
+    assert m["ndcg@3"] == pytest.approx(0.5 / math.log2(4))
+    popularity = Evaluator(split, "test", n_items=4, ks=(1,), mask_seen=False)
+    assert popularity.evaluate_popularity()["hr@1"] == 0.0  # 20, seen and most popular, is 1st
 
 
 def test_popularity_baseline_by_hand():

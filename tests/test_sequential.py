@@ -369,3 +369,52 @@ def test_frequency_filter_blends_with_attention():
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_from_dict({}, ["model.name=sasrec", "data.max_len=50", "model.filter_mix=0.5",
                            "model.filter_frequencies=30"])  # fmt: skip
+
+
+def test_windows_give_each_position_the_items_it_has_seen():
+    """``seen``: the query at column j has seen the window's items up to j (not after)."""
+    from towerkit.types import SequenceBatch
+
+    history = torch.tensor([[0, 0, 5, 7, 9], [0, 3, 4, 3, 8]])
+    targets = torch.tensor([[0, 7, 9, 2, 6], [3, 4, 3, 8, 1]])
+    batch = SequenceBatch(torch.tensor([1, 2]), history, targets)
+    model = SASRec(10, embedding_dim=8, max_len=5)
+    pairs = batch.training_pairs(model, seen=True)
+    assert batch.training_pairs(model).seen is None
+    want = []
+    for w in range(2):
+        for j in range(5):
+            if targets[w, j] > 0:
+                row = [int(v) for v in history[w, : j + 1] if v > 0]
+                want.append(sorted(row))
+    got = [sorted(int(v) for v in row if v > 0) for row in pairs.seen]
+    assert got == want
+    assert pairs.positives.tolist() == [7, 9, 2, 6, 3, 4, 3, 8, 1]
+
+
+def test_exclude_seen_reaches_the_task_through_the_config(walk_prepared):
+    """``negatives.exclude_seen``: a training step's loss is the full softmax with each
+    position's earlier window items (but not its own target) masked by hand."""
+    from conftest import small_config
+    from towerkit import pipeline
+    from towerkit.training import _Step
+
+    config = small_config(model={"name": "sasrec", "embedding_dim": 8},
+                          negatives={"kind": "full", "exclude_seen": True})  # fmt: skip
+    model = pipeline.build_model(config, walk_prepared).eval()  # no dropout: comparable
+    task = pipeline.build_task(config, model, walk_prepared)
+    assert task.exclude_seen
+    batch = next(iter(pipeline.build_batches(config, walk_prepared, model).epoch(0)))
+    loss = _Step(model, task)(batch)
+    queries, positives, *_, seen = batch.training_pairs(model, seen=True)
+    n_items = walk_prepared.encoded.n_items
+    items = model.encode_items(torch.arange(1, n_items + 1))
+    scores = task.similarity.pairwise(queries, items, task.temperature.inverse())
+    hide = torch.zeros_like(scores, dtype=torch.bool)
+    for q in range(len(positives)):
+        for item in seen[q].tolist():
+            if item > 0 and item != positives[q]:
+                hide[q, item - 1] = True
+    assert hide.any()
+    want = torch.nn.functional.cross_entropy(scores.masked_fill(hide, -torch.inf), positives - 1)
+    torch.testing.assert_close(loss, want)

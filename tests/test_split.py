@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 
-from towerkit.data import Interactions, Sequences, encode, leave_one_out, temporal_split
+from towerkit.data import (
+    Interactions,
+    Sequences,
+    encode,
+    held_out_users,
+    leave_one_out,
+    temporal_split,
+)
 
 
 @st.composite
@@ -116,3 +123,50 @@ def test_sequences_layout(tiny_log):
     assert seqs.user_of_position().tolist() == [1, 1, 1, 2, 2, 3, 3, 3, 3]
     # user b (id 1): item 20 then 10 at the same second (file order), then 30.
     assert enc.item_vocab.decode(seqs.of(1)).tolist() == [20, 10, 30]
+
+
+@settings(max_examples=60, deadline=None)
+@given(frame=logs(), seed=st.integers(0, 3))
+def test_held_out_users_matches_reference(frame, seed):
+    """ComiRec's protocol: whole users are held out; their first 80% is input, the rest
+    targets, and nothing of theirs trains."""
+    enc = encode(Interactions(frame))
+    seqs = Sequences.from_encoded(enc)
+    split = held_out_users(seqs, valid=0.2, test=0.2, history=0.8, seed=seed)
+    n = int((seqs.lengths > 0).sum())
+    assert split.held_out.sum() == round(0.2 * n) + round(0.2 * n)
+    assert not split.held_out[seqs.lengths == 0].any()
+    train = split.train()
+    valid, test = split.targets("valid"), split.targets("test")
+    valid_users, test_users = set(valid.users.tolist()), set(test.users.tolist())
+    assert not valid_users & test_users
+    for u in range(seqs.n_users):
+        items = seqs.of(u).tolist()
+        if not split.held_out[u]:
+            assert train.of(u).tolist() == items  # a training user trains whole
+            assert u not in valid_users | test_users
+            continue
+        assert train.of(u).tolist() == []
+        cut = min(max(int(np.floor(0.8 * len(items))), min(1, len(items) - 1)), len(items) - 1)
+        stage = valid if u in valid_users else test
+        mine = stage.users == u
+        assert stage.items[mine].tolist() == items[cut:]
+        assert (stage.history_end[mine] == seqs.offsets[u] + cut).all()
+    again = held_out_users(seqs, valid=0.2, test=0.2, history=0.8, seed=seed)
+    assert np.array_equal(again.held_out, split.held_out)
+
+
+def test_held_out_users_never_reach_training_batches(tiny_log):
+    from towerkit.data.batches import SequenceBatches, TrainingBatches
+
+    seqs = Sequences.from_encoded(encode(Interactions(tiny_log)))
+    split = held_out_users(seqs, valid=0.0, test=0.34, seed=1)  # one of the three users
+    (held,) = np.flatnonzero(split.held_out)
+    samples = TrainingBatches(split, batch_size=4, max_len=3)
+    assert held not in set(samples.users.tolist())
+    assert samples.n_samples == int(sum(max(n - 1, 0) for u, n in enumerate(seqs.lengths)
+                                        if u != held))  # fmt: skip
+    windows = SequenceBatches(split, batch_size=4, max_len=3)
+    assert held not in set(windows.users.tolist()) and windows.n_samples == samples.n_samples
+    with pytest.raises(ValueError, match="history"):
+        held_out_users(seqs, history=1.0)

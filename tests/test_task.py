@@ -178,3 +178,38 @@ def test_temperature_is_applied_learned_and_checked():
     assert [p is learned.temperature.log_value for p in learned.parameters()] == [True]
     with pytest.raises(ValueError, match="full softmax samples none"):
         RetrievalTask(encode, negatives=FullNegatives(3), logq=True)
+
+
+def test_exclude_seen_drops_the_history_from_the_full_softmax_but_keeps_the_positive():
+    queries = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    positives = torch.tensor([1, 2])
+    # Query 0 has seen items 2 and 3; query 1 has seen its own positive (a repeat) and 1.
+    seen = torch.tensor([[2, 3, 0], [2, 1, 0]])
+    task = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot(), exclude_seen=True)
+    # Scores vs items 1, 2, 3: query 0 (1, 0, 1) keeps only item 1: loss 0.
+    # Query 1 (0, 2, 2) keeps items 2 (its positive) and 3: log(e^2 + e^2) - 2 = log 2.
+    assert task.loss(queries, positives, seen=seen).item() == pytest.approx(math.log(2) / 2)
+    with pytest.raises(ValueError, match="seen"):
+        task.loss(queries, positives)
+    plain = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot())
+    assert plain.loss(queries, positives, seen=seen) == plain.loss(queries, positives)
+
+
+def test_exclude_seen_masks_sampled_and_in_batch_candidates_the_query_has_seen():
+    queries = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    seen = torch.tensor([[2, 0], [3, 1], [0, 0]])
+    only_3 = CatalogueSampler(torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    task = RetrievalTask(encode, negatives=MixedNegatives(
+        InBatchNegatives.from_counts(np.array([0, 1, 1, 1])), SampledNegatives(only_3, n=1)),
+        similarity=Dot(), logq=False, exclude_seen=True)  # fmt: skip
+    positives = torch.tensor([1, 2, 3])
+    # Candidates: in-batch (1, 2, 3) then the sampled item 3; accidental hits are masked.
+    #   query 0 (pos 1, seen 2): keeps 3 (in-batch) and 3 (sampled), scores (1, 1), pos 1
+    #   query 1 (pos 2, seen 3 and 1): keeps nothing -> loss 0
+    #   query 2 (pos 3, seen none): keeps 1 and 2, scores (3, 0), pos 3
+    rows = [
+        softplus(math.log(2 * math.exp(1)) - 1),
+        0.0,
+        softplus(math.log(math.exp(3) + math.exp(0)) - 3),
+    ]
+    assert task.loss(queries, positives, seen=seen).item() == pytest.approx(np.mean(rows))

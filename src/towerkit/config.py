@@ -136,7 +136,30 @@ class LastFractionSplit(_Section):
         return self
 
 
-SplitConfig = _tagged("kind", "leave_one_out", LeaveOneOutSplit, TemporalSplit, LastFractionSplit)
+class HeldOutUsersSplit(_Section):
+    """ComiRec's protocol (Cen et al., KDD 2020): users are divided (seeded) into training,
+    validation and test users; validation and test users never train, the first ``history``
+    share of their interactions is the input of the rest, their targets. Pair it with
+    ``eval.mask_seen: false`` and ``eval.ks: [20, 50]`` to report as the paper does."""
+
+    kind: Literal["held_out_users"] = "held_out_users"
+    valid: float = Field(default=0.1, ge=0.0, lt=1.0, description="share of validation users")
+    test: float = Field(default=0.1, gt=0.0, lt=1.0, description="share of test users")
+    history: float = Field(
+        default=0.8, gt=0.0, lt=1.0, description="held-out users: input share (the rest: targets)"
+    )
+    seed: int = Field(default=0, description="seeds the division of users")
+
+    @model_validator(mode="after")
+    def _sum(self) -> HeldOutUsersSplit:
+        if self.valid + self.test >= 1:
+            raise ValueError(f"valid + test = {self.valid + self.test:g} leaves no user to train")
+        return self
+
+
+SplitConfig = _tagged(
+    "kind", "leave_one_out", LeaveOneOutSplit, TemporalSplit, LastFractionSplit, HeldOutUsersSplit
+)
 
 
 class ColumnsConfig(_Section):
@@ -438,13 +461,22 @@ class TemperatureConfig(_Section):
         return self
 
 
-class FullNegativesConfig(_Section):
+class _Negatives(_Section):
+    exclude_seen: bool = Field(
+        default=False,
+        description="items a query has already seen (its history; for sequence windows the "
+        "window's items up to its position) are not its negatives, as the evaluation masks "
+        "them from every ranking",
+    )
+
+
+class FullNegativesConfig(_Negatives):
     """Every catalogue item is a negative: the exact softmax."""
 
     kind: Literal["full"] = "full"
 
 
-class _DrawnNegatives(_Section):
+class _DrawnNegatives(_Negatives):
     logq: bool | None = Field(
         default=None,
         description="subtract log sampling probability; null = on for list-wise training only "
@@ -608,6 +640,11 @@ class EvalConfig(_Section):
         "for user bases and catalogues too large to rank everyone every epoch",
     )
     sample_seed: int = Field(default=0, description="the seed of that sample")
+    mask_seen: bool = Field(
+        default=True,
+        description="mask the items a user saw before the stage from their ranking (DESIGN.md's "
+        "protocol); false ranks them too (ComiRec's protocol)",
+    )
 
     @model_validator(mode="after")
     def _index(self) -> EvalConfig:

@@ -204,6 +204,8 @@ class Evaluator:
         index_options: options of that index (``n_trees``, ``ef_search``, ...).
         sample_users: rank a seeded sample of this many of the stage's users (0: all).
         sample_seed: the seed of that sample.
+        mask_seen: mask each user's earlier items from their ranking (DESIGN.md's protocol);
+            False ranks them too (ComiRec's protocol).
 
     Example:
         >>> evaluator = Evaluator(split, "test", n_items=encoded.n_items)
@@ -224,8 +226,10 @@ class Evaluator:
         index_options: Mapping[str, Any] | None = None,
         sample_users: int = 0,
         sample_seed: int = 0,
+        mask_seen: bool = True,
     ) -> None:
         self.split, self.stage, self.n_items = split, stage, n_items
+        self.mask_seen = mask_seen
         self.index, self.index_options = index, dict(index_options or {})
         self.ks, self.max_len, self.batch_size, self.max_bytes = (
             tuple(ks),
@@ -240,9 +244,12 @@ class Evaluator:
                 stage, sample_users, len(self.queries),
             )  # fmt: skip
             self.queries = self.queries.sample(sample_users, sample_seed)
-        self.exclude = self.queries.exclusions(split.sequences.items)
+        if mask_seen:
+            self.exclude = self.queries.exclusions(split.sequences.items)
+            self._warn_unreachable()
+        else:  # nothing is masked: an empty CSR
+            self.exclude = (np.zeros(len(self.queries) + 1, np.int64), np.zeros(0, np.int64))
         self.last_seconds = 0.0
-        self._warn_unreachable()
 
     def _warn_unreachable(self) -> None:
         """Say how many users' target is an item they saw before: masking seen items, as the

@@ -34,6 +34,7 @@ from towerkit.data import (
     Sequences,
     Split,
     encode,
+    held_out_users,
     last_fraction,
     leave_one_out,
     stream,
@@ -82,12 +83,14 @@ __all__ = [
 
 
 def make_split(config: SplitConfig, sequences: Sequences) -> Split:
-    """The split ``data.split`` names: leave-one-out, a global time cut, or the last fraction
-    of each user."""
+    """The split ``data.split`` names: leave-one-out, a global time cut, the last fraction
+    of each user, or held-out users (ComiRec's protocol)."""
     if config.kind == "temporal":
         return temporal_split(sequences, config.test_start, config.valid_start)
     if config.kind == "last_fraction":
         return last_fraction(sequences, config.valid, config.test)
+    if config.kind == "held_out_users":
+        return held_out_users(sequences, config.valid, config.test, config.history, config.seed)
     return leave_one_out(sequences)
 
 
@@ -286,6 +289,7 @@ def build_task(config: Config, model: MatchingModel, prepared: Prepared) -> Retr
         mode=config.train.mode,
         logq=logq,
         mask_hits=mask_hits,
+        exclude_seen=n.exclude_seen,
         seed=config.train.seed,
     )
 
@@ -327,6 +331,7 @@ def evaluators(
         "max_bytes": config.eval.max_bytes,
         "sample_users": config.eval.sample_users,
         "sample_seed": config.eval.sample_seed,
+        "mask_seen": config.eval.mask_seen,
     }
     n_items = prepared.encoded.n_items
     index = {"index": config.eval.index, "index_options": config.eval.index_options}
@@ -388,7 +393,7 @@ def check_data(config: Config, prepared: Prepared) -> None:
         )
     split = prepared.split
     starts = split.sequences.offsets[:-1]
-    samples = int(np.maximum(split.train_end - starts - 1, 0).sum())
+    samples = int(np.maximum(split.fit_end - starts - 1, 0).sum())
     longest = int(split.sequences.lengths.max(initial=0))
     what = f"the {config.data.split.kind} split"
     if samples == 0:

@@ -13,7 +13,9 @@ TensorFlow Recommenders' ``tasks.Retrieval``)::
 - **log-q**: subtract the log probability with which each candidate (and each positive) was
   drawn, so a sampled softmax estimates the full one (Yi et al. 2019);
 - **mask**: a candidate equal to the query's positive (an accidental hit) does not count as its
-  negative; in-batch candidates never count against their own query;
+  negative; in-batch candidates never count against their own query; with ``exclude_seen``,
+  neither do the items the query has already seen (its history): the evaluation masks them
+  from every ranking, so training need not push them down either;
 - **objective**: point-wise BCE, pair-wise BPR or list-wise softmax CE over the kept entries.
 
 With the list-wise objective over the whole catalogue the task computes one fused
@@ -53,6 +55,8 @@ class RetrievalTask(nn.Module):
         mode: ``"pointwise"``, ``"pairwise"``, ``"listwise"`` or the seed's ``0 / 1 / 2``.
         logq: subtract each candidate's and each positive's log sampling probability.
         mask_hits: drop candidates equal to the query's positive.
+        exclude_seen: drop candidates the query has already seen (the ``seen`` ids passed to
+            :meth:`loss`), except its own positive.
         seed: seeds the random source of sampled negatives (:attr:`generator`).
     """
 
@@ -66,6 +70,7 @@ class RetrievalTask(nn.Module):
         mode: Mode | str | int = Mode.LISTWISE,
         logq: bool = False,
         mask_hits: bool = True,
+        exclude_seen: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -79,7 +84,7 @@ class RetrievalTask(nn.Module):
         )
         self.mode = parse_mode(mode)
         self.objective = get_objective(self.mode)
-        self.logq, self.mask_hits = logq, mask_hits
+        self.logq, self.mask_hits, self.exclude_seen = logq, mask_hits, exclude_seen
         # The exact softmax over the catalogue is one fused cross-entropy (chosen once, here).
         self.fused = self.mode is Mode.LISTWISE and negatives.exhaustive
         self.generator = torch.Generator().manual_seed(seed)
@@ -90,6 +95,7 @@ class RetrievalTask(nn.Module):
         positives: torch.Tensor,
         layout: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
+        seen: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The mean loss of a batch (under torchrun: this rank's share of the global batch's
         mean, see :mod:`towerkit.distributed`).
@@ -101,10 +107,15 @@ class RetrievalTask(nn.Module):
                 (row-major), so that sampled negatives can be shared per window.
             weights: ``[Q]`` positive weights of the queries' losses (a weighted mean), or
                 None for equal weights.
+            seen: int64 ``[Q, S]`` items each query has already seen (0 = none); required
+                with ``exclude_seen``, ignored otherwise.
         """
+        if self.exclude_seen and seen is None:
+            raise ValueError("exclude_seen needs the items each query has seen (seen=...)")
+        seen = seen if self.exclude_seen else None
         ctx = distributed.context()
         if not ctx.active:
-            return self._loss(queries, positives, layout, weights, None)
+            return self._loss(queries, positives, layout, weights, seen, None)
         # Under torchrun: candidates of the global batch, and this rank's mean loss weighted by
         # its share of the global batch, so that DDP's average of the ranks' gradients is the
         # gradient of the global mean.
@@ -112,14 +123,19 @@ class RetrievalTask(nn.Module):
         windows = 0 if layout is None else len(layout)
         table = distributed.sizes(len(positives), windows, mass, device=positives.device)
         shard = Shard(ctx.rank, table[:, 0].astype(np.int64), table[:, 1].astype(np.int64))
-        loss = self._loss(queries, positives, layout, weights, shard)
+        loss = self._loss(queries, positives, layout, weights, seen, shard)
         return loss * (mass * ctx.world / float(table[:, 2].sum()))
 
-    def _loss(self, queries, positives, layout, weights, shard: Shard | None) -> torch.Tensor:
+    def _loss(self, queries, positives, layout, weights, seen, shard) -> torch.Tensor:
         scale = self.temperature.inverse()
         if self.fused:
             (full,) = self.negatives.candidates(positives, None)
             scores = self.similarity.pairwise(queries, self.encode_items(full.ids), scale)
+            if seen is not None:  # column j holds item j + 1
+                hide = torch.zeros(len(seen), len(full.ids) + 1, dtype=torch.bool,
+                                   device=seen.device).scatter_(1, seen, True)  # fmt: skip
+                hide[torch.arange(len(positives), device=seen.device), positives] = False
+                scores = scores.masked_fill(hide[:, 1:], float("-inf"))
             if weights is None:
                 return F.cross_entropy(scores, positives - 1)  # column j holds item j + 1
             rows = F.cross_entropy(scores, positives - 1, reduction="none")
@@ -133,6 +149,9 @@ class RetrievalTask(nn.Module):
             positives, positive_vectors, layout, self.generator, shard
         ):
             neg, mask = self._negatives(queries, positives, candidates, scale, layout)
+            if seen is not None:
+                mask = mask & ~self._seen(seen, self._per_query(
+                    candidates.ids, candidates, len(positives), layout), positives)  # fmt: skip
             negs.append(neg)
             masks.append(mask)
         neg, mask = (
@@ -174,6 +193,14 @@ class RetrievalTask(nn.Module):
         return neg, mask
 
     @staticmethod
+    def _seen(seen: torch.Tensor, ids: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        """``[Q, N]`` boolean: candidate ``ids[q, n]`` is among ``seen[q]`` and is not the
+        query's positive (one sorted search per row, no ``[Q, catalogue]`` table)."""
+        ordered = seen.sort(dim=1).values
+        at = torch.searchsorted(ordered, ids.contiguous()).clamp_max_(ordered.shape[1] - 1)
+        return (ordered.gather(1, at) == ids) & (ids > 0) & (ids != positives[:, None])
+
+    @staticmethod
     def _per_query(
         values: torch.Tensor, candidates: Candidates, n_queries: int, layout: torch.Tensor | None
     ) -> torch.Tensor:
@@ -188,5 +215,5 @@ class RetrievalTask(nn.Module):
         return (
             f"mode={self.mode.value}, similarity={self.similarity!r}, "
             f"negatives={type(self.negatives).__name__}, logq={self.logq}, "
-            f"mask_hits={self.mask_hits}, fused={self.fused}"
+            f"mask_hits={self.mask_hits}, exclude_seen={self.exclude_seen}, fused={self.fused}"
         )

@@ -263,8 +263,8 @@ class _Step(nn.Module):
         self.model, self.task = model, task
 
     def forward(self, batch: Batch | SequenceBatch) -> torch.Tensor:
-        queries, positives, layout, weights = batch.training_pairs(self.model)
-        return self.task.loss(queries, positives, layout, weights)
+        pairs = batch.training_pairs(self.model, seen=self.task.exclude_seen)
+        return self.task.loss(*pairs)
 
 
 class Trainer:

@@ -63,12 +63,15 @@ class TrainingPairs(NamedTuple):
             (row-major order), so that negatives can be shared per window; None for
             independent samples.
         weights: ``[Q]`` weights of the pairs' losses (the interactions' weights), or None.
+        seen: int64 ``[Q, S]`` the items each query has already seen (0 = none), when asked
+            for: a task that excludes seen items from the negatives reads them.
     """
 
     queries: torch.Tensor
     positives: torch.Tensor
     layout: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    seen: torch.Tensor | None = None
 
 
 class UserEncoder(Protocol):
@@ -115,14 +118,17 @@ class Batch:
             weights,
         )
 
-    def training_pairs(self, model: UserEncoder) -> TrainingPairs:
+    def training_pairs(self, model: UserEncoder, seen: bool = False) -> TrainingPairs:
         """One query per sample: ``encode_users`` and the targets. A multi-interest model's
         ``[B, K, D]`` users become the interest that matches each target best (label-aware,
-        ``model.select_interest``)."""
+        ``model.select_interest``). ``seen``: also return each sample's history as the items
+        it has seen."""
         queries = model.encode_users(self)
         if queries.dim() == 3:
             queries = model.select_interest(queries, self.targets)
-        return TrainingPairs(queries, self.targets, None, self.weights)
+        return TrainingPairs(
+            queries, self.targets, None, self.weights, self.history if seen else None
+        )
 
 
 @dataclass(frozen=True)
@@ -161,9 +167,15 @@ class SequenceBatch:
             self.users.to(device), self.history.to(device), self.targets.to(device), weights
         )
 
-    def training_pairs(self, model: PositionEncoder) -> TrainingPairs:
-        """Every real position of every window is a query: one pass, many pairs."""
+    def training_pairs(self, model: PositionEncoder, seen: bool = False) -> TrainingPairs:
+        """Every real position of every window is a query: one pass, many pairs. ``seen``:
+        also return the window's items up to each position (``[Q, L]``, 0 elsewhere)."""
         layout = self.layout  # (W, L)
         queries = model.encode_positions(self)[layout]  # (Q, D)
         weights = None if self.weights is None else self.weights[layout]
-        return TrainingPairs(queries, self.targets[layout], layout, weights)
+        items = None
+        if seen:
+            length = self.history.shape[1]
+            upto = self.history.new_ones((length, length)).tril()  # (L, L): 1 where key k <= j
+            items = (self.history[:, None, :] * upto[None])[layout]  # (Q, L)
+        return TrainingPairs(queries, self.targets[layout], layout, weights, items)

@@ -16,7 +16,14 @@ from towerkit.data.readers import (
     read_side_table,
 )
 from towerkit.data.sequences import Sequences, item_counts
-from towerkit.data.split import Split, Targets, last_fraction, leave_one_out, temporal_split
+from towerkit.data.split import (
+    Split,
+    Targets,
+    held_out_users,
+    last_fraction,
+    leave_one_out,
+    temporal_split,
+)
 from towerkit.data.vocab import Vocab
 from towerkit.types import FeatureTable
 
@@ -56,6 +63,7 @@ __all__ = [
     "encode",
     "encode_features",
     "gather_history",
+    "held_out_users",
     "item_counts",
     "last_fraction",
     "leave_one_out",

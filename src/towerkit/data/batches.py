@@ -81,8 +81,8 @@ class TrainingBatches:
         self.seed = seed
         self.drop_last = drop_last
         seqs = split.sequences
-        # Training positions t >= 1 of each user: absolute positions in [start + 1, train_end).
-        lengths = np.maximum(split.train_end - seqs.offsets[:-1] - 1, 0)
+        # Training positions t >= 1 of each user: absolute positions in [start + 1, fit_end).
+        lengths = np.maximum(split.fit_end - seqs.offsets[:-1] - 1, 0)
         self.users = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
         first = seqs.offsets[:-1] + 1
         self.positions = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(
@@ -182,14 +182,15 @@ class SequenceBatches:
         self.context, self.bucket = context, bucket
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         starts = split.sequences.offsets[:-1]
-        n_targets = np.maximum(split.train_end - starts - 1, 0)  # positions start+1 .. end-1
+        fit_end = split.fit_end
+        n_targets = np.maximum(fit_end - starts - 1, 0)  # positions start+1 .. end-1
         n_windows = -(-n_targets // max_len)  # ceil
         self.users = np.repeat(np.arange(len(n_targets), dtype=np.int64), n_windows)
-        # Window k (0 = the most recent) of a user ends (exclusive) at train_end - k * max_len.
+        # Window k (0 = the most recent) of a user ends (exclusive) at fit_end - k * max_len.
         back = np.arange(int(n_windows.sum()), dtype=np.int64) - np.repeat(
             np.cumsum(n_windows) - n_windows, n_windows
         )
-        self.ends = split.train_end[self.users] - back * max_len
+        self.ends = fit_end[self.users] - back * max_len
         self.begins = np.maximum(self.ends - max_len, starts[self.users] + 1)
         self.starts = starts[self.users]
         self.n_samples = int(n_targets.sum())

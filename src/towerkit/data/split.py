@@ -5,9 +5,13 @@ A :class:`Split` cuts every user's time-ordered sequence into three consecutive 
     offsets[u] ........ train_end[u] ........ valid_end[u] ........ offsets[u + 1]
     |---- training ------|---- validation ----|------- test --------|
 
-Both split kinds share this form. Leave-one-out puts the last interaction in test and the one
+Every split kind shares this form. Leave-one-out puts the last interaction in test and the one
 before it in validation; the temporal split cuts at global timestamps. The history of a target
 is everything before its part starts: training for validation, training + validation for test.
+
+A split may also hold users out (ComiRec's protocol, :func:`held_out_users`): a held-out user's
+"training" part is only the input of their targets and never trains the model
+(:attr:`Split.fit_end`).
 """
 
 from __future__ import annotations
@@ -49,11 +53,14 @@ class Split:
         sequences: the full time-ordered sequences.
         train_end: int64 ``[n_users + 1]`` absolute position where training ends.
         valid_end: int64 ``[n_users + 1]`` absolute position where validation ends.
+        held_out: boolean ``[n_users]``: users whose training part is evaluation input only,
+            never trained on (None: no user is held out).
     """
 
     sequences: Sequences
     train_end: np.ndarray
     valid_end: np.ndarray
+    held_out: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         starts, ends = self.sequences.offsets[:-1], self.sequences.offsets[1:]
@@ -64,14 +71,25 @@ class Split:
         )
         if not ok.all():
             raise ValueError("split boundaries must satisfy start <= train_end <= valid_end <= end")
+        if self.held_out is not None and self.held_out.shape != starts.shape:
+            raise ValueError(f"held_out must hold one flag per user ({len(starts)})")
+
+    @property
+    def fit_end(self) -> np.ndarray:
+        """int64 ``[n_users]`` absolute position where the part the model trains on ends:
+        ``train_end``, or the user's start for a held-out user."""
+        if self.held_out is None:
+            return self.train_end
+        return np.where(self.held_out, self.sequences.offsets[:-1], self.train_end)
 
     @property
     def n_users(self) -> int:
         return self.sequences.n_users
 
     def train(self) -> Sequences:
-        """The training part of every user's sequence, as its own CSR."""
-        return self.sequences.select(self.sequences.offsets[:-1], self.train_end)
+        """The part of every user's sequence the model trains on, as its own CSR (empty for
+        held-out users)."""
+        return self.sequences.select(self.sequences.offsets[:-1], self.fit_end)
 
     def targets(self, stage: Stage) -> Targets:
         """All targets of ``"valid"`` or ``"test"`` with the end of each one's history.
@@ -157,3 +175,36 @@ def last_fraction(sequences: Sequences, valid: float = 0.1, test: float = 0.1) -
     valid_end = ends - n_test
     train_end = valid_end - n_valid
     return Split(sequences, train_end=train_end, valid_end=valid_end)
+
+
+def held_out_users(
+    sequences: Sequences,
+    valid: float = 0.1,
+    test: float = 0.1,
+    history: float = 0.8,
+    seed: int = 0,
+) -> Split:
+    """ComiRec's protocol (Cen et al., KDD 2020): users are shuffled (seeded) and divided
+    into training, validation and test users (``1 - valid - test : valid : test``); a training
+    user's whole sequence trains; a validation or test user is never trained on, and the first
+    ``floor(history * n)`` of their ``n`` interactions are the input of the rest, the targets
+    (at least one of each for ``n >= 2``; a user of one interaction has only a target).
+    """
+    if not (0 <= valid < 1 and 0 < test < 1 and valid + test < 1):
+        raise ValueError(f"need 0 <= valid, 0 < test and valid + test < 1, got {valid}, {test}")
+    if not 0 < history < 1:
+        raise ValueError(f"history must be between 0 and 1, got {history}")
+    starts, ends = sequences.offsets[:-1], sequences.offsets[1:]
+    lengths = ends - starts
+    users = np.flatnonzero(lengths > 0)  # (id 0, padding, has no interaction)
+    order = users[np.random.default_rng(seed).permutation(len(users))]
+    n_test = round(test * len(users))
+    n_valid = round(valid * len(users))
+    role = np.zeros(len(starts), dtype=np.int8)  # 0 train, 1 valid, 2 test
+    role[order[:n_test]] = 2
+    role[order[n_test : n_test + n_valid]] = 1
+    most = np.maximum(lengths - 1, 0)  # keep a target
+    cut = starts + np.clip(np.floor(lengths * history).astype(np.int64), np.minimum(1, most), most)
+    train_end = np.where(role == 0, ends, cut)
+    valid_end = np.where(role == 1, ends, train_end)
+    return Split(sequences, train_end=train_end, valid_end=valid_end, held_out=role > 0)
