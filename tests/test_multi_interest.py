@@ -4,6 +4,8 @@ best interest's score."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -217,7 +219,36 @@ def test_multi_interest_models_beat_popularity(name, negatives, walk_prepared):
     assert outcome.metrics["test"]["hr@10"] > 2 * outcome.popularity["hr@10"]
 
 
-def test_a_multi_interest_run_recommends_and_refuses_export(offline_ml100k, tmp_path):
+@pytest.mark.parametrize("name", ["comirec_sa", "youtube_dnn"])
+def test_comirec_protocol_trains_on_training_users_only_and_beats_popularity(name, walk_prepared):
+    """ComiRec's protocol end to end: held-out users, recall at 20, nothing masked."""
+    from conftest import small_config
+    from towerkit import pipeline
+    from towerkit.data import Prepared, held_out_users
+
+    split = held_out_users(walk_prepared.split.sequences, valid=0.2, test=0.2, seed=0)
+    prepared = Prepared(walk_prepared.encoded, split, walk_prepared.titles)
+    model = {"name": name, "embedding_dim": 16}
+    if name == "comirec_sa":
+        model["interests"] = 3
+    config = small_config(
+        data={"split": {"kind": "held_out_users", "valid": 0.2, "test": 0.2}},
+        model=model, train={"epochs": 5, "lr": 0.01},
+        eval={"mask_seen": False, "ks": [10, 20]},
+    )  # fmt: skip
+    assert pipeline.make_split(config.data.split, split.sequences).held_out.tolist() == (
+        split.held_out.tolist()
+    )
+    batches = pipeline.build_batches(config, prepared, pipeline.build_model(config, prepared))
+    trained = set(np.asarray(batches.users).tolist())
+    assert trained and not trained & set(np.flatnonzero(split.held_out).tolist())
+    outcome = pipeline.train(config, prepared)
+    test = outcome.metrics["test"]
+    assert set(test) >= {"recall@20", "hr@20", "ndcg@20"}
+    assert test["recall@20"] > 1.5 * outcome.popularity["recall@20"]  # 20 of only 60 items
+
+
+def test_a_multi_interest_run_recommends_and_exports(offline_ml100k, tmp_path):
     import subprocess
     import sys
 
@@ -240,6 +271,7 @@ def test_a_multi_interest_run_recommends_and_refuses_export(offline_ml100k, tmp_
     assert done.returncode == 0, done.stderr
     recommended = towerkit("recommend", str(run), "--user", "1", "-k", "5")
     assert recommended.returncode == 0, recommended.stderr
-    refused = towerkit("export", str(run), "--out", str(tmp_path / "export"))
-    assert refused.returncode == 1 and "multi-interest model (mind)" in refused.stderr
-    assert "Traceback" not in refused.stderr and not (tmp_path / "export").exists()
+    exported = towerkit("export", str(run), "--out", str(tmp_path / "export"))
+    assert exported.returncode == 0, exported.stderr
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert manifest["model"] == "mind" and manifest["onnx"]["parity"] <= 1e-5

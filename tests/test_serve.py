@@ -32,6 +32,9 @@ MODELS = {
     "sasrec": {"name": "sasrec", "embedding_dim": 16, "n_heads": 2},
     "sasrec-filter": {"name": "sasrec", "embedding_dim": 16, "filter_mix": 0.5},
     "gru4rec": {"name": "gru4rec", "embedding_dim": 16, "hidden_size": 24},
+    "comirec_sa": {"name": "comirec_sa", "embedding_dim": 16, "interests": 3},
+    "comirec_dr": {"name": "comirec_dr", "embedding_dim": 16, "interests": 3},
+    "mind": {"name": "mind", "embedding_dim": 16, "interests": 3},
 }
 
 
@@ -323,6 +326,35 @@ def test_a_run_directory_is_served_through_onnx(runs):
         assert len(direct.post("/recommend", {"history": [1, 2]}).json()["items"]) == 10
     finally:
         direct.stop()
+
+
+def test_a_multi_interest_model_is_served_as_towerkit_recommend_gives(runs, tmp_path):
+    """K query vectors per user through the ONNX tower, searched per interest and merged, in
+    the server's micro-batches as in `Retriever.from_run`."""
+    run = RunDir(runs["comirec_sa"])
+    out = export_run(run, tmp_path / "mi")
+    stored = ExportDir(out).retriever().user_vectors
+    assert stored.shape == (len(run.user_vocab) + 1, 3, 16)
+    retriever = Retriever.from_run(run)
+    served = Server(out)
+    try:
+        users = [int(u) for u in run.user_vocab.raw[[0, 5, 9]]]
+        history = [int(i) for i in run.item_vocab.raw[[3, 9, 4]]]
+        answers = served.post("/recommend/batch", {"queries": [
+            {"user": users[0], "k": 5}, {"history": history, "k": 5}, {"user": users[1]},
+            {"user": users[2], "k": 3}]}).json()["results"]  # fmt: skip
+        expected = [
+            retriever.recommend([users[0]], 5),
+            retriever.recommend_history([history], 5),
+            retriever.recommend([users[1]], 10),
+            retriever.recommend([users[2]], 3),
+        ]
+        for answer, want in zip(answers, expected, strict=True):
+            assert [i["id"] for i in answer["items"]] == list(want.items[0])
+            np.testing.assert_allclose([i["score"] for i in answer["items"]], want.scores[0],
+                                       atol=1e-5)  # fmt: skip
+    finally:
+        served.stop()
 
 
 def test_the_openapi_schema_fuzzed_gives_no_server_error(server):

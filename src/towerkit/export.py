@@ -4,11 +4,13 @@
 
     EXPORT/
       manifest.json      model, similarity, dimensions, inputs, versions, sha256 of every file
-      user_tower.onnx    the user tower: (users, history, side features) -> query vectors;
-                         dynamic batch size and history length
+      user_tower.onnx    the user tower: (users, history, side features) -> query vectors
+                         ([B, D], or [B, K, D] for a multi-interest model); dynamic batch
+                         size and history length
       items.parquet      item, title (when known), vector
       users.parquet      user, history (raw item ids, oldest first), vector: the query of the
-                         whole history, what serving a known user returns
+                         whole history, what serving a known user returns (K * D numbers for
+                         K interests)
       vocab/, features/  as in the run directory (raw ids; encoded user side features)
       index/             the configured index over the item vectors (towerkit.index format)
 
@@ -39,7 +41,6 @@ from towerkit.data.batches import gather_history
 from towerkit.errors import TowerkitError
 from towerkit.files import staging_dir
 from towerkit.index import Index, load_index, make_index
-from towerkit.models import MODELS, MultiInterestModel
 from towerkit.retrieval import Retriever, TorchTower
 from towerkit.runs import (
     FEATURES_DIR,
@@ -161,11 +162,6 @@ def export_run(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: exists and is not empty; pick another --out")
     config = run.config
-    if issubclass(MODELS[config.model.name], MultiInterestModel):  # users are [B, K, D]
-        raise ExportError(
-            f"{run.path}: a multi-interest model ({config.model.name}) cannot be exported or "
-            "served yet; `towerkit recommend` and `Retriever.from_run` serve it"
-        )
     kind = index or config.eval.index
     if index_options is None:
         index_options = dict(config.eval.index_options) if kind == config.eval.index else {}
@@ -343,9 +339,10 @@ class ExportDir(SavedVocabularies):
         offsets = lists.offsets.to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], offsets - offsets[0]])
         dim = item_vectors.shape[1]
-        user_vectors = np.concatenate(
-            [np.zeros((1, dim), np.float32), _matrix(users.column("vector"))]
-        )
+        stored = _matrix(users.column("vector"))  # [U, D], or [U, K * D] for K interests
+        if stored.shape[1] != dim:
+            stored = stored.reshape(len(stored), -1, dim)
+        user_vectors = np.concatenate([np.zeros((1, *stored.shape[1:]), np.float32), stored])
         sim = self.manifest["similarity"]
         similarity = get_similarity(sim["name"], normalize=sim["normalize"])
         shipped = index is None or (index == self.manifest["index"]["kind"] and not index_options)

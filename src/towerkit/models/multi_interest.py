@@ -43,7 +43,9 @@ def route(
         behaviours: ``[B, K, L, D]`` mapped behaviour capsules (one map per interest, or the
             same map broadcast).
         mask: ``[B, L]`` true for real items.
-        logits: ``[B, K, L]`` initial routing logits.
+        logits: ``[B, K, L]`` initial routing logits, or any shape that broadcasts to it
+            (``[K, L]``, ``[K, 1]``): no tensor sized by the batch, so a traced (ONNX) tower
+            keeps a dynamic batch.
 
     Returns:
         ``[B, K, D]`` interest capsules.
@@ -51,7 +53,7 @@ def route(
     b = logits
     keep = mask[:, None, :].to(behaviours.dtype)  # (B, 1, L)
     for step in range(iterations):
-        weights = torch.softmax(b, dim=1) * keep  # each behaviour over the interests
+        weights = torch.softmax(b, dim=-2) * keep  # each behaviour over the interests
         last = step == iterations - 1
         # Only the last pass carries gradients: the logits are routing state, not parameters.
         mapped = behaviours if last else behaviours.detach()
@@ -146,7 +148,7 @@ class ComiRecDR(MultiInterestModel):
 
     def interests(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         behaviours = torch.einsum("kde,ble->bkld", self.maps, embedded)  # (B, K, L, D)
-        logits = embedded.new_zeros(len(embedded), self.n_interests, embedded.shape[1])
+        logits = embedded.new_zeros(self.n_interests, 1)  # uniform over the interests
         return route(behaviours, mask, logits, self.iterations)
 
 
@@ -176,7 +178,7 @@ class MIND(MultiInterestModel):
     def interests(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         length = embedded.shape[1]
         behaviours = self.map(embedded)[:, None].expand(-1, self.n_interests, -1, -1)
-        logits = self.start_logits[:, -length:].expand(len(embedded), -1, -1)
+        logits = self.start_logits[:, -length:]  # (K, L), the same for every user
         return self.out(route(behaviours, mask, logits, self.iterations))
 
 

@@ -153,16 +153,19 @@ def run_jobs(jobs: Sequence[Job]) -> list[Any]:
 
 def _run_group(jobs: list[Job], positions: list[int], results: list[Any]) -> None:
     retriever = jobs[0].served.retriever
-    dim = retriever.item_vectors.shape[1]
-    queries = np.empty((len(jobs), dim), dtype=np.float32)
     known = [i for i, job in enumerate(jobs) if job.history is None]
     new = [i for i, job in enumerate(jobs) if job.history is not None]
+    blocks = []
     if known:
-        queries[known] = retriever.user_queries(np.asarray([jobs[i].user for i in known]))
+        blocks.append((known, retriever.user_queries(np.asarray([jobs[i].user for i in known]))))
     if new:
-        queries[new] = retriever.history_queries(
+        blocks.append((new, retriever.history_queries(
             [jobs[i].history for i in new], [jobs[i].features for i in new]
-        )
+        )))  # fmt: skip
+    # [D] per job, or [K, D] for a multi-interest model (searched per interest, merged)
+    queries = np.empty((len(jobs), *blocks[0][1].shape[1:]), dtype=np.float32)
+    for rows, block in blocks:
+        queries[rows] = block
     recs = retriever.search(queries, max(job.k for job in jobs), [job.exclude for job in jobs])
     for row, (job, position) in enumerate(zip(jobs, positions, strict=True)):
         results[position] = to_items(recs, row, job.k)
