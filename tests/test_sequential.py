@@ -387,8 +387,8 @@ def test_windows_give_each_position_the_items_it_has_seen():
             if targets[w, j] > 0:
                 row = [int(v) for v in history[w, : j + 1] if v > 0]
                 want.append(sorted(row))
-    got = [sorted(int(v) for v in row if v > 0) for row in pairs.seen]
-    assert got == want
+    got = [sorted(int(v) for v in row if v > 0) for row in pairs.seen.items]
+    assert got == want and pairs.seen.before is None
     assert pairs.positives.tolist() == [7, 9, 2, 6, 3, 4, 3, 8, 1]
 
 
@@ -412,9 +412,32 @@ def test_exclude_seen_reaches_the_task_through_the_config(walk_prepared):
     scores = task.similarity.pairwise(queries, items, task.temperature.inverse())
     hide = torch.zeros_like(scores, dtype=torch.bool)
     for q in range(len(positives)):
-        for item in seen[q].tolist():
+        for item in [*seen.items[q].tolist(), *seen.before[seen.window[q]].tolist()]:
             if item > 0 and item != positives[q]:
                 hide[q, item - 1] = True
     assert hide.any()
     want = torch.nn.functional.cross_entropy(scores.masked_fill(hide, -torch.inf), positives - 1)
     torch.testing.assert_close(loss, want)
+
+
+def test_windows_carry_every_item_before_them_when_asked():
+    """``before=True``: each window's queries have seen the user's whole training sequence
+    up to them, windows of long users included (windows of 4 over users of up to 11 items)."""
+    seqs = Sequences(items=np.arange(1, 21), offsets=np.array([0, 0, 11, 14, 20]),
+                     timestamps=np.arange(20))  # fmt: skip
+    split = leave_one_out(seqs)
+    plain = SequenceBatches(split, batch_size=3, max_len=4, shuffle=False)
+    windows = SequenceBatches(split, batch_size=3, max_len=4, shuffle=False, before=True)
+    model = SASRec(20, embedding_dim=8, max_len=4)
+    checked = 0
+    for batch, same in zip(windows.epoch(0), plain.epoch(0), strict=True):
+        assert same.before is None and torch.equal(batch.history, same.history)
+        pairs = batch.training_pairs(model, seen=True)
+        for q, target in enumerate(pairs.positives.tolist()):
+            u = int(np.searchsorted(seqs.offsets, target - 1, side="right")) - 1
+            earlier = set(range(int(seqs.offsets[u]) + 1, target))  # items are positions + 1
+            known = {*pairs.seen.items[q].tolist(), *pairs.seen.before[pairs.seen.window[q]]
+                     .tolist()} - {0}  # fmt: skip
+            assert known == earlier
+            checked += 1
+    assert checked == windows.n_samples

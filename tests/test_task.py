@@ -19,6 +19,7 @@ from towerkit.negatives import (
 from towerkit.objectives import listwise
 from towerkit.similarity import Cosine, Dot, Euclidean, Temperature
 from towerkit.task import RetrievalTask
+from towerkit.types import Seen
 
 # Items 1 and 2 are the unit vectors; item 3 is (1, 1). Row 0 is padding.
 TABLE = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
@@ -188,11 +189,11 @@ def test_exclude_seen_drops_the_history_from_the_full_softmax_but_keeps_the_posi
     task = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot(), exclude_seen=True)
     # Scores vs items 1, 2, 3: query 0 (1, 0, 1) keeps only item 1: loss 0.
     # Query 1 (0, 2, 2) keeps items 2 (its positive) and 3: log(e^2 + e^2) - 2 = log 2.
-    assert task.loss(queries, positives, seen=seen).item() == pytest.approx(math.log(2) / 2)
+    assert task.loss(queries, positives, seen=Seen(seen)).item() == pytest.approx(math.log(2) / 2)
     with pytest.raises(ValueError, match="seen"):
         task.loss(queries, positives)
     plain = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot())
-    assert plain.loss(queries, positives, seen=seen) == plain.loss(queries, positives)
+    assert plain.loss(queries, positives, seen=Seen(seen)) == plain.loss(queries, positives)
 
 
 def test_exclude_seen_masks_sampled_and_in_batch_candidates_the_query_has_seen():
@@ -212,4 +213,29 @@ def test_exclude_seen_masks_sampled_and_in_batch_candidates_the_query_has_seen()
         0.0,
         softplus(math.log(math.exp(3) + math.exp(0)) - 3),
     ]
-    assert task.loss(queries, positives, seen=seen).item() == pytest.approx(np.mean(rows))
+    assert task.loss(queries, positives, seen=Seen(seen)).item() == pytest.approx(np.mean(rows))
+
+
+@pytest.mark.parametrize("kind", ["full", "sampled"])
+def test_items_seen_before_a_window_are_excluded_for_each_of_its_queries(kind):
+    """``Seen.before``: a window's earlier items count as seen by every query of the window,
+    exactly as if each query listed them itself."""
+    torch.manual_seed(0)
+    table = torch.randn(9, 4)
+    queries, positives = torch.randn(5, 4), torch.tensor([1, 2, 3, 4, 5])
+    items = torch.tensor([[6, 0], [6, 7], [0, 0], [8, 0], [8, 2]])
+    before = torch.tensor([[0, 3, 2], [5, 4, 1]])  # window 0: 3, 2; window 1: 5, 4, 1
+    window = torch.tensor([0, 0, 1, 1, 1])
+    if kind == "full":
+        negatives = FullNegatives(8)
+    else:
+        negatives = SampledNegatives(CatalogueSampler.uniform(8), n=6)
+    task = RetrievalTask(lambda ids: table[ids], negatives=negatives, similarity=Dot(),
+                         logq=False, exclude_seen=True, seed=3)  # fmt: skip
+    got = task.loss(queries, positives, seen=Seen(items, before, window))
+    flat = torch.cat([items, before[window]], 1)  # each query's own full list
+    task.generator.manual_seed(3)
+    want = task.loss(queries, positives, seen=Seen(flat))
+    torch.testing.assert_close(got, want)
+    task.generator.manual_seed(3)
+    assert not torch.allclose(got, task.loss(queries, positives, seen=Seen(items)))

@@ -464,9 +464,9 @@ class TemperatureConfig(_Section):
 class _Negatives(_Section):
     exclude_seen: bool = Field(
         default=False,
-        description="items a query has already seen (its history; for sequence windows the "
-        "window's items up to its position) are not its negatives, as the evaluation masks "
-        "them from every ranking",
+        description="items a query has already seen are not its negatives, as the "
+        "evaluation masks them from every ranking (windows of positions: everything before the "
+        "position; per-sample batches: the sample's history of max_len items)",
     )
 
 

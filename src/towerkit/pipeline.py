@@ -299,9 +299,10 @@ def build_batches(
 ) -> TrainingBatches | SequenceBatches:
     """Independent samples, or windows of positions (sequential models; ``train.windows``)."""
     t, max_len = config.train, config.data.max_len
+    seen = config.negatives.exclude_seen  # windows also carry what came before them
     if model.sequential:
         return SequenceBatches(
-            prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed
+            prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed, before=seen
         )
     if t.windows:
         # As many windows per batch as hold batch_size samples on average (windows are often
@@ -315,6 +316,7 @@ def build_batches(
             max_len=t.windows,
             context=max_len - 1,
             seed=t.seed,
+            before=seen,
         )
     return TrainingBatches(prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed)
 

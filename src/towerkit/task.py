@@ -40,6 +40,7 @@ from towerkit import distributed
 from towerkit.negatives import Candidates, Negatives, Shard
 from towerkit.objectives import Mode, get_objective, parse_mode
 from towerkit.similarity import Similarity, Temperature, get_similarity
+from towerkit.types import Seen
 
 ItemEncoder = Callable[[torch.Tensor], torch.Tensor]
 
@@ -95,7 +96,7 @@ class RetrievalTask(nn.Module):
         positives: torch.Tensor,
         layout: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
-        seen: torch.Tensor | None = None,
+        seen: Seen | None = None,
     ) -> torch.Tensor:
         """The mean loss of a batch (under torchrun: this rank's share of the global batch's
         mean, see :mod:`towerkit.distributed`).
@@ -107,8 +108,8 @@ class RetrievalTask(nn.Module):
                 (row-major), so that sampled negatives can be shared per window.
             weights: ``[Q]`` positive weights of the queries' losses (a weighted mean), or
                 None for equal weights.
-            seen: int64 ``[Q, S]`` items each query has already seen (0 = none); required
-                with ``exclude_seen``, ignored otherwise.
+            seen: the items each query has already seen (:class:`~towerkit.types.Seen`);
+                required with ``exclude_seen``, ignored otherwise.
         """
         if self.exclude_seen and seen is None:
             raise ValueError("exclude_seen needs the items each query has seen (seen=...)")
@@ -132,9 +133,7 @@ class RetrievalTask(nn.Module):
             (full,) = self.negatives.candidates(positives, None)
             scores = self.similarity.pairwise(queries, self.encode_items(full.ids), scale)
             if seen is not None:  # column j holds item j + 1
-                hide = torch.zeros(len(seen), len(full.ids) + 1, dtype=torch.bool,
-                                   device=seen.device).scatter_(1, seen, True)  # fmt: skip
-                hide[torch.arange(len(positives), device=seen.device), positives] = False
+                hide = self._hide(seen, len(full.ids), positives)
                 scores = scores.masked_fill(hide[:, 1:], float("-inf"))
             if weights is None:
                 return F.cross_entropy(scores, positives - 1)  # column j holds item j + 1
@@ -193,12 +192,33 @@ class RetrievalTask(nn.Module):
         return neg, mask
 
     @staticmethod
-    def _seen(seen: torch.Tensor, ids: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-        """``[Q, N]`` boolean: candidate ``ids[q, n]`` is among ``seen[q]`` and is not the
-        query's positive (one sorted search per row, no ``[Q, catalogue]`` table)."""
-        ordered = seen.sort(dim=1).values
-        at = torch.searchsorted(ordered, ids.contiguous()).clamp_max_(ordered.shape[1] - 1)
-        return (ordered.gather(1, at) == ids) & (ids > 0) & (ids != positives[:, None])
+    def _hide(seen: Seen, n_items: int, positives: torch.Tensor) -> torch.Tensor:
+        """``[Q, n_items + 1]`` boolean: the items each query has seen, its positive excepted
+        (for the full softmax, whose ``[Q, n_items]`` scores are as large)."""
+        device = positives.device
+        hide = torch.zeros(len(positives), n_items + 1, dtype=torch.bool, device=device)
+        hide.scatter_(1, seen.items, True)
+        if seen.before is not None:  # one row per window, read by each of its queries
+            windows = torch.zeros(len(seen.before), n_items + 1, dtype=torch.bool, device=device)
+            hide |= windows.scatter_(1, seen.before, True)[seen.window]
+        hide[torch.arange(len(positives), device=device), positives] = False
+        return hide
+
+    @staticmethod
+    def _seen(seen: Seen, ids: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        """``[Q, N]`` boolean: candidate ``ids[q, n]`` was seen by query ``q`` and is not its
+        positive. Membership of (row, item) keys, so no ``[Q, catalogue]`` table is built."""
+        stride = int(max(ids.max(), seen.items.max())) + 1
+        if seen.before is not None:
+            stride = max(stride, int(seen.before.max()) + 1)
+        rows = torch.arange(len(ids), device=ids.device)[:, None] * stride
+        keys = rows + seen.items
+        found = torch.isin(rows + ids, keys[seen.items > 0])
+        if seen.before is not None:
+            windows = torch.arange(len(seen.before), device=ids.device)[:, None] * stride
+            before = (windows + seen.before)[seen.before > 0]
+            found |= torch.isin(seen.window[:, None] * stride + ids, before)
+        return found & (ids > 0) & (ids != positives[:, None])
 
     @staticmethod
     def _per_query(

@@ -53,6 +53,23 @@ class FeatureTable:
         return self.vocabs[name].size
 
 
+@dataclass(frozen=True)
+class Seen:
+    """The items queries have already seen (0 = none): a training task that excludes seen
+    items from the negatives reads them.
+
+    Attributes:
+        items: int64 ``[Q, S]`` per query.
+        before: int64 ``[W, P]`` per window of positions, items seen before the window began,
+            shared by the window's queries (None: nothing before the windows).
+        window: int64 ``[Q]`` the window of each query (with ``before``).
+    """
+
+    items: torch.Tensor
+    before: torch.Tensor | None = None
+    window: torch.Tensor | None = None
+
+
 class TrainingPairs(NamedTuple):
     """What a batch trains: query vectors and the item each must retrieve.
 
@@ -63,15 +80,14 @@ class TrainingPairs(NamedTuple):
             (row-major order), so that negatives can be shared per window; None for
             independent samples.
         weights: ``[Q]`` weights of the pairs' losses (the interactions' weights), or None.
-        seen: int64 ``[Q, S]`` the items each query has already seen (0 = none), when asked
-            for: a task that excludes seen items from the negatives reads them.
+        seen: the items each query has already seen, when asked for (:class:`Seen`).
     """
 
     queries: torch.Tensor
     positives: torch.Tensor
     layout: torch.Tensor | None = None
     weights: torch.Tensor | None = None
-    seen: torch.Tensor | None = None
+    seen: Seen | None = None
 
 
 class UserEncoder(Protocol):
@@ -127,7 +143,7 @@ class Batch:
         if queries.dim() == 3:
             queries = model.select_interest(queries, self.targets)
         return TrainingPairs(
-            queries, self.targets, None, self.weights, self.history if seen else None
+            queries, self.targets, None, self.weights, Seen(self.history) if seen else None
         )
 
 
@@ -142,12 +158,15 @@ class SequenceBatch:
             at column ``j`` has seen ``history[:, : j + 1]`` and must predict ``targets[:, j]``.
         weights: float ``[W, L]`` weights of the targets' interactions (0 under padding), or
             None.
+        before: int64 ``[W, P]`` the user's items before the window's inputs (left-padded
+            with 0), when the batches were asked for them (to exclude seen items), or None.
     """
 
     users: torch.Tensor
     history: torch.Tensor
     targets: torch.Tensor
     weights: torch.Tensor | None = None
+    before: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -163,19 +182,27 @@ class SequenceBatch:
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         weights = None if self.weights is None else self.weights.to(device)
+        before = None if self.before is None else self.before.to(device)
         return SequenceBatch(
-            self.users.to(device), self.history.to(device), self.targets.to(device), weights
-        )
+            self.users.to(device), self.history.to(device), self.targets.to(device), weights,
+            before,
+        )  # fmt: skip
 
     def training_pairs(self, model: PositionEncoder, seen: bool = False) -> TrainingPairs:
         """Every real position of every window is a query: one pass, many pairs. ``seen``:
-        also return the window's items up to each position (``[Q, L]``, 0 elsewhere)."""
+        also return what each position has seen: the window's items up to it, and the items
+        before the window (``before``, when the batch has them)."""
         layout = self.layout  # (W, L)
         queries = model.encode_positions(self)[layout]  # (Q, D)
         weights = None if self.weights is None else self.weights[layout]
-        items = None
+        known = None
         if seen:
             length = self.history.shape[1]
             upto = self.history.new_ones((length, length)).tril()  # (L, L): 1 where key k <= j
             items = (self.history[:, None, :] * upto[None])[layout]  # (Q, L)
-        return TrainingPairs(queries, self.targets[layout], layout, weights, items)
+            window = None
+            if self.before is not None:
+                rows = self.history.new_ones(layout.shape).cumsum(0) - 1  # (W, L): row index
+                window = rows[layout]
+            known = Seen(items, self.before, window)
+        return TrainingPairs(queries, self.targets[layout], layout, weights, known)

@@ -158,6 +158,8 @@ class SequenceBatches:
         bucket: group windows of similar length into batches (within random chunks of 50
             batches, the batches then shuffled) and cut each batch to its longest window, so
             little compute goes to padding.
+        before: give each batch the user's items before each window's inputs
+            (:attr:`SequenceBatch.before`), for excluding seen items from the negatives.
     """
 
     def __init__(
@@ -171,11 +173,13 @@ class SequenceBatches:
         seed: int = 0,
         drop_last: bool = False,
         bucket: bool = True,
+        before: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.before = before
         if context < 0:
             raise ValueError(f"context must be >= 0, got {context}")
         self.split, self.batch_size, self.max_len = split, batch_size, max_len
@@ -230,11 +234,17 @@ class SequenceBatches:
         weights = self.split.sequences.weights
         if weights is not None:
             weights = torch.from_numpy(gather_history(weights, begins, ends, width))
+        before = None
+        if self.before:
+            starts = self.starts[windows]
+            longest_before = max(int((first_input - starts).max()), 1)
+            before = torch.from_numpy(gather_history(items, starts, first_input, longest_before))
         return SequenceBatch(
             users=torch.from_numpy(self.users[windows]),
             history=torch.from_numpy(gather_history(items, first_input, ends - 1, width)),
             targets=torch.from_numpy(targets),
             weights=weights,
+            before=before,
         )
 
     def epoch(self, epoch: int) -> Iterator[SequenceBatch]:
