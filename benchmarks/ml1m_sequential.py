@@ -8,6 +8,7 @@ excluded) at which test HR@10 first reached each 0.01 step.
 Run:
     python benchmarks/ml1m_sequential.py                   # every row
     python benchmarks/ml1m_sequential.py --only sasrec-full
+    python benchmarks/ml1m_sequential.py --only sasrec-full --runs runs/bench  # + run dirs
 
 Writes benchmarks/results/ml1m_sequential.md (rows are replaced by name, others kept) and
 puts each row into benchmarks/results/ml1m_matching.md's table (replacing a row of that name).
@@ -49,8 +50,14 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("sasrec-dot", "sasrec.yaml", ["similarity.name=dot", "temperature.value=1.0"]),
     # SASRec+'s dropout (Klenitskiy & Vasilev use 0.1; the shipped config 0.2)
     ("sasrec-dropout-0.1", "sasrec.yaml", ["model.dropout=0.1"]),
-    # the window's earlier items are not negatives (the evaluation masks seen items)
+    # the query's earlier items are not negatives (the evaluation masks seen items): all of
+    # them, or only those of its window of 200
     ("sasrec-exclude-seen", "sasrec.yaml", ["model.dropout=0.1", "negatives.exclude_seen=true"]),
+    ("sasrec-exclude-window", "sasrec.yaml",
+     ["model.dropout=0.1", "negatives.exclude_seen=window"]),
+    # and a third block
+    ("sasrec-exclude-window-3-blocks", "sasrec.yaml",
+     ["model.dropout=0.1", "negatives.exclude_seen=window", "model.n_layers=3"]),
 ]  # fmt: skip
 
 
@@ -75,14 +82,14 @@ class Timeline:
         return metrics
 
 
-def train_row(config, prepared):
+def train_row(config, prepared, run=None):
     timelines = []
 
     def validate(valid, test):
         timelines.append(Timeline(valid, test))
         return timelines[-1]
 
-    outcome = pipeline.train(config, prepared, validate=validate)
+    outcome = pipeline.train(config, prepared, run=run, validate=validate)
     timeline = timelines[0]
     split = prepared.split
     timeline.n_samples = int((split.train_end - split.sequences.offsets[:-1] - 1).clip(0).sum())
@@ -104,6 +111,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every row")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="also write each row's run directory under this folder (what `towerkit train` "
+        "writes, for benchmarks/rescore_run.py)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     rows = [r for r in ROWS if not args.only or any(o in r[0] for o in args.only)]
@@ -111,7 +125,8 @@ def main() -> None:
     for name, config_file, overrides in rows:
         config = load_config(CONFIGS / config_file, [*overrides, *args.set])
         prepared = prepared or pipeline.prepare(config.data, progress=False)
-        outcome, timeline = train_row(config, prepared)
+        run = None if args.runs is None else args.runs / name
+        outcome, timeline = train_row(config, prepared, run)
         r, t = outcome.result, outcome.metrics["test"]
         best_time = timeline.points[r.best_epoch - 1]["train_s"]
         line = (

@@ -392,19 +392,23 @@ def test_windows_give_each_position_the_items_it_has_seen():
     assert pairs.positives.tolist() == [7, 9, 2, 6, 3, 4, 3, 8, 1]
 
 
-def test_exclude_seen_reaches_the_task_through_the_config(walk_prepared):
+@pytest.mark.parametrize("exclude", [True, "window"])
+def test_exclude_seen_reaches_the_task_through_the_config(walk_prepared, exclude):
     """``negatives.exclude_seen``: a training step's loss is the full softmax with each
-    position's earlier window items (but not its own target) masked by hand."""
+    position's earlier items (but not its own target) masked by hand: all of them (true) or
+    those of its window ("window")."""
     from conftest import small_config
     from towerkit import pipeline
     from towerkit.training import _Step
 
     config = small_config(model={"name": "sasrec", "embedding_dim": 8},
-                          negatives={"kind": "full", "exclude_seen": True})  # fmt: skip
+                          negatives={"kind": "full", "exclude_seen": exclude})  # fmt: skip
     model = pipeline.build_model(config, walk_prepared).eval()  # no dropout: comparable
     task = pipeline.build_task(config, model, walk_prepared)
     assert task.exclude_seen
-    batch = next(iter(pipeline.build_batches(config, walk_prepared, model).epoch(0)))
+    batches = pipeline.build_batches(config, walk_prepared, model)
+    batch = next(iter(batches.epoch(0)))
+    assert (batch.before is not None) == (exclude is True)
     loss = _Step(model, task)(batch)
     queries, positives, *_, seen = batch.training_pairs(model, seen=True)
     n_items = walk_prepared.encoded.n_items
@@ -412,7 +416,8 @@ def test_exclude_seen_reaches_the_task_through_the_config(walk_prepared):
     scores = task.similarity.pairwise(queries, items, task.temperature.inverse())
     hide = torch.zeros_like(scores, dtype=torch.bool)
     for q in range(len(positives)):
-        for item in [*seen.items[q].tolist(), *seen.before[seen.window[q]].tolist()]:
+        before = [] if seen.before is None else seen.before[seen.window[q]].tolist()
+        for item in [*seen.items[q].tolist(), *before]:
             if item > 0 and item != positives[q]:
                 hide[q, item - 1] = True
     assert hide.any()

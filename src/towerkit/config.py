@@ -462,11 +462,11 @@ class TemperatureConfig(_Section):
 
 
 class _Negatives(_Section):
-    exclude_seen: bool = Field(
+    exclude_seen: bool | Literal["window"] = Field(
         default=False,
-        description="items a query has already seen are not its negatives, as the "
-        "evaluation masks them from every ranking (windows of positions: everything before the "
-        "position; per-sample batches: the sample's history of max_len items)",
+        description="items a query has already seen are not its negatives, as the evaluation "
+        "masks them from every ranking: true, everything its user saw before it; window, only "
+        "the items of its window of positions (per-sample batches: its history of max_len)",
     )
 
 

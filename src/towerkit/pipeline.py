@@ -289,7 +289,7 @@ def build_task(config: Config, model: MatchingModel, prepared: Prepared) -> Retr
         mode=config.train.mode,
         logq=logq,
         mask_hits=mask_hits,
-        exclude_seen=n.exclude_seen,
+        exclude_seen=bool(n.exclude_seen),
         seed=config.train.seed,
     )
 
@@ -299,7 +299,7 @@ def build_batches(
 ) -> TrainingBatches | SequenceBatches:
     """Independent samples, or windows of positions (sequential models; ``train.windows``)."""
     t, max_len = config.train, config.data.max_len
-    seen = config.negatives.exclude_seen  # windows also carry what came before them
+    seen = config.negatives.exclude_seen is True  # windows also carry what came before them
     if model.sequential:
         return SequenceBatches(
             prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed, before=seen
