@@ -116,6 +116,8 @@ def describe(config) -> str:
         parts.append(f"item features {', '.join(config.data.item_features)}")
     n = config.negatives
     parts.append("full softmax" if n.kind == "full" else f"{n.kind} {getattr(n, 'n', '')}")
+    if n.exclude_seen:
+        parts.append("seen excluded" + (" (window)" if n.exclude_seen == "window" else ""))
     parts.append(f"{config.similarity.name} t={config.temperature.value:g}")
     parts.append(f"lr {t.lr:g} {t.schedule}, batch {t.batch_size}")
     if t.weight_decay:
