@@ -68,7 +68,8 @@ def test_a_key_the_model_does_not_use_is_refused_with_the_keys_it_does():
 
 
 def test_negatives_have_one_shape_per_kind():
-    with pytest.raises(ConfigError, match=r"negatives.n: unknown key for full; allowed here: kind"):
+    allowed = r"negatives.n: unknown key for full; allowed here: exclude_seen, kind"
+    with pytest.raises(ConfigError, match=allowed):
         config_from_dict({"negatives": {"kind": "full", "n": 32}})
     with pytest.raises(ConfigError, match=r"negatives.sampler: unknown key for in_batch"):
         config_from_dict({"negatives": {"kind": "in_batch", "sampler": "uniform"}})

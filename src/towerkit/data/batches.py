@@ -179,12 +179,12 @@ class SequenceBatches:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
-        self.before = before
         if context < 0:
             raise ValueError(f"context must be >= 0, got {context}")
         self.split, self.batch_size, self.max_len = split, batch_size, max_len
         self.context, self.bucket = context, bucket
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.before = before
         starts = split.sequences.offsets[:-1]
         fit_end = split.fit_end
         n_targets = np.maximum(fit_end - starts - 1, 0)  # positions start+1 .. end-1
