@@ -113,9 +113,9 @@ def row_line(name: str, outcome: pipeline.RunOutcome) -> str:
 
 def put_row(path: Path, line: str) -> None:
     """Replace the table row of the same name in ``path``, or add it after the table's last row
-    (text under the table stays under it)."""
+    (under the ``|---|`` line of a table without rows; text under the table stays under it)."""
     lines = path.read_text().rstrip("\n").split("\n")
-    rows = [i for i, text in enumerate(lines) if text.startswith("| ")]
+    rows = [i for i, text in enumerate(lines) if text.startswith("|")]
     same = [i for i in rows if row_name(lines[i]) == row_name(line)]
     if same:
         lines[same[0]] = line.rstrip("\n")

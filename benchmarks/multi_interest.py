@@ -99,16 +99,6 @@ def popularity_line(data: str, protocol: str, outcome: pipeline.RunOutcome) -> s
     )
 
 
-def keep_separator_under_header(path: Path) -> None:
-    """``put_row`` adds a row after the table's last ``| `` line, which in a table without rows
-    is the header: put the ``|---|`` line back right under the header."""
-    lines = path.read_text().split("\n")
-    separator = next(i for i, text in enumerate(lines) if text.startswith("|---"))
-    header = next(i for i, text in enumerate(lines) if text.startswith("| row |"))
-    lines.insert(header + 1, lines.pop(separator))
-    path.write_text("\n".join(lines))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="rows containing this text")
@@ -141,7 +131,6 @@ def main() -> None:
         logging.info("%s done in %.0f s", name, time.perf_counter() - start)
         put_row(RESULTS, line(name, data, protocol, outcome))
         put_row(RESULTS, popularity_line(data, protocol, outcome))
-        keep_separator_under_header(RESULTS)
         epochs = [
             {"epoch": e.epoch, "loss": e.loss, "seconds": e.seconds, "valid": e.valid}
             for e in outcome.result.epochs

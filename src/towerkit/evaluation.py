@@ -229,7 +229,6 @@ class Evaluator:
         mask_seen: bool = True,
     ) -> None:
         self.split, self.stage, self.n_items = split, stage, n_items
-        self.mask_seen = mask_seen
         self.index, self.index_options = index, dict(index_options or {})
         self.ks, self.max_len, self.batch_size, self.max_bytes = (
             tuple(ks),

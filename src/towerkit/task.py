@@ -147,10 +147,7 @@ class RetrievalTask(nn.Module):
         for candidates in self.negatives.candidates(
             positives, positive_vectors, layout, self.generator, shard
         ):
-            neg, mask = self._negatives(queries, positives, candidates, scale, layout)
-            if seen is not None:
-                mask = mask & ~self._seen(seen, self._per_query(
-                    candidates.ids, candidates, len(positives), layout), positives)  # fmt: skip
+            neg, mask = self._negatives(queries, positives, candidates, scale, layout, seen)
             negs.append(neg)
             masks.append(mask)
         neg, mask = (
@@ -165,9 +162,10 @@ class RetrievalTask(nn.Module):
         candidates: Candidates,
         scale: torch.Tensor,
         layout: torch.Tensor | None,
+        seen: Seen | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled, corrected ``[Q, N]`` logits of one candidate set and the mask of the ones
-        that count."""
+        that count (with ``seen``, no item the query has seen counts, its positive aside)."""
         ids = candidates.ids
         vectors = candidates.vectors
         if vectors is None:
@@ -184,11 +182,14 @@ class RetrievalTask(nn.Module):
             neg = neg - self._per_query(candidates.log_q, candidates, len(positives), layout)
         ids = self._per_query(ids, candidates, len(positives), layout)  # (Q, N)
         if self.mask_hits:  # an accidental hit is not a negative (nor, in-batch, the own column)
-            return neg, ids != positives[:, None]
-        mask = torch.ones_like(ids, dtype=torch.bool)
-        if candidates.includes_positives:  # query i's own positive is column own_offset + i
-            own = candidates.own_offset + torch.arange(len(positives), device=ids.device)
-            mask = torch.arange(ids.shape[1], device=ids.device)[None, :] != own[:, None]
+            mask = ids != positives[:, None]
+        else:
+            mask = torch.ones_like(ids, dtype=torch.bool)
+            if candidates.includes_positives:  # query i's own positive is column own_offset + i
+                own = candidates.own_offset + torch.arange(len(positives), device=ids.device)
+                mask = torch.arange(ids.shape[1], device=ids.device)[None, :] != own[:, None]
+        if seen is not None:
+            mask = mask & ~self._seen(seen, ids, positives)
         return neg, mask
 
     @staticmethod
