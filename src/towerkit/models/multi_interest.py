@@ -129,7 +129,34 @@ class ComiRecSA(MultiInterestModel):
         return weights @ embedded  # (B, K, D)
 
 
-class ComiRecDR(MultiInterestModel):
+class RoutingModel(MultiInterestModel):
+    """Shared parts of the routing models: behaviour capsules and starting logits from
+    :meth:`capsules`, :func:`route` for ``iterations`` passes, then :meth:`readout`.
+
+    Args:
+        iterations: routing passes.
+    """
+
+    def __init__(
+        self, n_items: int, embedding_dim: int, interests: int, max_len: int, iterations: int
+    ) -> None:
+        super().__init__(n_items, embedding_dim, interests, max_len)
+        self.iterations = iterations
+
+    def capsules(self, embedded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, L, D]`` -> mapped behaviours ``[B, K, L, D]`` and starting logits that
+        broadcast to ``[B, K, L]``."""
+        raise NotImplementedError
+
+    def readout(self, interests: torch.Tensor) -> torch.Tensor:
+        return interests
+
+    def interests(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        behaviours, logits = self.capsules(embedded)
+        return self.readout(route(behaviours, mask, logits, self.iterations))
+
+
+class ComiRecDR(RoutingModel):
     """ComiRec-DR: dynamic routing with one bilinear map per interest, logits from 0."""
 
     def __init__(
@@ -141,18 +168,16 @@ class ComiRecDR(MultiInterestModel):
         max_len: int = 50,
         iterations: int = 3,
     ) -> None:
-        super().__init__(n_items, embedding_dim, interests, max_len)
-        self.iterations = iterations
+        super().__init__(n_items, embedding_dim, interests, max_len, iterations)
         self.maps = nn.Parameter(torch.empty(interests, embedding_dim, embedding_dim))
         nn.init.normal_(self.maps, std=embedding_dim**-0.5)
 
-    def interests(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def capsules(self, embedded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         behaviours = torch.einsum("kde,ble->bkld", self.maps, embedded)  # (B, K, L, D)
-        logits = embedded.new_zeros(self.n_interests, 1)  # uniform over the interests
-        return route(behaviours, mask, logits, self.iterations)
+        return behaviours, embedded.new_zeros(self.n_interests, 1)  # uniform over interests
 
 
-class MIND(MultiInterestModel):
+class MIND(RoutingModel):
     """MIND: behaviour-to-interest routing with one shared bilinear map and routing logits
     from a fixed random draw (so a user's interests do not depend on the call), then a shared
     ReLU layer on each interest (the paper's interest MLP, without user profile features)."""
@@ -167,19 +192,28 @@ class MIND(MultiInterestModel):
         iterations: int = 3,
         seed: int = 0,
     ) -> None:
-        super().__init__(n_items, embedding_dim, interests, max_len)
-        self.iterations = iterations
+        super().__init__(n_items, embedding_dim, interests, max_len, iterations)
         self.map = nn.Linear(embedding_dim, embedding_dim, bias=False)
         start = torch.randn(interests, max_len, generator=torch.Generator().manual_seed(seed))
         self.register_buffer("start_logits", start)
         self.out = nn.Sequential(nn.Linear(embedding_dim, embedding_dim), nn.ReLU(),
                                  nn.Linear(embedding_dim, embedding_dim))  # fmt: skip
 
-    def interests(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def capsules(self, embedded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         length = embedded.shape[1]
         behaviours = self.map(embedded)[:, None].expand(-1, self.n_interests, -1, -1)
-        logits = self.start_logits[:, -length:]  # (K, L), the same for every user
-        return self.out(route(behaviours, mask, logits, self.iterations))
+        return behaviours, self.start_logits[:, -length:]  # (K, L), the same for every user
+
+    def readout(self, interests: torch.Tensor) -> torch.Tensor:
+        return self.out(interests)
 
 
-__all__ = ["MIND", "ComiRecDR", "ComiRecSA", "MultiInterestModel", "route", "squash"]
+__all__ = [
+    "MIND",
+    "ComiRecDR",
+    "ComiRecSA",
+    "MultiInterestModel",
+    "RoutingModel",
+    "route",
+    "squash",
+]
