@@ -58,6 +58,15 @@ ROWS = {
 logger = logging.getLogger("rechub_throughput")
 
 
+def require_rechub() -> None:
+    """Stop with the install command when torch-rechub is missing."""
+    try:
+        import torch_rechub  # noqa: F401
+    except ImportError as err:
+        message = "torch-rechub is not installed: pip install torch-rechub==0.9.0 scikit-learn"
+        raise SystemExit(message) from err
+
+
 def samples(prepared: pipeline.Prepared) -> dict[str, np.ndarray]:
     """Every training sample of the split, in order: user, history [N, 50], target."""
     batches = TrainingBatches(prepared.split, batch_size=1 << 20, max_len=MAX_LEN, shuffle=False)
@@ -128,11 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    try:
-        import torch_rechub  # noqa: F401
-    except ImportError as err:
-        message = "torch-rechub is not installed: pip install torch-rechub scikit-learn"
-        raise SystemExit(message) from err
+    require_rechub()
 
     prepared = pipeline.prepare(load_config(CONFIG, TOWERKIT).data, progress=False)
     data = samples(prepared)

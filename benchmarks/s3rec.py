@@ -58,7 +58,9 @@ TUNED = {
     "sasrec": ("s3rec/sasrec.yaml", []),
 }
 TUNED_LENGTH = {"beauty": [], "toys": [], "yelp": []}
-# Settings tried on Beauty's validation stage, each a change to the ML-1M SASRec row.
+# Settings tried on Beauty's validation stage, each a change to the ML-1M SASRec row as it was
+# then (D=64, 2 blocks, seen items negatives; pinned here as the shipped config moved on).
+PROBE_BASE = ["model.embedding_dim=64", "model.n_layers=2", "negatives.exclude_seen=false"]
 PROBES: dict[str, list[str]] = {
     "dropout-0.5": ["model.dropout=0.5"],
     "dropout-0.35": ["model.dropout=0.35"],
@@ -81,7 +83,8 @@ def rows() -> list[tuple[str, str, str, list[str]]]:
     config, base = ML1M["sasrec"]
     data = ["data.dataset=amazon-beauty", "data.user_features=[]", "data.item_features=[]"]
     for name, overrides in PROBES.items():
-        out.append((f"beauty-probe-{name}", "beauty", config, [*data, *base, *overrides]))
+        sets = [*data, *base, *PROBE_BASE, *overrides]
+        out.append((f"beauty-probe-{name}", "beauty", config, sets))
     return out
 
 
