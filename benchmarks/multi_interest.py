@@ -80,22 +80,27 @@ HEADER = (
 )
 
 
+METRICS = ("hr@10", "ndcg@10", "hr@20", "recall@20", "hr@50", "recall@50", "ndcg@50")
+
+
+def cells(metrics: dict[str, float]) -> str:
+    """The table's metric cells, in HEADER's order."""
+    return " | ".join(f"{metrics[k]:.4f}" for k in METRICS) + " |\n"
+
+
 def line(name: str, data: str, protocol: str, outcome: pipeline.RunOutcome) -> str:
-    c, r, t = outcome.config, outcome.result, outcome.metrics["test"]
+    c, r = outcome.config, outcome.result
     return (
         f"| {name} | {data} | {protocol} | {c.model.name} | {describe_negatives(c)} | "
-        f"{len(r.epochs)} ({r.best_epoch}) | {r.seconds_per_epoch:.1f} | {t['hr@10']:.4f} | "
-        f"{t['ndcg@10']:.4f} | {t['hr@20']:.4f} | {t['recall@20']:.4f} | {t['hr@50']:.4f} | "
-        f"{t['recall@50']:.4f} | {t['ndcg@50']:.4f} |\n"
+        f"{len(r.epochs)} ({r.best_epoch}) | {r.seconds_per_epoch:.1f} | "
+        + cells(outcome.metrics["test"])
     )
 
 
 def popularity_line(data: str, protocol: str, outcome: pipeline.RunOutcome) -> str:
-    p = outcome.popularity
     return (
         f"| {data}-{protocol}-popularity | {data} | {protocol} | popularity | - | - | - | "
-        f"{p['hr@10']:.4f} | {p['ndcg@10']:.4f} | {p['hr@20']:.4f} | {p['recall@20']:.4f} | "
-        f"{p['hr@50']:.4f} | {p['recall@50']:.4f} | {p['ndcg@50']:.4f} |\n"
+        + cells(outcome.popularity)
     )
 
 
