@@ -32,7 +32,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from towerkit.negatives import CatalogueSampler
 from towerkit.similarity import Cosine
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ml1m_sequential import Timeline, train_row
 from rechub_throughput import require_rechub, samples
 
 RESULTS = Path(__file__).parent / "results" / "rechub_multi_interest.md"
@@ -122,46 +122,20 @@ def rechub_row(name: str, prepared, data, valid: Evaluator, test: Evaluator, epo
     y = np.zeros(len(users), dtype=np.int64)  # list-wise: the positive is logit 0
     loader = MatchDataGenerator(x, y).generate_dataloader(x, x, BATCH, num_workers=0)[0]
     towers = RecHubTowers(model, profile)
-    points = []
+    timeline = Timeline(valid, test)  # validation and test after every epoch, as for towerkit's
     with tempfile.TemporaryDirectory() as out:
         trainer = MatchTrainer(model, mode=2, optimizer_params={"lr": LR, "weight_decay": WD},
                                n_epoch=epochs, device="cpu", model_path=out)  # fmt: skip
         for epoch in range(epochs):
-            start = time.perf_counter()
             trainer.train_one_epoch(loader, log_interval=10**9)
-            seconds = time.perf_counter() - start
-            points.append(scores(towers, valid, test, seconds))
-            logger.info("torch-rechub %s epoch %d: %s", name, epoch + 1, points[-1])
-    return points
+            timeline.evaluate(towers, Cosine())
+            logger.info("torch-rechub %s epoch %d: %s", name, epoch + 1, timeline.points[-1])
+    return timeline.points
 
 
-def towerkit_row(config_file: str, overrides: list[str], prepared, valid, test, epochs):
+def towerkit_row(config_file: str, overrides: list[str], prepared, epochs: int) -> list[dict]:
     config = load_config(CONFIGS / config_file, [*COMMON, *overrides, f"train.epochs={epochs}"])
-    points: list[dict] = []
-
-    class Recorder:  # validation and test after every epoch, as for torch-rechub's rows
-        last_seconds = 0.0
-
-        def evaluate(self, model, similarity, device="cpu"):
-            now = time.perf_counter()
-            seconds = now - self.mark
-            points.append(scores(model, valid, test, seconds, similarity))
-            self.mark = time.perf_counter()
-            return points[-1]["valid"]
-
-    recorder = Recorder()
-    recorder.mark = time.perf_counter()
-    pipeline.train(config, prepared, validate=lambda v, t: recorder)
-    return points
-
-
-def scores(model, valid, test, seconds, similarity=None) -> dict:
-    similarity = similarity or Cosine()
-    return {
-        "train_s": seconds,
-        "valid": valid.evaluate(model, similarity),
-        "test": test.evaluate(model, similarity),
-    }
+    return train_row(config, prepared)[1].points
 
 
 def main() -> None:
@@ -189,13 +163,13 @@ def main() -> None:
         "torch-rechub 0.9 MIND": lambda: rechub_row("mind", prepared, data, valid, test, e),
         "torch-rechub 0.9 ComiRec-SA": lambda: rechub_row("sa", prepared, data, valid, test, e),
         "towerkit MIND, same size": lambda: towerkit_row(
-            "mind.yaml", [*sets, *SAME_SIZE], prepared, valid, test, e),
+            "mind.yaml", [*sets, *SAME_SIZE], prepared, e),
         "towerkit ComiRec-SA, same size": lambda: towerkit_row(
-            "comirec_sa.yaml", same_size_sa, prepared, valid, test, e),
+            "comirec_sa.yaml", same_size_sa, prepared, e),
         "towerkit MIND, shipped config": lambda: towerkit_row(
-            "mind.yaml", sets, prepared, valid, test, 4),
+            "mind.yaml", sets, prepared, 4),
         "towerkit ComiRec-SA, shipped config": lambda: towerkit_row(
-            "comirec_sa.yaml", sets, prepared, valid, test, 4),
+            "comirec_sa.yaml", sets, prepared, 4),
     }  # fmt: skip
     lines = []
     for name, run in rows.items():
@@ -204,7 +178,7 @@ def main() -> None:
         points = run()
         best = max(range(len(points)), key=lambda i: points[i]["valid"]["ndcg@10"])
         t = points[best]["test"]
-        per_epoch = sum(p["train_s"] for p in points) / len(points)
+        per_epoch = points[-1]["train_s"] / len(points)  # train_s: training seconds so far
         lines.append(
             f"| {name} | {len(points)} ({best + 1}) | {per_epoch:.1f} | {t['hr@10']:.4f} | "
             f"{t['ndcg@10']:.4f} | {t['hr@50']:.4f} |"
