@@ -11,7 +11,8 @@ Every model keeps its shipped ML-1M config (``configs/ml-1m/``); all of them rea
 only (no side features, so that held-out users are described the same way by every model).
 Beauty (``amazon-beauty``, the S3-Rec file) changes only ``max_len`` (50) and the epochs.
 Multi-interest models use K = 4 interests of the same width (64) as YouTubeDNN; a user is
-ranked by the best score over their interests.
+ranked by the best score over their interests. ``comirec_sa_k1`` is ComiRec-SA with one
+interest, to tell the cost of the split from the cost of the tower.
 
 Run:
     python benchmarks/multi_interest.py                      # every row
@@ -61,6 +62,8 @@ PROTOCOLS = {
 MODELS = {
     "youtube_dnn": ("youtube_dnn.yaml", ["train.epochs=4"]),
     "comirec_sa": ("comirec_sa.yaml", []),
+    # the same tower with one interest: tells a weaker architecture from the split into four
+    "comirec_sa_k1": ("comirec_sa.yaml", ["model.interests=1"]),
     "comirec_dr": ("comirec_dr.yaml", []),
     "mind": ("mind.yaml", []),
     "sasrec": ("sasrec.yaml", ["train.epochs=10"]),
@@ -90,8 +93,10 @@ def cells(metrics: dict[str, float]) -> str:
 
 def line(name: str, data: str, protocol: str, outcome: pipeline.RunOutcome) -> str:
     c, r = outcome.config, outcome.result
+    k = getattr(c.model, "interests", None)
+    model = c.model.name if k is None else f"{c.model.name}, K={k}"
     return (
-        f"| {name} | {data} | {protocol} | {c.model.name} | {describe_negatives(c)} | "
+        f"| {name} | {data} | {protocol} | {model} | {describe_negatives(c)} | "
         f"{len(r.epochs)} ({r.best_epoch}) | {r.seconds_per_epoch:.1f} | "
         + cells(outcome.metrics["test"])
     )
