@@ -403,7 +403,9 @@ def test_leftovers_of_killed_writers_are_removed(walk_prepared, tmp_path, home):
     assert not stale[0].exists() and live.exists() and stale[1].exists()  # only run's own
     part = tmp_path / "run" / f".checkpoint.pt.{dead}.zz.part"
     part.write_bytes(b"half")
-    RunDir(tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    assert part.exists()  # opening a run to read it deletes nothing
+    run.remove_stale()  # a writer of the run (training, resuming) does
     assert not part.exists()
     cache_dir = cache.cache_dir("tiny", home)
     cache_dir.parent.mkdir(parents=True)

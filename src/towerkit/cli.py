@@ -235,6 +235,13 @@ def train(
             help="Train in N processes on this machine (launches torchrun --standalone).",
         ),
     ] = 1,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Train on this device (cpu, cuda, cuda:N, mps): --set train.device=D, or for "
+            "--resume a device other than the run's (a GPU run resumes on a CPU with cpu).",
+        ),
+    ] = None,
 ) -> None:
     """Fetch, prepare, train (checkpointing every epoch), evaluate on the test stage, and write
     a run directory; or resume an unfinished one. Under torchrun every process runs this same
@@ -252,13 +259,15 @@ def train(
         run = RunDir(resume)  # a clear error for a folder that is not a run, before any data
         if run.finished:
             raise ConfigError(f"{resume}: the run is finished already; there is nothing to resume")
-        cfg, new = run.config, False
+        cfg, new = pipeline.resumed_config(run, device=device), False
+        run.require_data()
     else:
-        cfg = load_config(config, overrides or [])  # a bad config fails before any data is read
+        overrides = [*(overrides or []), *([f"train.device={device}"] if device else [])]
+        cfg = load_config(config, overrides)  # a bad config fails before any data is read
         out = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         run, new = None, True
     if nproc > 1 and not distributed.launched():
-        _launch(nproc, config, overrides or [], out, resume)
+        _launch(nproc, config, overrides or [], out, resume, device)
     ctx = distributed.setup(cfg.train.device)
     if not ctx.main:  # one voice: rank 0 logs, shows progress, writes and prints
         logging.getLogger().handlers[0].setLevel(logging.ERROR)
@@ -285,7 +294,9 @@ def train(
         if new:
             outcome = pipeline.train(cfg, prepared, run=run)
         else:
-            outcome = pipeline.resume(run, prepared, progress=cfg.train.progress)
+            outcome = pipeline.resume(
+                run, prepared, progress=cfg.train.progress, device=cfg.train.device
+            )
     except BaseException as err:
         if ctx.main:
             _stopped(run, new, err)
@@ -311,7 +322,12 @@ def train(
 
 
 def _launch(
-    nproc: int, config: Path | None, overrides: list[str], out: Path | None, resume: Path | None
+    nproc: int,
+    config: Path | None,
+    overrides: list[str],
+    out: Path | None,
+    resume: Path | None,
+    device: str | None,
 ) -> None:
     """``towerkit train --nproc N``: the same command under ``torchrun --standalone`` (one
     node, a free rendezvous port), with the run directory named here so every rank agrees."""
@@ -323,7 +339,7 @@ def _launch(
         command.append("--quiet")
     command.append("train")
     if resume is not None:
-        command += ["--resume", str(resume)]
+        command += ["--resume", str(resume), *(["--device", device] if device else [])]
     else:
         command += [str(config), "--out", str(out)]
         for override in overrides:

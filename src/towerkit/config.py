@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import os
 import re
 import typing
 from pathlib import Path
@@ -32,6 +33,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -588,23 +590,17 @@ class TrainConfig(_Section):
 
     @field_validator("device")
     @classmethod
-    def _device(cls, value: str) -> str:
+    def _device(cls, value: str, info: ValidationInfo) -> str:
         import torch
 
         try:
-            device = torch.device(value)
+            torch.device(value)
         except (RuntimeError, ValueError):
             raise ValueError("not a torch device; use cpu, cuda, cuda:N or mps") from None
-        available = {
-            "cpu": True,
-            "cuda": torch.cuda.is_available(),
-            "mps": torch.backends.mps.is_available(),
-        }.get(device.type, False)
-        if not available:
-            raise ValueError(f"this machine has no {device.type} device; use cpu")
-        count = torch.cuda.device_count()
-        if device.type == "cuda" and device.index is not None and device.index >= count:
-            raise ValueError(f"this machine has {count} CUDA device(s)")
+        if (info.context or {}).get("machine", True):  # a saved run's config is not checked
+            problem = device_problem(value)
+            if problem:
+                raise ValueError(problem)
         return value
 
     @field_validator("monitor")
@@ -620,6 +616,31 @@ class TrainConfig(_Section):
     @property
     def monitor_k(self) -> int:
         return int(self.monitor.partition("@")[2])
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used on this machine (None: it can). Only a config about to
+    train asks: a saved run's config names the machine it was trained on, not this one."""
+    import torch
+
+    kind = torch.device(device)
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }.get(kind.type, False)
+    if not available:
+        return f"this machine has no {kind.type} device; use cpu"
+    count = torch.cuda.device_count()
+    if kind.type == "cuda" and kind.index is not None and kind.index >= count:
+        return f"this machine has {count} CUDA device(s)"
+    return None
+
+
+#: Settings of the machine a config trains on, not of the experiment: a run directory saves its
+#: config without them (``run.json`` records where it was trained), so a run trained on a GPU
+#: loads, recommends, exports and serves on a machine without one.
+MACHINE_KEYS: dict[str, tuple[str, ...]] = {"train": ("device", "threads", "progress")}
 
 
 class EvalConfig(_Section):
@@ -698,6 +719,41 @@ class Config(_Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+    def experiment(self) -> dict[str, Any]:
+        """The config as plain data without the machine's settings (:data:`MACHINE_KEYS`):
+        what a run directory saves."""
+        tree = self.model_dump(mode="json")
+        for section, keys in MACHINE_KEYS.items():
+            for key in keys:
+                tree[section].pop(key, None)
+        return tree
+
+    def machine(self) -> dict[str, Any]:
+        """The machine's settings of this config (:data:`MACHINE_KEYS`), e.g.
+        ``{"train": {"device": "cuda", "threads": 0, "progress": True}}``."""
+        return {
+            section: {key: getattr(getattr(self, section), key) for key in keys}
+            for section, keys in MACHINE_KEYS.items()
+        }
+
+    def on_machine(self, **settings: Any) -> Config:
+        """A copy with machine settings replaced (``device="cpu"``, ``threads=2``,
+        ``progress=False``; None leaves one as it is), checked against this machine.
+
+        Raises:
+            ConfigError: a device this machine lacks, or a key that is not a machine setting.
+        """
+        given = {key: value for key, value in settings.items() if value is not None}
+        unknown = sorted(set(given) - set(MACHINE_KEYS["train"]))
+        if unknown:
+            raise ConfigError(f"not machine settings: {', '.join(unknown)}")
+        tree = self.model_dump()
+        tree["train"].update(given)
+        try:
+            return Config.model_validate(tree)
+        except ValidationError as err:
+            raise ConfigError("; ".join(_explain_lines(err))) from None
+
 
 # --------------------------------------------------------------------------------------------
 # errors that name the key
@@ -741,6 +797,11 @@ def _walk(loc: tuple) -> tuple[list[str], type[BaseModel] | None, str | None]:
 
 
 def _explain(error: ValidationError, source: str) -> str:
+    return f"{source}: invalid configuration:\n  " + "\n  ".join(_explain_lines(error))
+
+
+def _explain_lines(error: ValidationError) -> list[str]:
+    """One line per error, naming the key as the user wrote it."""
     lines = []
     for item in error.errors():
         loc = tuple(item["loc"])
@@ -766,7 +827,7 @@ def _explain(error: ValidationError, source: str) -> str:
             shown = item.get("input")
             got = f" (got {shown!r})" if not isinstance(shown, dict) else ""
             lines.append(f"{where}: {message}{got}")
-    return f"{source}: invalid configuration:\n  " + "\n  ".join(lines)
+    return lines
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
@@ -795,22 +856,30 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
-def config_from_dict(tree: dict, overrides: list[str] = (), source: str = "config") -> Config:
+def config_from_dict(
+    tree: dict, overrides: list[str] = (), source: str = "config", *, machine: bool = True
+) -> Config:
+    """Validate a config tree (with ``KEY=VALUE`` overrides applied).
+
+    Args:
+        machine: check the machine's settings against this machine (a device it lacks is an
+            error). False for a saved run's config: it describes an experiment, wherever it was
+            trained.
+    """
     tree = copy.deepcopy(dict(tree or {}))  # overrides never leak into the caller's dict
     for key, value in parse_overrides(list(overrides)):
         _set_path(tree, key, value)
     try:
-        return Config.model_validate(tree)
+        return Config.model_validate(tree, context={"machine": machine})
     except ValidationError as err:
         raise ConfigError(_explain(err, source)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read a YAML config, apply ``KEY=VALUE`` overrides, validate.
+def read_config_tree(path: str | Path) -> dict:
+    """A YAML config file as a mapping, its relative data paths taken relative to its folder.
 
     Raises:
-        ConfigError: a missing or unreadable file, bad YAML, an unknown key (the message lists
-            the allowed ones), a value of the wrong type or a failed cross-field check.
+        ConfigError: a missing or unreadable file, bad YAML, or not a mapping.
     """
     path = Path(path)
     try:
@@ -830,10 +899,21 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(
             f"{path}: the config must be a mapping of sections, not {type(tree).__name__}"
         )
-    return config_from_dict(_relative_to(tree or {}, path.parent), overrides, source=str(path))
+    return resolve_paths(tree or {}, path.parent)
 
 
-def _relative_to(tree: dict, base: Path) -> dict:
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a YAML config, apply ``KEY=VALUE`` overrides, validate.
+
+    Raises:
+        ConfigError: a missing or unreadable file, bad YAML, an unknown key (the message lists
+            the allowed ones), a value of the wrong type or a failed cross-field check.
+    """
+    path = Path(path)
+    return config_from_dict(read_config_tree(path), overrides, source=str(path))
+
+
+def resolve_paths(tree: dict, base: Path) -> dict:
     """The config's data paths, where relative, taken relative to the config's folder (paths
     given with --set stay relative to the working directory)."""
     data = tree.get("data")
@@ -841,10 +921,10 @@ def _relative_to(tree: dict, base: Path) -> dict:
         return tree
     data = dict(data)
     if isinstance(data.get("path"), str) and not Path(data["path"]).expanduser().is_absolute():
-        data["path"] = str(base / data["path"])
+        data["path"] = os.path.normpath(base / data["path"])
     for side in ("users", "items"):
         table = data.get(side)
         relative = isinstance(table, dict) and isinstance(table.get("path"), str)
         if relative and not Path(table["path"]).expanduser().is_absolute():
-            data[side] = {**table, "path": str(base / table["path"])}
+            data[side] = {**table, "path": os.path.normpath(base / table["path"])}
     return {**tree, "data": data}

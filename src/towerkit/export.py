@@ -28,6 +28,7 @@ import json
 import logging
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,33 @@ PARITY_TOLERANCE = 1e-5
 
 class ExportError(TowerkitError, ValueError):
     """An export that cannot be written or read (broken, incomplete, from another version)."""
+
+
+#: ``MANIFEST_MIGRATIONS[v](manifest, path)`` turns a manifest of format ``v`` into ``v + 1``
+#: in place (in memory); a change of the export layout adds a step here and raises
+#: :data:`FORMAT_VERSION`, so exports written before it still load.
+MANIFEST_MIGRATIONS: dict[int, Callable[[dict[str, Any], Path], None]] = {}
+
+
+def migrate_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``manifest`` brought to :data:`FORMAT_VERSION` through :data:`MANIFEST_MIGRATIONS`.
+
+    Raises:
+        ExportError: a format newer than this towerkit's, or one no step leads from.
+    """
+    version = manifest.get("format")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ExportError(
+            f"{path}: export format {version!r}; this towerkit reads formats up to "
+            f"{FORMAT_VERSION} (upgrade towerkit, or export the run again)"
+        )
+    while version < FORMAT_VERSION:
+        if version not in MANIFEST_MIGRATIONS:
+            raise ExportError(f"{path}: export format {version} can no longer be read")
+        MANIFEST_MIGRATIONS[version](manifest, path)
+        version += 1
+        manifest["format"] = version
+    return manifest
 
 
 class _TowerModule(torch.nn.Module):
@@ -306,11 +334,7 @@ class ExportDir(SavedVocabularies):
             self.manifest = json.loads(manifest.read_text())
         except ValueError as err:
             raise ExportError(f"{manifest}: not valid JSON ({err})") from None
-        if self.manifest.get("format") != FORMAT_VERSION:
-            raise ExportError(
-                f"{self.path}: export format {self.manifest.get('format')!r}; this towerkit "
-                f"reads format {FORMAT_VERSION}"
-            )
+        self.manifest = migrate_manifest(self.manifest, self.path)
         if verify:
             for name, digest in self.manifest["files"].items():
                 file = self.path / name

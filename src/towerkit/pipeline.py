@@ -60,8 +60,9 @@ from towerkit.negatives import (
 from towerkit.objectives import Mode
 from towerkit.runs import RunDir, RunDirError, vectors_column
 from towerkit.similarity import Temperature, get_similarity
+from towerkit.state import TrainState, epochs_of
 from towerkit.task import RetrievalTask
-from towerkit.training import Trainer, TrainResult, TrainState, Validator, epochs_of
+from towerkit.training import Trainer, TrainResult, Validator
 from towerkit.types import FeatureKind
 
 logger = logging.getLogger(__name__)
@@ -415,28 +416,58 @@ def resume(
     prepared: Prepared | None = None,
     *,
     progress: bool | None = None,
+    device: str | None = None,
+    threads: int | None = None,
     validate: MakeValidator | None = None,
 ) -> RunOutcome:
     """Continue an unfinished run from its last checkpoint (from the start if no epoch
-    finished). The result is bit-identical to training straight through.
+    finished). The result is bit-identical to training straight through (on the same kind of
+    device).
+
+    Args:
+        progress, device, threads: this machine's settings; by default the ones the run was
+            started with (see :func:`resumed_config`).
 
     Raises:
-        RunDirError: the run is finished already, or the data prepared now differ from the
-            data it was trained on.
+        RunDirError: the run is finished already, its data are not found, or the data prepared
+            now differ from the data it was trained on.
+        ConfigError: a device this machine lacks.
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
-    distributed.setup(run.config.train.device)
     if run.finished:
         raise RunDirError(f"{run.path}: the run is finished already; there is nothing to resume")
-    config = run.config
-    if progress is not None:
-        config = config.model_copy(
-            update={"train": config.train.model_copy(update={"progress": progress})}
-        )
+    config = resumed_config(run, device=device, threads=threads, progress=progress)
+    distributed.setup(config.train.device)
+    run.require_data()
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     check_fingerprint(run, prepared)
     check_data(config, prepared)
     return _fit(config, prepared, run, run.load_checkpoint(), validate)
+
+
+def resumed_config(
+    run: RunDir,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool | None = None,
+) -> Config:
+    """The config a run resumes with: its saved experiment, on this machine. The device and
+    threads default to those the run was started with, checked against this machine.
+
+    Raises:
+        ConfigError: a device this machine lacks (the message says how to resume elsewhere).
+    """
+    recorded = run.machine.get("train", {})
+    device = device or recorded.get("device")
+    threads = recorded.get("threads") if threads is None else threads
+    try:
+        return run.config.on_machine(device=device, threads=threads, progress=progress)
+    except ConfigError as err:
+        raise ConfigError(
+            f"{run.path}: the run was trained on {device}, and {err}; resume it here with "
+            "--device cpu"
+        ) from None
 
 
 def check_fingerprint(run: RunDir, prepared: Prepared) -> None:
@@ -462,6 +493,8 @@ def _fit(
 ) -> RunOutcome:
     if not distributed.context().main:
         run = None  # rank 0 writes the checkpoints and the run
+    if run is not None:
+        run.remove_stale()  # what a killed writer of this run left behind
     torch.manual_seed(config.train.seed)
     model = build_model(config, prepared)
     task = build_task(config, model, prepared)
@@ -555,6 +588,7 @@ def evaluate_run(
     make_index(index, **(index_options or {}))  # bad options fail before anything loads
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     run.require_finished()
+    run.require_data()
     config = run.config
     prepared = prepare(config.data, progress=config.train.progress)
     check_fingerprint(run, prepared)

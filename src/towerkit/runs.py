@@ -3,8 +3,10 @@
 ::
 
     RUN/
-      run.json          status (training | finished), towerkit version, times
-      config.yaml       the resolved config
+      run.json          format, status (training | finished), towerkit version, times, the
+                        machine it was trained on (device, threads), its data paths as given
+      config.yaml       the resolved experiment config: no machine settings, data paths
+                        relative to the run
       data.json         fingerprint and sizes of the prepared data it was trained on
       vocab/            raw id <-> id of users, items and side-feature values (Parquet)
       features/         the encoded user and item side features the towers look up (Parquet)
@@ -17,7 +19,12 @@
       train.log         the log of `towerkit train`
 
 Loading a run (:meth:`RunDir.load_model`, vocabularies, histories, titles) reads only this
-directory: no data set is fetched or prepared, so a run copied to another machine recommends.
+directory: no data set is fetched or prepared, and nothing about today's machine is checked, so a
+run trained on a GPU and copied to a CPU-only machine recommends, exports and serves there.
+
+``run.json`` carries the run's ``format``. A run of an older format is read through
+:data:`MIGRATIONS` (one step per format, applied in memory to ``run.json`` and the config), so a
+later change of a key never strands a run written before it.
 Every file is written to a temporary name and renamed into place, and ``run.json`` says
 ``finished`` only once everything else is written: an interrupted run is never mistaken for a
 finished one, and never holds a half-written file.
@@ -25,6 +32,7 @@ finished one, and never holds a half-written file.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import io
@@ -32,6 +40,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -40,15 +49,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import yaml
 
 from towerkit import __version__
-from towerkit.config import Config, load_config
+from towerkit.config import (
+    MACHINE_KEYS,
+    Config,
+    ConfigError,
+    config_from_dict,
+    resolve_paths,
+)
 from towerkit.data.prepared import Prepared
 from towerkit.data.vocab import Vocab
 from towerkit.errors import TowerkitError
 from towerkit.files import atomic_write, remove_stale, staging_dir
 from towerkit.models import MatchingModel, build_model
-from towerkit.training import TrainState
+from towerkit.state import TrainState
 from towerkit.types import FeatureTable
 
 RUN_FILE = "run.json"
@@ -64,9 +80,58 @@ ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 LOG_FILE = "train.log"
 
+#: The format of run directories this towerkit writes (``run.json``'s ``format``).
+FORMAT_VERSION = 2
+#: The data-path keys of a config, saved relative to the run directory.
+DATA_PATH_KEYS = (("path",), ("users", "path"), ("items", "path"))
+
 
 class RunDirError(TowerkitError, ValueError):
     """A directory that is not a usable run (missing, unfinished, or not a run at all)."""
+
+
+Migration = Callable[[dict[str, Any], dict[str, Any]], None]
+
+
+def _machine_out_of_config(run: dict[str, Any], config: dict[str, Any]) -> None:
+    """1 -> 2: the machine's settings (``train.device``, ``threads``, ``progress``) leave the
+    saved config; ``run.json`` records where the run was trained."""
+    machine = {}
+    for section, keys in MACHINE_KEYS.items():
+        values = config.get(section) or {}
+        machine[section] = {key: values.pop(key) for key in keys if key in values}
+    run.setdefault("machine", machine)
+
+
+#: ``MIGRATIONS[v](run_json, config_tree)`` turns format ``v`` into ``v + 1`` in place (in
+#: memory: the files stay as written). A change of the saved layout adds one step here and
+#: raises :data:`FORMAT_VERSION`.
+MIGRATIONS: dict[int, Migration] = {1: _machine_out_of_config}
+
+
+def migrate(run: dict[str, Any], config: dict[str, Any]) -> int:
+    """Bring a run's ``run.json`` and config tree to :data:`FORMAT_VERSION`, in place; returns
+    the format they were written in."""
+    written = version = int(run.get("format", 1))
+    while version < FORMAT_VERSION:
+        MIGRATIONS[version](run, config)
+        version += 1
+        run["format"] = version
+    return written
+
+
+def _get(tree: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def _set(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    for key in keys[:-1]:
+        tree = tree[key]
+    tree[keys[-1]] = value
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -191,9 +256,18 @@ class RunDir(SavedVocabularies):
         if not (self.path / RUN_FILE).is_file():
             what = "does not exist" if not self.path.exists() else f"no {RUN_FILE}"
             raise RunDirError(f"{self.path}: not a run directory ({what})")
-        for name in (CHECKPOINT_FILE, MODEL_FILE, RUN_FILE):  # temporary files of a killed run
-            if os.access(self.path, os.W_OK):
-                remove_stale(self.path, f".{name}.")
+        written = int(self._run_as_written.get("format", 1))
+        if written > FORMAT_VERSION:
+            raise RunDirError(
+                f"{self.path}: a run of format {written}, written by a newer towerkit; this one "
+                f"reads formats up to {FORMAT_VERSION} (upgrade towerkit)"
+            )
+
+    def remove_stale(self) -> None:
+        """Remove the temporary files a killed writer left in the run (a writer calls this:
+        opening a run to read it deletes nothing)."""
+        for name in (CHECKPOINT_FILE, MODEL_FILE, RUN_FILE):
+            remove_stale(self.path, f".{name}.")
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r}, status={self.status!r})"
@@ -228,7 +302,13 @@ class RunDir(SavedVocabularies):
             raise RunDirError(f"{path}: cannot create the run directory ({err.strerror})") from None
         try:
             encoded = prepared.encoded
-            text = config.to_yaml()
+            tree, given = config.experiment(), {}
+            for keys in DATA_PATH_KEYS:  # relative to the run: a run moved with its data works
+                value = _get(tree["data"], keys)
+                if value is not None:
+                    given[".".join(("data", *keys))] = value
+                    _set(tree["data"], keys, os.path.relpath(value, path.absolute()))
+            text = yaml.safe_dump(tree, sort_keys=False)
             (staging / CONFIG_FILE).write_text(text)
             source = config.data.dataset or str(config.data.path)
             data = {"source": source, **prepared.summary()}
@@ -237,7 +317,13 @@ class RunDir(SavedVocabularies):
             (staging / FEATURES_DIR).mkdir()
             _save_features(encoded.user_features, staging / FEATURES_DIR / "user.parquet")
             _save_features(encoded.item_features, staging / FEATURES_DIR / "item.parquet")
-            status = {**_status("training"), "config_sha256": _sha256_text(text)}
+            status = {
+                "format": FORMAT_VERSION,
+                **_status("training"),
+                "config_sha256": _sha256_text(text),
+                "machine": config.machine(),
+                "data_paths": given,
+            }
             (staging / RUN_FILE).write_text(json.dumps(status, indent=2) + "\n")
             if path.exists():
                 path.rmdir()  # empty (checked above)
@@ -249,11 +335,48 @@ class RunDir(SavedVocabularies):
         return cls(path)
 
     def _set_status(self, status: str) -> None:
-        _write_json(self.path / RUN_FILE, {**self._run, **_status(status)})
+        _write_json(self.path / RUN_FILE, {**self._run_as_written, **_status(status)})
+
+    @property
+    def _run_as_written(self) -> dict[str, Any]:
+        path = self.path / RUN_FILE
+        try:
+            run = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise RunDirError(f"{path}: not a readable run file ({err})") from None
+        if not isinstance(run, dict) or "status" not in run:
+            raise RunDirError(f"{path}: not a towerkit run file (no status)")
+        return run
 
     @property
     def _run(self) -> dict[str, Any]:
-        return json.loads((self.path / RUN_FILE).read_text())
+        """``run.json`` brought to this towerkit's format (see :func:`migrate`)."""
+        return self._migrated[0]
+
+    @cached_property
+    def _migrated(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``run.json`` (as now) and the config tree, both migrated to :data:`FORMAT_VERSION`."""
+        run = self._run_as_written
+        path = self.path / CONFIG_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+            tree = yaml.safe_load(text) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise RunDirError(f"{path}: not a readable config ({err})") from None
+        recorded = run.get("config_sha256")
+        if recorded is not None and _sha256_text(text) != recorded:
+            raise RunDirError(
+                f"{path}: changed after the run started; its weights belong to the config it was "
+                "trained with (restore that file, or train a new run with the new config)"
+            )
+        migrate(run, tree)
+        return run, tree
+
+    @property
+    def machine(self) -> dict[str, Any]:
+        """The machine's settings the run was trained with, e.g. ``{"train": {"device":
+        "cuda", "threads": 0, "progress": True}}`` (informational: loading ignores them)."""
+        return self._run.get("machine", {})
 
     def save_checkpoint(self, state: TrainState) -> None:
         """Write the training state after an epoch (atomically: the old one stays whole until
@@ -290,7 +413,7 @@ class RunDir(SavedVocabularies):
     @property
     def status(self) -> str:
         """``"training"`` (unfinished: resumable) or ``"finished"``."""
-        return self._run["status"]
+        return self._run_as_written["status"]
 
     @property
     def finished(self) -> bool:
@@ -313,16 +436,39 @@ class RunDir(SavedVocabularies):
 
     @cached_property
     def config(self) -> Config:
-        """The run's config, as it was when the run started (an edited config.yaml is refused:
-        the weights belong to the original)."""
-        path = self.path / CONFIG_FILE
-        recorded = self._run.get("config_sha256")
-        if recorded is not None and _sha256_text(path.read_text()) != recorded:
-            raise RunDirError(
-                f"{path}: changed after the run started; its weights belong to the config it was "
-                "trained with (restore that file, or train a new run with the new config)"
-            )
-        return load_config(path)
+        """The run's experiment config, as it was when the run started (an edited config.yaml
+        is refused: the weights belong to the original), with this machine's defaults for the
+        machine's settings (see :meth:`Config.on_machine`). Nothing here inspects the machine.
+
+        Data paths are saved relative to the run; where the data are not found there, the paths
+        as given when the run started are used (:meth:`require_data` says when neither holds).
+        """
+        tree = copy.deepcopy(self._migrated[1])
+        tree = resolve_paths(tree, self.path)
+        for dotted, given in self._run.get("data_paths", {}).items():
+            keys = tuple(dotted.split("."))[1:]
+            here = _get(tree.get("data") or {}, keys)
+            if here is not None and not Path(here).exists() and Path(given).exists():
+                _set(tree["data"], keys, given)
+        try:
+            return config_from_dict(tree, source=str(self.path / CONFIG_FILE), machine=False)
+        except ConfigError as err:
+            raise RunDirError(str(err)) from None
+
+    def require_data(self) -> None:
+        """Raise, naming the key, when the run's own log or side tables are not found here
+        (``evaluate`` and ``--resume`` read the data the run was trained on)."""
+        data = self.config.data
+        given = self._run.get("data_paths", {})
+        for keys in DATA_PATH_KEYS:
+            value = _get(data.model_dump(), keys)
+            if value is not None and not Path(value).exists():
+                dotted = ".".join(("data", *keys))
+                also = f" nor at {given[dotted]}" if dotted in given else ""
+                raise RunDirError(
+                    f"{self.path}: {dotted} of the run is not found at {value}{also}; put the "
+                    "data the run was trained on there"
+                )
 
     @cached_property
     def data(self) -> dict[str, Any]:

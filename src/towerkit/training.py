@@ -21,8 +21,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,6 +37,7 @@ from towerkit.distributed import RankBatches
 from towerkit.errors import TowerkitError
 from towerkit.models.base import MatchingModel
 from towerkit.similarity import Similarity
+from towerkit.state import EpochLog, TrainState
 from towerkit.task import RetrievalTask
 from towerkit.types import Batch, SequenceBatch
 
@@ -68,16 +69,6 @@ class Validator(Protocol):
 
 
 @dataclass
-class EpochLog:
-    epoch: int
-    loss: float
-    seconds: float
-    samples_per_second: float
-    valid: dict[str, float] = field(default_factory=dict)
-    eval_seconds: float = 0.0
-
-
-@dataclass
 class TrainResult:
     epochs: list[EpochLog]
     best_epoch: int
@@ -91,40 +82,6 @@ class TrainResult:
     @property
     def samples_per_second(self) -> float:
         return sum(e.samples_per_second for e in self.epochs) / max(len(self.epochs), 1)
-
-
-@dataclass
-class TrainState:
-    """Everything needed to continue training after ``epoch`` finished epochs.
-
-    :meth:`to_dict` holds tensors and plain Python values only, so it loads with
-    ``torch.load(..., weights_only=True)``.
-    """
-
-    epoch: int
-    model: dict[str, torch.Tensor]
-    task: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any]
-    logs: list[EpochLog]
-    best_score: float
-    best_epoch: int
-    best_valid: dict[str, float]
-    best_weights: dict[str, dict[str, torch.Tensor]] | None
-    stale: int
-    stopped: bool
-    rng: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {key: getattr(self, key) for key in self.__dataclass_fields__}
-        out["logs"] = [asdict(log) for log in self.logs]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainState:
-        data = dict(data)
-        data["logs"] = [EpochLog(**log) for log in data["logs"]]
-        return cls(**data)
 
 
 def _lr_lambda(schedule: str, warmup: int, total: int) -> Callable[[int], float]:
@@ -161,7 +118,7 @@ def _rng_state(task: RetrievalTask) -> dict[str, Any]:
 
 def _set_rng_state(task: RetrievalTask, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"]:
+    if state["cuda"] and torch.cuda.is_available():  # a GPU run resumed on a CPU has none
         torch.cuda.set_rng_state_all(state["cuda"])
     task.generator.set_state(state["negatives"])
     kind, keys, *rest = state["numpy"]
@@ -481,8 +438,3 @@ class Trainer:
         own = ranks[self.ctx.rank] if len(ranks) == self.ctx.world else ranks[0]
         _set_rng_state(self.task, own)
         logger.info("resuming after epoch %d", state.epoch)
-
-
-def epochs_of(logs: Iterable[EpochLog]) -> list[dict[str, Any]]:
-    """Per-epoch loss and validation metrics (what ``metrics.json`` keeps of each epoch)."""
-    return [{"epoch": log.epoch, "loss": log.loss, "valid": log.valid} for log in logs]

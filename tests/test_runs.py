@@ -1,0 +1,186 @@
+"""Run directories that outlive their machine: a run trained on a GPU loads, recommends, exports
+and serves on a CPU; an older layout is read through the migration hook; data paths travel with
+the run; opening a run deletes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import small_config
+from towerkit import pipeline, runs
+from towerkit.config import ConfigError, config_from_dict
+from towerkit.export import ExportDir, export_run
+from towerkit.retrieval import Retriever
+from towerkit.runs import FORMAT_VERSION, RunDir, RunDirError
+
+
+def _gpu_config(**sections):
+    """small_config as a GPU machine reads it: train.device cuda (not checked here)."""
+    tree = small_config(**sections).model_dump(mode="json")
+    tree["train"]["device"] = "cuda"
+    return config_from_dict(tree, machine=False)
+
+
+def _as_format_1(run: RunDir, config) -> None:
+    """Rewrite a run as towerkit wrote it before format 2: the whole config, machine settings
+    included, in config.yaml; no format, machine or data paths in run.json."""
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    (run.path / "config.yaml").write_text(text)
+    status = json.loads((run.path / "run.json").read_text())
+    for key in ("format", "machine", "data_paths"):
+        status.pop(key)
+    status["config_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    (run.path / "run.json").write_text(json.dumps(status))
+
+
+@pytest.fixture(scope="module")
+def gpu_runs(walk_prepared, tmp_path_factory):
+    """A finished run whose config says ``train.device: cuda``, in today's layout and in
+    format 1's (device inside config.yaml). Trained here on the CPU, written as a GPU machine
+    writes it: the run directory is created from the cuda config."""
+    root = tmp_path_factory.mktemp("gpu-runs")
+    out = {}
+    for layout in ("today", "format-1"):
+        cuda = _gpu_config()
+        run = RunDir.create(root / layout, cuda, walk_prepared)
+        pipeline.train(small_config(), walk_prepared, run=run)
+        if layout == "format-1":
+            _as_format_1(run, cuda)
+        out[layout] = run.path
+    return out
+
+
+@pytest.mark.parametrize("layout", ["today", "format-1"])
+def test_a_gpu_run_loads_recommends_exports_and_serves_on_a_cpu(
+    gpu_runs, walk_prepared, tmp_path, layout
+):
+    from test_serve import Server
+
+    path = gpu_runs[layout]
+    run = RunDir(path)
+    assert run.machine["train"]["device"] == "cuda"  # recorded, not applied
+    assert run.config.train.device == "cpu"
+    if layout == "format-1":
+        assert "device: cuda" in (path / "config.yaml").read_text()  # the file as written
+    model = run.load_model()
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    raw = walk_prepared.encoded.user_vocab.raw[:5]
+    recs = Retriever.from_run(path).recommend(raw, 5)
+    assert recs.ids.shape == (5, 5) and (recs.ids > 0).all()
+    export = export_run(path, tmp_path / "export")
+    assert ExportDir(export).manifest["onnx"]["parity"] <= 1e-5
+    server = Server(path)
+    try:
+        served = server.post("/recommend", {"user": str(raw[0]), "k": 5}).json()["items"]
+        assert [item["id"] for item in served] == recs.items[0].tolist()
+    finally:
+        server.stop()
+    # The CLI too: every command that reads a run.
+    from test_cli import towerkit
+
+    done = towerkit("recommend", str(path), "--user", str(raw[0]), "-k", "3")
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_gpu_run_resumes_on_a_cpu_only_when_asked(walk_prepared, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal cannot be shown")
+    run = RunDir.create(tmp_path / "run", _gpu_config(), walk_prepared)
+    with pytest.raises(ConfigError, match=r"trained on cuda.*no cuda device.*--device cpu"):
+        pipeline.resume(run, walk_prepared)
+    outcome = pipeline.resume(run, walk_prepared, device="cpu")
+    straight = pipeline.train(small_config(), walk_prepared)
+    assert outcome.metrics == straight.metrics  # the same experiment, whatever the machine
+    assert RunDir(run.path).finished
+
+
+def test_a_renamed_key_is_read_through_the_migration_hook(gpu_runs, tmp_path, monkeypatch):
+    """Simulate a later release that calls ``data.max_len`` ``data.history_length``: runs of
+    today's format are rewritten by one migration step, in memory."""
+    path = shutil.copytree(gpu_runs["today"], tmp_path / "run")
+    before = RunDir(path).config
+
+    def rename_back(run: dict, config: dict) -> None:  # what today's format called the key
+        config["data"]["max_len"] = config["data"].pop("history_length")
+
+    # Pretend today's files were written with the new name, by a towerkit one format older.
+    text = (path / "config.yaml").read_text().replace("  max_len:", "  history_length:")
+    (path / "config.yaml").write_text(text)
+    status = json.loads((path / "run.json").read_text())
+    status["config_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    (path / "run.json").write_text(json.dumps(status))
+    with pytest.raises(RunDirError, match=r"data\.history_length: unknown key"):
+        _ = RunDir(path).config  # without the step, the old key is unknown
+    monkeypatch.setattr(runs, "FORMAT_VERSION", FORMAT_VERSION + 1)
+    monkeypatch.setitem(runs.MIGRATIONS, FORMAT_VERSION, rename_back)
+    run = RunDir(path)
+    assert run.config == before
+    assert run.load_model() is not None  # the weights fit the migrated config
+    assert run._run["format"] == FORMAT_VERSION + 1
+    assert json.loads((path / "run.json").read_text())["format"] == FORMAT_VERSION  # untouched
+
+
+def test_a_run_of_a_newer_format_is_refused(gpu_runs, tmp_path):
+    path = shutil.copytree(gpu_runs["today"], tmp_path / "run")
+    status = json.loads((path / "run.json").read_text())
+    (path / "run.json").write_text(json.dumps({**status, "format": FORMAT_VERSION + 1}))
+    with pytest.raises(RunDirError, match=f"format {FORMAT_VERSION + 1}.*newer towerkit"):
+        RunDir(path)
+
+
+def test_data_paths_travel_with_the_run(tmp_path):
+    """A log given by path is saved relative to the run: the run and its data moved together
+    evaluate; the data gone is one error naming the key."""
+    from conftest import walk_log
+
+    data = tmp_path / "project" / "data"
+    data.mkdir(parents=True)
+    log = walk_log(np.random.default_rng(3).integers(8, 16, 60), 60, seed=3)
+    log.frame[["user", "item", "timestamp"]].to_csv(data / "log.csv", index=False)
+    config = small_config(data={"dataset": None, "path": str(data / "log.csv"), "max_len": 10})
+    run = pipeline.train(config, run=tmp_path / "project" / "runs" / "a").run
+    saved = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert saved["data"]["path"] == "../../data/log.csv"
+    assert "device" not in saved["train"]  # the machine's settings are not the experiment's
+    moved = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "project", moved)
+    again = RunDir(moved / "runs" / "a")
+    assert again.config.data.path == moved / "data" / "log.csv"
+    metrics = pipeline.evaluate_run(again)
+    assert metrics["test"] == json.loads((again.path / "metrics.json").read_text())["test"]
+    (moved / "data" / "log.csv").unlink()
+    with pytest.raises(RunDirError, match=r"data\.path of the run is not found at .*log\.csv"):
+        pipeline.evaluate_run(RunDir(moved / "runs" / "a"))
+
+
+def test_an_export_manifest_is_read_through_its_migration_hook(gpu_runs, tmp_path, monkeypatch):
+    from towerkit import export as export_module
+    from towerkit.export import ExportError
+
+    out = export_run(gpu_runs["today"], tmp_path / "export")
+    manifest = json.loads((out / "manifest.json").read_text())
+    version = manifest["format"]
+    manifest["history_length"] = manifest.pop("max_len")  # as a format-older export said it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(KeyError, match="max_len"):
+        ExportDir(out).retriever()
+    monkeypatch.setattr(export_module, "FORMAT_VERSION", version + 1)
+
+    def rename_back(manifest: dict, path) -> None:
+        manifest["max_len"] = manifest.pop("history_length")
+
+    monkeypatch.setitem(export_module.MANIFEST_MIGRATIONS, version, rename_back)
+    retriever = ExportDir(out).retriever()
+    assert retriever.max_len == 10 and len(retriever.recommend([1], 3).items[0]) == 3
+    manifest["format"] = version + 2
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match="upgrade towerkit"):
+        ExportDir(out)
