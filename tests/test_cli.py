@@ -263,3 +263,53 @@ def test_messages_print_brackets_as_they_are(tmp_path):
     """User text goes through rich escaped: a path such as runs/[exp1] keeps its brackets."""
     done = towerkit("evaluate", str(tmp_path / "[exp1]"))
     assert done.returncode == 1 and "[exp1]" in done.stderr
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_bug_is_shown_as_a_bug(monkeypatch, capsys, verbose):
+    """Only towerkit's own errors (and the machine's OSError) become one-line messages; any
+    other exception is an internal error: a short line, its traceback under -v, exit 2."""
+    from towerkit import cli
+
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli.datasets, "towerkit_home", broken)
+    monkeypatch.setattr(sys, "argv", ["towerkit", *(["-v"] if verbose else []), "data", "list"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    if verbose:
+        assert "Traceback" in err and "RuntimeError: boom" in err and "broken" in err
+    else:
+        assert "Traceback" not in err
+        assert err.strip().startswith("error: internal error: RuntimeError: boom")
+        assert "rerun with -v" in err and len(err.strip().splitlines()) <= 2
+
+
+def test_a_user_error_stays_one_line_under_verbose(monkeypatch, capsys):
+    from towerkit import cli
+
+    monkeypatch.setattr(sys, "argv", ["towerkit", "-v", "data", "info", "ml-2m"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().startswith("error: unknown data set 'ml-2m'")
+
+
+def test_a_missing_serving_extra_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    from towerkit.errors import MissingExtra
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a)
+    )
+    monkeypatch.delitem(sys.modules, "towerkit.serve", raising=False)
+    with pytest.raises(
+        MissingExtra, match=r"fastapi; install it with pip install 'towerkit\[serve\]'"
+    ):
+        import towerkit.serve  # noqa: F401

@@ -94,7 +94,7 @@ def test_a_gpu_run_resumes_on_a_cpu_only_when_asked(walk_prepared, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the refusal cannot be shown")
     run = RunDir.create(tmp_path / "run", _gpu_config(), walk_prepared)
-    with pytest.raises(ConfigError, match=r"trained on cuda.*no cuda device.*--device cpu"):
+    with pytest.raises(ConfigError, match=r"trained on cuda; .*no cuda device.*--device cpu"):
         pipeline.resume(run, walk_prepared)
     outcome = pipeline.resume(run, walk_prepared, device="cpu")
     straight = pipeline.train(small_config(), walk_prepared)

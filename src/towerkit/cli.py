@@ -1,7 +1,9 @@
 """The ``towerkit`` command.
 
-Only this module configures logging and prints. Every error a user can cause ends as one line
-``error: ...`` on stderr and exit status 1, never a traceback. Ctrl-C (or SIGTERM) during
+Only this module configures logging and prints. Every error a user can cause (towerkit's own
+errors, and the machine's ``OSError``: a full disk, a missing file) ends as one line ``error: ...``
+on stderr and exit status 1, never a traceback. Anything else is a bug and says so: a short
+"internal error" line (exit status 2), and its traceback under ``-v``. Ctrl-C (or SIGTERM) during
 training keeps the last finished epoch's checkpoint, prints the command that resumes it and
 exits with status 130. Text that comes from the user (paths, ids, titles, messages) is escaped
 before rich renders it, so ``[exp1]`` prints as itself.
@@ -38,7 +40,7 @@ app.add_typer(data_app, name="data")
 # Piped output gets a wide table rather than rich's 80-column default, which would clip labels.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
-_state = {"progress": True}
+_state = {"progress": True, "verbose": False}
 
 
 @app.callback()
@@ -56,6 +58,7 @@ def _main(
     terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=min(level, logging.INFO), handlers=[terminal], force=True)
     _state["progress"] = not quiet
+    _state["verbose"] = verbose
 
 
 @data_app.command("list")
@@ -572,28 +575,36 @@ def serve(
 
 
 def _require_serving() -> None:
-    import importlib.util
+    """Fail before any work when the serving extra is missing (the message names the pip
+    command that installs it)."""
+    import towerkit.serve  # noqa: F401  (raises MissingExtra)
 
-    from towerkit.index import IndexUnavailable
 
-    missing = [m for m in ("fastapi", "uvicorn", "onnxruntime", "onnx", "prometheus_client")
-               if importlib.util.find_spec(m) is None]  # fmt: skip
-    if missing:
-        raise IndexUnavailable(
-            f"serving needs {', '.join(missing)}; install it with pip install 'towerkit[serve]'"
-        )
+def _error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
-    """Entry point: run the app and turn user errors into one line and exit status 1."""
+    """Entry point: run the app; a user's error is one line and exit status 1, a bug is an
+    "internal error" line (its traceback with ``-v``) and exit status 2."""
     try:
         app()
-    except (TowerkitError, ValueError, KeyError, OSError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        err_console.print(
-            f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True
-        )
+    except TowerkitError as err:
+        _error(err.args[0] if isinstance(err, KeyError) and err.args else str(err))
         sys.exit(1)
+    except OSError as err:  # the machine's: a full disk, a missing or unreadable file
+        _error(str(err))
+        sys.exit(1)
+    except Exception as err:  # a bug: towerkit raised what it did not mean to
+        if _state["verbose"]:
+            err_console.print_exception()
+        else:
+            first = str(err).splitlines()[0] if str(err) else ""
+            _error(
+                f"internal error: {type(err).__name__}{': ' if first else ''}{first} (a bug in "
+                "towerkit; rerun with -v for the traceback, and report it)"
+            )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

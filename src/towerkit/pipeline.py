@@ -465,8 +465,7 @@ def resumed_config(
         return run.config.on_machine(device=device, threads=threads, progress=progress)
     except ConfigError as err:
         raise ConfigError(
-            f"{run.path}: the run was trained on {device}, and {err}; resume it here with "
-            "--device cpu"
+            f"{run.path}: the run was trained on {device}; {err}; resume it here with --device cpu"
         ) from None
 
 

@@ -25,6 +25,7 @@ import torch
 
 from towerkit.data.batches import gather_history
 from towerkit.data.vocab import Vocab
+from towerkit.errors import UnknownError
 from towerkit.index import Index, make_index
 from towerkit.models import MatchingModel
 from towerkit.runs import RunDir
@@ -65,11 +66,13 @@ def coerce_raw(vocab: Vocab, values: Sequence[Any]) -> np.ndarray:
             try:
                 number = int(value)
             except (TypeError, ValueError):
-                raise KeyError(f"unknown {vocab.name} id {value!r} (ids are integers)") from None
+                raise UnknownError(
+                    f"unknown {vocab.name} id {value!r} (ids are integers)"
+                ) from None
             if isinstance(value, float | np.floating) and number != value:
-                raise KeyError(f"unknown {vocab.name} id {value!r} (ids are integers)")
+                raise UnknownError(f"unknown {vocab.name} id {value!r} (ids are integers)")
             if not bounds.min <= number <= bounds.max:  # no id of the vocabulary: not one to cast
-                raise KeyError(f"unknown {vocab.name} id {value!r}")
+                raise UnknownError(f"unknown {vocab.name} id {value!r}")
             out.append(number)
         return np.asarray(out, dtype=raw.dtype)
     return np.asarray([v if isinstance(v, str) else str(v) for v in array], dtype=object)
@@ -319,11 +322,11 @@ def encode_user_features(
     if not table.values:
         given = sorted({name for row in rows if row for name in row})
         if given:
-            raise KeyError(f"the model uses no user features; got {', '.join(given)}")
+            raise UnknownError(f"the model uses no user features; got {', '.join(given)}")
         return None
     unknown = sorted({name for row in rows if row for name in row} - set(table.values))
     if unknown:
-        raise KeyError(
+        raise UnknownError(
             f"unknown user feature(s) {', '.join(unknown)}; the model uses: "
             f"{', '.join(table.values)}"
         )
@@ -353,9 +356,9 @@ def _number(name: str, value: Any) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise KeyError(f"user feature {name!r} is numeric; got {value!r}") from None
+        raise UnknownError(f"user feature {name!r} is numeric; got {value!r}") from None
     if not np.isfinite(number):
-        raise KeyError(f"user feature {name!r} must be a finite number; got {value!r}")
+        raise UnknownError(f"user feature {name!r} must be a finite number; got {value!r}")
     return number
 
 
@@ -363,7 +366,7 @@ def _code(vocab: Vocab, name: str, value: Any) -> int:
     raw = coerce_raw(vocab, [value]) if np.issubdtype(vocab.raw.dtype, np.integer) else [value]
     if raw[0] not in vocab:
         shown = ", ".join(map(str, vocab.raw[:10])) + (", ..." if len(vocab) > 10 else "")
-        raise KeyError(f"unknown value {value!r} of user feature {name!r}; known: {shown}")
+        raise UnknownError(f"unknown value {value!r} of user feature {name!r}; known: {shown}")
     return int(vocab.encode(raw)[0])
 
 
@@ -390,5 +393,5 @@ def parse_id_list(vocab: Vocab, text: str) -> list[Any]:
                 i = j
                 break
         else:
-            raise KeyError(f"unknown {vocab.name} id {pieces[i].strip()!r}")
+            raise UnknownError(f"unknown {vocab.name} id {pieces[i].strip()!r}")
     return out

@@ -369,7 +369,7 @@ def exact_seconds(
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
         if stamps.isna().any():
             label = stamps.index[int(np.flatnonzero(stamps.isna().to_numpy())[0])]
-            raise ValueError(f"{label}: missing {what}")
+            raise DataError(f"{label}: missing {what}")
         return stamps.astype("datetime64[ns]").astype(np.int64).to_numpy() / 1e9
     if pd.api.types.is_numeric_dtype(values.dtype):
         numeric = values.astype(np.float64)
@@ -381,7 +381,7 @@ def exact_seconds(
         bad = ~np.isfinite(seconds) | (seconds < _MIN_SECONDS) | (seconds > _MAX_SECONDS)
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
-            raise ValueError(
+            raise DataError(
                 f"{values.index[pos]}: {what} {values.iloc[pos]!r} is not a time: it must be "
                 f"finite and lie in the years 1678-2261 as epoch {unit} (another unit? set the "
                 "timestamp unit: s, ms, us or ns)"
@@ -394,7 +394,7 @@ def exact_seconds(
         bad = parsed.isna().to_numpy()
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
-        raise ValueError(
+        raise DataError(
             f"{values.index[pos]}: cannot parse {what} {values.iloc[pos]!r} "
             "(expected epoch seconds or an ISO-8601 date such as 2000-12-31T22:12:40)"
         )

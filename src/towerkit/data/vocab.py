@@ -13,6 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from towerkit.errors import DataError, UnknownError
+
 
 class Vocab:
     """A bijection between raw ids and the integers ``1..n``; ``0`` means padding.
@@ -32,7 +34,7 @@ class Vocab:
         index = pd.Index(raw if not isinstance(raw, pd.Index) else raw.to_numpy())
         if index.has_duplicates:
             dup = index[index.duplicated()][0]
-            raise ValueError(f"{name} vocab: raw id {dup!r} appears twice")
+            raise DataError(f"{name} vocab: raw id {dup!r} appears twice")
         self._index = index
         self.name = name
 
@@ -79,7 +81,7 @@ class Vocab:
             shown = ", ".join(
                 repr(v.item() if isinstance(v, np.generic) else v) for v in pd.unique(bad)[:5]
             )
-            raise KeyError(
+            raise UnknownError(
                 f"unknown {self.name} id(s) {shown} ({int((codes < 0).sum())} value(s) not in the "
                 f"vocab of {len(self)} {self.name}s)"
             )
@@ -93,7 +95,7 @@ class Vocab:
         """Map ints in ``1..n`` back to raw ids; 0 (padding) or out-of-range ids raise."""
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 1 or ids.max() > len(self)):
-            raise KeyError(
+            raise UnknownError(
                 f"{self.name} ids must lie in 1..{len(self)}; got {ids.min()}..{ids.max()}"
             )
         return self._index.to_numpy()[ids - 1]

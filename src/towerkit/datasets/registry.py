@@ -24,7 +24,7 @@ from towerkit.datasets.movielens import (
 )
 from towerkit.datasets.s3rec import BASE_URL, parse_s3rec
 from towerkit.datasets.sources import MirrorSource, UrlFilesSource, UrlSource, WheelSource
-from towerkit.errors import DataError, FetchError
+from towerkit.errors import DataError, FetchError, UnknownError
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise KeyError(
+        raise UnknownError(
             f"unknown data set {name!r}; known data sets: {', '.join(sorted(DATASETS))}"
         ) from None
 

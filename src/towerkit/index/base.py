@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from towerkit.errors import TowerkitError
+from towerkit.errors import MissingExtra, TowerkitError
 from towerkit.similarity import Similarity, get_similarity
 
 Exclusions = Sequence[Sequence[int] | np.ndarray] | tuple[np.ndarray, np.ndarray] | None
@@ -38,7 +38,7 @@ class IndexArgumentError(TowerkitError, ValueError):
     """A bad argument to an index: empty, wrong dimension, k < 1, not built, ..."""
 
 
-class IndexUnavailable(TowerkitError, ImportError):
+class IndexUnavailable(MissingExtra):
     """An optional back end whose package is not installed."""
 
 
