@@ -73,14 +73,13 @@ def timed_search(kind: str, options: dict, items, users, similarity, exclude, k:
 def part_ml1m(run_dir: Path) -> str:
     from towerkit import pipeline
     from towerkit.runs import RunDir
-    from towerkit.similarity import get_similarity
 
     run = RunDir(run_dir)
     config, model = run.config, run.load_model()
     prepared = pipeline.prepare(config.data, progress=False)
     pipeline.check_fingerprint(run, prepared)
     _, test = pipeline.evaluators(config, prepared)
-    similarity = get_similarity(config.similarity.name, normalize=config.similarity.normalize)
+    similarity = config.similarity.build()
     users = test.user_vectors(model)
     items = test.item_vectors(model)
     k = max(test.ks)

@@ -21,9 +21,10 @@ import pytest
 
 from conftest import prepare_log, small_config, walk_log
 from towerkit import pipeline
-from towerkit.export import ExportDir, ExportError, OnnxTower, export_run, parity
-from towerkit.retrieval import Retriever, TorchTower
+from towerkit.export import ExportDir, ExportError, export_run, parity
+from towerkit.retrieval import Retriever
 from towerkit.runs import RunDir
+from towerkit.user_towers import OnnxTower, TorchTower
 
 TOKEN = "test-token"
 MODELS = {

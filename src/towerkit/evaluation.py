@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from towerkit import distributed
-from towerkit.data.batches import Batch, gather_history
+from towerkit.data.history import gather_history
 from towerkit.data.split import Split, Stage
 from towerkit.errors import TowerkitError
 from towerkit.index import make_index, recall_at_k
 from towerkit.index.exact import chunked_topk
 from towerkit.similarity import Similarity
+from towerkit.types import Batch
 
 logger = logging.getLogger(__name__)
 

@@ -38,11 +38,12 @@ import pyarrow.parquet as pq
 import torch
 
 from towerkit import __version__
-from towerkit.data.batches import gather_history
+from towerkit.config import SimilarityConfig
+from towerkit.data.history import gather_history
 from towerkit.errors import TowerkitError
 from towerkit.files import staging_dir
 from towerkit.index import Index, load_index, make_index
-from towerkit.retrieval import Retriever, TorchTower
+from towerkit.retrieval import Retriever
 from towerkit.runs import (
     FEATURES_DIR,
     VOCAB_DIR,
@@ -50,8 +51,8 @@ from towerkit.runs import (
     SavedVocabularies,
     vectors_column,
 )
-from towerkit.similarity import get_similarity
-from towerkit.types import Batch, FeatureTable
+from towerkit.types import FeatureTable
+from towerkit.user_towers import OnnxTower, TorchTower, TowerModule, stored_features
 
 logger = logging.getLogger(__name__)
 
@@ -95,56 +96,6 @@ def migrate_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
         version += 1
         manifest["format"] = version
     return manifest
-
-
-class _TowerModule(torch.nn.Module):
-    """The user tower with side features as explicit inputs, for tracing to ONNX."""
-
-    def __init__(self, model: torch.nn.Module, features: list[str]) -> None:
-        super().__init__()
-        self.model, self.features = model, features
-
-    def forward(self, users: torch.Tensor, history: torch.Tensor, *values: torch.Tensor):
-        given = dict(zip(self.features, values, strict=True)) if self.features else None
-        batch = Batch(users, history, torch.zeros_like(users), given)
-        return self.model.encode_users(batch)
-
-
-def _stored_features(table: FeatureTable, users: np.ndarray) -> dict[str, np.ndarray]:
-    """The encoded side-feature values of known users, as the exported tower takes them."""
-    return {
-        name: np.asarray(values[users], dtype=np.float32 if table.kinds[name] == "numeric"
-                         else np.int64)
-        for name, values in table.values.items()
-    }  # fmt: skip
-
-
-class OnnxTower:
-    """The exported user tower run by onnxruntime (see :class:`~towerkit.retrieval.QueryTower`).
-
-    Args:
-        path: the ONNX file.
-        user_features: the encoded user features, to feed known users' stored values.
-        threads: onnxruntime's intra-op threads (0: its default).
-    """
-
-    def __init__(self, path: Path, user_features: FeatureTable, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = {i.name for i in self.session.get_inputs()}
-        self.user_features = user_features
-
-    def __call__(self, users, history, features):
-        users = np.asarray(users, dtype=np.int64)
-        if features is None:
-            features = _stored_features(self.user_features, users)
-        feed = {"users": users, "history": np.asarray(history, dtype=np.int64), **features}
-        return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
 
 
 def _sha256(path: Path) -> str:
@@ -193,7 +144,7 @@ def export_run(
     kind = index or config.eval.index
     if index_options is None:
         index_options = dict(config.eval.index_options) if kind == config.eval.index else {}
-    similarity = get_similarity(config.similarity.name, normalize=config.similarity.normalize)
+    similarity = config.similarity.build()
     make_index(kind, similarity, **index_options)  # bad options fail before any work
     model = run.load_model()
     retriever = Retriever.from_run(run)
@@ -238,10 +189,10 @@ def export_run(
 def _export_tower(model: torch.nn.Module, table: FeatureTable, max_len: int, path: Path) -> None:
     """Trace the user tower to ONNX with the user side features as inputs."""
     features = list(table.values)
-    tower = _TowerModule(model, features).eval()
+    tower = TowerModule(model, features).eval()
     users = torch.tensor([1, 2], dtype=torch.long)
     history = torch.ones(2, max_len, dtype=torch.long)
-    values = [torch.from_numpy(v) for v in _stored_features(table, users.numpy()).values()]
+    values = [torch.from_numpy(v) for v in stored_features(table, users.numpy()).values()]
     axes = {"users": {0: "batch"}, "history": {0: "batch", 1: "length"}, "queries": {0: "batch"}}
     for name, value in zip(features, values, strict=True):
         axes[name] = {0: "batch", 1: "width"} if value.dim() == 2 else {0: "batch"}
@@ -266,9 +217,7 @@ def parity(run: RunDir, reference: TorchTower, tower: OnnxTower, users: np.ndarr
     a server that pads a batch to its longest history relies on), relative to the
     vectors' scale (``max(1, largest |component|)``): float32 sums in another order differ by
     a few units in the last place of the largest component, whatever its size."""
-    similarity = get_similarity(
-        run.config.similarity.name, normalize=run.config.similarity.normalize
-    )
+    similarity = run.config.similarity.build()
     items, offsets = run.histories
     starts, ends = offsets[users], offsets[users + 1]
     max_len = run.config.data.max_len
@@ -368,7 +317,7 @@ class ExportDir(SavedVocabularies):
             stored = stored.reshape(len(stored), -1, dim)
         user_vectors = np.concatenate([np.zeros((1, *stored.shape[1:]), np.float32), stored])
         sim = self.manifest["similarity"]
-        similarity = get_similarity(sim["name"], normalize=sim["normalize"])
+        similarity = SimilarityConfig.model_validate(sim).build()
         shipped = index is None or (index == self.manifest["index"]["kind"] and not index_options)
         built: str | Index = load_index(self.path / INDEX_DIR) if shipped else index
         return Retriever(
@@ -392,4 +341,4 @@ def _matrix(column: pa.ChunkedArray) -> np.ndarray:
     return array.flatten().to_numpy().reshape(len(array), array.type.list_size).astype(np.float32)
 
 
-__all__ = ["ExportDir", "ExportError", "OnnxTower", "TorchTower", "export_run"]
+__all__ = ["ExportDir", "ExportError", "export_run", "migrate_manifest", "parity"]

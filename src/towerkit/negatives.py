@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from towerkit import distributed
+from towerkit.types import SamplerKind
 
-SamplerKind = Literal["uniform", "popularity", "log_popularity"]
 #: how a set of candidates is shared by the queries of a batch: one set for the whole batch,
 #: one set per query, or one set per window (shared by the window's positions).
 Sharing = Literal["batch", "query", "window"]

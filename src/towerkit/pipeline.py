@@ -59,7 +59,6 @@ from towerkit.negatives import (
 )
 from towerkit.objectives import Mode
 from towerkit.runs import RunDir, RunDirError, vectors_column
-from towerkit.similarity import Temperature, get_similarity
 from towerkit.state import TrainState, epochs_of
 from towerkit.task import RetrievalTask
 from towerkit.training import Trainer, TrainResult, Validator
@@ -274,7 +273,7 @@ def build_negatives(config: Config, n_items: int, train_counts: np.ndarray) -> N
 
 def build_task(config: Config, model: MatchingModel, prepared: Prepared) -> RetrievalTask:
     """The retrieval task: similarity, temperature, objective, negatives, log-q, masking."""
-    n, t = config.negatives, config.temperature
+    n = config.negatives
     if n.kind == "full":
         logq, mask_hits = False, True
     else:
@@ -283,10 +282,8 @@ def build_task(config: Config, model: MatchingModel, prepared: Prepared) -> Retr
     return RetrievalTask(
         model.encode_items,
         negatives=build_negatives(config, prepared.encoded.n_items, prepared.train_counts),
-        similarity=get_similarity(config.similarity.name, normalize=config.similarity.normalize),
-        temperature=Temperature(
-            t.value, learnable=t.learnable, min_value=t.min_value, max_value=t.max_value
-        ),
+        similarity=config.similarity.build(),
+        temperature=config.temperature.build(),
         mode=config.train.mode,
         logq=logq,
         mask_hits=mask_hits,
@@ -598,7 +595,7 @@ def evaluate_run(
     valid, test = evaluators(
         config.model_copy(update={"eval": eval_config}), prepared, index_on_test=True
     )
-    similarity = get_similarity(config.similarity.name, normalize=config.similarity.normalize)
+    similarity = config.similarity.build()
     start = time.perf_counter()
     metrics: dict[str, Any] = {
         "valid": valid.evaluate(model, similarity),

@@ -18,19 +18,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
-from towerkit.data.batches import gather_history
+from towerkit.data.history import gather_history
 from towerkit.data.vocab import Vocab
 from towerkit.errors import UnknownError
 from towerkit.index import Index, make_index
-from towerkit.models import MatchingModel
 from towerkit.runs import RunDir
-from towerkit.similarity import Similarity, get_similarity
-from towerkit.types import Batch, FeatureTable
+from towerkit.similarity import Similarity
+from towerkit.types import FeatureTable
+from towerkit.user_towers import QueryTower, TorchTower
 
 
 @dataclass(frozen=True)
@@ -78,42 +78,12 @@ def coerce_raw(vocab: Vocab, values: Sequence[Any]) -> np.ndarray:
     return np.asarray([v if isinstance(v, str) else str(v) for v in array], dtype=object)
 
 
-class QueryTower(Protocol):
-    """A user tower as retrieval calls it: numpy in, ``[B, D]`` float32 query vectors out.
-
-    Args (of the call):
-        users: int64 ``[B]`` encoded users (0: a user the model never saw).
-        history: int64 ``[B, max_len]`` left-padded encoded item ids.
-        features: encoded side-feature values per row (see :func:`encode_user_features`), or
-            None to use each known user's stored ones.
-    """
-
-    def __call__(
-        self, users: np.ndarray, history: np.ndarray, features: dict[str, np.ndarray] | None
-    ) -> np.ndarray: ...
-
-
-class TorchTower:
-    """The PyTorch model's user tower, in eval mode and without gradients."""
-
-    def __init__(self, model: MatchingModel) -> None:
-        self.model = model.eval()
-
-    @torch.no_grad()
-    def __call__(self, users, history, features):
-        users = torch.from_numpy(np.asarray(users, dtype=np.int64))
-        values = None
-        if features is not None:
-            values = {name: torch.from_numpy(array) for name, array in features.items()}
-        batch = Batch(users, torch.from_numpy(history), torch.zeros_like(users), values)
-        return self.model.encode_users(batch).numpy()  # the tower never reads targets
-
-
 class Retriever:
     """A user tower plus an index over the item vectors: raw ids in, top-K raw ids out.
 
-    Build one with :meth:`from_run` (the PyTorch model of a run directory) or
-    :meth:`from_export` (the ONNX tower and vectors of ``towerkit export``).
+    Build one with :meth:`from_run` (the PyTorch model of a run directory) or with
+    :meth:`ExportDir.retriever <towerkit.export.ExportDir.retriever>` (the ONNX tower and
+    vectors of ``towerkit export``).
 
     Args:
         tower: the user tower (:class:`TorchTower`, or the ONNX one of an export).
@@ -181,23 +151,11 @@ class Retriever:
             user_features=run.user_features,
             histories=run.histories,
             item_vectors=items,
-            similarity=get_similarity(
-                config.similarity.name, normalize=config.similarity.normalize
-            ),
+            similarity=config.similarity.build(),
             titles=run.titles,
             index=index,
             **index_options,
         )
-
-    @classmethod
-    def from_export(
-        cls, path: str | Path, index: str | None = None, **index_options: Any
-    ) -> Retriever:
-        """An export directory (``towerkit export``): the ONNX user tower in onnxruntime, the
-        stored vectors, and the exported index (or another kind when ``index`` is given)."""
-        from towerkit.export import ExportDir
-
-        return ExportDir(path).retriever(index, **index_options)
 
     def history_of(self, user_ids: Sequence[Any]) -> list[np.ndarray]:
         """Known users' raw item ids, oldest first."""

@@ -43,7 +43,7 @@ import warnings
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -59,13 +59,15 @@ from towerkit.config import (
     config_from_dict,
     resolve_paths,
 )
-from towerkit.data.prepared import Prepared
 from towerkit.data.vocab import Vocab
 from towerkit.errors import TowerkitError
 from towerkit.files import atomic_write, remove_stale, staging_dir
 from towerkit.models import MatchingModel, build_model
 from towerkit.state import TrainState
 from towerkit.types import FeatureTable
+
+if TYPE_CHECKING:
+    from towerkit.data.prepared import Prepared
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"

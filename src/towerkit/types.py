@@ -24,9 +24,30 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from towerkit.data.vocab import Vocab
-
 FeatureKind = Literal["categorical", "multi", "numeric"]
+#: the formats of a log file (``data.format``); the readers define how each is read
+Format = Literal["csv", "tsv", "parquet", "jsonl", "sequences"]
+#: the unit of numeric timestamps (``data.columns.timestamp_unit``)
+TimeUnit = Literal["s", "ms", "us", "ns"]
+#: the catalogue distributions sampled negatives are drawn from (``negatives.sampler``)
+SamplerKind = Literal["uniform", "popularity", "log_popularity"]
+
+
+class Vocabulary(Protocol):
+    """Raw ids <-> ids ``1..n`` (0 = padding): what :class:`~towerkit.data.vocab.Vocab` is, as
+    the contract types and the towers see it."""
+
+    name: str
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def raw(self) -> np.ndarray: ...
+
+    def encode(self, values: np.ndarray) -> np.ndarray: ...
+
+    def decode(self, ids: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -43,7 +64,7 @@ class FeatureTable:
 
     values: dict[str, np.ndarray] = field(default_factory=dict)
     kinds: dict[str, FeatureKind] = field(default_factory=dict)
-    vocabs: dict[str, Vocab] = field(default_factory=dict)
+    vocabs: dict[str, Vocabulary] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.values)

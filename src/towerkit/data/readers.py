@@ -16,7 +16,6 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -25,12 +24,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from towerkit.errors import DataError
+from towerkit.types import Format, TimeUnit
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | Path
 
-Format = Literal["csv", "tsv", "parquet", "jsonl", "sequences"]
 
 _SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -342,7 +341,6 @@ def check_present(path: Path, frame: pd.DataFrame, column: str) -> None:
 # The range pandas and numpy datetimes cover, in seconds (years 1678 to 2261).
 _MIN_SECONDS, _MAX_SECONDS = -9_223_372_036, 9_223_372_036
 _UNIT_SECONDS = {"s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
-TimeUnit = Literal["s", "ms", "us", "ns"]
 
 
 def parse_timestamps(

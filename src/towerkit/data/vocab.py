@@ -6,21 +6,46 @@ import json
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from towerkit.errors import DataError, UnknownError
 
 
+def _as_numpy(values: Any) -> np.ndarray:
+    """A 1-D numpy array of raw ids (pandas objects through ``to_numpy``, without importing
+    pandas: serving loads vocabularies and nothing of the data layer)."""
+    if hasattr(values, "to_numpy"):
+        values = values.to_numpy()
+    array = np.asarray(values if isinstance(values, np.ndarray) else list(values))
+    if array.dtype.kind in "US":  # numpy strings: object, as raw ids of text always are
+        array = array.astype(object)
+    return array
+
+
+def _arrow(array: np.ndarray) -> pa.Array | None:
+    """``array`` as an Arrow array of one type (integers or strings), or None when it mixes
+    types (then dictionaries do the lookups)."""
+    try:
+        if array.dtype.kind in "iu":
+            return pa.array(array, type=pa.int64())
+        if array.dtype == object:
+            return pa.array(array, type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    return None
+
+
 class Vocab:
     """A bijection between raw ids and the integers ``1..n``; ``0`` means padding.
 
-    Lookups are hash-based and vectorised (a pandas ``Index``), so encoding a million ids is one
-    call. Raw ids keep their type (int64 or str) through save and load.
+    Lookups are hash-based and vectorised (Arrow's ``index_in`` for many ids, a dict for a
+    request's few), so encoding a million ids is one call. Raw ids keep their type (integers or
+    str) through save and load. Nothing here needs pandas.
 
     Example:
         >>> vocab = Vocab.from_values(["b", "a", "b", "c"], name="item")
@@ -30,39 +55,53 @@ class Vocab:
         ['b']
     """
 
-    def __init__(self, raw: Iterable | np.ndarray | pd.Index, *, name: str = "id") -> None:
-        index = pd.Index(raw if not isinstance(raw, pd.Index) else raw.to_numpy())
-        if index.has_duplicates:
-            dup = index[index.duplicated()][0]
-            raise DataError(f"{name} vocab: raw id {dup!r} appears twice")
-        self._index = index
+    def __init__(self, raw: Iterable | np.ndarray, *, name: str = "id") -> None:
+        array = _as_numpy(raw)
+        if len(self._first_seen(array)) != len(array):
+            first = self._first_seen(array)
+            repeated = np.setdiff1d(np.arange(len(array)), first)[0]
+            raise DataError(f"{name} vocab: raw id {_plain(array[repeated])!r} appears twice")
+        self._raw = array
         self.name = name
 
+    @staticmethod
+    def _first_seen(array: np.ndarray) -> np.ndarray:
+        """Positions of each distinct value's first appearance, in order."""
+        if array.dtype.kind in "iub":
+            _, first = np.unique(array, return_index=True)
+            return np.sort(first)
+        strings = _arrow(array)
+        if strings is not None:  # Arrow's unique keeps the order of first appearance
+            codes = pc.index_in(strings, value_set=pc.unique(strings))
+            _, first = np.unique(codes.to_numpy(zero_copy_only=False), return_index=True)
+            return np.sort(first)
+        first: dict = {}
+        for position, value in enumerate(array.tolist()):
+            first.setdefault(value, position)
+        return np.fromiter(first.values(), np.int64, len(first))
+
     @classmethod
-    def from_values(cls, values: Iterable | np.ndarray | pd.Series, *, name: str = "id") -> Vocab:
+    def from_values(cls, values: Iterable | np.ndarray, *, name: str = "id") -> Vocab:
         """Build a vocab whose ids follow the order of first appearance in ``values``."""
-        uniques = pd.unique(pd.Series(values) if not isinstance(values, pd.Series) else values)
-        return cls(uniques, name=name)
+        array = _as_numpy(values)
+        return cls(array[cls._first_seen(array)], name=name)
 
     def __len__(self) -> int:
         """Number of real ids (padding excluded)."""
-        return len(self._index)
+        return len(self._raw)
 
     @property
     def size(self) -> int:
         """Rows an embedding table needs: ``len(vocab) + 1`` (row 0 is padding)."""
-        return len(self._index) + 1
+        return len(self._raw) + 1
 
     @property
     def raw(self) -> np.ndarray:
         """Raw ids in id order: ``raw[i]`` has id ``i + 1``."""
-        return self._index.to_numpy()
+        return self._raw
 
     def encode(
-        self,
-        values: Iterable | np.ndarray | pd.Series,
-        *,
-        unknown: Literal["error", "padding"] = "error",
+        self, values: Iterable | np.ndarray, *, unknown: Literal["error", "padding"] = "error"
     ) -> np.ndarray:
         """Map raw ids to ints in ``1..n`` (int64).
 
@@ -70,26 +109,34 @@ class Vocab:
             unknown: ``"error"`` raises ``KeyError`` naming the ids the vocab has never seen;
                 ``"padding"`` maps them to 0.
         """
-        array = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
-        if array.ndim == 1 and len(array) <= 64:  # a request's few ids: a dict is 100x faster
+        array = _as_numpy(values)
+        codes = None
+        if array.ndim == 1 and len(array) > 64:  # many ids: Arrow's hash lookup, in C++
+            wanted, known = _arrow(array), self._arrow
+            if wanted is not None and known is not None and wanted.type == known.type:
+                found = pc.index_in(wanted, value_set=known)
+                codes = found.fill_null(-1).to_numpy(zero_copy_only=False)
+        if codes is None:  # a request's few ids, or ids of another type: a dict
             lookup = self._lookup
-            codes = np.fromiter((lookup.get(v, -1) for v in array.tolist()), np.int64, len(array))
-        else:
-            codes = self._index.get_indexer(array)
+            flat = array.reshape(-1).tolist()
+            codes = np.fromiter((lookup.get(v, -1) for v in flat), np.int64, len(flat))
+            codes = codes.reshape(array.shape)
         if unknown == "error" and (codes < 0).any():
             bad = array[codes < 0]
-            shown = ", ".join(
-                repr(v.item() if isinstance(v, np.generic) else v) for v in pd.unique(bad)[:5]
-            )
+            shown = ", ".join(repr(_plain(v)) for v in bad[self._first_seen(bad)][:5])
             raise UnknownError(
-                f"unknown {self.name} id(s) {shown} ({int((codes < 0).sum())} value(s) not in the "
-                f"vocab of {len(self)} {self.name}s)"
+                f"unknown {self.name} id(s) {shown} ({int((codes < 0).sum())} value(s) not in "
+                f"the vocab of {len(self)} {self.name}s)"
             )
         return codes.astype(np.int64) + 1
 
     @cached_property
     def _lookup(self) -> dict:
-        return {raw: code for code, raw in enumerate(self._index.tolist())}
+        return {raw: code for code, raw in enumerate(self._raw.tolist())}
+
+    @cached_property
+    def _arrow(self) -> pa.Array | None:
+        return _arrow(self._raw)
 
     def decode(self, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """Map ints in ``1..n`` back to raw ids; 0 (padding) or out-of-range ids raise."""
@@ -98,17 +145,20 @@ class Vocab:
             raise UnknownError(
                 f"{self.name} ids must lie in 1..{len(self)}; got {ids.min()}..{ids.max()}"
             )
-        return self._index.to_numpy()[ids - 1]
+        return self._raw[ids - 1]
 
     def __contains__(self, raw: object) -> bool:
-        return raw in self._index
+        try:
+            return raw in self._lookup
+        except TypeError:  # unhashable: no id
+            return False
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Vocab)
             and self.name == other.name
-            and self._index.dtype == other._index.dtype
-            and self._index.equals(other._index)
+            and self._raw.dtype == other._raw.dtype
+            and np.array_equal(self._raw, other._raw)
         )
 
     def __repr__(self) -> str:
@@ -116,7 +166,7 @@ class Vocab:
 
     def save(self, path: str | Path) -> None:
         """Write the vocab to one Parquet file (column ``raw`` in id order)."""
-        table = pa.table({"raw": self._index.to_numpy()})
+        table = pa.table({"raw": self._arrow if self._arrow is not None else self._raw})
         table = table.replace_schema_metadata({"towerkit.vocab": json.dumps({"name": self.name})})
         pq.write_table(table, path)
 
@@ -125,3 +175,7 @@ class Vocab:
         table = pq.read_table(path)
         meta = json.loads((table.schema.metadata or {}).get(b"towerkit.vocab", b"{}"))
         return cls(table.column("raw").to_numpy(zero_copy_only=False), name=meta.get("name", "id"))
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

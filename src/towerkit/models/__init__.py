@@ -1,34 +1,40 @@
 """Models: each maps users and items into one vector space (see MatchingModel).
 
+Each model file owns its config section and builds itself from it
+(:meth:`MatchingModel.from_config`). :data:`MODELS` is the registry: the config's ``model``
+union is built from it, so adding a model is one new file and one line below.
 :func:`build_model` builds one from its config section and the encoded data's sizes and side
 features; the pipeline (training) and a run directory (loading) both call it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from towerkit.models.base import MatchingModel, SequenceModel
-from towerkit.models.dssm import DSSM
-from towerkit.models.gru4rec import GRU4Rec
-from towerkit.models.multi_interest import MIND, ComiRecDR, ComiRecSA, MultiInterestModel
-from towerkit.models.sasrec import SASRec
-from towerkit.models.youtube_dnn import YouTubeDNN
-from towerkit.nn import PooledTowerOptions
+from towerkit.models.base import (
+    MatchingModel,
+    ModelSection,
+    PooledHistorySection,
+    SequenceModel,
+    SequenceSection,
+)
+from towerkit.models.dssm import DSSM, DSSMConfig
+from towerkit.models.gru4rec import GRU4Rec, GRU4RecConfig
+from towerkit.models.multi_interest import (
+    MIND,
+    ComiRecDR,
+    ComiRecDRConfig,
+    ComiRecSA,
+    ComiRecSAConfig,
+    MINDConfig,
+    MultiInterestModel,
+)
+from towerkit.models.sasrec import SASRec, SASRecConfig
+from towerkit.models.youtube_dnn import YouTubeDNN, YouTubeDNNConfig
 from towerkit.types import FeatureTable
 
-if TYPE_CHECKING:
-    from towerkit.config import ModelConfig
-
-#: model name (``model.name`` in a config) -> class.
+#: model name (``model.name`` in a config) -> class; the first is the default model.
 MODELS: dict[str, type[MatchingModel]] = {
-    "youtube_dnn": YouTubeDNN,
-    "dssm": DSSM,
-    "sasrec": SASRec,
-    "gru4rec": GRU4Rec,
-    "comirec_sa": ComiRecSA,
-    "comirec_dr": ComiRecDR,
-    "mind": MIND,
+    model.model_name(): model
+    for model in (YouTubeDNN, DSSM, SASRec, GRU4Rec, ComiRecSA, ComiRecDR, MIND)
 }
 
 __all__ = [
@@ -36,19 +42,29 @@ __all__ = [
     "MIND",
     "MODELS",
     "ComiRecDR",
+    "ComiRecDRConfig",
     "ComiRecSA",
+    "ComiRecSAConfig",
+    "DSSMConfig",
     "GRU4Rec",
+    "GRU4RecConfig",
+    "MINDConfig",
     "MatchingModel",
+    "ModelSection",
     "MultiInterestModel",
+    "PooledHistorySection",
     "SASRec",
+    "SASRecConfig",
     "SequenceModel",
+    "SequenceSection",
     "YouTubeDNN",
+    "YouTubeDNNConfig",
     "build_model",
 ]
 
 
 def build_model(
-    config: ModelConfig,
+    config: ModelSection,
     *,
     n_users: int,
     n_items: int,
@@ -59,73 +75,16 @@ def build_model(
     """The model a config section describes, sized for ``n_users`` and ``n_items``.
 
     Args:
-        config: one model section of :class:`~towerkit.config.Config` (its ``name`` picks it).
+        config: the ``model`` section of :class:`~towerkit.config.Config` (its ``name`` picks
+            the model).
         max_len: the history length (``data.max_len``).
         user_features, item_features: encoded side features; models that use none ignore them.
     """
-    if config.name == "sasrec":
-        return SASRec(
-            n_items,
-            embedding_dim=config.embedding_dim,
-            max_len=max_len,
-            n_layers=config.n_layers,
-            n_heads=config.n_heads,
-            ffn_dim=config.ffn_dim,
-            dropout=config.dropout,
-            layer_norm=config.layer_norm,
-            share_embeddings=config.share_embeddings,
-            filter_mix=config.filter_mix,
-            filter_frequencies=config.filter_frequencies,
-            item_features=item_features,
-            feature_dim=config.feature_dim,
-        )
-    if config.name == "gru4rec":
-        return GRU4Rec(
-            n_items,
-            embedding_dim=config.embedding_dim,
-            hidden_size=config.hidden_size,
-            n_layers=config.n_layers,
-            dropout=config.dropout,
-            max_len=max_len,
-            share_embeddings=config.share_embeddings,
-            item_features=item_features,
-            feature_dim=config.feature_dim,
-        )
-    if config.name == "comirec_sa":
-        return ComiRecSA(
-            n_items, embedding_dim=config.embedding_dim, interests=config.interests,
-            max_len=max_len, attention_dim=config.attention_dim,
-        )  # fmt: skip
-    if config.name in ("comirec_dr", "mind"):
-        return MODELS[config.name](
-            n_items, embedding_dim=config.embedding_dim, interests=config.interests,
-            max_len=max_len, iterations=config.iterations,
-        )  # fmt: skip
-    tower = PooledTowerOptions(
-        hidden=tuple(config.hidden),
-        activation=config.activation,
-        dropout=config.dropout,
-        pooling=config.pooling,
-        recent_items=config.recent_items,
-        feature_dim=config.feature_dim,
-    )
-    if config.name == "youtube_dnn":
-        return YouTubeDNN(
-            n_items,
-            embedding_dim=config.embedding_dim,
-            max_len=max_len,
-            user_features=user_features,
-            share_embeddings=config.share_embeddings,
-            tower=tower,
-        )
-    return DSSM(
-        n_users,
-        n_items,
-        embedding_dim=config.embedding_dim,
-        id_dim=config.id_dim,
+    return MODELS[config.name].from_config(
+        config,
+        n_users=n_users,
+        n_items=n_items,
         max_len=max_len,
         user_features=user_features,
         item_features=item_features,
-        use_user_id=config.use_user_id,
-        tower=tower,
     )

@@ -1,4 +1,10 @@
-"""The contract every model follows."""
+"""The contract every model follows, and the config sections models share.
+
+A model file owns its config section (a :class:`ModelSection` with a ``name``) and builds itself
+from it (:meth:`MatchingModel.from_config`); the registry in :mod:`towerkit.models` lists the
+model classes, and the config's ``model`` union is built from it. Adding a model is one new
+file and one registry line.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,68 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
-from towerkit.nn import FeatureEmbedding, padded_embedding
+from towerkit.nn import FeatureEmbedding, PooledTowerOptions, padded_embedding
+from towerkit.nn.layers import Activation, Pooling
+from towerkit.sections import Section
 from towerkit.types import Batch, FeatureTable, SequenceBatch
+
+
+class ModelSection(Section):
+    """A model's config section (``model:`` in a config); ``name`` (a ``Literal`` in each
+    subclass) tells the models apart."""
+
+    name: str
+    embedding_dim: int = Field(default=64, ge=1)
+
+    def check(self, max_len: int) -> None:
+        """Checks against other sections (``data.max_len``): raise ``ValueError`` naming the
+        keys. None by default."""
+
+
+class PooledHistorySection(ModelSection):
+    """The keys of models with a pooled-history user tower (YouTubeDNN, DSSM)."""
+
+    hidden: list[int] = Field(default_factory=lambda: [256])
+    activation: Activation = "gelu"
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    pooling: Pooling = "recency"
+    recent_items: int = Field(
+        default=0, ge=0, description="also feed the last k history embeddings in order"
+    )
+    feature_dim: int = Field(default=16, ge=1, description="embedding width of each feature")
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, value: list[int]) -> list[int]:
+        if any(width < 1 for width in value):
+            raise ValueError("hidden widths must be positive integers")
+        return value
+
+    def tower(self) -> PooledTowerOptions:
+        """The user tower's shape these keys describe."""
+        return PooledTowerOptions(
+            hidden=tuple(self.hidden),
+            activation=self.activation,
+            dropout=self.dropout,
+            pooling=self.pooling,
+            recent_items=self.recent_items,
+            feature_dim=self.feature_dim,
+        )
+
+
+class SequenceSection(ModelSection):
+    """The keys of sequential models (SASRec, GRU4Rec)."""
+
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    share_embeddings: bool = Field(
+        default=True, description="score items with the input embedding table"
+    )
+    feature_dim: int = Field(
+        default=16, ge=1, description="width of each item feature (data.item_features) added"
+    )
 
 
 class MatchingModel(nn.Module, ABC):
@@ -32,10 +96,36 @@ class MatchingModel(nn.Module, ABC):
     """
 
     embedding_dim: int
+    #: vectors per user: 1, or K for a multi-interest model (``encode_users`` gives
+    #: ``[B, K, D]`` then). Every consumer (evaluation, retrieval, export, serving) reads this
+    #: declaration, never the rank of a tensor.
+    n_interests: int = 1
     #: implements ``encode_positions``: trains on windows of positions (``SequenceBatches``).
     encodes_positions: ClassVar[bool] = False
     #: reads the history as a sequence: windows are its training batches, without context.
     sequential: ClassVar[bool] = False
+    #: the config section this model is built from (its ``name`` is the model's name).
+    config_class: ClassVar[type[ModelSection]]
+
+    @classmethod
+    def model_name(cls) -> str:
+        """The model's name in a config (``model.name``)."""
+        return cls.config_class.model_fields["name"].default
+
+    @classmethod
+    @abstractmethod
+    def from_config(
+        cls,
+        config: ModelSection,
+        *,
+        n_users: int,
+        n_items: int,
+        max_len: int,
+        user_features: FeatureTable | None = None,
+        item_features: FeatureTable | None = None,
+    ) -> MatchingModel:
+        """The model ``config`` describes, sized for the data (``max_len``: ``data.max_len``;
+        side features the model does not use are ignored)."""
 
     @abstractmethod
     def encode_users(self, batch: Batch) -> torch.Tensor: ...

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from towerkit.models.base import MatchingModel
+import torch
+from pydantic import Field
+
+from towerkit.models.base import MatchingModel, PooledHistorySection
 from towerkit.nn import (
     MLP,
     FeatureEmbedding,
@@ -13,6 +16,15 @@ from towerkit.nn import (
     padded_embedding,
 )
 from towerkit.types import Batch, FeatureTable
+
+
+class DSSMConfig(PooledHistorySection):
+    """DSSM: MLP(pooled history ++ user id ++ user features) against MLP(item id ++ item
+    features)."""
+
+    name: Literal["dssm"] = "dssm"
+    id_dim: int = Field(default=64, ge=1, description="id and history embedding width")
+    use_user_id: bool = Field(default=True, description="embed the user id")
 
 
 class DSSM(MatchingModel):
@@ -29,6 +41,31 @@ class DSSM(MatchingModel):
         tower: the towers' shape: the user tower's pooling and recent items, and the MLP
             (hidden widths, activation, dropout) and feature width of both towers.
     """
+
+    config_class = DSSMConfig
+
+    @classmethod
+    def from_config(
+        cls,
+        config: DSSMConfig,
+        *,
+        n_users: int,
+        n_items: int,
+        max_len: int,
+        user_features: FeatureTable | None = None,
+        item_features: FeatureTable | None = None,
+    ) -> DSSM:
+        return cls(
+            n_users,
+            n_items,
+            embedding_dim=config.embedding_dim,
+            id_dim=config.id_dim,
+            max_len=max_len,
+            user_features=user_features,
+            item_features=item_features,
+            use_user_id=config.use_user_id,
+            tower=config.tower(),
+        )
 
     def __init__(
         self,

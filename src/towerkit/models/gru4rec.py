@@ -7,10 +7,13 @@ construction, so every position's output has seen only the items up to it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from towerkit.models.base import SequenceModel
+from towerkit.models.base import SequenceModel, SequenceSection
 from towerkit.types import FeatureTable
 
 
@@ -20,6 +23,14 @@ def _rotate(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     index = (torch.arange(length, device=x.device)[None, :] + shift[:, None]) % length  # (B, L)
     index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
     return torch.gather(x, 1, index)
+
+
+class GRU4RecConfig(SequenceSection):
+    """GRU4Rec: a GRU over the item sequence."""
+
+    name: Literal["gru4rec"] = "gru4rec"
+    n_layers: int = Field(default=1, ge=1, description="stacked GRU layers")
+    hidden_size: int | None = Field(default=None, ge=1, description="GRU state (default D)")
 
 
 class GRU4Rec(SequenceModel):
@@ -36,6 +47,31 @@ class GRU4Rec(SequenceModel):
         item_features, feature_dim: item side features added to each item's vector (see
             :class:`~towerkit.models.base.SequenceModel`).
     """
+
+    config_class = GRU4RecConfig
+
+    @classmethod
+    def from_config(
+        cls,
+        config: GRU4RecConfig,
+        *,
+        n_users: int,
+        n_items: int,
+        max_len: int,
+        user_features: FeatureTable | None = None,
+        item_features: FeatureTable | None = None,
+    ) -> GRU4Rec:
+        return cls(
+            n_items,
+            embedding_dim=config.embedding_dim,
+            hidden_size=config.hidden_size,
+            n_layers=config.n_layers,
+            dropout=config.dropout,
+            max_len=max_len,
+            share_embeddings=config.share_embeddings,
+            item_features=item_features,
+            feature_dim=config.feature_dim,
+        )
 
     def __init__(
         self,

@@ -20,12 +20,15 @@ interest's score (``Index.search_multi``).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from towerkit.models.base import MatchingModel
+from towerkit.models.base import MatchingModel, ModelSection
 from towerkit.nn import padded_embedding
-from towerkit.types import Batch
+from towerkit.types import Batch, FeatureTable
 
 
 def squash(z: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
@@ -61,6 +64,33 @@ def route(
         if not last:
             b = b + torch.einsum("bkld,bkd->bkl", mapped, interests)
     return interests
+
+
+class MultiInterestSection(ModelSection):
+    """The keys of multi-interest models."""
+
+    interests: int = Field(default=4, ge=1, description="K: vectors per user")
+
+
+class ComiRecSAConfig(MultiInterestSection):
+    """ComiRec-SA: K self-attention heads over the history."""
+
+    name: Literal["comirec_sa"] = "comirec_sa"
+    attention_dim: int | None = Field(default=None, ge=1, description="W1's width (4D)")
+
+
+class ComiRecDRConfig(MultiInterestSection):
+    """ComiRec-DR: dynamic routing, one bilinear map per interest."""
+
+    name: Literal["comirec_dr"] = "comirec_dr"
+    iterations: int = Field(default=3, ge=1, description="routing iterations")
+
+
+class MINDConfig(MultiInterestSection):
+    """MIND: behaviour-to-interest routing with a shared bilinear map."""
+
+    name: Literal["mind"] = "mind"
+    iterations: int = Field(default=3, ge=1, description="routing iterations")
 
 
 class MultiInterestModel(MatchingModel):
@@ -103,6 +133,24 @@ class ComiRecSA(MultiInterestModel):
     Args:
         attention_dim: the width of ``W1`` (default ``4 D``).
     """
+
+    config_class = ComiRecSAConfig
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ComiRecSAConfig,
+        *,
+        n_users: int,
+        n_items: int,
+        max_len: int,
+        user_features: FeatureTable | None = None,
+        item_features: FeatureTable | None = None,
+    ) -> ComiRecSA:
+        return cls(
+            n_items, embedding_dim=config.embedding_dim, interests=config.interests,
+            max_len=max_len, attention_dim=config.attention_dim,
+        )  # fmt: skip
 
     def __init__(
         self,
@@ -159,6 +207,24 @@ class RoutingModel(MultiInterestModel):
 class ComiRecDR(RoutingModel):
     """ComiRec-DR: dynamic routing with one bilinear map per interest, logits from 0."""
 
+    config_class = ComiRecDRConfig
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ComiRecDRConfig,
+        *,
+        n_users: int,
+        n_items: int,
+        max_len: int,
+        user_features: FeatureTable | None = None,
+        item_features: FeatureTable | None = None,
+    ) -> ComiRecDR:
+        return cls(
+            n_items, embedding_dim=config.embedding_dim, interests=config.interests,
+            max_len=max_len, iterations=config.iterations,
+        )  # fmt: skip
+
     def __init__(
         self,
         n_items: int,
@@ -181,6 +247,24 @@ class MIND(RoutingModel):
     """MIND: behaviour-to-interest routing with one shared bilinear map and routing logits
     from a fixed random draw (so a user's interests do not depend on the call), then a shared
     ReLU layer on each interest (the paper's interest MLP, without user profile features)."""
+
+    config_class = MINDConfig
+
+    @classmethod
+    def from_config(
+        cls,
+        config: MINDConfig,
+        *,
+        n_users: int,
+        n_items: int,
+        max_len: int,
+        user_features: FeatureTable | None = None,
+        item_features: FeatureTable | None = None,
+    ) -> MIND:
+        return cls(
+            n_items, embedding_dim=config.embedding_dim, interests=config.interests,
+            max_len=max_len, iterations=config.iterations,
+        )  # fmt: skip
 
     def __init__(
         self,
@@ -211,8 +295,12 @@ class MIND(RoutingModel):
 __all__ = [
     "MIND",
     "ComiRecDR",
+    "ComiRecDRConfig",
     "ComiRecSA",
+    "ComiRecSAConfig",
+    "MINDConfig",
     "MultiInterestModel",
+    "MultiInterestSection",
     "RoutingModel",
     "route",
     "squash",

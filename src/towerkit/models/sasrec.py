@@ -11,12 +11,48 @@ padding changes nothing.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from towerkit.models.base import SequenceModel
+from towerkit.models.base import SequenceModel, SequenceSection
 from towerkit.nn.attention import LayerNormPlacement, SelfAttentionBlock, causal_padding_mask
 from towerkit.types import FeatureTable
+
+
+class SASRecConfig(SequenceSection):
+    """SASRec: causal self-attention over the item sequence."""
+
+    name: Literal["sasrec"] = "sasrec"
+    n_layers: int = Field(default=2, ge=1, description="self-attention blocks")
+    n_heads: int = Field(default=1, ge=1, description="attention heads")
+    ffn_dim: int | None = Field(default=None, ge=1, description="feed-forward width (4D)")
+    layer_norm: LayerNormPlacement = "pre"
+    filter_mix: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="share of token mixing by a causal frequency filter (BSARec); 0: SASRec",
+    )  # fmt: skip
+    filter_frequencies: int = Field(
+        default=3, ge=1, description="lowest Fourier components the frequency filter keeps"
+    )
+
+    @model_validator(mode="after")
+    def _heads(self) -> SASRecConfig:
+        if self.embedding_dim % self.n_heads:
+            raise ValueError(
+                f"embedding_dim {self.embedding_dim} must be divisible by n_heads {self.n_heads}"
+            )
+        return self
+
+    def check(self, max_len: int) -> None:
+        top = max_len // 2 + 1
+        if self.filter_mix > 0 and self.filter_frequencies > top:
+            raise ValueError(
+                f"model.filter_frequencies {self.filter_frequencies} is more than a sequence "
+                f"of data.max_len {max_len} has: at most {top}"
+            )
 
 
 class SASRec(SequenceModel):
@@ -42,6 +78,35 @@ class SASRec(SequenceModel):
     Positions enter as learned per-distance attention biases (see the module docstring), so
     extra left padding never changes a user's vector.
     """
+
+    config_class = SASRecConfig
+
+    @classmethod
+    def from_config(
+        cls,
+        config: SASRecConfig,
+        *,
+        n_users: int,
+        n_items: int,
+        max_len: int,
+        user_features: FeatureTable | None = None,
+        item_features: FeatureTable | None = None,
+    ) -> SASRec:
+        return cls(
+            n_items,
+            embedding_dim=config.embedding_dim,
+            max_len=max_len,
+            n_layers=config.n_layers,
+            n_heads=config.n_heads,
+            ffn_dim=config.ffn_dim,
+            dropout=config.dropout,
+            layer_norm=config.layer_norm,
+            share_embeddings=config.share_embeddings,
+            filter_mix=config.filter_mix,
+            filter_frequencies=config.filter_frequencies,
+            item_features=item_features,
+            feature_dim=config.feature_dim,
+        )
 
     def __init__(
         self,

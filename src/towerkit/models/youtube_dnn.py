@@ -3,12 +3,24 @@ and the user's profile; on the item side, an embedding table (the softmax weight
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
-from towerkit.models.base import MatchingModel
+from towerkit.models.base import MatchingModel, PooledHistorySection
 from towerkit.nn import PooledHistoryTower, PooledTowerOptions, padded_embedding
 from towerkit.types import Batch, FeatureTable, SequenceBatch
+
+
+class YouTubeDNNConfig(PooledHistorySection):
+    """YouTubeDNN: MLP(pooled history ++ user features) against an item embedding table."""
+
+    name: Literal["youtube_dnn"] = "youtube_dnn"
+    share_embeddings: bool = Field(
+        default=False, description="one table for history inputs and item vectors"
+    )
 
 
 class YouTubeDNN(MatchingModel):
@@ -31,6 +43,28 @@ class YouTubeDNN(MatchingModel):
     """
 
     encodes_positions = True
+
+    config_class = YouTubeDNNConfig
+
+    @classmethod
+    def from_config(
+        cls,
+        config: YouTubeDNNConfig,
+        *,
+        n_users: int,
+        n_items: int,
+        max_len: int,
+        user_features: FeatureTable | None = None,
+        item_features: FeatureTable | None = None,
+    ) -> YouTubeDNN:
+        return cls(
+            n_items,
+            embedding_dim=config.embedding_dim,
+            max_len=max_len,
+            user_features=user_features,
+            share_embeddings=config.share_embeddings,
+            tower=config.tower(),
+        )
 
     def __init__(
         self,

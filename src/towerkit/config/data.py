@@ -1,0 +1,240 @@
+"""The ``data`` section: a known data set or a log of one's own, its side tables, filters and
+split."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from towerkit.sections import Section, tagged
+from towerkit.types import FeatureKind, Format, TimeUnit
+
+
+class LeaveOneOutSplit(Section):
+    """DESIGN.md's protocol: per user, the last interaction tests, the one before validates."""
+
+    kind: Literal["leave_one_out"] = "leave_one_out"
+
+
+class TemporalSplit(Section):
+    """A global time cut: interactions at ``t >= test_start`` test, ``valid_start <= t <
+    test_start`` validate, earlier ones train. Times are epoch seconds or ISO dates."""
+
+    kind: Literal["temporal"] = "temporal"
+    test_start: int
+    valid_start: int | None = Field(default=None, description="null: no validation stage")
+
+    @field_validator("test_start", "valid_start", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an ISO date (2003-01-01 or 2003-01-01T12:00:00)"
+                ) from None
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            value = dt.datetime(value.year, value.month, value.day)
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.timezone.utc)
+            return int(value.timestamp())
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> TemporalSplit:
+        if self.valid_start is not None and self.valid_start > self.test_start:
+            raise ValueError(
+                f"valid_start ({self.valid_start}) must not come after test_start "
+                f"({self.test_start})"
+            )
+        return self
+
+
+class LastFractionSplit(Section):
+    """Per user, the last ``test`` share of the interactions tests and the ``valid`` share
+    before it validates (each rounded up: a user with any interaction has a test target)."""
+
+    kind: Literal["last_fraction"] = "last_fraction"
+    valid: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _sum(self) -> LastFractionSplit:
+        if self.valid + self.test >= 1:
+            raise ValueError(f"valid + test = {self.valid + self.test:g} leaves nothing to train")
+        return self
+
+
+class HeldOutUsersSplit(Section):
+    """ComiRec's protocol (Cen et al., KDD 2020): users are divided (seeded) into training,
+    validation and test users; validation and test users never train, the first ``history``
+    share of their interactions is the input of the rest, their targets. Pair it with
+    ``eval.mask_seen: false`` and ``eval.ks: [20, 50]`` to report as the paper does."""
+
+    kind: Literal["held_out_users"] = "held_out_users"
+    valid: float = Field(default=0.1, ge=0.0, lt=1.0, description="share of validation users")
+    test: float = Field(default=0.1, gt=0.0, lt=1.0, description="share of test users")
+    history: float = Field(
+        default=0.8, gt=0.0, lt=1.0, description="held-out users: input share (the rest: targets)"
+    )
+    seed: int = Field(default=0, description="seeds the division of users")
+
+    @model_validator(mode="after")
+    def _sum(self) -> HeldOutUsersSplit:
+        if self.valid + self.test >= 1:
+            raise ValueError(f"valid + test = {self.valid + self.test:g} leaves no user to train")
+        return self
+
+
+SplitConfig = tagged(
+    "kind", "leave_one_out", LeaveOneOutSplit, TemporalSplit, LastFractionSplit, HeldOutUsersSplit
+)
+
+
+class ColumnsConfig(Section):
+    """Which column of a log file holds each role."""
+
+    user: str = "user"
+    item: str = "item"
+    timestamp: str | None = Field(
+        default="timestamp", description="null: no times; the file order is the time order"
+    )
+    rating: str | None = None
+    weight: str | None = Field(
+        default=None, description="a positive weight per interaction: it weights its loss"
+    )
+    timestamp_unit: TimeUnit = Field(default="s", description="of numeric timestamps")
+
+
+class FeatureConfig(Section):
+    """How a side-table column is encoded."""
+
+    kind: FeatureKind = "categorical"
+    sep: str = Field(default="|", description="multi: the separator between values in text")
+
+
+class SideTableConfig(Section):
+    """A user or item side table of a log given by path."""
+
+    path: Path
+    key: str = Field(description="the column of the user or item id")
+    format: Format | None = None
+    sep: str | None = None
+    features: dict[str, FeatureKind | FeatureConfig] = Field(
+        default_factory=dict,
+        description="column -> categorical | numeric | multi (or {kind: multi, sep: ','})",
+    )
+    title: str | None = Field(default=None, description="items: the column to show by ids")
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    def feature_configs(self) -> dict[str, FeatureConfig]:
+        return {
+            name: spec if isinstance(spec, FeatureConfig) else FeatureConfig(kind=spec)
+            for name, spec in self.features.items()
+        }
+
+
+_PATH_ONLY = ("format", "sep", "columns", "users", "items")
+
+
+class DataConfig(Section):
+    """Which data (a known data set, or a log of one's own), which side features, which
+    filters, which split."""
+
+    dataset: str | None = Field(
+        default=None, description="a known data set (towerkit data list); default ml-1m"
+    )
+    path: Path | None = Field(
+        default=None, description="a log file or a directory of Parquet shards, instead"
+    )
+    format: Format | None = Field(
+        default=None, description="csv, tsv, parquet, jsonl or sequences; default: the suffix"
+    )
+    sep: str | None = None
+    columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
+    users: SideTableConfig | None = None
+    items: SideTableConfig | None = None
+    user_features: list[str] | None = Field(
+        default=None,
+        description="user side features; null = the data set's recommended ones (own logs: all "
+        "declared in users.features)",
+    )
+    item_features: list[str] | None = Field(
+        default=None,
+        description="item side features; null = the data set's recommended ones (own logs: all "
+        "declared in items.features)",
+    )
+    min_user_interactions: int = Field(default=0, ge=0)
+    min_item_interactions: int = Field(default=0, ge=0)
+    min_rating: float | None = None
+    max_len: int = Field(default=50, ge=1, description="history length fed to the user tower")
+    split: SplitConfig = Field(default_factory=LeaveOneOutSplit)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_dataset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("dataset") is None and not values.get("path"):
+            return {**values, "dataset": "ml-1m"}
+        return values
+
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, value: str | None) -> str | None:
+        from towerkit.datasets import DATASETS
+
+        if value is not None and value not in DATASETS:
+            raise ValueError(f"unknown data set; known data sets: {', '.join(sorted(DATASETS))}")
+        return value
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.dataset is not None and self.path is not None:
+            raise ValueError("give either dataset (a known data set) or path (a log), not both")
+        if self.dataset is not None:
+            defaults = {"columns": ColumnsConfig()}
+            given = [k for k in _PATH_ONLY if getattr(self, k) != defaults.get(k)]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} describe a log given by path; data set "
+                    f"{self.dataset} knows its own"
+                )
+            has_time = _known_has_time(self.dataset)
+        else:
+            has_time = self.columns.timestamp is not None and self.format != "sequences"
+            if self.min_rating is not None and self.columns.rating is None:
+                raise ValueError("min_rating needs a rating column: set columns.rating")
+            for side, names in (("users", self.user_features), ("items", self.item_features)):
+                table = getattr(self, side)
+                declared = set(table.features) if table else set()
+                missing = sorted(set(names or ()) - declared)
+                if missing:
+                    raise ValueError(
+                        f"{side[:-1]}_features {missing} are not declared in {side}.features "
+                        f"({', '.join(sorted(declared)) or 'none declared'})"
+                    )
+        if self.split.kind == "temporal" and not has_time:
+            raise ValueError(
+                "a temporal split needs timestamps, and this log has none (its order is the "
+                "file's); use leave_one_out or last_fraction"
+            )
+        return self
+
+
+def _known_has_time(name: str) -> bool:
+    from towerkit.datasets import DATASETS
+
+    return DATASETS[name].has_time

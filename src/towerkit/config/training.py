@@ -1,0 +1,156 @@
+"""How to train and evaluate: ``train`` and ``eval``; and which of their keys are the machine's
+(:data:`MACHINE_KEYS`), not the experiment's."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from towerkit.index import IndexKind
+from towerkit.objectives import Mode, parse_mode
+from towerkit.sections import Section
+
+_METRIC = re.compile(r"^(hr|ndcg|mrr|recall|precision)@([1-9][0-9]*)$")
+
+
+class TrainConfig(Section):
+    """How to train (read by :class:`~towerkit.training.Trainer` as it is)."""
+
+    mode: Mode = Mode.LISTWISE
+    epochs: int = Field(default=10, ge=1, description="the most epochs to run")
+    batch_size: int = Field(
+        default=1024, ge=1, description="samples per batch (sequential models: windows)"
+    )
+    windows: int = Field(
+        default=0,
+        ge=0,
+        description="YouTubeDNN: train on windows of this many positions per user (one pass "
+        "each; as many windows a batch as hold batch_size samples on average) instead of "
+        "independent samples",
+    )
+    lr: float = Field(default=1e-3, gt=0, description="AdamW's learning rate")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW's weight decay")
+    clip_norm: float = Field(default=1.0, ge=0, description="gradient-norm clipping (0: off)")
+    sparse: bool = Field(
+        default=False,
+        description="id embedding tables get sparse gradients and SparseAdam: a step updates "
+        "only the rows it touched, so its cost does not grow with the catalogue (large "
+        "catalogues; weight decay and clip_norm then apply to the other parameters only)",
+    )
+    schedule: Literal["constant", "cosine", "linear"] = Field(
+        default="constant", description="learning rate after warm-up (cosine, linear: to 0)"
+    )
+    warmup: int = Field(default=0, ge=0, description="steps of linear warm-up")
+    patience: int = Field(
+        default=3,
+        ge=0,
+        description="epochs without a better monitor value before stopping (0: never stop "
+        "early; the best epoch's weights are still kept)",
+    )
+    monitor: str = Field(
+        default="ndcg@10", description="the validation metric that picks the best epoch"
+    )
+    seed: int = Field(default=0, description="seeds initialisation, dropout and negatives")
+    device: str = "cpu"
+    threads: int = Field(default=0, ge=0, description="torch threads; 0 = torch's default")
+    progress: bool = True
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Mode:
+        return parse_mode(value)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str, info: ValidationInfo) -> str:
+        import torch
+
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError):
+            raise ValueError("not a torch device; use cpu, cuda, cuda:N or mps") from None
+        if (info.context or {}).get("machine", True):  # a saved run's config is not checked
+            problem = device_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("monitor")
+    @classmethod
+    def _monitor(cls, value: str) -> str:
+        if not _METRIC.match(value):
+            raise ValueError(
+                "the monitor is a validation metric such as ndcg@10, hr@50 or mrr@10 "
+                "(hr, ndcg, mrr, recall or precision at a K of eval.ks)"
+            )
+        return value
+
+    @property
+    def monitor_k(self) -> int:
+        return int(self.monitor.partition("@")[2])
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used on this machine (None: it can). Only a config about to
+    train asks: a saved run's config names the machine it was trained on, not this one."""
+    import torch
+
+    kind = torch.device(device)
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }.get(kind.type, False)
+    if not available:
+        return f"this machine has no {kind.type} device; use cpu"
+    count = torch.cuda.device_count()
+    if kind.type == "cuda" and kind.index is not None and kind.index >= count:
+        return f"this machine has {count} CUDA device(s)"
+    return None
+
+
+#: Settings of the machine a config trains on, not of the experiment: a run directory saves its
+#: config without them (``run.json`` records where it was trained), so a run trained on a GPU
+#: loads, recommends, exports and serves on a machine without one.
+MACHINE_KEYS: dict[str, tuple[str, ...]] = {"train": ("device", "threads", "progress")}
+
+
+class EvalConfig(Section):
+    ks: list[int] = Field(default_factory=lambda: [10, 50])
+    max_bytes: int = Field(default=256 * 2**20, ge=1 << 16)
+    batch_size: int = Field(default=1024, ge=1)
+    index: IndexKind = Field(
+        default="exact",
+        description="validation ranks through this index every epoch (test is always exact)",
+    )
+    index_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of that index, e.g. {n_trees: 50}"
+    )
+    sample_users: int = Field(
+        default=0,
+        ge=0,
+        description="rank a seeded sample of this many users at each stage (0: every user); "
+        "for user bases and catalogues too large to rank everyone every epoch",
+    )
+    sample_seed: int = Field(default=0, description="the seed of that sample")
+    mask_seen: bool = Field(
+        default=True,
+        description="mask the items a user saw before the stage from their ranking (DESIGN.md's "
+        "protocol); false ranks them too (ComiRec's protocol)",
+    )
+
+    @model_validator(mode="after")
+    def _index(self) -> EvalConfig:
+        from towerkit.index import make_index
+
+        make_index(self.index, **self.index_options)  # a bad option fails here, not mid-run
+        return self
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, value: list[int]) -> list[int]:
+        if not value or min(value) < 1:
+            raise ValueError("ks must be a non-empty list of positive integers")
+        return sorted(set(value))

@@ -1,0 +1,103 @@
+"""The user tower as retrieval and serving call it: numpy in, query vectors out, run by PyTorch
+(:class:`TorchTower`, a run directory's model) or by onnxruntime (:class:`OnnxTower`, an
+export's ``user_tower.onnx``). Both take the same inputs, so a :class:`~towerkit.retrieval.
+Retriever` does not know which it holds; :func:`~towerkit.export.parity` compares them.
+
+A tower returns ``[B, D]`` vectors, or ``[B, K, D]`` for a model of K interests (the model
+declares K: :attr:`~towerkit.models.MatchingModel.interests`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from towerkit.models import MatchingModel
+from towerkit.types import Batch, FeatureTable
+
+
+class QueryTower(Protocol):
+    """A user tower as retrieval calls it: numpy in, ``[B, D]`` float32 query vectors out.
+
+    Args (of the call):
+        users: int64 ``[B]`` encoded users (0: a user the model never saw).
+        history: int64 ``[B, max_len]`` left-padded encoded item ids.
+        features: encoded side-feature values per row (see :func:`encode_user_features`), or
+            None to use each known user's stored ones.
+    """
+
+    def __call__(
+        self, users: np.ndarray, history: np.ndarray, features: dict[str, np.ndarray] | None
+    ) -> np.ndarray: ...
+
+
+class TorchTower:
+    """The PyTorch model's user tower, in eval mode and without gradients."""
+
+    def __init__(self, model: MatchingModel) -> None:
+        self.model = model.eval()
+
+    @torch.no_grad()
+    def __call__(self, users, history, features):
+        users = torch.from_numpy(np.asarray(users, dtype=np.int64))
+        values = None
+        if features is not None:
+            values = {name: torch.from_numpy(array) for name, array in features.items()}
+        batch = Batch(users, torch.from_numpy(history), torch.zeros_like(users), values)
+        return self.model.encode_users(batch).numpy()  # the tower never reads targets
+
+
+class TowerModule(torch.nn.Module):
+    """The user tower with side features as explicit inputs, for tracing to ONNX."""
+
+    def __init__(self, model: torch.nn.Module, features: list[str]) -> None:
+        super().__init__()
+        self.model, self.features = model, features
+
+    def forward(self, users: torch.Tensor, history: torch.Tensor, *values: torch.Tensor):
+        given = dict(zip(self.features, values, strict=True)) if self.features else None
+        batch = Batch(users, history, torch.zeros_like(users), given)
+        return self.model.encode_users(batch)
+
+
+def stored_features(table: FeatureTable, users: np.ndarray) -> dict[str, np.ndarray]:
+    """The encoded side-feature values of known users, as the exported tower takes them."""
+    return {
+        name: np.asarray(values[users], dtype=np.float32 if table.kinds[name] == "numeric"
+                         else np.int64)
+        for name, values in table.values.items()
+    }  # fmt: skip
+
+
+class OnnxTower:
+    """The exported user tower run by onnxruntime (see :class:`~towerkit.retrieval.QueryTower`).
+
+    Args:
+        path: the ONNX file.
+        user_features: the encoded user features, to feed known users' stored values.
+        threads: onnxruntime's intra-op threads (0: its default).
+    """
+
+    def __init__(self, path: Path, user_features: FeatureTable, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.user_features = user_features
+
+    def __call__(self, users, history, features):
+        users = np.asarray(users, dtype=np.int64)
+        if features is None:
+            features = stored_features(self.user_features, users)
+        feed = {"users": users, "history": np.asarray(history, dtype=np.int64), **features}
+        return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
+
+
+__all__ = ["OnnxTower", "QueryTower", "TorchTower", "TowerModule", "stored_features"]
