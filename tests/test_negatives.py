@@ -9,6 +9,7 @@ import torch
 
 from towerkit.data import item_counts
 from towerkit.negatives import (
+    BatchContext,
     CatalogueSampler,
     FullNegatives,
     InBatchNegatives,
@@ -55,9 +56,8 @@ def test_sampled_candidates_are_shared_as_asked():
     layout = torch.tensor([[False, True, True], [True, True, True]])  # 2 windows, 5 queries
 
     def draw(shared, layout=None):
-        (c,) = SampledNegatives(sampler, n=4, shared=shared).candidates(
-            positives, None, layout, torch.Generator().manual_seed(3)
-        )
+        strategy = SampledNegatives(sampler, n=4, shared=shared, seed=3)
+        (c,) = strategy.candidates(BatchContext(positives, None, layout))
         return c
 
     per_query, per_batch, per_window = draw(False), draw(True), draw(True, layout)
@@ -77,7 +77,7 @@ def test_sampled_candidates_are_shared_as_asked():
 def test_in_batch_candidates_are_the_positives_with_their_vectors():
     strategy = InBatchNegatives.from_counts(COUNTS)
     positives, vectors = torch.tensor([1, 3, 1]), torch.randn(3, 4)
-    (c,) = strategy.candidates(positives, vectors)
+    (c,) = strategy.candidates(BatchContext(positives, vectors))
     assert c.sharing == "batch" and c.includes_positives
     assert torch.equal(c.ids, positives) and c.vectors is vectors  # no second encoding
     logq = torch.log(torch.tensor(COUNTS / COUNTS.sum(), dtype=torch.float32))
@@ -90,7 +90,7 @@ def test_mixed_candidates_are_in_batch_then_sampled_and_positives_keep_in_batch_
     sampler = CatalogueSampler.uniform(5)
     mixed = MixedNegatives(in_batch, SampledNegatives(sampler, n=7, shared=True))
     positives = torch.tensor([1, 2, 3, 4])
-    first, second = mixed.candidates(positives, torch.randn(4, 2), None, torch.Generator())
+    first, second = mixed.candidates(BatchContext(positives, torch.randn(4, 2)))
     assert first.includes_positives and torch.equal(first.ids, positives)
     assert second.sharing == "batch" and second.ids.shape == (7,)
     assert torch.allclose(second.log_q, torch.full((7,), float(np.log(1 / 5))))
@@ -99,7 +99,7 @@ def test_mixed_candidates_are_in_batch_then_sampled_and_positives_keep_in_batch_
 
 def test_full_candidates_are_the_catalogue_without_correction():
     full = FullNegatives(5)
-    (c,) = full.candidates(torch.tensor([2]), None)
+    (c,) = full.candidates(BatchContext(torch.tensor([2])))
     assert torch.equal(c.ids, torch.arange(1, 6)) and c.sharing == "batch"
     assert full.exhaustive and not SampledNegatives(CatalogueSampler.uniform(5), 1).exhaustive
     assert torch.equal(full.log_q(c.ids), torch.zeros(5))

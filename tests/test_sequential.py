@@ -13,6 +13,7 @@ from towerkit.data import Sequences, leave_one_out
 from towerkit.data.batches import Batch, SequenceBatches, TrainingBatches
 from towerkit.models import GRU4Rec, SASRec
 from towerkit.negatives import (
+    BatchContext,
     CatalogueSampler,
     FullNegatives,
     InBatchNegatives,
@@ -294,7 +295,7 @@ def test_sampled_negatives_are_shared_per_window_by_default(model, shared, expec
     config = small_config(model=section, negatives={"kind": "sampled", "n": 8, "shared": shared})
     negatives = pipeline.build_negatives(config, N_ITEMS, np.ones(N_ITEMS + 1))
     layout = torch.ones(2, 3, dtype=torch.bool) if model == "sasrec" else None
-    (candidates,) = negatives.candidates(torch.arange(1, 7), None, layout, torch.Generator())
+    (candidates,) = negatives.candidates(BatchContext(torch.arange(1, 7), None, layout))
     assert candidates.sharing == expected
 
 

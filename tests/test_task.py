@@ -19,7 +19,7 @@ from towerkit.negatives import (
 from towerkit.objectives import listwise
 from towerkit.similarity import Cosine, Dot, Euclidean, Temperature
 from towerkit.task import RetrievalTask
-from towerkit.types import Seen
+from towerkit.types import Seen, TrainingPairs
 
 # Items 1 and 2 are the unit vectors; item 3 is (1, 1). Row 0 is padding.
 TABLE = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
@@ -42,7 +42,7 @@ def test_sampled_listwise_by_hand():
     # logits: query 0: pos q.i1 = 2 -> 4, negatives q.i3 = 2 -> (4, 4)
     #         query 1: pos q.i2 = 1 -> 2, negatives q.i3 = 1 -> (2, 2)
     # loss per query: softplus(logsumexp(neg) - pos) = softplus(log 2) = log 3
-    loss = task.loss(queries, torch.tensor([1, 2]))
+    loss = task.loss(TrainingPairs(queries, torch.tensor([1, 2])))
     assert loss.item() == pytest.approx(math.log(3), abs=1e-6)
 
 
@@ -59,7 +59,7 @@ IN_BATCH_POSITIVES = torch.tensor([1, 2, 1])  # item 1 twice: an accidental hit 
 
 
 def test_in_batch_with_log_q_and_accidental_hits_by_hand():
-    loss = in_batch_task(logq=True).loss(IN_BATCH_QUERIES, IN_BATCH_POSITIVES)
+    loss = in_batch_task(logq=True).loss(TrainingPairs(IN_BATCH_QUERIES, IN_BATCH_POSITIVES))
     a, b = math.log(0.75), math.log(0.25)
     # Every logit loses its item's log q. Row 0 keeps column 1 only (columns 0 and 2 are item
     # 1, its positive): softplus((0 - b) - (1 - a)). Row 1 keeps columns 0 and 2:
@@ -70,14 +70,16 @@ def test_in_batch_with_log_q_and_accidental_hits_by_hand():
         softplus(-b - (3 - a)),
     ]
     assert loss.item() == pytest.approx(np.mean(rows), abs=1e-6)
-    plain = in_batch_task(logq=False).loss(IN_BATCH_QUERIES, IN_BATCH_POSITIVES)
+    plain = in_batch_task(logq=False).loss(TrainingPairs(IN_BATCH_QUERIES, IN_BATCH_POSITIVES))
     plain_rows = [softplus(0 - 1), softplus(math.log(2) - 2), softplus(0 - 3)]
     assert plain.item() == pytest.approx(np.mean(plain_rows), abs=1e-6)
 
 
 def test_scale_comes_before_log_q():
     # At temperature 0.5 the scores double and log q is subtracted after: s / t - log q.
-    loss = in_batch_task(logq=True, temperature=0.5).loss(IN_BATCH_QUERIES, IN_BATCH_POSITIVES)
+    loss = in_batch_task(logq=True, temperature=0.5).loss(
+        TrainingPairs(IN_BATCH_QUERIES, IN_BATCH_POSITIVES)
+    )
     a, b = math.log(0.75), math.log(0.25)
     rows = [
         softplus(-b - (2 - a)),
@@ -88,7 +90,7 @@ def test_scale_comes_before_log_q():
 
 
 def test_without_hit_masking_only_the_own_column_is_left_out():
-    loss = in_batch_task(mask_hits=False).loss(IN_BATCH_QUERIES, IN_BATCH_POSITIVES)
+    loss = in_batch_task(mask_hits=False).loss(TrainingPairs(IN_BATCH_QUERIES, IN_BATCH_POSITIVES))
     # Row 0 keeps columns 1 and 2 (scores 0 and 1: the duplicate of its positive counts now),
     # row 1 keeps 0 and 2 (0, 0), row 2 keeps 0 and 1 (3, 0).
     rows = [
@@ -104,10 +106,10 @@ def test_pointwise_and_pairwise_over_the_catalogue_by_hand():
     # Scores against items 1, 2, 3: (1, 0, 1); item 1 is the positive, so negatives 2 and 3.
     point = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot(), mode=0)
     want = (softplus(-1) + softplus(0) + softplus(1)) / 3  # BCE over 1 positive, 2 negatives
-    assert point.loss(queries, positives).item() == pytest.approx(want, abs=1e-6)
+    assert point.loss(TrainingPairs(queries, positives)).item() == pytest.approx(want, abs=1e-6)
     pair = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot(), mode="pairwise")
     want = (softplus(-(1 - 0)) + softplus(-(1 - 1))) / 2  # BPR over the 2 kept pairs
-    assert pair.loss(queries, positives).item() == pytest.approx(want, abs=1e-6)
+    assert pair.loss(TrainingPairs(queries, positives)).item() == pytest.approx(want, abs=1e-6)
 
 
 @pytest.mark.parametrize("similarity", [Dot(), Cosine(), Euclidean()], ids=str)
@@ -118,7 +120,7 @@ def test_fused_full_softmax_equals_the_masked_listwise_loss(similarity):
     task = RetrievalTask(lambda ids: table[ids], negatives=FullNegatives(12),
                          similarity=similarity, temperature=0.3)  # fmt: skip
     assert task.fused
-    fused = task.loss(queries, positives)
+    fused = task.loss(TrainingPairs(queries, positives))
     scores = similarity.pairwise(queries, table[1:]) / 0.3  # (9, 12)
     pos = scores.gather(1, (positives - 1)[:, None]).squeeze(1)
     mask = torch.arange(1, 13)[None, :] != positives[:, None]
@@ -137,9 +139,9 @@ def test_window_shared_candidates_score_each_query_against_its_windows_set(simil
     layout = torch.tensor([[False, True, True, True], [False, False, True, True]])  # 5 queries
     queries, positives = torch.randn(5, 4), torch.tensor([3, 4, 5, 7, 8])
     task = RetrievalTask(lambda ids: table[ids],
-                         negatives=SampledNegatives(sampler, n=6, shared=True),
-                         similarity=similarity, temperature=0.5, logq=True, seed=2)  # fmt: skip
-    loss = task.loss(queries, positives, layout)
+                         negatives=SampledNegatives(sampler, n=6, shared=True, seed=2),
+                         similarity=similarity, temperature=0.5, logq=True)  # fmt: skip
+    loss = task.loss(TrainingPairs(queries, positives, layout))
     ids = sampler.sample((2, 6), torch.Generator().manual_seed(2))  # one draw per window
     assert not torch.equal(ids[0], ids[1])
     rows = ids[[0, 0, 0, 1, 1]]  # the window of each query
@@ -154,7 +156,7 @@ def test_mixed_concatenates_in_batch_and_sampled_logits():
     in_batch = InBatchNegatives.from_counts(np.array([0, 3, 1, 0]))
     task = RetrievalTask(encode, negatives=MixedNegatives(in_batch, SampledNegatives(only_3, 1)),
                          similarity=Dot(), logq=False)  # fmt: skip
-    loss = task.loss(IN_BATCH_QUERIES, IN_BATCH_POSITIVES)
+    loss = task.loss(TrainingPairs(IN_BATCH_QUERIES, IN_BATCH_POSITIVES))
     # In-batch columns as in the plain in-batch case, plus item 3: scores 1, 2, 3 per row.
     rows = [
         softplus(math.log(math.exp(0) + math.exp(1)) - 1),
@@ -170,11 +172,15 @@ def test_temperature_is_applied_learned_and_checked():
     hot = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot(), temperature=1.0)
     cold = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot(), temperature=0.1)
     # Logits (1, 0, 1) against (10, 0, 10): log(1 + e^-1 + 1) vs log(1 + e^-10 + 1).
-    assert hot.loss(queries, positives).item() == pytest.approx(math.log(2 + math.exp(-1)))
-    assert cold.loss(queries, positives).item() == pytest.approx(math.log(2 + math.exp(-10)))
+    assert hot.loss(TrainingPairs(queries, positives)).item() == pytest.approx(
+        math.log(2 + math.exp(-1))
+    )
+    assert cold.loss(TrainingPairs(queries, positives)).item() == pytest.approx(
+        math.log(2 + math.exp(-10))
+    )
     learned = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot(),
                             temperature=Temperature(0.5, learnable=True))  # fmt: skip
-    learned.loss(queries, positives).backward()
+    learned.loss(TrainingPairs(queries, positives)).backward()
     assert learned.temperature.log_value.grad.abs() > 0
     assert [p is learned.temperature.log_value for p in learned.parameters()] == [True]
     with pytest.raises(ValueError, match="full softmax samples none"):
@@ -189,11 +195,15 @@ def test_exclude_seen_drops_the_history_from_the_full_softmax_but_keeps_the_posi
     task = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot(), exclude_seen=True)
     # Scores vs items 1, 2, 3: query 0 (1, 0, 1) keeps only item 1: loss 0.
     # Query 1 (0, 2, 2) keeps items 2 (its positive) and 3: log(e^2 + e^2) - 2 = log 2.
-    assert task.loss(queries, positives, seen=Seen(seen)).item() == pytest.approx(math.log(2) / 2)
+    assert task.loss(TrainingPairs(queries, positives, seen=Seen(seen))).item() == pytest.approx(
+        math.log(2) / 2
+    )
     with pytest.raises(ValueError, match="seen"):
-        task.loss(queries, positives)
+        task.loss(TrainingPairs(queries, positives))
     plain = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot())
-    assert plain.loss(queries, positives, seen=Seen(seen)) == plain.loss(queries, positives)
+    assert plain.loss(TrainingPairs(queries, positives, seen=Seen(seen))) == plain.loss(
+        TrainingPairs(queries, positives)
+    )
 
 
 def test_exclude_seen_masks_sampled_and_in_batch_candidates_the_query_has_seen():
@@ -213,7 +223,9 @@ def test_exclude_seen_masks_sampled_and_in_batch_candidates_the_query_has_seen()
         0.0,
         softplus(math.log(math.exp(3) + math.exp(0)) - 3),
     ]
-    assert task.loss(queries, positives, seen=Seen(seen)).item() == pytest.approx(np.mean(rows))
+    assert task.loss(TrainingPairs(queries, positives, seen=Seen(seen))).item() == pytest.approx(
+        np.mean(rows)
+    )
 
 
 @pytest.mark.parametrize("kind", ["full", "sampled"])
@@ -229,13 +241,13 @@ def test_items_seen_before_a_window_are_excluded_for_each_of_its_queries(kind):
     if kind == "full":
         negatives = FullNegatives(8)
     else:
-        negatives = SampledNegatives(CatalogueSampler.uniform(8), n=6)
+        negatives = SampledNegatives(CatalogueSampler.uniform(8), n=6, seed=3)
     task = RetrievalTask(lambda ids: table[ids], negatives=negatives, similarity=Dot(),
-                         logq=False, exclude_seen=True, seed=3)  # fmt: skip
-    got = task.loss(queries, positives, seen=Seen(items, before, window))
+                         logq=False, exclude_seen=True)  # fmt: skip
+    got = task.loss(TrainingPairs(queries, positives, seen=Seen(items, before, window)))
     flat = torch.cat([items, before[window]], 1)  # each query's own full list
-    task.generator.manual_seed(3)
-    want = task.loss(queries, positives, seen=Seen(flat))
+    task.negatives.manual_seed(3)
+    want = task.loss(TrainingPairs(queries, positives, seen=Seen(flat)))
     torch.testing.assert_close(got, want)
-    task.generator.manual_seed(3)
-    assert not torch.allclose(got, task.loss(queries, positives, seen=Seen(items)))
+    task.negatives.manual_seed(3)
+    assert not torch.allclose(got, task.loss(TrainingPairs(queries, positives, seen=Seen(items))))

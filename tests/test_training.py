@@ -41,7 +41,7 @@ def trainer(n_items: int, temperature: float = 0.1, seed: int = 0, epochs: int =
     torch.manual_seed(seed)
     model = YouTubeDNN(n_items, embedding_dim=16, max_len=5, tower=PooledTowerOptions(hidden=(32,)))
     task = RetrievalTask(model.encode_items, negatives=FullNegatives(n_items),
-                         similarity=Cosine(), temperature=temperature, seed=seed)  # fmt: skip
+                         similarity=Cosine(), temperature=temperature)  # fmt: skip
     config = TrainConfig(epochs=epochs, seed=seed, progress=False, lr=5e-3, **kwargs)
     return Trainer(model, task, config)
 

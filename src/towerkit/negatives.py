@@ -161,34 +161,52 @@ class Candidates:
     own_offset: int = 0
 
 
+@dataclass(frozen=True)
+class BatchContext:
+    """What a strategy reads of one batch, passed whole.
+
+    Attributes:
+        positives: int64 ``[Q]`` positive item ids.
+        positive_vectors: ``[Q, D]`` their vectors, which in-batch strategies reuse (None where
+            the strategy is exhaustive: the fused full softmax encodes no positive).
+        layout: for windows, the boolean ``[W, T]`` mask of the positions the queries come
+            from (row-major order); None for independent samples.
+        shard: under ``torchrun``, this rank's part of the global batch: candidates are those
+            of the global batch (in-batch ones gathered from every rank, sampled ones drawn for
+            the whole batch, this rank's rows kept); None in one process.
+    """
+
+    positives: torch.Tensor
+    positive_vectors: torch.Tensor | None = None
+    layout: torch.Tensor | None = None
+    shard: Shard | None = None
+
+
 class Negatives(ABC):
-    """A negative strategy: positives in, candidates out (see :class:`Candidates`)."""
+    """A negative strategy: a batch in, candidates out (see :class:`Candidates`).
+
+    A strategy that draws at random owns its generator (seeded at construction and again by
+    :meth:`manual_seed` when training starts; its state is part of a checkpoint)."""
 
     #: every catalogue item is a candidate (the exact softmax; nothing is sampled).
     exhaustive: ClassVar[bool] = False
 
     @abstractmethod
-    def candidates(
-        self,
-        positives: torch.Tensor,
-        positive_vectors: torch.Tensor | None,
-        layout: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        shard: Shard | None = None,
-    ) -> list[Candidates]:
-        """The negative candidates of a batch.
+    def candidates(self, batch: BatchContext) -> list[Candidates]:
+        """The negative candidates of a batch."""
 
-        Args:
-            positives: int64 ``[Q]`` positive item ids.
-            positive_vectors: ``[Q, D]`` their vectors, which in-batch strategies reuse (None
-                where the strategy is exhaustive: the fused full softmax encodes no positive).
-            layout: for windows, the boolean ``[W, T]`` mask of the positions the queries come
-                from (row-major order); None for independent samples.
-            generator: the random source of sampled candidates (seeded alike on every rank).
-            shard: under ``torchrun``, this rank's part of the global batch: candidates are
-                those of the global batch (in-batch ones gathered from every rank, sampled ones
-                drawn for the whole batch, this rank's rows kept).
-        """
+    def manual_seed(self, seed: int) -> None:
+        """Seed the random source of drawn candidates (none here: nothing is drawn)."""
+        return None
+
+    def rng_state(self) -> torch.Tensor | None:
+        """The random source's state (None: the strategy draws nothing)."""
+        return None
+
+    def set_rng_state(self, state: torch.Tensor | None) -> None:
+        """Restore :meth:`rng_state` (a state given to a strategy that draws nothing is
+        ignored)."""
+        return None
 
     @abstractmethod
     def log_q(self, ids: torch.Tensor) -> torch.Tensor:
@@ -209,22 +227,37 @@ class SampledNegatives(Negatives):
             full softmax closely (``benchmarks/results/ml1m_sequential.md``).
     """
 
-    def __init__(self, sampler: CatalogueSampler, n: int, *, shared: bool = False) -> None:
+    def __init__(
+        self, sampler: CatalogueSampler, n: int, *, shared: bool = False, seed: int = 0
+    ) -> None:
         if n < 1:
             raise ValueError(f"the number of sampled negatives must be >= 1, got {n}")
         self.sampler, self.n, self.shared = sampler, n, shared
+        # Seeded alike on every rank: the global batch's draws agree across processes.
+        self.generator = torch.Generator().manual_seed(seed)
 
-    def candidates(self, positives, positive_vectors, layout=None, generator=None, shard=None):
+    def manual_seed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def rng_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor | None) -> None:
+        if state is not None:
+            self.generator.set_state(state)
+
+    def candidates(self, batch: BatchContext) -> list[Candidates]:
+        positives, layout, shard = batch.positives, batch.layout, batch.shard
         windows = self.shared and layout is not None  # (W, N): one set per window
         if self.shared and layout is None:  # (N,): one set, the same on every rank
-            ids = self.sampler.sample((self.n,), generator)
+            ids = self.sampler.sample((self.n,), self.generator)
         elif shard is None:  # (W, N), or (Q, N): one set per query
-            ids = self.sampler.sample(
-                (len(layout) if windows else len(positives), self.n), generator
-            )
+            shape = (len(layout) if windows else len(positives), self.n)
+            ids = self.sampler.sample(shape, self.generator)
         else:  # drawn for the global batch, this rank's rows kept
             counts = shard.windows if windows else shard.queries
-            ids = self.sampler.sample((int(counts.sum()), self.n), generator)[shard.rows(counts)]
+            drawn = self.sampler.sample((int(counts.sum()), self.n), self.generator)
+            ids = drawn[shard.rows(counts)]
         ids = ids.to(positives.device)
         sharing = "window" if windows else "batch" if self.shared else "query"
         return [Candidates(ids, self.log_q(ids), sharing)]
@@ -254,7 +287,8 @@ class InBatchNegatives(Negatives):
         probs = counts / counts.sum()
         return cls(torch.log(probs.clamp_min(1e-30)).to(torch.float32))
 
-    def candidates(self, positives, positive_vectors, layout=None, generator=None, shard=None):
+    def candidates(self, batch: BatchContext) -> list[Candidates]:
+        positives, positive_vectors, shard = batch.positives, batch.positive_vectors, batch.shard
         offset = 0
         if shard is not None:  # every rank's positives, their vectors with gradients
             ids, offset = distributed.gather(positives, shard.queries)
@@ -284,11 +318,17 @@ class MixedNegatives(Negatives):
     def __init__(self, in_batch: InBatchNegatives, sampled: SampledNegatives) -> None:
         self.in_batch, self.sampled = in_batch, sampled
 
-    def candidates(self, positives, positive_vectors, layout=None, generator=None, shard=None):
-        return [
-            *self.in_batch.candidates(positives, positive_vectors, layout, generator, shard),
-            *self.sampled.candidates(positives, positive_vectors, layout, generator, shard),
-        ]
+    def candidates(self, batch: BatchContext) -> list[Candidates]:
+        return [*self.in_batch.candidates(batch), *self.sampled.candidates(batch)]
+
+    def manual_seed(self, seed: int) -> None:
+        self.sampled.manual_seed(seed)
+
+    def rng_state(self) -> torch.Tensor:
+        return self.sampled.rng_state()
+
+    def set_rng_state(self, state: torch.Tensor | None) -> None:
+        self.sampled.set_rng_state(state)
 
     def log_q(self, ids):
         return self.in_batch.log_q(ids)
@@ -306,8 +346,8 @@ class FullNegatives(Negatives):
     def __init__(self, n_items: int) -> None:
         self.n_items = n_items
 
-    def candidates(self, positives, positive_vectors, layout=None, generator=None, shard=None):
-        ids = torch.arange(1, self.n_items + 1, device=positives.device)
+    def candidates(self, batch: BatchContext) -> list[Candidates]:
+        ids = torch.arange(1, self.n_items + 1, device=batch.positives.device)
         return [Candidates(ids, self.log_q(ids), "batch")]
 
     def log_q(self, ids):

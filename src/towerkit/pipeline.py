@@ -267,7 +267,7 @@ def build_negatives(config: Config, n_items: int, train_counts: np.ndarray) -> N
         return in_batch
     sampler = CatalogueSampler.build(n.sampler, train_counts, n.alpha)
     shared = trains_on_windows(config) if n.shared is None else n.shared
-    sampled = SampledNegatives(sampler, n.n, shared=shared)
+    sampled = SampledNegatives(sampler, n.n, shared=shared, seed=config.train.seed)
     return sampled if n.kind == "sampled" else MixedNegatives(in_batch, sampled)
 
 
@@ -288,7 +288,6 @@ def build_task(config: Config, model: MatchingModel, prepared: Prepared) -> Retr
         logq=logq,
         mask_hits=mask_hits,
         exclude_seen=bool(n.exclude_seen),
-        seed=config.train.seed,
     )
 
 

@@ -2,9 +2,10 @@
 
 Everything that stays fixed during a run is chosen once, when the task is built: the item
 tower, the similarity, the temperature, the objective (the training mode), the negative
-strategy, the log-q correction, accidental-hit masking and the random source of sampled
-negatives. Its call takes tensors only. One ordered pipeline serves every strategy (as in
-TensorFlow Recommenders' ``tasks.Retrieval``)::
+strategy (which owns the random source of the negatives it draws), the log-q correction and
+accidental-hit masking. Its call takes a batch's :class:`~towerkit.types.TrainingPairs`
+whole. One ordered pipeline serves every strategy (as in TensorFlow Recommenders'
+``tasks.Retrieval``)::
 
     candidates (the strategy) -> scores, scaled by 1 / temperature -> - log q -> mask -> objective
 
@@ -24,7 +25,7 @@ cross-entropy instead (the same loss: the positive appears once among the catalo
 Example:
     >>> task = RetrievalTask(model.encode_items, negatives=FullNegatives(n_items),
     ...                      similarity=Cosine(), temperature=Temperature(0.1))
-    >>> loss = task.loss(queries, positives)  # [Q, D], [Q] -> scalar
+    >>> loss = task.loss(TrainingPairs(queries, positives))  # [Q, D], [Q] -> scalar
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from towerkit import distributed
-from towerkit.negatives import Candidates, Negatives, Shard
+from towerkit.negatives import BatchContext, Candidates, Negatives, Shard
 from towerkit.objectives import Mode, get_objective, parse_mode
 from towerkit.similarity import Similarity, Temperature, get_similarity
-from towerkit.types import Seen
+from towerkit.types import Seen, TrainingPairs
 
 ItemEncoder = Callable[[torch.Tensor], torch.Tensor]
 
@@ -56,9 +57,8 @@ class RetrievalTask(nn.Module):
         mode: ``"pointwise"``, ``"pairwise"``, ``"listwise"`` or the seed's ``0 / 1 / 2``.
         logq: subtract each candidate's and each positive's log sampling probability.
         mask_hits: drop candidates equal to the query's positive.
-        exclude_seen: drop candidates the query has already seen (the ``seen`` ids passed to
-            :meth:`loss`), except its own positive.
-        seed: seeds the random source of sampled negatives (:attr:`generator`).
+        exclude_seen: drop candidates the query has already seen (the pairs' ``seen`` ids),
+            except its own positive.
     """
 
     def __init__(
@@ -72,7 +72,6 @@ class RetrievalTask(nn.Module):
         logq: bool = False,
         mask_hits: bool = True,
         exclude_seen: bool = False,
-        seed: int = 0,
     ) -> None:
         super().__init__()
         if logq and negatives.exhaustive:
@@ -88,31 +87,21 @@ class RetrievalTask(nn.Module):
         self.logq, self.mask_hits, self.exclude_seen = logq, mask_hits, exclude_seen
         # The exact softmax over the catalogue is one fused cross-entropy (chosen once, here).
         self.fused = self.mode is Mode.LISTWISE and negatives.exhaustive
-        self.generator = torch.Generator().manual_seed(seed)
 
-    def loss(
-        self,
-        queries: torch.Tensor,
-        positives: torch.Tensor,
-        layout: torch.Tensor | None = None,
-        weights: torch.Tensor | None = None,
-        seen: Seen | None = None,
-    ) -> torch.Tensor:
-        """The mean loss of a batch (under torchrun: this rank's share of the global batch's
-        mean, see :mod:`towerkit.distributed`).
+    def loss(self, pairs: TrainingPairs) -> torch.Tensor:
+        """The mean loss of a batch's pairs (under torchrun: this rank's share of the global
+        batch's mean, see :mod:`towerkit.distributed`).
 
         Args:
-            queries: ``[Q, D]`` query vectors.
-            positives: int64 ``[Q]`` the item each query must retrieve.
-            layout: for windows of positions, the boolean ``[W, T]`` mask the queries come from
-                (row-major), so that sampled negatives can be shared per window.
-            weights: ``[Q]`` positive weights of the queries' losses (a weighted mean), or
-                None for equal weights.
-            seen: the items each query has already seen (:class:`~towerkit.types.Seen`);
-                required with ``exclude_seen``, ignored otherwise.
+            pairs: ``queries [Q, D]``, ``positives [Q]`` and, where they apply, the windows'
+                ``layout`` (so that sampled negatives can be shared per window), the pairs'
+                ``weights`` (a weighted mean) and the items each query has ``seen`` (required
+                with ``exclude_seen``, ignored otherwise); see
+                :class:`~towerkit.types.TrainingPairs`.
         """
+        queries, positives, layout, weights, seen = pairs
         if self.exclude_seen and seen is None:
-            raise ValueError("exclude_seen needs the items each query has seen (seen=...)")
+            raise ValueError("exclude_seen needs the items each query has seen (pairs.seen)")
         seen = seen if self.exclude_seen else None
         ctx = distributed.context()
         if not ctx.active:
@@ -130,7 +119,7 @@ class RetrievalTask(nn.Module):
     def _loss(self, queries, positives, layout, weights, seen, shard) -> torch.Tensor:
         scale = self.temperature.inverse()
         if self.fused:
-            (full,) = self.negatives.candidates(positives, None)
+            (full,) = self.negatives.candidates(BatchContext(positives))
             scores = self.similarity.pairwise(queries, self.encode_items(full.ids), scale)
             if seen is not None:  # column j holds item j + 1
                 hide = self._hide(seen, len(full.ids), positives)
@@ -144,9 +133,8 @@ class RetrievalTask(nn.Module):
         if self.logq:
             pos = pos - self.negatives.log_q(positives)
         negs, masks = [], []
-        for candidates in self.negatives.candidates(
-            positives, positive_vectors, layout, self.generator, shard
-        ):
+        batch = BatchContext(positives, positive_vectors, layout, shard)
+        for candidates in self.negatives.candidates(batch):
             neg, mask = self._negatives(queries, positives, candidates, scale, layout, seen)
             negs.append(neg)
             masks.append(mask)

@@ -106,7 +106,7 @@ def _rng_state(task: RetrievalTask) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "negatives": task.generator.get_state(),
+        "negatives": task.negatives.rng_state(),
         "numpy": [
             numpy_state[0],
             torch.from_numpy(numpy_state[1].astype(np.int64)),
@@ -120,7 +120,7 @@ def _set_rng_state(task: RetrievalTask, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():  # a GPU run resumed on a CPU has none
         torch.cuda.set_rng_state_all(state["cuda"])
-    task.generator.set_state(state["negatives"])
+    task.negatives.set_rng_state(state["negatives"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     version, internal, gauss = state["python"]
@@ -221,7 +221,7 @@ class _Step(nn.Module):
 
     def forward(self, batch: Batch | SequenceBatch) -> torch.Tensor:
         pairs = batch.training_pairs(self.model, seen=self.task.exclude_seen)
-        return self.task.loss(*pairs)
+        return self.task.loss(pairs)
 
 
 class Trainer:
@@ -298,7 +298,7 @@ class Trainer:
             )  # fmt: skip
         if state is None:
             torch.manual_seed(c.seed + self.ctx.rank)  # dropout differs by rank
-            self.task.generator.manual_seed(c.seed)  # negatives are drawn alike on every rank
+            self.task.negatives.manual_seed(c.seed)  # negatives are drawn alike on every rank
             state = TrainState(
                 epoch=0, model={}, task={}, optimizer={}, scheduler={}, logs=[],
                 best_score=-math.inf, best_epoch=-1, best_valid={}, best_weights=None,
