@@ -70,6 +70,8 @@ def test_chunked_topk_equals_argsort_oracle(n_queries, n_items, k):
 class FixedModel(torch.nn.Module):
     """Users and items as fixed vectors: user u prefers item ids in a known order."""
 
+    n_interests = None  # one vector per user (the model protocol's declaration)
+
     def __init__(self, users: torch.Tensor, items: torch.Tensor) -> None:
         super().__init__()
         self.users, self.items = users, items
@@ -184,6 +186,7 @@ def test_an_evaluator_built_with_an_index_ranks_through_it():
 def test_query_vectors_read_each_users_history_up_to_its_end():
     class LastItem(torch.nn.Module):
         embedding_dim = 1
+        n_interests = None
 
         def encode_users(self, batch):
             return batch.history[:, -1:].float()  # the most recent history item

@@ -88,17 +88,17 @@ def test_the_evaluator_ranks_multi_interest_users_by_their_best_interest():
     users = torch.randn(enc.n_users, 3, 8, generator=g)
     items = torch.randn(enc.n_items, 8, generator=g)
     evaluator = Evaluator(split, "test", enc.n_items, ks=(5, 10), max_bytes=1 << 16)
-    metrics = evaluator.evaluate_vectors(users, items, Dot())
+    metrics = evaluator.evaluate_vectors(users, items, Dot(), interests=3)
     # The same as a single-vector evaluation of precomputed best-interest scores.
-    best = best_interest_scores(users, items, Dot())
+    best = best_interest_scores(users, items, Dot(), 3)
     assert torch.equal(best, torch.einsum("ukd,nd->ukn", users, items).amax(1))
     expected = evaluator._metrics(lambda b, e: best[b:e])
     assert metrics == pytest.approx(expected)
     # K = 1 is the single-vector evaluation; an index ranks as exact search does.
-    assert evaluator.evaluate_vectors(users[:, :1], items, Dot()) == pytest.approx(
+    assert evaluator.evaluate_vectors(users[:, :1], items, Dot(), interests=1) == pytest.approx(
         evaluator.evaluate_vectors(users[:, 0], items, Dot())
     )
-    flat = evaluator.evaluate_index(users, items, Dot(), "faiss-flat")
+    flat = evaluator.evaluate_index(users, items, Dot(), "faiss-flat", interests=3)
     assert flat["index_recall@10"] == 1.0
     assert flat["hr@10"] == pytest.approx(metrics["hr@10"])
 
@@ -200,7 +200,7 @@ def test_one_interest_trains_and_ranks_as_a_single_vector_tower(walk_prepared):
     users = test.user_vectors(outcome.model)
     items = test.item_vectors(outcome.model)
     assert users.shape[1] == 1
-    assert test.evaluate_vectors(users, items, Cosine()) == pytest.approx(
+    assert test.evaluate_vectors(users, items, Cosine(), interests=1) == pytest.approx(
         test.evaluate_vectors(users[:, 0], items, Cosine())
     )
 

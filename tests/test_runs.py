@@ -184,3 +184,41 @@ def test_an_export_manifest_is_read_through_its_migration_hook(gpu_runs, tmp_pat
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ExportError, match="upgrade towerkit"):
         ExportDir(out)
+
+
+@pytest.mark.parametrize("interests", [None, 1, 3])
+def test_every_consumer_reads_the_declared_interests(walk_prepared, tmp_path, interests):
+    """A model declares how many vectors a user gets (None: one, [B, D]; K: [B, K, D], K = 1
+    included); training, evaluation, retrieval, the export and its format-1 migration read the
+    declaration."""
+    model = (
+        {"name": "youtube_dnn", "embedding_dim": 16, "hidden": [32]}
+        if interests is None
+        else {"name": "comirec_sa", "embedding_dim": 16, "interests": interests}
+    )
+    outcome = pipeline.train(small_config(model=model), walk_prepared, run=tmp_path / "run")
+    assert outcome.model.n_interests == interests
+    retriever = Retriever.from_run(outcome.run)
+    assert retriever.interests == interests
+    expected = retriever.recommend(walk_prepared.encoded.user_vocab.raw[:4], 5).items
+    out = export_run(outcome.run.path, tmp_path / "export")
+    assert json.loads((out / "manifest.json").read_text())["interests"] == interests
+    assert (
+        ExportDir(out)
+        .retriever()
+        .recommend(walk_prepared.encoded.user_vocab.raw[:4], 5)
+        .items.tolist()
+        == expected.tolist()
+    )
+    # An export of format 1 (no declaration) is migrated: K from the stored vectors' width.
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["interests"]
+    (out / "manifest.json").write_text(json.dumps({**manifest, "format": 1}))
+    old = ExportDir(out)
+    assert old.manifest["interests"] == interests and old.manifest["format"] == 2
+    _, test = pipeline.evaluators(small_config(model=model), walk_prepared)
+    users = test.user_vectors(outcome.model)
+    with pytest.raises(ValueError, match="declares"):
+        wrong = None if interests is not None else 2
+        test.evaluate_vectors(users, test.item_vectors(outcome.model), retriever.similarity,
+                              interests=wrong)  # fmt: skip

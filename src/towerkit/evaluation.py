@@ -176,14 +176,28 @@ def ranking_metrics(
     return out
 
 
+def check_interests(users: torch.Tensor | np.ndarray, interests: int | None) -> None:
+    """Raise unless ``users`` have the shape the model declares: ``[U, D]`` for one vector
+    per user (``interests`` None), ``[U, K, D]`` for K interests."""
+    expected = "[U, D]" if interests is None else f"[U, {interests}, D]"
+    ndim = 2 if interests is None else 3
+    if users.ndim != ndim or (interests is not None and users.shape[1] != interests):
+        raise ValueError(
+            f"user vectors of shape {tuple(users.shape)}, but the model declares {expected} "
+            f"(n_interests={interests})"
+        )
+
+
 def best_interest_scores(
-    users: torch.Tensor, items: torch.Tensor, similarity: Similarity
+    users: torch.Tensor, items: torch.Tensor, similarity: Similarity, interests: int | None = None
 ) -> torch.Tensor:
-    """``[U, N]`` scores of users against items: for multi-interest users ``[U, K, D]`` the
-    best of their K interests' scores (what merging K searches by best score ranks by)."""
-    if users.dim() == 2:
+    """``[U, N]`` scores of users against items: for a model of K interests (``[U, K, D]``
+    users) the best of their K interests' scores (what merging K searches by best score ranks
+    by)."""
+    check_interests(users, interests)
+    if interests is None:
         return similarity.pairwise(users, items)
-    n, interests, dim = users.shape
+    n, _, dim = users.shape
     return (
         similarity.pairwise(users.reshape(n * interests, dim), items).view(n, interests, -1).amax(1)
     )
@@ -328,7 +342,9 @@ class Evaluator:
             else:
                 users = self.user_vectors(model, device)
                 items = self.item_vectors(model, device)
-                metrics = self.evaluate_vectors(users, items, similarity)
+                metrics = self.evaluate_vectors(
+                    users, items, similarity, interests=model.n_interests
+                )
         finally:
             model.train(was_training)
         self.last_seconds = time.perf_counter() - start
@@ -356,14 +372,20 @@ class Evaluator:
             )
         indptr, seen = self.exclude
         exclude = (indptr[begin : end + 1] - indptr[begin], seen[indptr[begin] : indptr[end]])
-        ids = self._exact_topk(users, items, similarity, exclude)
+        ids = self._exact_topk(users, items, similarity, model.n_interests, exclude)
         gathered, _ = distributed.gather(torch.from_numpy(ids).to(device))
         return self.ranking(gathered.cpu().numpy())
 
     def evaluate_vectors(
-        self, users: torch.Tensor, items: torch.Tensor, similarity: Similarity
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        similarity: Similarity,
+        *,
+        interests: int | None = None,
     ) -> dict[str, float]:
-        """Metrics from precomputed ``[U, D]`` user and ``[n_items, D]`` item vectors.
+        """Metrics from precomputed user vectors (``[U, D]``, or ``[U, K, D]`` for a model
+        that declares ``interests=K``) and ``[n_items, D]`` item vectors.
 
         Raises:
             DivergedError: a vector holds NaN or infinity (ranking by it would be noise).
@@ -374,23 +396,28 @@ class Evaluator:
                     f"the {what} vectors hold NaN or infinite values ({self.stage} stage): "
                     "training diverged; lower train.lr or raise temperature.value"
                 )
+        check_interests(users, interests)
         if self.index != "exact":
-            return self.evaluate_index(users, items, similarity, self.index, **self.index_options)
-        return self.ranking(self._exact_topk(users, items, similarity))
+            return self.evaluate_index(
+                users, items, similarity, self.index, interests=interests, **self.index_options
+            )
+        return self.ranking(self._exact_topk(users, items, similarity, interests))
 
     def _exact_topk(
         self,
         users: torch.Tensor,
         items: torch.Tensor,
         similarity: Similarity,
+        interests: int | None,
         exclude: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Exact top-K ids of ``[U, D]`` or multi-interest ``[U, K, D]`` users, seen masked;
         a block of K interests' scores stays within ``max_bytes``."""
-        interests = users.shape[1] if users.dim() == 3 else 1
         return self._topk(
-            lambda begin, end: best_interest_scores(users[begin:end], items, similarity),
-            len(users), exclude, max(self.max_bytes // interests, 1),
+            lambda begin, end: best_interest_scores(
+                users[begin:end], items, similarity, interests
+            ),
+            len(users), exclude, max(self.max_bytes // (interests or 1), 1),
         )  # fmt: skip
 
     def evaluate_index(
@@ -399,6 +426,8 @@ class Evaluator:
         items: torch.Tensor,
         similarity: Similarity,
         kind: str,
+        *,
+        interests: int | None = None,
         **options: Any,
     ) -> dict[str, float]:
         """Metrics with the top-K taken from an index built over the item vectors.
@@ -410,9 +439,9 @@ class Evaluator:
         users, items = users.float().cpu(), items.float().cpu()
         index = make_index(kind, similarity, **options)
         index.build(items, ids=np.arange(1, self.n_items + 1))
-        search = index.search_multi if users.dim() == 3 else index.search
+        search = index.search if interests is None else index.search_multi
         ids, _ = search(users, max(self.ks), exclude=self.exclude)
-        exact = self._exact_topk(users, items, similarity)
+        exact = self._exact_topk(users, items, similarity, interests)
         metrics = self.ranking(ids)
         for cutoff in self.ks:
             metrics[f"index_recall@{cutoff}"] = recall_at_k(ids, exact, cutoff)

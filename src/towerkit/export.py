@@ -3,7 +3,8 @@
 ::
 
     EXPORT/
-      manifest.json      model, similarity, dimensions, inputs, versions, sha256 of every file
+      manifest.json      model, similarity, dimensions, interests (None, or K vectors per user),
+                         inputs, versions, sha256 of every file
       user_tower.onnx    the user tower: (users, history, side features) -> query vectors
                          ([B, D], or [B, K, D] for a multi-interest model); dynamic batch
                          size and history length
@@ -43,6 +44,7 @@ from towerkit.data.history import gather_history
 from towerkit.errors import TowerkitError
 from towerkit.files import staging_dir
 from towerkit.index import Index, load_index, make_index
+from towerkit.models import MODELS, MultiInterestModel
 from towerkit.retrieval import Retriever
 from towerkit.runs import (
     FEATURES_DIR,
@@ -56,7 +58,7 @@ from towerkit.user_towers import OnnxTower, TorchTower, TowerModule, stored_feat
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 TOWER_FILE = "user_tower.onnx"
 ITEMS_FILE = "items.parquet"
@@ -74,7 +76,15 @@ class ExportError(TowerkitError, ValueError):
 #: ``MANIFEST_MIGRATIONS[v](manifest, path)`` turns a manifest of format ``v`` into ``v + 1``
 #: in place (in memory); a change of the export layout adds a step here and raises
 #: :data:`FORMAT_VERSION`, so exports written before it still load.
-MANIFEST_MIGRATIONS: dict[int, Callable[[dict[str, Any], Path], None]] = {}
+def _declare_interests(manifest: dict[str, Any], path: Path) -> None:
+    """1 -> 2: the manifest declares the model's interests (what the user tower returns per
+    user) instead of leaving readers to infer it from the stored vectors' width."""
+    width = pq.read_schema(path / USERS_FILE).field("vector").type.list_size
+    multi = issubclass(MODELS[manifest["model"]], MultiInterestModel)
+    manifest["interests"] = width // manifest["dim"] if multi else None
+
+
+MANIFEST_MIGRATIONS: dict[int, Callable[[dict[str, Any], Path], None]] = {1: _declare_interests}
 
 
 def migrate_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -176,7 +186,7 @@ def export_run(
         built = make_index(kind, similarity, **index_options)
         built.build(item_vectors, ids=np.arange(1, len(item_vectors) + 1))
         built.save(staging / INDEX_DIR)
-        _write_manifest(staging, run, kind, built, difference, features)
+        _write_manifest(staging, run, kind, built, difference, features, model.n_interests)
         if out.exists():
             out.rmdir()  # empty (checked above)
         staging.rename(out)
@@ -236,7 +246,13 @@ def parity(run: RunDir, reference: TorchTower, tower: OnnxTower, users: np.ndarr
 
 
 def _write_manifest(
-    staging: Path, run: RunDir, kind: str, index: Index, difference: float, features: list[str]
+    staging: Path,
+    run: RunDir,
+    kind: str,
+    index: Index,
+    difference: float,
+    features: list[str],
+    interests: int | None,
 ) -> None:
     config = run.config
     files = {
@@ -252,6 +268,7 @@ def _write_manifest(
             "normalize": bool(config.similarity.normalize),
         },
         "dim": index.dim,
+        "interests": interests,
         "max_len": config.data.max_len,
         "n_users": len(run.user_vocab),
         "n_items": len(run.item_vocab),
@@ -283,14 +300,14 @@ class ExportDir(SavedVocabularies):
             self.manifest = json.loads(manifest.read_text())
         except ValueError as err:
             raise ExportError(f"{manifest}: not valid JSON ({err})") from None
-        self.manifest = migrate_manifest(self.manifest, self.path)
         if verify:
-            for name, digest in self.manifest["files"].items():
+            for name, digest in self.manifest.get("files", {}).items():
                 file = self.path / name
                 if not file.is_file():
                     raise ExportError(f"{self.path}: {name} is missing")
                 if _sha256(file) != digest:
                     raise ExportError(f"{self.path}: {name} does not match its sha256")
+        self.manifest = migrate_manifest(self.manifest, self.path)
 
     @property
     def version(self) -> str:
@@ -311,10 +328,10 @@ class ExportDir(SavedVocabularies):
         flat = self.item_vocab.encode(lists.flatten().to_numpy(zero_copy_only=False))
         offsets = lists.offsets.to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], offsets - offsets[0]])
-        dim = item_vectors.shape[1]
+        interests = self.manifest["interests"]
         stored = _matrix(users.column("vector"))  # [U, D], or [U, K * D] for K interests
-        if stored.shape[1] != dim:
-            stored = stored.reshape(len(stored), -1, dim)
+        if interests is not None:
+            stored = stored.reshape(len(stored), interests, self.manifest["dim"])
         user_vectors = np.concatenate([np.zeros((1, *stored.shape[1:]), np.float32), stored])
         sim = self.manifest["similarity"]
         similarity = SimilarityConfig.model_validate(sim).build()
@@ -331,6 +348,7 @@ class ExportDir(SavedVocabularies):
             similarity=similarity,
             titles=titles,
             user_vectors=user_vectors,
+            interests=interests,
             index=built,
             **({} if shipped else index_options),
         )

@@ -94,8 +94,11 @@ class Retriever:
         item_vectors: ``[n_items, D]`` vectors of items ``1..n_items``.
         similarity: how queries and items are scored.
         titles: titles by item id (index 0 is padding), or None.
-        user_vectors: ``[n_users + 1, D]`` query vectors of the known users (whole history),
-            when precomputed: ``recommend`` then runs no tower.
+        user_vectors: ``[n_users + 1, D]`` (``[n_users + 1, K, D]``) query vectors of the
+            known users (whole history), when precomputed: ``recommend`` then runs no tower.
+        interests: what the model declares (:attr:`MatchingModel.n_interests`): None, one
+            query vector per user; K, K vectors per user, searched each and merged by best
+            score.
         index: an index kind (see :mod:`towerkit.index`), or an index built over
             ``item_vectors`` already.
         **index_options: that index's options.
@@ -114,10 +117,11 @@ class Retriever:
         similarity: Similarity,
         titles: np.ndarray | None = None,
         user_vectors: np.ndarray | None = None,
+        interests: int | None = None,
         index: str | Index = "exact",
         **index_options: Any,
     ) -> None:
-        self.tower, self.max_len = tower, max_len
+        self.tower, self.max_len, self.interests = tower, max_len, interests
         self.user_vocab, self.item_vocab = user_vocab, item_vocab
         self.user_features = user_features
         self._items, self._offsets = histories
@@ -146,6 +150,7 @@ class Retriever:
         return cls(
             TorchTower(model),
             max_len=config.data.max_len,
+            interests=model.n_interests,
             user_vocab=run.user_vocab,
             item_vocab=run.item_vocab,
             user_features=run.user_features,
@@ -253,9 +258,9 @@ class Retriever:
 
     def search(self, queries: np.ndarray, k: int, exclude=None) -> Recommendations:
         """Top-``k`` raw items of query vectors (``exclude``: item ids per query); the
-        ``[B, K, D]`` queries of a multi-interest model are searched per interest and merged
+        ``[B, K, D]`` queries of a model of K interests are searched per interest and merged
         by best score."""
-        search = self.index.search_multi if np.ndim(queries) == 3 else self.index.search
+        search = self.index.search if self.interests is None else self.index.search_multi
         ids, scores = search(queries, k, exclude)
         valid = ids > 0
         raw = np.full(ids.shape, None, dtype=object)

@@ -112,6 +112,9 @@ class TrainingPairs(NamedTuple):
 
 
 class UserEncoder(Protocol):
+    #: None: ``encode_users`` gives ``[B, D]``; K: ``[B, K, D]`` (see ``MatchingModel``)
+    n_interests: int | None
+
     def encode_users(self, batch: Batch) -> torch.Tensor: ...
 
 
@@ -161,7 +164,7 @@ class Batch:
         ``model.select_interest``). ``seen``: also return each sample's history as the items
         it has seen."""
         queries = model.encode_users(self)
-        if queries.dim() == 3:
+        if model.n_interests is not None:  # (B, K, D) -> (B, D)
             queries = model.select_interest(queries, self.targets)
         return TrainingPairs(
             queries, self.targets, None, self.weights, Seen(self.history) if seen else None

@@ -96,10 +96,11 @@ class MatchingModel(nn.Module, ABC):
     """
 
     embedding_dim: int
-    #: vectors per user: 1, or K for a multi-interest model (``encode_users`` gives
-    #: ``[B, K, D]`` then). Every consumer (evaluation, retrieval, export, serving) reads this
-    #: declaration, never the rank of a tensor.
-    n_interests: int = 1
+    #: the shape of ``encode_users``: None, one vector per user (``[B, D]``); K, a
+    #: multi-interest model's K vectors per user (``[B, K, D]``, K = 1 included). Every consumer
+    #: (training pairs, evaluation, retrieval, export, serving) reads this declaration, never
+    #: the rank of a tensor.
+    n_interests: int | None = None
     #: implements ``encode_positions``: trains on windows of positions (``SequenceBatches``).
     encodes_positions: ClassVar[bool] = False
     #: reads the history as a sequence: windows are its training batches, without context.
