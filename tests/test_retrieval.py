@@ -66,7 +66,7 @@ def test_recommend_excludes_seen_items_and_matches_exact_search(run):
     titles = dict(zip(prepared.encoded.item_vocab.raw, prepared.titles[1:], strict=True))
     assert [titles[i] for i in a.items[0]] == a.titles[0].tolist()
     # Without exclusion some seen items come back.
-    unmasked = exact.recommend(raw_users, k=10, exclude_seen=False)
+    unmasked = exact.recommend(raw_users, k=10, filter_seen=False)
     assert any(set(unmasked.items[r]) != set(a.items[r]) for r in range(50))
 
 

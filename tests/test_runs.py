@@ -79,6 +79,13 @@ def test_a_gpu_run_loads_recommends_exports_and_serves_on_a_cpu(
     try:
         served = server.post("/recommend", {"user": str(raw[0]), "k": 5}).json()["items"]
         assert [item["id"] for item in served] == recs.items[0].tolist()
+        # The serving flag that leaves a user's own items out has its own name (the old one
+        # is still read).
+        unfiltered = Retriever.from_run(path).recommend(raw[:1], 5, filter_seen=False)
+        for flag in ("filter_seen", "exclude_seen"):
+            body = {"user": str(raw[0]), "k": 5, flag: False}
+            served = server.post("/recommend", body).json()["items"]
+            assert [item["id"] for item in served] == unfiltered.items[0].tolist()
     finally:
         server.stop()
     # The CLI too: every command that reads a run.

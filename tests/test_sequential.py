@@ -24,6 +24,7 @@ from towerkit.nn import PooledTowerOptions, causal_padding_mask
 from towerkit.similarity import Cosine
 from towerkit.task import RetrievalTask
 from towerkit.training import Trainer
+from towerkit.types import SeenPolicy
 
 N_ITEMS = 30
 
@@ -433,7 +434,9 @@ def test_windows_carry_every_item_before_them_when_asked():
                      timestamps=np.arange(20))  # fmt: skip
     split = leave_one_out(seqs)
     plain = SequenceBatches(split, batch_size=3, max_len=4, shuffle=False)
-    windows = SequenceBatches(split, batch_size=3, max_len=4, shuffle=False, before=True)
+    windows = SequenceBatches(
+        split, batch_size=3, max_len=4, shuffle=False, seen=SeenPolicy.HISTORY
+    )
     model = SASRec(20, embedding_dim=8, max_len=4)
     checked = 0
     for batch, same in zip(windows.epoch(0), plain.epoch(0), strict=True):

@@ -192,7 +192,7 @@ def test_exclude_seen_drops_the_history_from_the_full_softmax_but_keeps_the_posi
     positives = torch.tensor([1, 2])
     # Query 0 has seen items 2 and 3; query 1 has seen its own positive (a repeat) and 1.
     seen = torch.tensor([[2, 3, 0], [2, 1, 0]])
-    task = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot(), exclude_seen=True)
+    task = RetrievalTask(encode, negatives=FullNegatives(3), similarity=Dot(), seen=True)
     # Scores vs items 1, 2, 3: query 0 (1, 0, 1) keeps only item 1: loss 0.
     # Query 1 (0, 2, 2) keeps items 2 (its positive) and 3: log(e^2 + e^2) - 2 = log 2.
     assert task.loss(TrainingPairs(queries, positives, seen=Seen(seen))).item() == pytest.approx(
@@ -212,7 +212,7 @@ def test_exclude_seen_masks_sampled_and_in_batch_candidates_the_query_has_seen()
     only_3 = CatalogueSampler(torch.tensor([0.0, 0.0, 0.0, 1.0]))
     task = RetrievalTask(encode, negatives=MixedNegatives(
         InBatchNegatives.from_counts(np.array([0, 1, 1, 1])), SampledNegatives(only_3, n=1)),
-        similarity=Dot(), logq=False, exclude_seen=True)  # fmt: skip
+        similarity=Dot(), logq=False, seen=True)  # fmt: skip
     positives = torch.tensor([1, 2, 3])
     # Candidates: in-batch (1, 2, 3) then the sampled item 3; accidental hits are masked.
     #   query 0 (pos 1, seen 2): keeps 3 (in-batch) and 3 (sampled), scores (1, 1), pos 1
@@ -243,7 +243,7 @@ def test_items_seen_before_a_window_are_excluded_for_each_of_its_queries(kind):
     else:
         negatives = SampledNegatives(CatalogueSampler.uniform(8), n=6, seed=3)
     task = RetrievalTask(lambda ids: table[ids], negatives=negatives, similarity=Dot(),
-                         logq=False, exclude_seen=True)  # fmt: skip
+                         logq=False, seen=True)  # fmt: skip
     got = task.loss(TrainingPairs(queries, positives, seen=Seen(items, before, window)))
     flat = torch.cat([items, before[window]], 1)  # each query's own full list
     task.negatives.manual_seed(3)

@@ -62,7 +62,7 @@ from towerkit.runs import RunDir, RunDirError, vectors_column
 from towerkit.state import TrainState, epochs_of
 from towerkit.task import RetrievalTask
 from towerkit.training import Trainer, TrainResult, Validator
-from towerkit.types import FeatureKind
+from towerkit.types import FeatureKind, SeenPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def build_task(config: Config, model: MatchingModel, prepared: Prepared) -> Retr
         mode=config.train.mode,
         logq=logq,
         mask_hits=mask_hits,
-        exclude_seen=bool(n.exclude_seen),
+        seen=SeenPolicy.parse(n.exclude_seen),
     )
 
 
@@ -296,10 +296,10 @@ def build_batches(
 ) -> TrainingBatches | SequenceBatches:
     """Independent samples, or windows of positions (sequential models; ``train.windows``)."""
     t, max_len = config.train, config.data.max_len
-    seen = config.negatives.exclude_seen is True  # windows also carry what came before them
+    seen = SeenPolicy.parse(config.negatives.exclude_seen)
     if model.sequential:
         return SequenceBatches(
-            prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed, before=seen
+            prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed, seen=seen
         )
     if t.windows:
         # As many windows per batch as hold batch_size samples on average (windows are often
@@ -313,9 +313,11 @@ def build_batches(
             max_len=t.windows,
             context=max_len - 1,
             seed=t.seed,
-            before=seen,
+            seen=seen,
         )
-    return TrainingBatches(prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed)
+    return TrainingBatches(
+        prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed, seen=seen
+    )
 
 
 def evaluators(

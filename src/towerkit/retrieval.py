@@ -183,11 +183,11 @@ class Retriever:
         return self._encode(users, history, None)
 
     def seen(self, users: np.ndarray) -> list[np.ndarray]:
-        """Each known user's item ids (what ``exclude_seen`` leaves out)."""
+        """Each known user's item ids (what ``filter_seen`` leaves out)."""
         return [self._items[self._offsets[u] : self._offsets[u + 1]] for u in users]
 
     def recommend(
-        self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True
+        self, user_ids: Sequence[Any], k: int = 10, *, filter_seen: bool = True
     ) -> Recommendations:
         """Top-``k`` items for known users (raw ids); their seen items are excluded.
 
@@ -195,7 +195,7 @@ class Retriever:
             KeyError: a user id the model never saw (the message names it).
         """
         users = self.encode_users(user_ids)
-        exclude = self.seen(users) if exclude_seen else None
+        exclude = self.seen(users) if filter_seen else None
         return self.search(self.user_queries(users), k, exclude)
 
     def encode_histories(self, histories: Sequence[Sequence[Any]]) -> list[np.ndarray]:
@@ -231,7 +231,7 @@ class Retriever:
         k: int = 10,
         *,
         features: Sequence[Mapping[str, Any] | None] | None = None,
-        exclude_seen: bool = True,
+        filter_seen: bool = True,
     ) -> Recommendations:
         """Top-``k`` items for users the model never saw, each given by raw item ids (oldest
         first); the listed items are excluded.
@@ -246,7 +246,7 @@ class Retriever:
         """
         encoded = self.encode_histories(histories)
         queries = self.history_queries(encoded, features)
-        return self.search(queries, k, encoded if exclude_seen else None)
+        return self.search(queries, k, encoded if filter_seen else None)
 
     def _encode(self, users, history, features) -> np.ndarray:
         parts = []

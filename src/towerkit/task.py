@@ -41,7 +41,7 @@ from towerkit import distributed
 from towerkit.negatives import BatchContext, Candidates, Negatives, Shard
 from towerkit.objectives import Mode, get_objective, parse_mode
 from towerkit.similarity import Similarity, Temperature, get_similarity
-from towerkit.types import Seen, TrainingPairs
+from towerkit.types import Seen, SeenPolicy, TrainingPairs
 
 ItemEncoder = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,8 +57,10 @@ class RetrievalTask(nn.Module):
         mode: ``"pointwise"``, ``"pairwise"``, ``"listwise"`` or the seed's ``0 / 1 / 2``.
         logq: subtract each candidate's and each positive's log sampling probability.
         mask_hits: drop candidates equal to the query's positive.
-        exclude_seen: drop candidates the query has already seen (the pairs' ``seen`` ids),
-            except its own positive.
+        seen: the seen-items policy (:class:`~towerkit.types.SeenPolicy`, or
+            ``exclude_seen``'s true / false / window): any but ``NONE`` drops the candidates
+            the query has already seen (the pairs' ``seen`` ids, which the batches built with
+            the same policy carry), except its own positive.
     """
 
     def __init__(
@@ -71,7 +73,7 @@ class RetrievalTask(nn.Module):
         mode: Mode | str | int = Mode.LISTWISE,
         logq: bool = False,
         mask_hits: bool = True,
-        exclude_seen: bool = False,
+        seen: SeenPolicy | bool | str = SeenPolicy.NONE,
     ) -> None:
         super().__init__()
         if logq and negatives.exhaustive:
@@ -84,7 +86,9 @@ class RetrievalTask(nn.Module):
         )
         self.mode = parse_mode(mode)
         self.objective = get_objective(self.mode)
-        self.logq, self.mask_hits, self.exclude_seen = logq, mask_hits, exclude_seen
+        self.logq, self.mask_hits = logq, mask_hits
+        self.seen = SeenPolicy.parse(seen)
+        self.exclude_seen = self.seen.excludes
         # The exact softmax over the catalogue is one fused cross-entropy (chosen once, here).
         self.fused = self.mode is Mode.LISTWISE and negatives.exhaustive
 
@@ -224,5 +228,5 @@ class RetrievalTask(nn.Module):
         return (
             f"mode={self.mode.value}, similarity={self.similarity!r}, "
             f"negatives={type(self.negatives).__name__}, logq={self.logq}, "
-            f"mask_hits={self.mask_hits}, exclude_seen={self.exclude_seen}, fused={self.fused}"
+            f"mask_hits={self.mask_hits}, seen={self.seen.value}, fused={self.fused}"
         )

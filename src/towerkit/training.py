@@ -220,8 +220,7 @@ class _Step(nn.Module):
         self.model, self.task = model, task
 
     def forward(self, batch: Batch | SequenceBatch) -> torch.Tensor:
-        pairs = batch.training_pairs(self.model, seen=self.task.exclude_seen)
-        return self.task.loss(pairs)
+        return self.task.loss(batch.training_pairs(self.model))
 
 
 class Trainer:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import numpy as np
@@ -31,6 +32,34 @@ Format = Literal["csv", "tsv", "parquet", "jsonl", "sequences"]
 TimeUnit = Literal["s", "ms", "us", "ns"]
 #: the catalogue distributions sampled negatives are drawn from (``negatives.sampler``)
 SamplerKind = Literal["uniform", "popularity", "log_popularity"]
+
+
+class SeenPolicy(str, Enum):
+    """Which items a training query has already seen, and so are not its negatives (the
+    evaluation masks them from every ranking): chosen once, from ``negatives.exclude_seen``,
+    and given to the batches (which carry what it needs) and to the task (which masks).
+
+    - ``NONE``: seen items may be negatives (``exclude_seen: false``);
+    - ``WINDOW``: the items of the query's window of positions (per-sample batches: its
+      history of ``max_len``) (``exclude_seen: window``);
+    - ``HISTORY``: everything its user saw before it (``exclude_seen: true``): windows also
+      carry the items before them.
+    """
+
+    NONE = "none"
+    WINDOW = "window"
+    HISTORY = "history"
+
+    @classmethod
+    def parse(cls, value: bool | str | SeenPolicy) -> SeenPolicy:
+        """``negatives.exclude_seen``'s value (false, true, window) as a policy."""
+        if isinstance(value, bool):
+            return cls.HISTORY if value else cls.NONE
+        return cls(value)
+
+    @property
+    def excludes(self) -> bool:
+        return self is not SeenPolicy.NONE
 
 
 class Vocabulary(Protocol):
@@ -134,6 +163,8 @@ class Batch:
             codes or numbers, ``[B, W]`` codes for multi-valued features), used instead of the
             values the model looks up by user id: how a user the model never saw is described.
         weights: float ``[B]`` weights of the targets' interactions, or None.
+        seen: what the samples' training pairs say they have seen (:class:`SeenPolicy`; any
+            policy but ``NONE``: their history).
     """
 
     users: torch.Tensor
@@ -141,6 +172,7 @@ class Batch:
     targets: torch.Tensor
     user_features: Mapping[str, torch.Tensor] | None = None
     weights: torch.Tensor | None = None
+    seen: SeenPolicy = SeenPolicy.NONE
 
     def __len__(self) -> int:
         return len(self.users)
@@ -156,13 +188,15 @@ class Batch:
             self.targets.to(device),
             features,
             weights,
+            self.seen,
         )
 
-    def training_pairs(self, model: UserEncoder, seen: bool = False) -> TrainingPairs:
+    def training_pairs(self, model: UserEncoder, seen: bool | None = None) -> TrainingPairs:
         """One query per sample: ``encode_users`` and the targets. A multi-interest model's
         ``[B, K, D]`` users become the interest that matches each target best (label-aware,
-        ``model.select_interest``). ``seen``: also return each sample's history as the items
-        it has seen."""
+        ``model.select_interest``). ``seen`` (default: the batch's :class:`SeenPolicy`): also
+        return each sample's history as the items it has seen."""
+        seen = self.seen.excludes if seen is None else seen
         queries = model.encode_users(self)
         if model.n_interests is not None:  # (B, K, D) -> (B, D)
             queries = model.select_interest(queries, self.targets)
@@ -183,7 +217,8 @@ class SequenceBatch:
         weights: float ``[W, L]`` weights of the targets' interactions (0 under padding), or
             None.
         before: int64 ``[W, P]`` the user's items before the window's inputs (left-padded
-            with 0), when the batches were asked for them (to exclude seen items), or None.
+            with 0), under the ``HISTORY`` seen policy, or None.
+        seen: what the positions' training pairs say they have seen (:class:`SeenPolicy`).
     """
 
     users: torch.Tensor
@@ -191,6 +226,7 @@ class SequenceBatch:
     targets: torch.Tensor
     weights: torch.Tensor | None = None
     before: torch.Tensor | None = None
+    seen: SeenPolicy = SeenPolicy.NONE
 
     def __len__(self) -> int:
         return len(self.users)
@@ -209,13 +245,15 @@ class SequenceBatch:
         before = None if self.before is None else self.before.to(device)
         return SequenceBatch(
             self.users.to(device), self.history.to(device), self.targets.to(device), weights,
-            before,
+            before, self.seen,
         )  # fmt: skip
 
-    def training_pairs(self, model: PositionEncoder, seen: bool = False) -> TrainingPairs:
-        """Every real position of every window is a query: one pass, many pairs. ``seen``:
-        also return what each position has seen: the window's items up to it, and the items
-        before the window (``before``, when the batch has them)."""
+    def training_pairs(self, model: PositionEncoder, seen: bool | None = None) -> TrainingPairs:
+        """Every real position of every window is a query: one pass, many pairs. ``seen``
+        (default: the batch's :class:`SeenPolicy`): also return what each position has seen:
+        the window's items up to it, and the items before the window (``before``, when the
+        batch has them)."""
+        seen = self.seen.excludes if seen is None else seen
         layout = self.layout  # (W, L)
         queries = model.encode_positions(self)[layout]  # (Q, D)
         weights = None if self.weights is None else self.weights[layout]

@@ -15,7 +15,7 @@ import torch
 
 from towerkit.data.history import gather_history
 from towerkit.data.split import Split
-from towerkit.types import Batch, SequenceBatch
+from towerkit.types import Batch, SeenPolicy, SequenceBatch
 
 __all__ = [
     "Batch",
@@ -53,11 +53,13 @@ class TrainingBatches:
         shuffle: bool = True,
         seed: int = 0,
         drop_last: bool = False,
+        seen: SeenPolicy = SeenPolicy.NONE,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.seen = seen
         self.split = split
         self.batch_size = batch_size
         self.max_len = max_len
@@ -101,6 +103,7 @@ class TrainingBatches:
             history=torch.from_numpy(history),
             targets=torch.from_numpy(seqs.items[positions]),
             weights=weights,
+            seen=self.seen,
         )
 
     def batches_of(self, epoch: int) -> list[np.ndarray]:
@@ -142,8 +145,9 @@ class SequenceBatches:
         bucket: group windows of similar length into batches (within random chunks of 50
             batches, the batches then shuffled) and cut each batch to its longest window, so
             little compute goes to padding.
-        before: give each batch the user's items before each window's inputs
-            (:attr:`SequenceBatch.before`), for excluding seen items from the negatives.
+        seen: the seen-items policy the batches carry (:class:`~towerkit.types.SeenPolicy`);
+            ``HISTORY`` also gives each batch the user's items before each window's inputs
+            (:attr:`SequenceBatch.before`).
     """
 
     def __init__(
@@ -157,7 +161,7 @@ class SequenceBatches:
         seed: int = 0,
         drop_last: bool = False,
         bucket: bool = True,
-        before: bool = False,
+        seen: SeenPolicy = SeenPolicy.NONE,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -168,7 +172,7 @@ class SequenceBatches:
         self.split, self.batch_size, self.max_len = split, batch_size, max_len
         self.context, self.bucket = context, bucket
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
-        self.before = before
+        self.seen = seen
         starts = split.sequences.offsets[:-1]
         fit_end = split.fit_end
         n_targets = np.maximum(fit_end - starts - 1, 0)  # positions start+1 .. end-1
@@ -219,7 +223,7 @@ class SequenceBatches:
         if weights is not None:
             weights = torch.from_numpy(gather_history(weights, begins, ends, width))
         before = None
-        if self.before:
+        if self.seen is SeenPolicy.HISTORY:
             starts = self.starts[windows]
             longest_before = max(int((first_input - starts).max()), 1)
             before = torch.from_numpy(gather_history(items, starts, first_input, longest_before))
@@ -229,6 +233,7 @@ class SequenceBatches:
             targets=torch.from_numpy(targets),
             weights=weights,
             before=before,
+            seen=self.seen,
         )
 
     def epoch(self, epoch: int) -> Iterator[SequenceBatch]:

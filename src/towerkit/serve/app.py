@@ -38,7 +38,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from towerkit.errors import TowerkitError
@@ -75,7 +75,12 @@ class RecommendRequest(_Body):
     )
     k: int = Field(default=10, description="how many items: 1 to min(1000, catalogue)")
     exclude: list[RawId] = Field(default_factory=list, description="raw item ids to leave out")
-    exclude_seen: bool = Field(default=True, description="leave out the user's or history's items")
+    filter_seen: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("filter_seen", "exclude_seen"),
+        description="leave the user's (or the history's) own items out of the results "
+        "(exclude_seen, its earlier name, is still read)",
+    )
 
     @model_validator(mode="after")
     def _one_query(self) -> RecommendRequest:
@@ -227,7 +232,7 @@ def _job(served: Served, request: RecommendRequest) -> tuple[Job, bool]:
             (user,) = retriever.encode_users([request.user])
         except KeyError as err:
             raise HTTPException(404, _message(err)) from None
-        if request.exclude_seen:
+        if request.filter_seen:
             exclude = np.concatenate([exclude, retriever.seen(np.asarray([user]))[0]])
         return Job(served, int(user), None, None, exclude, request.k), False
     if not request.history:
@@ -239,7 +244,7 @@ def _job(served: Served, request: RecommendRequest) -> tuple[Job, bool]:
             encode_user_features(retriever.user_features, [features])
         except KeyError as err:
             raise HTTPException(422, _message(err)) from None
-    if request.exclude_seen:
+    if request.filter_seen:
         exclude = np.concatenate([exclude, history])
     truncated = len(history) > served.max_len
     return Job(served, 0, history, features, exclude, request.k), truncated
