@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("towerkit.runs", "towerkit.training", "towerkit.evaluation", "towerkit.user_towers",
      "towerkit.starter"),
     # applications of a run: retrieval, export, the training pipeline
-    ("towerkit.retrieval", "towerkit.export", "towerkit.pipeline"),
+    ("towerkit.retrieval", "towerkit.export", "towerkit.pipeline", "towerkit.lifecycle"),
     ("towerkit.serve",),
     ("towerkit.cli", "towerkit.__main__"),
 ]  # fmt: skip

@@ -229,3 +229,26 @@ def test_every_consumer_reads_the_declared_interests(walk_prepared, tmp_path, in
         wrong = None if interests is not None else 2
         test.evaluate_vectors(users, test.item_vectors(outcome.model), retriever.similarity,
                               interests=wrong)  # fmt: skip
+
+
+def test_library_callers_train_through_the_same_lifecycle(walk_prepared, tmp_path, monkeypatch):
+    """towerkit.lifecycle runs what `towerkit train` runs: the run directory, its train.log,
+    resume; and pipeline.train refuses a torchrun process that has not joined the group."""
+    import logging
+
+    from towerkit import lifecycle
+
+    logging.getLogger("towerkit").setLevel(logging.INFO)
+    try:
+        outcome = lifecycle.train(small_config(), tmp_path / "run", prepared=walk_prepared)
+    finally:
+        logging.getLogger("towerkit").setLevel(logging.NOTSET)
+    assert outcome.main and outcome.run.finished
+    assert "test: HR@10" in (tmp_path / "run" / "train.log").read_text()
+    with pytest.raises(RunDirError, match="not empty"):
+        lifecycle.train(small_config(), tmp_path / "run", prepared=walk_prepared)
+    with pytest.raises(RunDirError, match="finished already"):
+        lifecycle.resume(tmp_path / "run", prepared=walk_prepared)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="not in its process group"):
+        pipeline.train(small_config(), walk_prepared)

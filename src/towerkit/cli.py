@@ -12,9 +12,6 @@ before rich renders it, so ``[exp1]`` prints as itself.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -26,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from towerkit import datasets
-from towerkit.errors import TowerkitError
+from towerkit.errors import RunStopped, TowerkitError
 
 app = typer.Typer(
     help="Train, evaluate and serve matching models.",
@@ -203,14 +200,6 @@ def _metrics_table(title: str, rows: dict[str, dict[str, float]], ks: list[int])
     return table
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise _Terminated
-
-
 @app.command()
 def train(
     config: Annotated[
@@ -249,7 +238,7 @@ def train(
     """Fetch, prepare, train (checkpointing every epoch), evaluate on the test stage, and write
     a run directory; or resume an unfinished one. Under torchrun every process runs this same
     command; rank 0 writes the run directory."""
-    from towerkit import distributed, pipeline
+    from towerkit import lifecycle, pipeline
     from towerkit.config import ConfigError, load_config
     from towerkit.runs import RunDir
 
@@ -262,57 +251,16 @@ def train(
         run = RunDir(resume)  # a clear error for a folder that is not a run, before any data
         if run.finished:
             raise ConfigError(f"{resume}: the run is finished already; there is nothing to resume")
-        cfg, new = pipeline.resumed_config(run, device=device), False
-        run.require_data()
+        cfg = pipeline.resumed_config(run, device=device, progress=progress)
+        outcome = lifecycle.resume(run, device=cfg.train.device, progress=progress, nproc=nproc)
     else:
         overrides = [*(overrides or []), *([f"train.device={device}"] if device else [])]
         cfg = load_config(config, overrides)  # a bad config fails before any data is read
+        if not progress:
+            cfg = cfg.on_machine(progress=False)
         out = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run, new = None, True
-    if nproc > 1 and not distributed.launched():
-        _launch(nproc, config, overrides or [], out, resume, device)
-    ctx = distributed.setup(cfg.train.device)
-    if not ctx.main:  # one voice: rank 0 logs, shows progress, writes and prints
-        logging.getLogger().handlers[0].setLevel(logging.ERROR)
-        progress = False
-    if new:
-        out = distributed.broadcast_object(out)  # the default name holds rank 0's clock
-        if ctx.main:
-            RunDir.check_new(out)
-    if not progress:
-        cfg.train.progress = False
-    handler = None
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        prepared = pipeline.prepare(cfg.data, progress=cfg.train.progress)
-        pipeline.check_data(cfg, prepared)
-        if new and ctx.main:
-            run = RunDir.create(out, cfg, prepared)
-        if ctx.main:
-            handler = logging.FileHandler(run.path / "train.log", encoding="utf-8")
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-            )
-            logging.getLogger("towerkit").addHandler(handler)
-        if new:
-            outcome = pipeline.train(cfg, prepared, run=run)
-        else:
-            outcome = pipeline.resume(
-                run, prepared, progress=cfg.train.progress, device=cfg.train.device
-            )
-    except BaseException as err:
-        if ctx.main:
-            _stopped(run, new, err)
-        if isinstance(err, KeyboardInterrupt):
-            raise typer.Exit(130) from None
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if handler is not None:
-            logging.getLogger("towerkit").removeHandler(handler)
-            handler.close()
-        distributed.teardown()
-    if not ctx.main:
+        outcome = lifecycle.train(cfg, out, nproc=nproc)
+    if outcome is None or not outcome.main:  # launched processes, or a rank other than 0
         return
     rows = {
         "valid (best epoch)": outcome.metrics["valid"],
@@ -321,72 +269,7 @@ def train(
     }
     title = f"{cfg.model.name}, {cfg.train.mode.value}, {cfg.negatives.kind} negatives"
     console.print(_metrics_table(title, rows, cfg.eval.ks))
-    console.print(f"run written to {escape(str(run.path))}")
-
-
-def _launch(
-    nproc: int,
-    config: Path | None,
-    overrides: list[str],
-    out: Path | None,
-    resume: Path | None,
-    device: str | None,
-) -> None:
-    """``towerkit train --nproc N``: the same command under ``torchrun --standalone`` (one
-    node, a free rendezvous port), with the run directory named here so every rank agrees."""
-    import subprocess
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", str(nproc), "-m", "towerkit"]  # fmt: skip
-    if not _state["progress"]:
-        command.append("--quiet")
-    command.append("train")
-    if resume is not None:
-        command += ["--resume", str(resume), *(["--device", device] if device else [])]
-    else:
-        command += [str(config), "--out", str(out)]
-        for override in overrides:
-            command += ["--set", override]
-    env = dict(os.environ)
-    # torchrun would give each process one thread; share the machine's cores instead.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    logging.getLogger(__name__).info("launching: %s", " ".join(command))
-    job = subprocess.Popen(command, env=env)
-    # torchrun forwards SIGTERM and SIGINT to the workers (which checkpoint and stop); a signal
-    # sent to this launcher alone reaches torchrun the same way.
-    forward = {sig: signal.signal(sig, lambda signum, _: job.send_signal(signum))
-               for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
-    try:
-        code = job.wait()
-    finally:
-        for sig, previous in forward.items():
-            signal.signal(sig, previous)
-    raise typer.Exit(130 if code in (-signal.SIGINT, -signal.SIGTERM) else code)
-
-
-def _stopped(run, new: bool, err: BaseException) -> None:
-    """After training stopped early (Ctrl-C, SIGTERM, an error): keep what can be resumed,
-    remove a new run that holds no finished epoch, and say which."""
-    interrupted = isinstance(err, KeyboardInterrupt)
-    if run is None:
-        if interrupted:
-            err_console.print("interrupted before training started; nothing was written")
-        return
-    done = run.epochs_done
-    if done == 0 and new:
-        shutil.rmtree(run.path, ignore_errors=True)
-        if interrupted:
-            err_console.print("interrupted before the first epoch finished; nothing was kept")
-        return
-    if interrupted or done:
-        epochs = run.config.train.epochs
-        err_console.print(
-            f"{'interrupted' if interrupted else 'stopped'}: {done} of {epochs} epochs are "
-            f"saved in {escape(str(run.path))}; resume with: towerkit train --resume "
-            f"{escape(str(run.path))}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    console.print(f"run written to {escape(str(outcome.run.path))}")
 
 
 IndexOption = Annotated[
@@ -589,6 +472,10 @@ def main() -> None:
     "internal error" line (its traceback with ``-v``) and exit status 2."""
     try:
         app()
+    except RunStopped as err:  # said already, or says what was kept and how to resume
+        if str(err):
+            err_console.print(escape(str(err)), highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
     except TowerkitError as err:
         _error(err.args[0] if isinstance(err, KeyError) and err.args else str(err))
         sys.exit(1)

@@ -30,3 +30,25 @@ class UnknownError(TowerkitError, KeyError):
 
 class MissingExtra(TowerkitError, ImportError):
     """An optional part is not installed; the message names the pip command that installs it."""
+
+
+class RunStopped(TowerkitError):
+    """Training ended before its end and the process should exit with ``exit_code``; the
+    message (possibly empty: said already) says what was kept and how to resume."""
+
+    exit_code = 1
+
+
+class RunInterrupted(RunStopped):
+    """Training was stopped by Ctrl-C or SIGTERM; the message says what was kept and how to
+    resume (empty on the processes that are not rank 0). Exit status 130."""
+
+    exit_code = 130
+
+
+class WorkersFailed(RunStopped):
+    """The processes launched under torchrun ended with ``exit_code`` (they said why)."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__("")
+        self.exit_code = exit_code

@@ -351,6 +351,8 @@ class RunOutcome:
     popularity: dict[str, float]
     eval_seconds: float
     run: RunDir | None = None
+    #: written by rank 0 (under torchrun every rank has an outcome; rank 0's has the run)
+    main: bool = True
 
 
 MakeValidator = Callable[[Evaluator, Evaluator], Validator]
@@ -375,12 +377,23 @@ def train(
             ``last_seconds``); by default the validation evaluator. Benchmarks use it to also
             record test metrics per epoch.
     """
-    distributed.setup(config.train.device)  # under torchrun: join the process group
+    _require_process_group()
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     check_data(config, prepared)
     if run is not None and not isinstance(run, RunDir) and distributed.context().main:
         run = RunDir.create(run, config, prepared)
     return _fit(config, prepared, run, None, validate)
+
+
+def _require_process_group() -> None:
+    """Under torchrun the process group must be joined first (by :mod:`towerkit.lifecycle`,
+    once), or every process would train alone and write the same run."""
+    if distributed.launched() and not distributed.context().active:
+        raise RuntimeError(
+            "launched by torchrun but not in its process group: train through "
+            "towerkit.lifecycle (towerkit train), which joins it, or call "
+            "towerkit.distributed.setup first"
+        )
 
 
 def check_data(config: Config, prepared: Prepared) -> None:
@@ -435,7 +448,7 @@ def resume(
     if run.finished:
         raise RunDirError(f"{run.path}: the run is finished already; there is nothing to resume")
     config = resumed_config(run, device=device, threads=threads, progress=progress)
-    distributed.setup(config.train.device)
+    _require_process_group()
     run.require_data()
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     check_fingerprint(run, prepared)

@@ -1,0 +1,250 @@
+"""One owner of a training run's lifecycle, for ``towerkit train`` and library callers alike.
+
+It launches the N processes of ``--nproc N`` under ``torchrun``, joins the process group once
+(rank 0 alone then logs, shows progress and writes), checks and creates the run directory (or
+opens the one to resume), writes its ``train.log``, handles SIGTERM as Ctrl-C, and when
+training stops early keeps what can be resumed: a new run with no finished epoch is removed,
+otherwise the message says how to resume.
+
+    >>> from towerkit import lifecycle
+    >>> outcome = lifecycle.train(load_config("configs/ml-100k/youtube_dnn.yaml"), "runs/a")
+    >>> outcome = lifecycle.resume("runs/a", device="cpu")   # after Ctrl-C, on another machine
+
+:mod:`towerkit.pipeline` holds the steps (prepare, build, fit, finish) this module runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from towerkit import distributed, pipeline
+from towerkit.config import Config
+from towerkit.errors import RunInterrupted, WorkersFailed
+from towerkit.runs import LOG_FILE, RunDir, RunDirError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunInterrupted", "WorkersFailed", "resume", "train"]
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def train(
+    config: Config,
+    out: str | Path,
+    *,
+    nproc: int = 1,
+    prepared: pipeline.Prepared | None = None,
+) -> pipeline.RunOutcome | None:
+    """Train ``config`` into a new run directory ``out`` (which must not hold anything).
+
+    Args:
+        nproc: train in this many processes on this machine (``torchrun --standalone``); the
+            call then returns None once they end (rank 0 wrote the run).
+        prepared: the prepared data, when the caller has them (else prepared from the config).
+
+    Returns:
+        the outcome (under torchrun, on every rank; ``outcome.run`` is rank 0's), or None when
+        the processes ran under a launched torchrun.
+
+    Raises:
+        RunInterrupted: Ctrl-C or SIGTERM (the message says how to resume).
+        WorkersFailed: launched processes failed.
+    """
+    out = Path(out)
+    if nproc > 1 and not distributed.launched():
+        with tempfile.TemporaryDirectory(prefix="towerkit-launch-") as folder:
+            resolved = Path(folder) / "config.yaml"
+            resolved.write_text(config.to_yaml())
+            _launch(nproc, ["train", str(resolved), "--out", str(out)], config.train.progress)
+        return None
+    return _execute(config, None, out, prepared)
+
+
+def resume(
+    run: RunDir | str | Path,
+    *,
+    device: str | None = None,
+    progress: bool | None = None,
+    nproc: int = 1,
+    prepared: pipeline.Prepared | None = None,
+) -> pipeline.RunOutcome | None:
+    """Continue an unfinished run from its last checkpoint, on this machine (``device``: by
+    default the run's own; a GPU run resumes on a CPU with ``device="cpu"``).
+
+    Raises:
+        RunDirError: not a run, finished already, or its data are not found.
+        ConfigError: a device this machine lacks.
+        RunInterrupted, WorkersFailed: as for :func:`train`.
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    if run.finished:
+        raise RunDirError(f"{run.path}: the run is finished already; there is nothing to resume")
+    config = pipeline.resumed_config(run, device=device, progress=progress)
+    run.require_data()
+    if nproc > 1 and not distributed.launched():
+        command = ["train", "--resume", str(run.path), "--device", config.train.device]
+        _launch(nproc, command, config.train.progress)
+        return None
+    return _execute(config, run, None, prepared)
+
+
+def _execute(
+    config: Config, run: RunDir | None, out: Path | None, prepared: pipeline.Prepared | None
+) -> pipeline.RunOutcome:
+    """The run in this process: join the process group (once), prepare, train, finish."""
+    new = run is None
+    ctx = distributed.setup(config.train.device)
+    try:
+        with _one_voice(ctx.main):
+            if not ctx.main:  # one voice: rank 0 logs, shows progress and writes
+                config = config.on_machine(progress=False)
+            if new:
+                out = distributed.broadcast_object(out)  # the default name holds rank 0's clock
+                if ctx.main:
+                    RunDir.check_new(out)
+            with _sigterm_as_interrupt():
+                try:
+                    prepared = prepared or pipeline.prepare(
+                        config.data, progress=config.train.progress
+                    )
+                    pipeline.check_data(config, prepared)
+                    if new and ctx.main:
+                        run = RunDir.create(out, config, prepared)
+                    with _train_log(run if ctx.main else None):
+                        if new:
+                            outcome = pipeline.train(config, prepared, run=run)
+                        else:
+                            outcome = pipeline.resume(
+                                run, prepared, progress=config.train.progress,
+                                device=config.train.device,
+                            )  # fmt: skip
+                except BaseException as err:
+                    _stopped(run if ctx.main else None, new, err, ctx.main)
+                    raise
+    finally:
+        distributed.teardown()
+    outcome.main = ctx.main
+    return outcome
+
+
+@contextmanager
+def _one_voice(main: bool) -> Iterator[None]:
+    """On the processes that are not rank 0, the terminal shows errors only."""
+    if main:
+        yield
+        return
+    handlers = logging.getLogger().handlers
+    levels = [handler.level for handler in handlers]
+    for handler in handlers:
+        handler.setLevel(max(handler.level, logging.ERROR))
+    try:
+        yield
+    finally:
+        for handler, level in zip(handlers, levels, strict=True):
+            handler.setLevel(level)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _train_log(run: RunDir | None) -> Iterator[None]:
+    """The run's ``train.log``: what the ``towerkit`` logger passes (INFO and above once
+    logging is configured at INFO, as the CLI does, whatever the terminal shows)."""
+    if run is None:
+        yield
+        return
+    handler = logging.FileHandler(run.path / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    towerkit_logger = logging.getLogger("towerkit")
+    towerkit_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        towerkit_logger.removeHandler(handler)
+        handler.close()
+
+
+def _stopped(run: RunDir | None, new: bool, err: BaseException, main: bool) -> None:
+    """After training stopped early (Ctrl-C, SIGTERM, an error): keep what can be resumed,
+    remove a new run that holds no finished epoch, and say which. Raises
+    :class:`RunInterrupted` for an interrupt."""
+    interrupted = isinstance(err, KeyboardInterrupt)
+    if not main:
+        if interrupted:
+            raise RunInterrupted("") from None
+        return
+    if run is None:
+        if interrupted:
+            raise RunInterrupted("interrupted before training started; nothing was written")
+        return
+    done = run.epochs_done
+    if done == 0 and new:
+        shutil.rmtree(run.path, ignore_errors=True)
+        if interrupted:
+            raise RunInterrupted(
+                "interrupted before the first epoch finished; nothing was kept"
+            ) from None
+        return
+    if interrupted or done:
+        epochs = run.config.train.epochs
+        message = (
+            f"{'interrupted' if interrupted else 'stopped'}: {done} of {epochs} epochs are "
+            f"saved in {run.path}; resume with: towerkit train --resume {run.path}"
+        )
+        if interrupted:
+            raise RunInterrupted(message) from None
+        logger.warning(message)
+
+
+def _launch(nproc: int, arguments: list[str], progress: bool) -> None:
+    """The same training under ``torchrun --standalone`` (one node, a free rendezvous port):
+    ``python -m towerkit ARGUMENTS`` in ``nproc`` processes, each with cores / nproc threads.
+
+    Raises:
+        RunInterrupted: they were stopped by a signal (SIGINT, SIGTERM).
+        WorkersFailed: they ended with another non-zero status.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", str(nproc), "-m", "towerkit",
+               *([] if progress else ["--quiet"]), *arguments]  # fmt: skip
+    env = dict(os.environ)
+    # torchrun would give each process one thread; share the machine's cores instead.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    logger.info("launching: %s", " ".join(command))
+    job = subprocess.Popen(command, env=env)
+    # torchrun forwards SIGTERM and SIGINT to the workers (which checkpoint and stop); a signal
+    # sent to this launcher alone reaches torchrun the same way.
+    forward = {sig: signal.signal(sig, lambda signum, _: job.send_signal(signum))
+               for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
+    try:
+        code = job.wait()
+    finally:
+        for sig, previous in forward.items():
+            signal.signal(sig, previous)
+    if code in (-signal.SIGINT, -signal.SIGTERM):
+        raise RunInterrupted("")
+    if code:
+        raise WorkersFailed(code)
