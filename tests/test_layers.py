@@ -29,9 +29,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("towerkit.models",),
     # the config: assembled from the sections of the layers below
     ("towerkit.config",),
-    # what uses a config: run directories, the loop, the evaluator, the user towers
+    # what uses a config: run directories, the loop, the evaluator, the user towers, preparing
+    # data and building components from a config
     ("towerkit.runs", "towerkit.training", "towerkit.evaluation", "towerkit.user_towers",
-     "towerkit.starter"),
+     "towerkit.starter", "towerkit.preparation", "towerkit.components"),
     # applications of a run: retrieval, export, the training pipeline
     ("towerkit.retrieval", "towerkit.export", "towerkit.pipeline", "towerkit.lifecycle"),
     ("towerkit.serve",),

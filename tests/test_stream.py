@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from towerkit import pipeline
+from towerkit import pipeline, preparation
 from towerkit.config import config_from_dict
 from towerkit.data import stream
 from towerkit.errors import DataError
@@ -20,7 +20,7 @@ def prepared_both_ways(monkeypatch, data: dict, rows: int = 1 << 20):
     config = config_from_dict({"data": data})
     assert stream.streamable(config.data) is None
     monkeypatch.setattr(stream, "BATCH_ROWS", rows)
-    streamed = pipeline._prepare_streamed(config.data, progress=False)  # no fallback
+    streamed = preparation._prepare_streamed(config.data, progress=False)  # no fallback
     with monkeypatch.context() as patch:
         patch.setattr(stream, "streamable", lambda data: "forced")
         in_memory = pipeline.prepare(config.data, progress=False)

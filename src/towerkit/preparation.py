@@ -1,0 +1,221 @@
+"""Preparing data: a known data set or one's own log read, filtered, encoded and split, as
+a config's ``data`` section says; and the check that the prepared data can give a result.
+
+A log of ids and whole-second times with nothing to filter takes the out-of-core path
+(:mod:`towerkit.data.stream`); anything else is read into memory. Both give the same prepared
+data for the same log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from towerkit import datasets
+from towerkit.config import Config, ConfigError, DataConfig, SideTableConfig, SplitConfig
+from towerkit.data import (
+    Interactions,
+    Prepared,
+    Sequences,
+    Split,
+    encode,
+    held_out_users,
+    last_fraction,
+    leave_one_out,
+    stream,
+    temporal_split,
+)
+from towerkit.data.encoding import encode_features
+from towerkit.data.readers import read_interactions, read_side_table
+from towerkit.data.vocab import Vocab
+from towerkit.errors import DataError
+from towerkit.types import FeatureKind
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Log", "check_data", "load_log", "make_split", "prepare"]
+
+
+def make_split(config: SplitConfig, sequences: Sequences) -> Split:
+    """The split ``data.split`` names: leave-one-out, a global time cut, the last fraction
+    of each user, or held-out users (ComiRec's protocol)."""
+    if config.kind == "temporal":
+        return temporal_split(sequences, config.test_start, config.valid_start)
+    if config.kind == "last_fraction":
+        return last_fraction(sequences, config.valid, config.test)
+    if config.kind == "held_out_users":
+        return held_out_users(sequences, config.valid, config.test, config.history, config.seed)
+    return leave_one_out(sequences)
+
+
+@dataclass(frozen=True)
+class Log:
+    """A log as read, with the side features to encode and their kinds."""
+
+    interactions: Interactions
+    user_features: tuple[str, ...]
+    item_features: tuple[str, ...]
+    kinds: dict[str, FeatureKind]
+
+
+def load_log(data: DataConfig, *, progress: bool = True) -> Log:
+    """The interactions and side tables of ``data``: a known data set, or files of one's own
+    read with the config's column map and declared features."""
+    if data.dataset is not None:
+        spec = datasets.get_spec(data.dataset)
+        return Log(
+            datasets.load(data.dataset, progress=progress),
+            tuple(spec.user_features if data.user_features is None else data.user_features),
+            tuple(spec.item_features if data.item_features is None else data.item_features),
+            {},
+        )
+    c = data.columns
+    frame = read_interactions(
+        data.path, user=c.user, item=c.item, timestamp=c.timestamp, rating=c.rating,
+        weight=c.weight, format=data.format, sep=data.sep, timestamp_unit=c.timestamp_unit,
+    )  # fmt: skip
+    tables, kinds = _side_tables(data)
+    has_time = c.timestamp is not None and data.format != "sequences"
+    return Log(
+        Interactions(frame, users=tables["users"], items=tables["items"], has_time=has_time),
+        *_feature_names(data),
+        kinds,
+    )
+
+
+def _side_tables(data: DataConfig) -> tuple[dict[str, pd.DataFrame | None], dict]:
+    """The user and item side tables of an own log, and the declared kind of each feature."""
+    kinds: dict[str, FeatureKind] = {}
+    tables = {}
+    for side in ("users", "items"):
+        table = getattr(data, side)
+        tables[side] = None if table is None else _side_table(table, side[:-1])
+        for name, feature in (table.feature_configs() if table else {}).items():
+            kinds[name] = feature.kind
+    return tables, kinds
+
+
+def _feature_names(data: DataConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The user and item features to encode: as listed, or every declared one."""
+    return (
+        tuple(data.user_features if data.user_features is not None else
+              (data.users.features if data.users else ())),
+        tuple(data.item_features if data.item_features is not None else
+              (data.items.features if data.items else ())),
+    )  # fmt: skip
+
+
+def _titles(items: pd.DataFrame | None, vocab: Vocab) -> np.ndarray | None:
+    """Each item's title by encoded id (index 0 is padding), where the item table has them."""
+    if items is None or "title" not in items.columns:
+        return None
+    by_item = items.set_index("item")["title"]
+    titles = np.empty(len(vocab) + 1, dtype=object)
+    titles[0] = ""
+    titles[1:] = by_item.reindex(vocab.raw).fillna("").astype(str).to_numpy()
+    return titles
+
+
+def _side_table(table: SideTableConfig, key: str) -> pd.DataFrame:
+    """A side table with its declared features (and, for items, the title column)."""
+    features = table.feature_configs()
+    columns = list(features)
+    if table.title is not None and table.title not in columns:
+        columns.append(table.title)
+    frame = read_side_table(
+        table.path,
+        key=table.key,
+        rename_key=key,
+        columns=columns,
+        list_columns=[n for n, f in features.items() if f.kind == "multi"],
+        list_sep={n: f.sep for n, f in features.items()},
+        numeric_columns=[n for n, f in features.items() if f.kind == "numeric"],
+        format=table.format,
+        sep=table.sep,
+    )
+    if table.title is not None:
+        frame["title"] = frame[table.title].astype(str)
+    return frame
+
+
+def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
+    """Load a known data set or one's own log, filter, encode its side features, split.
+
+    A log of ids and whole-second times with nothing to filter (Parquet shards, one Parquet
+    file, one CSV) takes the out-of-core path (:mod:`towerkit.data.stream`: record batches,
+    never a frame of the whole log); anything else is read into memory. Both give the same
+    prepared data for the same log."""
+    if stream.streamable(data) is None:
+        try:
+            return _prepare_streamed(data, progress=progress)
+        except stream.NotStreamable as why:
+            logger.info("%s: read in memory (%s)", data.path, why)
+    log = load_log(data, progress=progress)
+    interactions = log.interactions
+    if data.min_user_interactions or data.min_item_interactions or data.min_rating is not None:
+        interactions = interactions.filter(
+            min_user_interactions=data.min_user_interactions,
+            min_item_interactions=data.min_item_interactions,
+            min_rating=data.min_rating,
+        )
+    encoded = encode(
+        interactions,
+        user_features=log.user_features,
+        item_features=log.item_features,
+        feature_kinds=log.kinds,
+    )
+    titles = _titles(interactions.items, encoded.item_vocab)
+    split = make_split(data.split, Sequences.from_encoded(encoded))
+    return Prepared(encoded, split, titles)
+
+
+def _prepare_streamed(data: DataConfig, *, progress: bool) -> Prepared:
+    c = data.columns
+    timestamp = None if data.format == "sequences" else c.timestamp
+    encoded, sequences = stream.stream_sequences(
+        data.path, user=c.user, item=c.item, timestamp=timestamp, sep=data.sep,
+        progress=progress,
+    )  # fmt: skip
+    tables, kinds = _side_tables(data)
+    user_features, item_features = _feature_names(data)
+    encoded = dataclasses.replace(
+        encoded,
+        user_features=encode_features(
+            tables["users"], "user", encoded.user_vocab, user_features, kinds
+        ),
+        item_features=encode_features(
+            tables["items"], "item", encoded.item_vocab, item_features, kinds
+        ),
+    )
+    titles = _titles(tables["items"], encoded.item_vocab)
+    return Prepared(encoded, make_split(data.split, sequences), titles)
+
+
+def check_data(config: Config, prepared: Prepared) -> None:
+    """Refuse, before any training, data that cannot give a result: no training sample, no
+    validation or test target, or a catalogue smaller than the longest list asked for."""
+    n_items, k = prepared.encoded.n_items, max(config.eval.ks)
+    if k > n_items:
+        raise ConfigError(
+            f"eval.ks {config.eval.ks} asks for top-{k} lists from a catalogue of {n_items} "
+            f"items; keep eval.ks at most {n_items}"
+        )
+    split = prepared.split
+    starts = split.sequences.offsets[:-1]
+    samples = int(np.maximum(split.fit_end - starts - 1, 0).sum())
+    longest = int(split.sequences.lengths.max(initial=0))
+    what = f"the {config.data.split.kind} split"
+    if samples == 0:
+        raise DataError(
+            f"no training samples: under {what} no user has two training interactions (the "
+            f"longest sequence has {longest}; leave-one-out needs at least 4: one history item, "
+            "one training target, a validation and a test item)"
+        )
+    counts = split.counts()
+    for stage in ("valid", "test"):
+        if counts[stage] == 0:
+            raise DataError(f"no user has a {stage} target under {what}")
