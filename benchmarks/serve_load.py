@@ -134,8 +134,10 @@ def wrk(url: str, path: str, lines: list[str], connections: int, seconds: int) -
 
 def in_process(directory: Path, run: RunDir, rng: np.random.Generator) -> dict[str, float]:
     """Milliseconds of the same work without HTTP: the served model's jobs, run directly."""
-    from towerkit.serve.app import RecommendRequest, _job, run_jobs
+    from towerkit.serve.bodies import RecommendRequest
     from towerkit.serve.model import load_served
+    from towerkit.serve.routes import _job
+    from towerkit.serve.state import run_jobs
 
     served = load_served(directory)
     out = {}

@@ -295,7 +295,8 @@ def test_the_served_model_is_kept_out_of_the_garbage_collector(runs, tmp_path):
     import asyncio
     import gc
 
-    from towerkit.serve.app import _retire, create_app
+    from towerkit.serve import state
+    from towerkit.serve.app import create_app
     from towerkit.serve.model import load_served
 
     def tracked(obj) -> bool:
@@ -308,7 +309,7 @@ def test_the_served_model_is_kept_out_of_the_garbage_collector(runs, tmp_path):
         assert tracked(old) and old._tmp.exists()  # loaded after the freeze
 
         async def retire() -> None:
-            _retire(old)
+            state.retire(old)
             assert gc.get_freeze_count() == 0  # handed back to the collector
             await asyncio.sleep(0)  # the refreeze runs on the next turn of the loop
 
@@ -428,3 +429,21 @@ def test_serve_refuses_what_it_cannot_load(tmp_path, runs):
                           timeout=120, env={**os.environ})  # fmt: skip
     assert done.returncode == 1 and "the run is unfinished" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_admin_route_belongs_to_the_app_given_the_token(runs, tmp_path):
+    """Routes are shared by every app; the admin route is added per app, so an app made after
+    one with a token has none."""
+    import gc
+
+    from towerkit.serve.app import create_app
+
+    export = export_run(runs["youtube_dnn"], tmp_path / "yt")
+    try:
+        with_token = create_app(export, admin_token=TOKEN)
+        without = create_app(export)
+    finally:
+        gc.unfreeze()
+    paths = {app: set(app.openapi()["paths"]) for app in (with_token, without)}
+    assert "/admin/reload" in paths[with_token] and "/admin/reload" not in paths[without]
+    assert "/recommend" in paths[without]

@@ -1,0 +1,75 @@
+"""The JSON bodies of the server's requests and responses (their schemas are the OpenAPI
+document at ``/docs``)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+
+RawId = str | int
+FeatureValue = str | int | float | list[str | int]
+MAX_BATCH_QUERIES = 1000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(_Body):
+    """A known user, or a history of items (with optional side features) for anyone else."""
+
+    user: RawId | None = Field(default=None, description="a known user's raw id")
+    history: list[RawId] | None = Field(
+        default=None, description="raw item ids, oldest first (the last max_len are read)"
+    )
+    features: dict[str, FeatureValue | None] | None = Field(
+        default=None, description="raw user side features of a history request"
+    )
+    k: int = Field(default=10, description="how many items: 1 to min(1000, catalogue)")
+    exclude: list[RawId] = Field(default_factory=list, description="raw item ids to leave out")
+    filter_seen: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("filter_seen", "exclude_seen"),
+        description="leave the user's (or the history's) own items out of the results "
+        "(exclude_seen, its earlier name, is still read)",
+    )
+
+    @model_validator(mode="after")
+    def _one_query(self) -> RecommendRequest:
+        if (self.user is None) == (self.history is None):
+            raise ValueError("give either user or history")
+        if self.features is not None and self.history is None:
+            raise ValueError("features describe the user of a history request")
+        return self
+
+
+class Item(BaseModel):
+    id: RawId
+    title: str | None
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    items: list[Item]
+    model_version: str
+    index: str
+    history_truncated: bool = Field(
+        default=False, description="the history was longer than max_len: its last max_len read"
+    )
+
+
+class BatchRequest(_Body):
+    queries: list[RecommendRequest] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
+
+
+class BatchResponse(BaseModel):
+    results: list[RecommendResponse]
+
+
+class SimilarRequest(_Body):
+    item: RawId
+    k: int = 10
+    exclude: list[RawId] = Field(default_factory=list)
+
+
+class ReloadRequest(_Body):
+    path: str = Field(description="a run or export directory on the server's machine")
