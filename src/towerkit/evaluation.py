@@ -29,7 +29,7 @@ from towerkit import distributed
 from towerkit.data.history import gather_history
 from towerkit.data.split import Split, Stage
 from towerkit.errors import TowerkitError
-from towerkit.index import make_index, recall_at_k
+from towerkit.index import Index, make_index, recall_at_k
 from towerkit.index.exact import chunked_topk
 from towerkit.similarity import Similarity
 from towerkit.types import Batch
@@ -213,9 +213,10 @@ class Evaluator:
         max_len: history length fed to the user tower.
         batch_size: users per user-tower batch.
         max_bytes: the largest block of scores held at once.
-        index: rank through this index (``exact``, ``annoy``, ``faiss-hnsw``, ... see
-            :mod:`towerkit.index`) instead of exact scoring; the metrics then also report the
-            index's ``index_recall@K`` against exact top-K.
+        index: the index every ranking goes through (``exact``, ``annoy``, ``faiss-hnsw``, ...
+            see :mod:`towerkit.index`), built over the item vectors; one that is not exact
+            (``is_exact``) is also measured: the metrics then report its ``index_recall@K``
+            against the exact index's top-K.
         index_options: options of that index (``n_trees``, ``ef_search``, ...).
         sample_users: rank a seeded sample of this many of the stage's users (0: all).
         sample_seed: the seed of that sample.
@@ -337,7 +338,7 @@ class Evaluator:
         start = time.perf_counter()
         try:
             ctx = distributed.context()
-            if ctx.active and self.index == "exact":
+            if ctx.active:
                 metrics = self._evaluate_shared(model, similarity, device, ctx)
             else:
                 users = self.user_vectors(model, device)
@@ -351,7 +352,11 @@ class Evaluator:
         return metrics
 
     def _evaluate_shared(
-        self, model: torch.nn.Module, similarity: Similarity, device, ctx: distributed.Context
+        self,
+        model: torch.nn.Module,
+        similarity: Similarity,
+        device,
+        ctx: distributed.Context,
     ) -> dict[str, float]:
         """Under torchrun: each rank ranks a contiguous block of the users, the top-K lists
         are gathered and every rank computes the same metrics from all of them."""
@@ -370,11 +375,19 @@ class Evaluator:
                 f"the query or item vectors hold NaN or infinite values ({self.stage} stage): "
                 "training diverged; lower train.lr or raise temperature.value"
             )
-        indptr, seen = self.exclude
-        exclude = (indptr[begin : end + 1] - indptr[begin], seen[indptr[begin] : indptr[end]])
-        ids = self._exact_topk(users, items, similarity, model.n_interests, exclude)
-        gathered, _ = distributed.gather(torch.from_numpy(ids).to(device))
-        return self.ranking(gathered.cpu().numpy())
+        exclude = None
+        if self.exclude is not None:
+            indptr, seen = self.exclude
+            exclude = (indptr[begin : end + 1] - indptr[begin], seen[indptr[begin] : indptr[end]])
+        index = self.make_index(similarity)
+        ranked = [self._search(index, users, items, model.n_interests, exclude)]
+        if not index.is_exact:
+            exact = self.make_index(similarity, "exact")
+            ranked.append(self._search(exact, users, items, model.n_interests, exclude))
+        gathered = [
+            distributed.gather(torch.from_numpy(ids).to(device))[0].cpu().numpy() for ids in ranked
+        ]
+        return self._measured(gathered[0], None if index.is_exact else gathered[1])
 
     def evaluate_vectors(
         self,
@@ -385,7 +398,8 @@ class Evaluator:
         interests: int | None = None,
     ) -> dict[str, float]:
         """Metrics from precomputed user vectors (``[U, D]``, or ``[U, K, D]`` for a model
-        that declares ``interests=K``) and ``[n_items, D]`` item vectors.
+        that declares ``interests=K``) and ``[n_items, D]`` item vectors, ranked through the
+        evaluator's index (measured against the exact index when it is approximate).
 
         Raises:
             DivergedError: a vector holds NaN or infinity (ranking by it would be noise).
@@ -397,28 +411,46 @@ class Evaluator:
                     "training diverged; lower train.lr or raise temperature.value"
                 )
         check_interests(users, interests)
-        if self.index != "exact":
-            return self.evaluate_index(
-                users, items, similarity, self.index, interests=interests, **self.index_options
-            )
-        return self.ranking(self._exact_topk(users, items, similarity, interests))
+        index = self.make_index(similarity)
+        ids = self._search(index, users, items, interests)
+        if index.is_exact:
+            return self._measured(ids, None)
+        exact = self._search(self.make_index(similarity, "exact"), users, items, interests)
+        return self._measured(ids, exact)
 
-    def _exact_topk(
+    def make_index(self, similarity: Similarity, kind: str | None = None, **options: Any) -> Index:
+        """An empty index of ``kind`` (default: the evaluator's, with its options); the exact
+        index holds at most ``max_bytes`` of scores at once."""
+        if kind is None:
+            kind, options = self.index, {**self.index_options, **options}
+        if kind == "exact":
+            options = {"max_bytes": self.max_bytes, **options}
+        return make_index(kind, similarity, **options)
+
+    def _search(
         self,
+        index: Index,
         users: torch.Tensor,
         items: torch.Tensor,
-        similarity: Similarity,
         interests: int | None,
         exclude: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
-        """Exact top-K ids of ``[U, D]`` or multi-interest ``[U, K, D]`` users, seen masked;
-        a block of K interests' scores stays within ``max_bytes``."""
-        return self._topk(
-            lambda begin, end: best_interest_scores(
-                users[begin:end], items, similarity, interests
-            ),
-            len(users), exclude, max(self.max_bytes // (interests or 1), 1),
-        )  # fmt: skip
+        """``[U, max(ks)]`` ids: ``index`` built over the items and searched for the users
+        (each of K interests, merged by best score), seen items excluded (``exclude``: the
+        stage's by default)."""
+        index.build(items, ids=np.arange(1, self.n_items + 1))
+        search = index.search if interests is None else index.search_multi
+        ids, _ = search(users, max(self.ks), exclude=self.exclude if exclude is None else exclude)
+        return ids
+
+    def _measured(self, ids: np.ndarray, exact: np.ndarray | None) -> dict[str, float]:
+        """The ranking metrics of ``ids``, and with the exact top-K ``exact`` their recall
+        (``index_recall@K``)."""
+        metrics = self.ranking(ids)
+        if exact is not None:
+            for cutoff in self.ks:
+                metrics[f"index_recall@{cutoff}"] = recall_at_k(ids, exact, cutoff)
+        return metrics
 
     def evaluate_index(
         self,
@@ -430,22 +462,17 @@ class Evaluator:
         interests: int | None = None,
         **options: Any,
     ) -> dict[str, float]:
-        """Metrics with the top-K taken from an index built over the item vectors.
+        """Metrics with the top-K taken from an index of ``kind`` built over the item vectors,
+        always measured against the exact index (an exact one reports recall 1).
 
         Besides the ranking metrics, reports ``index_recall@K``: the share of the exact top-K
         (seen items masked) that the index also returns, for each K. How fast an index builds
         and searches is the benchmarks' business (``benchmarks/ann.py``).
         """
-        users, items = users.float().cpu(), items.float().cpu()
-        index = make_index(kind, similarity, **options)
-        index.build(items, ids=np.arange(1, self.n_items + 1))
-        search = index.search if interests is None else index.search_multi
-        ids, _ = search(users, max(self.ks), exclude=self.exclude)
-        exact = self._exact_topk(users, items, similarity, interests)
-        metrics = self.ranking(ids)
-        for cutoff in self.ks:
-            metrics[f"index_recall@{cutoff}"] = recall_at_k(ids, exact, cutoff)
-        return metrics
+        check_interests(users, interests)
+        ids = self._search(self.make_index(similarity, kind, **options), users, items, interests)
+        exact = self._search(self.make_index(similarity, "exact"), users, items, interests)
+        return self._measured(ids, exact)
 
     def evaluate_popularity(self) -> dict[str, float]:
         """The most-popular-unseen baseline: items ranked by their training count."""

@@ -88,6 +88,9 @@ class Index(ABC):
 
     kind: ClassVar[str] = ""
     is_exact: ClassVar[bool] = False
+    #: searches with torch: builds and searches take torch tensors as they are (on their
+    #: device) instead of numpy copies
+    takes_tensors: ClassVar[bool] = False
 
     def __init__(self, similarity: str | Similarity = "cosine", *, normalize: bool = False) -> None:
         self.similarity = get_similarity(similarity, normalize=normalize)
@@ -99,8 +102,10 @@ class Index(ABC):
     def build(
         self, vectors: np.ndarray | torch.Tensor, ids: np.ndarray | Sequence[int] | None = None
     ):
-        """Index ``vectors [N, D]`` under ``ids [N]`` (default ``0..N-1``); returns self."""
-        vectors = as_matrix(vectors, "vectors")
+        """Index ``vectors [N, D]`` under ``ids [N]`` (default ``0..N-1``); returns self. An
+        index that searches with torch (:attr:`takes_tensors`) keeps torch vectors where they
+        are (a GPU's on the GPU)."""
+        vectors = self._matrix(vectors, "vectors")
         if len(vectors) == 0:
             raise IndexArgumentError("cannot build an index from an empty set of vectors")
         ids = np.arange(len(vectors), dtype=np.int64) if ids is None else np.asarray(ids)
@@ -116,6 +121,24 @@ class Index(ABC):
         self._build(vectors)
         return self
 
+    def _matrix(self, x: np.ndarray | torch.Tensor, what: str) -> np.ndarray | torch.Tensor:
+        """``[n, d]`` float32, checked: numpy, or for an index that :attr:`takes_tensors` a
+        torch tensor left on its device."""
+        if not self.takes_tensors:
+            return as_matrix(x, what)
+        if not isinstance(x, torch.Tensor):
+            return torch.from_numpy(as_matrix(x, what))
+        x = x.detach().float()
+        if x.dim() != 2:
+            raise IndexArgumentError(
+                f"{what} must be a 2-D [n, d] array, got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] == 0:
+            raise IndexArgumentError(f"{what} have dimension 0")
+        if not bool(torch.isfinite(x).all()):
+            raise IndexArgumentError(f"{what} contain NaN or infinite values")
+        return x
+
     def search(
         self, queries: np.ndarray | torch.Tensor, k: int, exclude: Exclusions = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +153,7 @@ class Index(ABC):
             )
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise IndexArgumentError(f"k must be a positive integer, got {k!r}")
-        queries = as_matrix(queries, "queries")
+        queries = self._matrix(queries, "queries")
         if queries.shape[1] != self.dim:
             raise IndexArgumentError(
                 f"queries have dimension {queries.shape[1]}, the index holds dimension {self.dim}"
@@ -149,11 +172,14 @@ class Index(ABC):
         and the lists are merged by best score (:func:`merge_interests`): an id found by
         several interests appears once, at its best score. ``exclude`` has one row per user.
         """
-        if isinstance(queries, torch.Tensor):
+        if isinstance(queries, torch.Tensor) and not self.takes_tensors:
             queries = queries.detach().float().cpu().numpy()
-        queries = np.asarray(queries)
+        if not isinstance(queries, torch.Tensor):
+            queries = np.asarray(queries)
         if queries.ndim != 3:
-            raise IndexArgumentError(f"multi-interest queries are [B, K, D], got {queries.shape}")
+            raise IndexArgumentError(
+                f"multi-interest queries are [B, K, D], got {tuple(queries.shape)}"
+            )
         users, interests, dim = queries.shape
         excluded = self._exclusions(exclude, users)
         if excluded is not None:  # the user's row, once for each of its interests

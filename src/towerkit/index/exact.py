@@ -72,6 +72,7 @@ class ExactIndex(Index):
 
     kind = "exact"
     is_exact = True
+    takes_tensors = True
 
     def __init__(
         self,
@@ -88,9 +89,10 @@ class ExactIndex(Index):
     def options(self) -> dict:
         return {"max_bytes": self.max_bytes}
 
-    def _build(self, vectors: np.ndarray) -> None:
+    def _build(self, vectors: torch.Tensor) -> None:
         # Stored prepared (normalised for cosine), so a search never normalises them again.
-        self._vectors = self.similarity.prepare(torch.from_numpy(vectors))
+        self._vectors = self.similarity.prepare(vectors)
+        self._squared_norms = None
 
     def _score(self, queries: torch.Tensor) -> torch.Tensor:
         """``[B, N]`` scores of prepared queries, as ``Similarity.pairwise`` defines them."""
@@ -103,7 +105,7 @@ class ExactIndex(Index):
         return -squared.clamp_min(0.0)
 
     def _search_positions(self, queries, k, excluded):
-        q = self.similarity.prepare(torch.from_numpy(queries))
+        q = self.similarity.prepare(queries.to(self._vectors.device))
         positions, scores = chunked_topk(
             lambda begin, end: self._score(q[begin:end]),
             len(q),
@@ -122,7 +124,7 @@ class ExactIndex(Index):
         return positions, scores
 
     def _save(self, path: Path) -> None:
-        np.save(path / VECTORS_FILE, self._vectors.numpy())
+        np.save(path / VECTORS_FILE, self._vectors.cpu().numpy())
 
     def _load(self, path: Path) -> None:
         self._vectors = torch.from_numpy(np.load(path / VECTORS_FILE))  # saved prepared
