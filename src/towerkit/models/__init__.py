@@ -10,6 +10,7 @@ features; the pipeline (training) and a run directory (loading) both call it.
 from __future__ import annotations
 
 from towerkit.models.base import (
+    DataShape,
     MatchingModel,
     ModelSection,
     PooledHistorySection,
@@ -46,6 +47,7 @@ __all__ = [
     "ComiRecSA",
     "ComiRecSAConfig",
     "DSSMConfig",
+    "DataShape",
     "GRU4Rec",
     "GRU4RecConfig",
     "MINDConfig",
@@ -80,11 +82,5 @@ def build_model(
         max_len: the history length (``data.max_len``).
         user_features, item_features: encoded side features; models that use none ignore them.
     """
-    return MODELS[config.name].from_config(
-        config,
-        n_users=n_users,
-        n_items=n_items,
-        max_len=max_len,
-        user_features=user_features,
-        item_features=item_features,
-    )
+    data = DataShape(n_users, n_items, max_len, user_features, item_features)
+    return MODELS[config.name].from_config(config, data)

@@ -9,6 +9,7 @@ file and one registry line.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -19,6 +20,24 @@ from towerkit.nn import FeatureEmbedding, PooledTowerOptions, padded_embedding
 from towerkit.nn.layers import Activation, Pooling
 from towerkit.sections import Section
 from towerkit.types import Batch, FeatureTable, SequenceBatch
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a model is sized by, passed whole to :meth:`MatchingModel.from_config`.
+
+    Attributes:
+        n_users, n_items: id ranges (``1..n``; 0 is padding).
+        max_len: the history length read (``data.max_len``).
+        user_features, item_features: encoded side features, or None (a model that uses
+            none ignores them).
+    """
+
+    n_users: int
+    n_items: int
+    max_len: int
+    user_features: FeatureTable | None = None
+    item_features: FeatureTable | None = None
 
 
 class ModelSection(Section):
@@ -115,18 +134,8 @@ class MatchingModel(nn.Module, ABC):
 
     @classmethod
     @abstractmethod
-    def from_config(
-        cls,
-        config: ModelSection,
-        *,
-        n_users: int,
-        n_items: int,
-        max_len: int,
-        user_features: FeatureTable | None = None,
-        item_features: FeatureTable | None = None,
-    ) -> MatchingModel:
-        """The model ``config`` describes, sized for the data (``max_len``: ``data.max_len``;
-        side features the model does not use are ignored)."""
+    def from_config(cls, config: ModelSection, data: DataShape) -> MatchingModel:
+        """The model ``config`` describes, sized for ``data``."""
 
     @abstractmethod
     def encode_users(self, batch: Batch) -> torch.Tensor: ...

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from towerkit.models.base import MatchingModel, PooledHistorySection
+from towerkit.models.base import DataShape, MatchingModel, PooledHistorySection
 from towerkit.nn import (
     MLP,
     FeatureEmbedding,
@@ -45,24 +45,15 @@ class DSSM(MatchingModel):
     config_class = DSSMConfig
 
     @classmethod
-    def from_config(
-        cls,
-        config: DSSMConfig,
-        *,
-        n_users: int,
-        n_items: int,
-        max_len: int,
-        user_features: FeatureTable | None = None,
-        item_features: FeatureTable | None = None,
-    ) -> DSSM:
+    def from_config(cls, config: DSSMConfig, data: DataShape) -> DSSM:
         return cls(
-            n_users,
-            n_items,
+            data.n_users,
+            data.n_items,
             embedding_dim=config.embedding_dim,
             id_dim=config.id_dim,
-            max_len=max_len,
-            user_features=user_features,
-            item_features=item_features,
+            max_len=data.max_len,
+            user_features=data.user_features,
+            item_features=data.item_features,
             use_user_id=config.use_user_id,
             tower=config.tower(),
         )

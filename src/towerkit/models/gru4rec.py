@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from towerkit.models.base import SequenceModel, SequenceSection
+from towerkit.models.base import DataShape, SequenceModel, SequenceSection
 from towerkit.types import FeatureTable
 
 
@@ -51,25 +51,16 @@ class GRU4Rec(SequenceModel):
     config_class = GRU4RecConfig
 
     @classmethod
-    def from_config(
-        cls,
-        config: GRU4RecConfig,
-        *,
-        n_users: int,
-        n_items: int,
-        max_len: int,
-        user_features: FeatureTable | None = None,
-        item_features: FeatureTable | None = None,
-    ) -> GRU4Rec:
+    def from_config(cls, config: GRU4RecConfig, data: DataShape) -> GRU4Rec:
         return cls(
-            n_items,
+            data.n_items,
             embedding_dim=config.embedding_dim,
             hidden_size=config.hidden_size,
             n_layers=config.n_layers,
             dropout=config.dropout,
-            max_len=max_len,
+            max_len=data.max_len,
             share_embeddings=config.share_embeddings,
-            item_features=item_features,
+            item_features=data.item_features,
             feature_dim=config.feature_dim,
         )
 

@@ -26,9 +26,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from towerkit.models.base import MatchingModel, ModelSection
+from towerkit.models.base import DataShape, MatchingModel, ModelSection
 from towerkit.nn import padded_embedding
-from towerkit.types import Batch, FeatureTable
+from towerkit.types import Batch
 
 
 def squash(z: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
@@ -137,19 +137,10 @@ class ComiRecSA(MultiInterestModel):
     config_class = ComiRecSAConfig
 
     @classmethod
-    def from_config(
-        cls,
-        config: ComiRecSAConfig,
-        *,
-        n_users: int,
-        n_items: int,
-        max_len: int,
-        user_features: FeatureTable | None = None,
-        item_features: FeatureTable | None = None,
-    ) -> ComiRecSA:
+    def from_config(cls, config: ComiRecSAConfig, data: DataShape) -> ComiRecSA:
         return cls(
-            n_items, embedding_dim=config.embedding_dim, interests=config.interests,
-            max_len=max_len, attention_dim=config.attention_dim,
+            data.n_items, embedding_dim=config.embedding_dim, interests=config.interests,
+            max_len=data.max_len, attention_dim=config.attention_dim,
         )  # fmt: skip
 
     def __init__(
@@ -185,6 +176,13 @@ class RoutingModel(MultiInterestModel):
         iterations: routing passes.
     """
 
+    @classmethod
+    def from_config(cls, config: ComiRecDRConfig | MINDConfig, data: DataShape) -> RoutingModel:
+        return cls(
+            data.n_items, embedding_dim=config.embedding_dim, interests=config.interests,
+            max_len=data.max_len, iterations=config.iterations,
+        )  # fmt: skip
+
     def __init__(
         self, n_items: int, embedding_dim: int, interests: int, max_len: int, iterations: int
     ) -> None:
@@ -208,22 +206,6 @@ class ComiRecDR(RoutingModel):
     """ComiRec-DR: dynamic routing with one bilinear map per interest, logits from 0."""
 
     config_class = ComiRecDRConfig
-
-    @classmethod
-    def from_config(
-        cls,
-        config: ComiRecDRConfig,
-        *,
-        n_users: int,
-        n_items: int,
-        max_len: int,
-        user_features: FeatureTable | None = None,
-        item_features: FeatureTable | None = None,
-    ) -> ComiRecDR:
-        return cls(
-            n_items, embedding_dim=config.embedding_dim, interests=config.interests,
-            max_len=max_len, iterations=config.iterations,
-        )  # fmt: skip
 
     def __init__(
         self,
@@ -249,22 +231,6 @@ class MIND(RoutingModel):
     ReLU layer on each interest (the paper's interest MLP, without user profile features)."""
 
     config_class = MINDConfig
-
-    @classmethod
-    def from_config(
-        cls,
-        config: MINDConfig,
-        *,
-        n_users: int,
-        n_items: int,
-        max_len: int,
-        user_features: FeatureTable | None = None,
-        item_features: FeatureTable | None = None,
-    ) -> MIND:
-        return cls(
-            n_items, embedding_dim=config.embedding_dim, interests=config.interests,
-            max_len=max_len, iterations=config.iterations,
-        )  # fmt: skip
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from towerkit.models.base import SequenceModel, SequenceSection
+from towerkit.models.base import DataShape, SequenceModel, SequenceSection
 from towerkit.nn.attention import LayerNormPlacement, SelfAttentionBlock, causal_padding_mask
 from towerkit.types import FeatureTable
 
@@ -82,20 +82,11 @@ class SASRec(SequenceModel):
     config_class = SASRecConfig
 
     @classmethod
-    def from_config(
-        cls,
-        config: SASRecConfig,
-        *,
-        n_users: int,
-        n_items: int,
-        max_len: int,
-        user_features: FeatureTable | None = None,
-        item_features: FeatureTable | None = None,
-    ) -> SASRec:
+    def from_config(cls, config: SASRecConfig, data: DataShape) -> SASRec:
         return cls(
-            n_items,
+            data.n_items,
             embedding_dim=config.embedding_dim,
-            max_len=max_len,
+            max_len=data.max_len,
             n_layers=config.n_layers,
             n_heads=config.n_heads,
             ffn_dim=config.ffn_dim,
@@ -104,7 +95,7 @@ class SASRec(SequenceModel):
             share_embeddings=config.share_embeddings,
             filter_mix=config.filter_mix,
             filter_frequencies=config.filter_frequencies,
-            item_features=item_features,
+            item_features=data.item_features,
             feature_dim=config.feature_dim,
         )
 

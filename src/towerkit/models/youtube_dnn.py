@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from towerkit.models.base import MatchingModel, PooledHistorySection
+from towerkit.models.base import DataShape, MatchingModel, PooledHistorySection
 from towerkit.nn import PooledHistoryTower, PooledTowerOptions, padded_embedding
 from towerkit.types import Batch, FeatureTable, SequenceBatch
 
@@ -47,21 +47,12 @@ class YouTubeDNN(MatchingModel):
     config_class = YouTubeDNNConfig
 
     @classmethod
-    def from_config(
-        cls,
-        config: YouTubeDNNConfig,
-        *,
-        n_users: int,
-        n_items: int,
-        max_len: int,
-        user_features: FeatureTable | None = None,
-        item_features: FeatureTable | None = None,
-    ) -> YouTubeDNN:
+    def from_config(cls, config: YouTubeDNNConfig, data: DataShape) -> YouTubeDNN:
         return cls(
-            n_items,
+            data.n_items,
             embedding_dim=config.embedding_dim,
-            max_len=max_len,
-            user_features=user_features,
+            max_len=data.max_len,
+            user_features=data.user_features,
             share_embeddings=config.share_embeddings,
             tower=config.tower(),
         )
