@@ -73,17 +73,20 @@ class ExportError(TowerkitError, ValueError):
     """An export that cannot be written or read (broken, incomplete, from another version)."""
 
 
-#: ``MANIFEST_MIGRATIONS[v](manifest, path)`` turns a manifest of format ``v`` into ``v + 1``
-#: in place (in memory); a change of the export layout adds a step here and raises
-#: :data:`FORMAT_VERSION`, so exports written before it still load.
 def _declare_interests(manifest: dict[str, Any], path: Path) -> None:
     """1 -> 2: the manifest declares the model's interests (what the user tower returns per
     user) instead of leaving readers to infer it from the stored vectors' width."""
+    model = MODELS.get(manifest.get("model"))
+    if model is None:
+        raise ExportError(f"{path}: an export of an unknown model {manifest.get('model')!r}")
     width = pq.read_schema(path / USERS_FILE).field("vector").type.list_size
-    multi = issubclass(MODELS[manifest["model"]], MultiInterestModel)
+    multi = issubclass(model, MultiInterestModel)
     manifest["interests"] = width // manifest["dim"] if multi else None
 
 
+#: ``MANIFEST_MIGRATIONS[v](manifest, path)`` turns a manifest of format ``v`` into ``v + 1``
+#: in place (in memory); a change of the export layout adds a step here and raises
+#: :data:`FORMAT_VERSION`, so exports written before it still load.
 MANIFEST_MIGRATIONS: dict[int, Callable[[dict[str, Any], Path], None]] = {1: _declare_interests}
 
 
