@@ -88,9 +88,13 @@ class RetrievalTask(nn.Module):
         self.objective = get_objective(self.mode)
         self.logq, self.mask_hits = logq, mask_hits
         self.seen = SeenPolicy.parse(seen)
-        self.exclude_seen = self.seen.excludes
         # The exact softmax over the catalogue is one fused cross-entropy (chosen once, here).
         self.fused = self.mode is Mode.LISTWISE and negatives.exhaustive
+
+    @property
+    def exclude_seen(self) -> bool:
+        """Whether the queries' seen items are masked out of their negatives (the policy)."""
+        return self.seen.excludes
 
     def loss(self, pairs: TrainingPairs) -> torch.Tensor:
         """The mean loss of a batch's pairs (under torchrun: this rank's share of the global
