@@ -187,7 +187,11 @@ def metrics_of(run: Path) -> dict:
 def test_two_processes_train_to_the_single_process_result(ml100k, tmp_path):
     config, single, env = ml100k
     run = tmp_path / "run"
-    done = towerkit("-q", "train", str(config), "--out", str(run), "--nproc", "2", env=env)
+    trackers = ["--set", "train.track=[tensorboard,mlflow]",
+                "--set", f"train.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
+    done = towerkit(
+        "-q", "train", str(config), "--out", str(run), "--nproc", "2", *trackers, env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run written to") == 1  # rank 0 alone prints
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
@@ -195,6 +199,14 @@ def test_two_processes_train_to_the_single_process_result(ml100k, tmp_path):
     assert abs(ours["hr@10"] - theirs["hr@10"]) <= 0.01
     assert ours["hr@10"] > 3 * metrics_of(run)["popularity"]["hr@10"]
     assert "training in 2 processes (gloo)" in (run / "train.log").read_text()
+    # rank 0 alone tracks: one event file, one MLflow run with each epoch logged once
+    assert len(list((run / "tensorboard").iterdir())) == 1
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tracked,) = client.search_runs([client.get_experiment_by_name("towerkit").experiment_id])
+    history = client.get_metric_history(tracked.info.run_id, "valid/hr_at_10")
+    assert sorted(m.step for m in history) == [1, 2, 3]
 
 
 def test_a_stopped_torchrun_resumes_under_torchrun(ml100k, tmp_path):

@@ -171,7 +171,13 @@ def test_evaluate_index_matches_exact_ranking_and_reports_its_recall():
     # A coarse Annoy forest misses some of the exact top-K, and says how much.
     coarse = evaluator.evaluate_index(users, items, Cosine(), "annoy", n_trees=1, search_k=1)
     assert 0 < coarse["index_recall@10"] < 1
-    assert set(coarse) == set(exact) | {"index_recall@5", "index_recall@10"}
+    measured = {
+        f"{name}@{k}" for name in ("index_recall", "exact_hr", "exact_ndcg") for k in (5, 10)
+    }
+    assert set(coarse) == set(exact) | measured
+    # ... and what it costs: the exact ranking's HR and NDCG beside its own
+    assert coarse["exact_hr@10"] == exact["hr@10"] and coarse["exact_ndcg@5"] == exact["ndcg@5"]
+    assert coarse["hr@10"] <= coarse["exact_hr@10"] + 0.05
 
 
 def test_an_evaluator_built_with_an_index_ranks_through_it():

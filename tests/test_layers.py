@@ -20,8 +20,8 @@ SOURCE = Path(__file__).parent.parent / "src" / "towerkit"
 LAYERS: list[tuple[str, ...]] = [
     # contracts and primitives: no towerkit import above them
     ("towerkit", "towerkit.errors", "towerkit.files", "towerkit.types", "towerkit.sections",
-     "towerkit.state", "towerkit.distributed", "towerkit.similarity", "towerkit.objectives",
-     "towerkit.data.history", "towerkit.data.vocab"),
+     "towerkit.outcomes", "towerkit.state", "towerkit.distributed", "towerkit.similarity",
+     "towerkit.objectives", "towerkit.data.history", "towerkit.data.vocab"),
     # building blocks: the data layer, known data sets, layers, indexes, negatives, the task
     ("towerkit.data", "towerkit.datasets", "towerkit.nn", "towerkit.index", "towerkit.negatives",
      "towerkit.task"),
@@ -31,10 +31,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("towerkit.config",),
     # what uses a config: run directories, the loop, the evaluator, the user towers, preparing
     # data and building components from a config
-    ("towerkit.runs", "towerkit.training", "towerkit.evaluation", "towerkit.user_towers",
-     "towerkit.starter", "towerkit.preparation", "towerkit.components"),
+    ("towerkit.runs", "towerkit.tracking", "towerkit.training", "towerkit.evaluation",
+     "towerkit.user_towers", "towerkit.starter", "towerkit.preparation", "towerkit.components"),
     # applications of a run: retrieval, export, the training pipeline
-    ("towerkit.retrieval", "towerkit.export", "towerkit.pipeline", "towerkit.lifecycle"),
+    ("towerkit.retrieval", "towerkit.export", "towerkit.pipeline", "towerkit.lifecycle",
+     "towerkit.report", "towerkit.compare"),
     ("towerkit.serve",),
     ("towerkit.cli", "towerkit.__main__"),
 ]  # fmt: skip

@@ -132,7 +132,8 @@ def evaluators(
     }
     n_items = prepared.encoded.n_items
     index = {"index": config.eval.index, "index_options": config.eval.index_options}
+    test_options = {**(index if index_on_test else {}), "depth": config.eval.depth}
     return (
         Evaluator(prepared.split, "valid", n_items, **kwargs, **index),
-        Evaluator(prepared.split, "test", n_items, **kwargs, **(index if index_on_test else {})),
+        Evaluator(prepared.split, "test", n_items, **kwargs, **test_options),
     )

@@ -31,6 +31,7 @@ from towerkit.data.split import Split, Stage
 from towerkit.errors import TowerkitError
 from towerkit.index import Index, make_index, recall_at_k
 from towerkit.index.exact import chunked_topk
+from towerkit.outcomes import TOP_KEPT, Outcomes, target_ranks
 from towerkit.similarity import Similarity
 from towerkit.types import Batch
 
@@ -222,6 +223,10 @@ class Evaluator:
         sample_seed: the seed of that sample.
         mask_seen: mask each user's earlier items from their ranking (DESIGN.md's protocol);
             False ranks them too (ComiRec's protocol).
+        depth: rank at least this many items per user (default: ``max(ks)``); the final test
+            stage ranks 200 so that its :meth:`outcomes` give metrics at every K up to 200.
+
+    After each evaluation, ``last_ids`` holds the ranked item ids (``[U, width]``) it measured.
 
     Example:
         >>> evaluator = Evaluator(split, "test", n_items=encoded.n_items)
@@ -243,6 +248,7 @@ class Evaluator:
         sample_users: int = 0,
         sample_seed: int = 0,
         mask_seen: bool = True,
+        depth: int = 0,
     ) -> None:
         self.split, self.stage, self.n_items = split, stage, n_items
         self.index, self.index_options = index, dict(index_options or {})
@@ -264,7 +270,9 @@ class Evaluator:
             self._warn_unreachable()
         else:  # nothing is masked: an empty CSR
             self.exclude = (np.zeros(len(self.queries) + 1, np.int64), np.zeros(0, np.int64))
+        self.width = max(max(self.ks), min(depth, n_items))
         self.last_seconds = 0.0
+        self.last_ids: np.ndarray | None = None
 
     def _warn_unreachable(self) -> None:
         """Say how many users' target is an item they saw before: masking seen items, as the
@@ -294,7 +302,7 @@ class Evaluator:
             score_rows,
             len(self.queries) if n_queries is None else n_queries,
             self.n_items,
-            max(self.ks),
+            self.width,
             self.exclude if exclude is None else exclude,
             max_bytes or self.max_bytes,
         )
@@ -440,16 +448,21 @@ class Evaluator:
         stage's by default)."""
         index.build(items, ids=np.arange(1, self.n_items + 1))
         search = index.search if interests is None else index.search_multi
-        ids, _ = search(users, max(self.ks), exclude=self.exclude if exclude is None else exclude)
+        ids, _ = search(users, self.width, exclude=self.exclude if exclude is None else exclude)
         return ids
 
     def _measured(self, ids: np.ndarray, exact: np.ndarray | None) -> dict[str, float]:
         """The ranking metrics of ``ids``, and with the exact top-K ``exact`` their recall
-        (``index_recall@K``)."""
+        (``index_recall@K``) and the HR and NDCG the exact ranking gives (``exact_hr@K``,
+        ``exact_ndcg@K``: what the index costs)."""
+        self.last_ids = ids
         metrics = self.ranking(ids)
         if exact is not None:
+            exact_metrics = self.ranking(exact)
             for cutoff in self.ks:
                 metrics[f"index_recall@{cutoff}"] = recall_at_k(ids, exact, cutoff)
+                for name in ("hr", "ndcg"):
+                    metrics[f"exact_{name}@{cutoff}"] = exact_metrics[f"{name}@{cutoff}"]
         return metrics
 
     def evaluate_index(
@@ -476,7 +489,15 @@ class Evaluator:
 
     def evaluate_popularity(self) -> dict[str, float]:
         """The most-popular-unseen baseline: items ranked by their training count."""
-        counts = np.bincount(self.split.train().items, minlength=self.n_items + 1)[1:]
+        return self.ranking(self.popularity_ids())
+
+    def item_counts(self) -> np.ndarray:
+        """int64 ``[n_items + 1]``: training interactions per item id."""
+        return np.bincount(self.split.train().items, minlength=self.n_items + 1)
+
+    def popularity_ids(self) -> np.ndarray:
+        """``[U, width]`` the most popular unseen items per user (ties towards lower ids)."""
+        counts = self.item_counts()[1:]
         # Score = position in a stable popularity order, so ties break towards lower ids.
         order = np.argsort(-counts, kind="stable")
         rank_score = np.empty(self.n_items, dtype=np.float32)
@@ -486,4 +507,36 @@ class Evaluator:
         def score_rows(begin: int, end: int) -> torch.Tensor:
             return row[None, :].expand(end - begin, -1).clone()
 
-        return self._metrics(score_rows)
+        return self._topk(score_rows)
+
+    def outcomes(
+        self, ids: np.ndarray | None = None, *, popularity_ids: np.ndarray | None = None
+    ) -> Outcomes:
+        """Per-user outcomes of the last evaluation (or of ranked ``ids``) beside the
+        popularity baseline's (``popularity_ids`` when already ranked): what ``towerkit
+        report`` and ``towerkit compare`` read."""
+        ids = self.last_ids if ids is None else ids
+        if ids is None:
+            raise ValueError("nothing evaluated yet: call evaluate first")
+        q = self.queries
+
+        def ranks(ranked: np.ndarray) -> np.ndarray:
+            return target_ranks(ranked, q.target_offsets, q.target_items, self.n_items)
+
+        top = np.full((len(q), TOP_KEPT), -1, dtype=np.int64)
+        width = min(TOP_KEPT, ids.shape[1])
+        top[:, :width] = ids[:, :width]
+        return Outcomes(
+            users=q.users,
+            history=q.history_end - q.history_start,
+            target_offsets=q.target_offsets,
+            targets=q.target_items,
+            ranks=ranks(ids),
+            popularity_ranks=ranks(
+                self.popularity_ids() if popularity_ids is None else popularity_ids
+            ),
+            top=top,
+            depth=ids.shape[1],
+            n_items=self.n_items,
+            item_counts=self.item_counts(),
+        )

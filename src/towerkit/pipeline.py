@@ -18,6 +18,7 @@ none of this module (see :mod:`towerkit.runs` and :mod:`towerkit.retrieval`).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -40,12 +41,15 @@ from towerkit.components import (
 )
 from towerkit.config import Config, ConfigError
 from towerkit.data import Prepared
+from towerkit.errors import RunStopped
 from towerkit.evaluation import Evaluator, query_vectors
 from towerkit.index import make_index
 from towerkit.models import MatchingModel
+from towerkit.outcomes import Outcomes
 from towerkit.preparation import Log, check_data, load_log, make_split, prepare
-from towerkit.runs import RunDir, RunDirError, vectors_column
+from towerkit.runs import OUTCOMES_FILE, RunDir, RunDirError, vectors_column
 from towerkit.state import TrainState, epochs_of
+from towerkit.tracking import Trackers, require_trackers
 from towerkit.training import Trainer, TrainResult, Validator
 
 logger = logging.getLogger(__name__)
@@ -81,6 +85,8 @@ class RunOutcome:
     popularity: dict[str, float]
     eval_seconds: float
     run: RunDir | None = None
+    #: per-user ranks of the test stage (model and popularity baseline)
+    outcomes: Outcomes | None = None
     #: written by rank 0 (under torchrun every rank has an outcome; rank 0's has the run)
     main: bool = True
 
@@ -108,6 +114,7 @@ def train(
             record test metrics per epoch.
     """
     _require_process_group()
+    require_trackers(config.train.track)
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     check_data(config, prepared)
     if run is not None and not isinstance(run, RunDir) and distributed.context().main:
@@ -153,6 +160,7 @@ def resume(
         raise RunDirError(f"{run.path}: the run is finished already; there is nothing to resume")
     config = resumed_config(run, device=device, threads=threads, progress=progress)
     _require_process_group()
+    require_trackers(config.train.track)
     run.require_data()
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     check_fingerprint(run, prepared)
@@ -215,12 +223,39 @@ def _fit(
     batches = build_batches(config, prepared, model)
     trainer = Trainer(model, task, config.train)
     valid, test = evaluators(config, prepared)
-    result = trainer.fit(
-        batches,
-        validate(valid, test) if validate else valid,
-        state=state,
-        on_epoch=run.save_checkpoint if run is not None else None,
-    )
+    # rank 0 tracks; the trackers start before the first epoch and end with the run
+    trackers = Trackers(config, run) if config.train.track and distributed.context().main else None
+
+    def on_epoch(state: TrainState) -> None:
+        if run is not None:
+            run.save_checkpoint(state)
+        if trackers:
+            trackers.log_epoch(state.logs[-1])
+
+    try:
+        result = trainer.fit(
+            batches,
+            validate(valid, test) if validate else valid,
+            state=state,
+            on_epoch=on_epoch if run is not None or trackers else None,
+            on_step=trackers.log_step if trackers else None,
+        )
+        outcome = _test(config, model, task, trainer, test, result, run)
+        if run is not None:
+            _finish(run, outcome, prepared, trainer.device)
+    except BaseException as err:
+        if trackers:
+            interrupted = isinstance(err, (KeyboardInterrupt, RunStopped))
+            trackers.close("KILLED" if interrupted else "FAILED")
+        raise
+    if trackers:
+        trackers.finish(_metrics_file(outcome), result.best_epoch)
+        trackers.close()
+    return outcome
+
+
+def _test(config, model, task, trainer, test: Evaluator, result, run) -> RunOutcome:
+    """Rank the test stage with the best weights, beside the popularity baseline."""
     test_metrics = test.evaluate(model, task.similarity, trainer.device)
     logger.info(
         "test: HR@10 %.4f, NDCG@10 %.4f (%.2f s)",
@@ -228,18 +263,27 @@ def _fit(
         test_metrics.get("ndcg@10", float("nan")),
         test.last_seconds,
     )
-    outcome = RunOutcome(
+    popularity_ids = test.popularity_ids()
+    return RunOutcome(
         config=config,
         model=model,
         result=result,
         metrics={"valid": result.best_valid, "test": test_metrics},
-        popularity=test.evaluate_popularity(),
+        popularity=test.ranking(popularity_ids),
         eval_seconds=test.last_seconds,
         run=run,
+        outcomes=test.outcomes(popularity_ids=popularity_ids),
     )
-    if run is not None:
-        _finish(run, outcome, prepared, trainer.device)
-    return outcome
+
+
+def _metrics_file(outcome: RunOutcome) -> dict[str, Any]:
+    """What ``metrics.json`` holds."""
+    result = outcome.result
+    return {
+        **outcome.metrics,
+        "popularity": outcome.popularity,
+        "train": {"best_epoch": result.best_epoch, "epochs": epochs_of(result.epochs)},
+    }
 
 
 def _finish(run: RunDir, outcome: RunOutcome, prepared: Prepared, device: torch.device) -> None:
@@ -261,12 +305,13 @@ def _finish(run: RunDir, outcome: RunOutcome, prepared: Prepared, device: torch.
     item_columns = {"item": pa.array(encoded.item_vocab.raw)}
     if prepared.titles is not None:
         item_columns["title"] = pa.array(prepared.titles[1:].astype(str))
+    item_columns["count"] = pa.array(prepared.train_counts[1:].astype(np.int64))
+    meta = {}
+    if prepared.labels is not None:
+        meta["label"], labels = prepared.labels
+        item_columns["label"] = pa.array(labels[1:].astype(str))
     item_columns["vector"] = vectors_column(items)
-    metrics = {
-        **outcome.metrics,
-        "popularity": outcome.popularity,
-        "train": {"best_epoch": result.best_epoch, "epochs": epochs_of(result.epochs)},
-    }
+    metrics = _metrics_file(outcome)
     timed = ("epoch", "seconds", "samples_per_second", "eval_seconds")
     timing = {
         "train_seconds": sum(e.seconds for e in result.epochs),
@@ -286,18 +331,25 @@ def _finish(run: RunDir, outcome: RunOutcome, prepared: Prepared, device: torch.
                 "vector": vectors_column(vectors),
             }
         ),
-        items=pa.table(item_columns),
+        items=pa.table(item_columns).replace_schema_metadata({"towerkit": json.dumps(meta)}),
+        outcomes=outcome.outcomes,
     )
     logger.info("run written to %s", run.path)
 
 
 def evaluate_run(
-    run_dir: RunDir | str | Path, index: str = "exact", index_options: dict | None = None
+    run_dir: RunDir | str | Path,
+    index: str = "exact",
+    index_options: dict | None = None,
+    *,
+    save: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Re-evaluate a finished run on its validation and test stages, exactly or through an
     index (see :meth:`Evaluator.evaluate_index` for what an index adds to the metrics).
 
     The data are prepared anew from the run's config and must match the run's fingerprint.
+    ``save`` (re)writes the run's ``outcomes.parquet`` from this test ranking (what the report
+    and ``towerkit compare`` read; a run from before they existed gets one this way).
     """
     make_index(index, **(index_options or {}))  # bad options fail before anything loads
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
@@ -320,4 +372,7 @@ def evaluate_run(
         "test": test.evaluate(model, similarity),
     }
     logger.info("evaluated %s in %.2f s", run.path, time.perf_counter() - start)
+    if save:
+        run.write_outcomes(test.outcomes())
+        logger.info("per-user outcomes written to %s", run.path / OUTCOMES_FILE)
     return metrics

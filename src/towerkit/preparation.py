@@ -120,6 +120,49 @@ def _titles(items: pd.DataFrame | None, vocab: Vocab) -> np.ndarray | None:
     return titles
 
 
+#: item-table columns that are never a label to colour items by
+_NOT_LABELS = {"item", "title", "movie_id", "year"}
+#: a label with more values than this would not make a readable legend
+MAX_LABELS = 30
+
+
+def item_labels(items: pd.DataFrame | None, vocab: Vocab) -> tuple[str, np.ndarray] | None:
+    """The first categorical column of the item table (strings, or lists of strings) with at
+    most :data:`MAX_LABELS` values, as one label per encoded item id (index 0 is padding). An
+    item with several values (a film of three genres) takes its least common one, the most
+    specific. None where the table has no such column."""
+    if items is None:
+        return None
+    for name in items.columns:
+        if name in _NOT_LABELS:
+            continue
+        column = items[name]
+        first = column.dropna().head(1).tolist()
+        if not first:
+            continue
+        if isinstance(first[0], (list, tuple, np.ndarray)):
+            exploded = column.explode()
+        elif isinstance(first[0], str):
+            exploded = column
+        else:
+            continue
+        exploded = exploded.dropna().astype(str)
+        frequency = exploded.value_counts()
+        if not 1 < len(frequency) <= MAX_LABELS:
+            continue
+        # per item, the value of the lowest catalogue frequency
+        ranked = pd.DataFrame({"row": exploded.index, "value": exploded.to_numpy()})
+        ranked["frequency"] = frequency.reindex(ranked["value"]).to_numpy()
+        chosen = ranked.sort_values(["frequency", "value"]).drop_duplicates("row")
+        by_row = pd.Series(chosen["value"].to_numpy(), index=chosen["row"].to_numpy())
+        by_item = pd.Series(by_row.reindex(items.index).to_numpy(), index=items["item"].to_numpy())
+        labels = np.empty(len(vocab) + 1, dtype=object)
+        labels[0] = ""
+        labels[1:] = by_item.reindex(vocab.raw).fillna("unknown").astype(str).to_numpy()
+        return name, labels
+    return None
+
+
 def _side_table(table: SideTableConfig, key: str) -> pd.DataFrame:
     """A side table with its declared features (and, for items, the title column)."""
     features = table.feature_configs()
@@ -170,7 +213,7 @@ def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
     )
     titles = _titles(interactions.items, encoded.item_vocab)
     split = make_split(data.split, Sequences.from_encoded(encoded))
-    return Prepared(encoded, split, titles)
+    return Prepared(encoded, split, titles, item_labels(interactions.items, encoded.item_vocab))
 
 
 def _prepare_streamed(data: DataConfig, *, progress: bool) -> Prepared:
@@ -192,7 +235,8 @@ def _prepare_streamed(data: DataConfig, *, progress: bool) -> Prepared:
         ),
     )
     titles = _titles(tables["items"], encoded.item_vocab)
-    return Prepared(encoded, make_split(data.split, sequences), titles)
+    labels = item_labels(tables["items"], encoded.item_vocab)
+    return Prepared(encoded, make_split(data.split, sequences), titles, labels)
 
 
 def check_data(config: Config, prepared: Prepared) -> None:

@@ -14,8 +14,13 @@
       model.pt          the best weights (when finished)
       metrics.json      validation and test metrics, popularity baseline, per-epoch log
       timing.json       seconds per epoch and samples/s (kept apart: metrics are reproducible)
-      items.parquet     item, title (when known), vector
+      items.parquet     item, title (when known), count (training interactions), label (a
+                        categorical side attribute, when the data have one), vector
       users.parquet     user, history (raw item ids, oldest first), vector (the test query)
+      outcomes.parquet  per test user: history length, targets, their ranks by the model and
+                        by the popularity baseline, the model's top items (the report's and
+                        `towerkit compare`'s input)
+      tracking.json     the MLflow run id, with train.track: [mlflow]
       train.log         the log of `towerkit train`
 
 Loading a run (:meth:`RunDir.load_model`, vocabularies, histories, titles) reads only this
@@ -63,6 +68,7 @@ from towerkit.data.vocab import Vocab
 from towerkit.errors import TowerkitError
 from towerkit.files import atomic_write, remove_stale, staging_dir
 from towerkit.models import MatchingModel, build_model
+from towerkit.outcomes import Outcomes
 from towerkit.state import TrainState
 from towerkit.types import FeatureTable
 
@@ -80,6 +86,7 @@ METRICS_FILE = "metrics.json"
 TIMING_FILE = "timing.json"
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
+OUTCOMES_FILE = "outcomes.parquet"
 LOG_FILE = "train.log"
 
 #: The format of run directories this towerkit writes (``run.json``'s ``format``).
@@ -400,15 +407,22 @@ class RunDir(SavedVocabularies):
         timing: dict[str, Any],
         users: pa.Table,
         items: pa.Table,
+        outcomes: Outcomes | None = None,
     ) -> None:
         """Write the trained model and its outputs, then mark the run finished."""
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         _write_torch(self.path / MODEL_FILE, {"state_dict": state})
         _write_table(self.path / USERS_FILE, users)
         _write_table(self.path / ITEMS_FILE, items)
+        if outcomes is not None:
+            self.write_outcomes(outcomes)
         _write_json(self.path / METRICS_FILE, metrics)
         _write_json(self.path / TIMING_FILE, timing)
         self._set_status("finished")
+
+    def write_outcomes(self, outcomes: Outcomes) -> None:
+        """(Re)write the test stage's per-user outcomes (``towerkit evaluate --save``)."""
+        _write_table(self.path / OUTCOMES_FILE, outcomes.to_table())
 
     # -- reading ----------------------------------------------------------------------------
 

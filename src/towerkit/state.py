@@ -21,6 +21,10 @@ class EpochLog:
     samples_per_second: float
     valid: dict[str, float] = field(default_factory=dict)
     eval_seconds: float = 0.0
+    #: the learning rate and the temperature at the epoch's end (NaN in checkpoints written
+    #: before they were logged)
+    lr: float = float("nan")
+    temperature: float = float("nan")
 
 
 @dataclass
@@ -58,5 +62,7 @@ class TrainState:
 
 
 def epochs_of(logs: Iterable[EpochLog]) -> list[dict[str, Any]]:
-    """Per-epoch loss and validation metrics (what ``metrics.json`` keeps of each epoch)."""
-    return [{"epoch": log.epoch, "loss": log.loss, "valid": log.valid} for log in logs]
+    """Per-epoch loss, learning rate, temperature and validation metrics (what
+    ``metrics.json`` keeps of each epoch)."""
+    keys = ("epoch", "loss", "lr", "temperature", "valid")
+    return [{key: getattr(log, key) for key in keys} for log in logs]

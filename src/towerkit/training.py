@@ -174,6 +174,12 @@ class Optimizer:
             for name, part in self.parts.items()
         }
 
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step takes."""
+        part = next(iter(self.parts.values()), None)
+        return float(part.param_groups[0]["lr"]) if part is not None else float("nan")
+
     def zero_grad(self) -> None:
         for part in self.parts.values():
             part.zero_grad(set_to_none=True)
@@ -267,6 +273,7 @@ class Trainer:
         *,
         state: TrainState | None = None,
         on_epoch: Callable[[TrainState], None] | None = None,
+        on_step: Callable[[int, float], None] | None = None,
     ) -> TrainResult:
         """Train for up to ``config.epochs`` epochs; keep the best validation weights.
 
@@ -276,6 +283,8 @@ class Trainer:
                 epoch is the one of the lowest training loss.
             state: continue from this state (see :meth:`TrainState`) instead of starting.
             on_epoch: called with the state after every finished epoch (checkpointing).
+            on_step: called with the global step (from 1, counted over epochs) and the step's
+                loss (the global batch's, under torchrun) after every optimiser step.
 
         Raises:
             TrainingError: the loss became NaN or infinite (the message names the epoch and
@@ -308,7 +317,7 @@ class Trainer:
         start = time.perf_counter()
         epoch = state.epoch
         while epoch < c.epochs and not state.stopped:
-            log = self._train_epoch(batches, epoch, optimizer, params)
+            log = self._train_epoch(batches, epoch, optimizer, params, on_step)
             if validator is not None:
                 log.valid = validator.evaluate(self.model, self.task.similarity, self.device)
                 log.eval_seconds = validator.last_seconds
@@ -326,7 +335,7 @@ class Trainer:
             state.logs, state.best_epoch, state.best_valid, time.perf_counter() - start
         )
 
-    def _train_epoch(self, batches, epoch, optimizer: Optimizer, params) -> EpochLog:
+    def _train_epoch(self, batches, epoch, optimizer: Optimizer, params, on_step) -> EpochLog:
         c = self.config
         self.model.train()
         t0 = time.perf_counter()
@@ -353,6 +362,8 @@ class Trainer:
             optimizer.step()
             total_loss += value
             steps += 1
+            if on_step is not None:
+                on_step(epoch * len(batches) + steps, value)
             if steps % 50 == 0:
                 bar.set_postfix(loss=f"{total_loss / steps:.4f}")
         seconds = time.perf_counter() - t0
@@ -366,6 +377,8 @@ class Trainer:
             loss=total_loss / max(steps, 1),
             seconds=seconds,
             samples_per_second=batches.n_samples / seconds,
+            lr=optimizer.lr,
+            temperature=float(self.task.temperature.value),
         )
 
     def _log(self, log: EpochLog) -> None:

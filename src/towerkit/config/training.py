@@ -56,6 +56,28 @@ class TrainConfig(Section):
     device: str = "cpu"
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = torch's default")
     progress: bool = True
+    track: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="experiment trackers to log to: the config as parameters, the loss of every "
+        "step, each epoch's metrics, the finished run's files (extras: pip install "
+        "'towerkit[tensorboard]' / 'towerkit[mlflow]')",
+    )
+    mlflow_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (a directory, sqlite:///FILE.db, or a server); null: "
+        "MLflow's own default ($MLFLOW_TRACKING_URI, else ./mlruns)",
+    )
+    mlflow_experiment: str = Field(default="towerkit", description="the MLflow experiment name")
+    tensorboard_dir: str | None = Field(
+        default=None,
+        description="where TensorBoard event files go; null: RUN/tensorboard (./runs/TIME "
+        "without a run directory)",
+    )
+
+    @field_validator("track")
+    @classmethod
+    def _track(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -139,6 +161,13 @@ class EvalConfig(Section):
         default=True,
         description="mask the items a user saw before the stage from their ranking (DESIGN.md's "
         "protocol); false ranks them too (ComiRec's protocol)",
+    )
+    depth: int = Field(
+        default=200,
+        ge=1,
+        description="the final test stage ranks this many items per user (at least max(ks)) and "
+        "keeps each target's rank in the run's outcomes.parquet, so that the report draws "
+        "metrics at every K up to it (memory: users x depth x 8 bytes)",
     )
 
     @model_validator(mode="after")

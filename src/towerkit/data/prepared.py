@@ -28,11 +28,15 @@ class Prepared:
         split: which part of each user's sequence trains, validates and tests.
         titles: each item's title by item id (index 0 is padding), where the data set has
             titles.
+        labels: ``(name, values)``: one categorical side attribute of each item by item id
+            (e.g. ML-1M's genre), which reports colour items by; None where the item table
+            has none. Training does not read it (it is not in the fingerprint).
     """
 
     encoded: EncodedInteractions
     split: Split
     titles: np.ndarray | None = None
+    labels: tuple[str, np.ndarray] | None = None
 
     @property
     def train_counts(self) -> np.ndarray:

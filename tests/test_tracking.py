@@ -1,0 +1,116 @@
+"""Experiment tracking (issue 24): real MLflow (an SQLite store) and real TensorBoard event
+files, read back through ``MlflowClient`` and TensorBoard's event reader, hold what
+``metrics.json`` holds; a missing extra is named with its install command; a tracker that fails
+does not stop training. (Under torchrun only rank 0 logs: tests/test_distributed.py.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from conftest import small_config
+from towerkit import pipeline, tracking
+from towerkit.errors import MissingExtra
+from towerkit.tracking import metric_key
+
+
+def test_metric_keys_and_params():
+    assert metric_key("valid", "hr@10") == "valid/hr_at_10"
+    params = tracking.flat_params({"model": {"name": "sasrec", "hidden": [32, 16]}, "a": {}})
+    assert params == {"model.name": "sasrec", "model.hidden": "[32, 16]", "a": "{}"}
+
+
+@pytest.fixture(scope="module")
+def tracked(walk_prepared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tracked")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    config = small_config(train={"epochs": 3, "patience": 0, "track": ["tensorboard", "mlflow"],
+                                 "mlflow_uri": uri, "mlflow_experiment": "tests"})  # fmt: skip
+    outcome = pipeline.train(config, walk_prepared, run=root / "run")
+    return outcome, uri
+
+
+def test_mlflow_holds_the_metrics_of_metrics_json(tracked):
+    from mlflow.tracking import MlflowClient
+
+    outcome, uri = tracked
+    run_dir = outcome.run.path
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tests")
+    (mlflow_run,) = client.search_runs([experiment.experiment_id])
+    run_id = mlflow_run.info.run_id
+    assert json.loads((run_dir / "tracking.json").read_text()) == {"mlflow_run_id": run_id}
+    assert mlflow_run.info.status == "FINISHED" and mlflow_run.info.run_name == "run"
+    for name in ("hr@10", "ndcg@10", "mrr@10"):
+        history = client.get_metric_history(run_id, metric_key("valid", name))
+        assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+            (e["epoch"], pytest.approx(e["valid"][name])) for e in metrics["train"]["epochs"]
+        ]
+    assert mlflow_run.data.metrics["test/hr_at_10"] == pytest.approx(metrics["test"]["hr@10"])
+    assert mlflow_run.data.metrics["popularity/hr_at_10"] == pytest.approx(
+        metrics["popularity"]["hr@10"]
+    )
+    steps = client.get_metric_history(run_id, "train/loss")
+    per_epoch = len(steps) // 3
+    assert len(steps) == 3 * per_epoch > 3 and sorted(m.step for m in steps)[-1] == len(steps)
+    first_epoch = [m.value for m in steps if m.step <= per_epoch]
+    assert np.mean(first_epoch) == pytest.approx(metrics["train"]["epochs"][0]["loss"], rel=1e-6)
+    params = mlflow_run.data.params
+    assert params["model.name"] == "youtube_dnn" and params["train.epochs"] == "3"
+    artefacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"metrics.json", "config.yaml", "model.pt", "outcomes.parquet"} <= artefacts
+    assert "checkpoint.pt" not in artefacts
+
+
+def test_tensorboard_holds_the_metrics_of_metrics_json(tracked):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    outcome, _ = tracked
+    run_dir = outcome.run.path
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    for name in ("hr@10", "ndcg@50"):
+        scalars = events.Scalars(metric_key("valid", name))
+        assert [(s.step, s.value) for s in scalars] == [
+            (e["epoch"], pytest.approx(e["valid"][name], abs=1e-6))
+            for e in metrics["train"]["epochs"]
+        ]
+    losses = events.Scalars("epoch/loss")
+    assert [s.value for s in losses] == pytest.approx(
+        [e["loss"] for e in metrics["train"]["epochs"]], abs=1e-6
+    )
+    assert len(events.Scalars("train/loss")) > 3
+    assert events.Scalars("test/hr_at_10")[0].value == pytest.approx(metrics["test"]["hr@10"])
+    assert "config/text_summary" in events.Tags()["tensors"]
+
+
+def test_a_missing_tracker_is_named_with_its_install_command(walk_prepared, monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a)
+    )
+    config = small_config(train={"track": ["mlflow"]})
+    with pytest.raises(MissingExtra, match=r"train\.track: mlflow is not installed; pip install "
+                                           r"'towerkit\[mlflow\]'"):  # fmt: skip
+        pipeline.train(config, walk_prepared, run=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_a_failing_tracker_does_not_stop_training(walk_prepared, monkeypatch, tmp_path, caplog):
+    def broken(self, log):
+        raise ConnectionError("the tracking server went away")
+
+    monkeypatch.setattr(tracking.TensorBoardTracker, "log_epoch", broken)
+    config = small_config(train={"epochs": 2, "track": ["tensorboard"]})
+    with caplog.at_level(logging.WARNING, logger="towerkit.tracking"):
+        outcome = pipeline.train(config, walk_prepared, run=tmp_path / "run")
+    assert outcome.run.finished
+    warnings = [r.getMessage() for r in caplog.records if r.name == "towerkit.tracking"]
+    assert warnings == ["tensorboard tracking failed and is off for this run: the tracking "
+                        "server went away"]  # fmt: skip
