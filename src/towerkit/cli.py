@@ -311,6 +311,12 @@ def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `towerkit train`.")],
     index: IndexOption = "exact",
     options: IndexOptions = None,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save", help="(Re)write the run's per-user outcomes (what report and compare read)."
+        ),
+    ] = False,
 ) -> None:
     """Re-evaluate a finished run (full catalogue, seen items masked), exactly or through an
     approximate index (then also its recall against exact search). The data are prepared
@@ -321,7 +327,7 @@ def evaluate(
     index_options = _parse_options(options)
     run = RunDir(run_dir)
     run.require_finished()
-    metrics = pipeline.evaluate_run(run, index=index, index_options=index_options)
+    metrics = pipeline.evaluate_run(run, index=index, index_options=index_options, save=save)
     ks = run.config.eval.ks
     console.print(_metrics_table(f"{run_dir} ({index})", metrics, ks))
     if index != "exact":
@@ -331,6 +337,63 @@ def evaluate(
         for stage, m in metrics.items():
             table.add_row(stage, *(f"{m[n]:.4f}" for n in names))
         console.print(table)
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="One or more finished run directories.")],
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    projection: Annotated[
+        str, typer.Option(help="The item map's projection: pca, or umap (its extra).")
+    ] = "pca",
+) -> None:
+    """Write one self-contained HTML page of what the runs learned: training curves, metrics
+    at every K, where they fail, what they recommend, an item map (several runs overlay)."""
+    from towerkit.report import write_report
+
+    start = time.perf_counter()
+    write_report(runs, out, projection=projection)
+    console.print(
+        f"report of {len(runs)} run(s) written to {escape(str(out))} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Run A (the reference).")],
+    run_b: Annotated[
+        str, typer.Argument(help="Run B, or `popularity` for A's popularity baseline.")
+    ],
+    k: Annotated[
+        list[int] | None, typer.Option("-k", "--k", help="A cut-off (repeatable; default eval.ks).")
+    ] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="The bootstrap's seed.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the table and its chart as HTML.")
+    ] = None,
+) -> None:
+    """Paired per-user comparison of two runs on the same test users: each metric's mean
+    difference (B - A), its bootstrap 95% interval and the paired t-test's p-value."""
+    from towerkit.compare import compare_runs, write_comparison
+
+    start = time.perf_counter()
+    result = compare_runs(run_a, run_b, ks=k, resamples=resamples, seed=seed)
+    seconds = time.perf_counter() - start
+    title = f"{result.b} vs {result.a}: {result.users:,} test users, paired"
+    table = Table("metric", "A", "B", "B - A", "95% interval", "p", "", title=escape(title))
+    for d in result.differences:
+        verdict = ("B better" if d.low > 0 else "A better") if d.significant else "no difference"
+        table.add_row(d.metric, f"{d.mean_a:.4f}", f"{d.mean_b:.4f}", f"{d.mean:+.4f}",
+                      f"[{d.low:+.4f}, {d.high:+.4f}]", f"{d.p_value:.3g}", verdict)  # fmt: skip
+    console.print(table)
+    console.print(f"{resamples:,} bootstrap resamples in {seconds:.2f} s")
+    if out is not None:
+        write_comparison(result, out)
+        console.print(f"written to {escape(str(out))}")
 
 
 @app.command()

@@ -14,6 +14,8 @@
                          K interests)
       vocab/, features/  as in the run directory (raw ids; encoded user side features)
       index/             the configured index over the item vectors (towerkit.index format)
+      report.json        what the run learned, as the charts of `towerkit report` (when the
+                         run has its per-user outcomes): the served page draws them at /report
 
 The export checks itself: on a sample of known users and of their histories cut short, the ONNX
 tower in onnxruntime must give PyTorch's query vectors within ``PARITY_TOLERANCE`` (see
@@ -48,6 +50,7 @@ from towerkit.models import MODELS, MultiInterestModel
 from towerkit.retrieval import Retriever
 from towerkit.runs import (
     FEATURES_DIR,
+    OUTCOMES_FILE,
     VOCAB_DIR,
     RunDir,
     SavedVocabularies,
@@ -60,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
+REPORT_FILE = "report.json"
 TOWER_FILE = "user_tower.onnx"
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
@@ -189,6 +193,7 @@ def export_run(
         built = make_index(kind, similarity, **index_options)
         built.build(item_vectors, ids=np.arange(1, len(item_vectors) + 1))
         built.save(staging / INDEX_DIR)
+        _write_report(run, staging / REPORT_FILE)
         _write_manifest(staging, run, kind, built, difference, features, model.n_interests)
         if out.exists():
             out.rmdir()  # empty (checked above)
@@ -246,6 +251,21 @@ def parity(run: RunDir, reference: TorchTower, tower: OnnxTower, users: np.ndarr
         scale = max(1.0, float(expected.abs().max()))
         worst = max(worst, float((got - expected).abs().max()) / scale)
     return worst
+
+
+def _write_report(run: RunDir, path: Path) -> None:
+    """The run's report charts (the item map included), where the run has its outcomes."""
+    from towerkit.report import ReportError, RunView, report_data
+
+    if not (run.path / OUTCOMES_FILE).exists():
+        logger.info("%s has no per-user outcomes: the export carries no report", run.path)
+        return
+    try:
+        data = report_data([RunView.load(run.path)])
+    except ReportError as err:
+        logger.warning("the export carries no report: %s", err)
+        return
+    path.write_text(json.dumps(data, allow_nan=False))
 
 
 def _write_manifest(
@@ -315,6 +335,11 @@ class ExportDir(SavedVocabularies):
     @property
     def version(self) -> str:
         return self.manifest["model_version"]
+
+    def report(self) -> dict[str, Any] | None:
+        """The run's report charts, or None for an export without them."""
+        path = self.path / REPORT_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def retriever(
         self, index: str | None = None, threads: int = 0, **index_options: Any

@@ -38,6 +38,8 @@ class Served:
     index: str
     manifest: dict[str, Any]
     _tmp: Path | None = field(default=None, repr=False)
+    #: the run's report charts (``report.json`` of the export), None where it has none
+    report: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def max_len(self) -> int:
@@ -109,13 +111,14 @@ def load_served(path: str | Path, index: str | None = None, **options: Any) -> S
     try:
         export = ExportDir(export_dir)
         retriever = export.retriever(index, threads=1, **options)
+        report = export.report()
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     kind = index or export.manifest["index"]["kind"]
     logger.info("serving %s (model %s, index %s)", path, export.version, kind)
-    return Served(retriever, path, export.version, kind, export.manifest, tmp)
+    return Served(retriever, path, export.version, kind, export.manifest, tmp, report)
 
 
 def to_items(recs: Recommendations, row: int, k: int) -> list[dict[str, Any]]:

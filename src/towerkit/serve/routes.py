@@ -204,6 +204,34 @@ async def page() -> HTMLResponse:
     return HTMLResponse(resources.files("towerkit.serve").joinpath("page.html").read_text())
 
 
+@router.get("/report", response_class=HTMLResponse, include_in_schema=False)
+async def report_page(request: Request) -> HTMLResponse:
+    """The loaded model's report: the charts of ``towerkit report`` for its run."""
+    from towerkit.report import render_html
+
+    served: Served = request.app.state.served
+    if served.report is None:
+        raise HTTPException(
+            404,
+            "the loaded model has no report: its run has no per-user outcomes (towerkit "
+            "evaluate RUN --save, then export again)",
+        )
+    title = f"towerkit report: {served.source.name} (model {served.version})"
+    return HTMLResponse(render_html(served.report, title, script_src="report/plotly.js"))
+
+
+@router.get("/report/plotly.js", include_in_schema=False)
+async def plotly_script() -> Response:
+    from towerkit.errors import MissingExtra
+    from towerkit.report import plotly_js
+
+    try:
+        return Response(plotly_js(), media_type="text/javascript",
+                        headers={"Cache-Control": "max-age=86400"})  # fmt: skip
+    except MissingExtra as err:
+        raise HTTPException(404, str(err)) from None
+
+
 def _raw(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 

@@ -1,0 +1,161 @@
+"""``towerkit compare RUN_A RUN_B``: does B really beat A, or only by noise?
+
+Both runs' test outcomes (``outcomes.parquet``) hold each test user's target ranks, so every
+metric is paired user by user. For each metric at each K: the mean of A and of B, the mean
+difference B - A with a paired bootstrap 95% interval (users resampled with replacement, the
+same draw for both runs), and the two-sided p-value of the paired t-test. Runs of different
+data (their fingerprints differ) have different test users and are refused. ``popularity`` in
+place of B compares A with the most-popular-unseen baseline on A's own test users.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from towerkit.files import atomic_write
+from towerkit.outcomes import PER_USER_METRICS, Difference, compare_outcomes
+from towerkit.report import ReportError, RunView, plotly_js, unique_names
+
+logger = logging.getLogger(__name__)
+
+#: the name that stands for A's popularity baseline in place of a second run
+POPULARITY = "popularity"
+
+
+@dataclass
+class Comparison:
+    a: str
+    b: str
+    users: int
+    resamples: int
+    confidence: float
+    differences: list[Difference]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in asdict(self).items() if k != "differences"},
+            "differences": [asdict(d) for d in self.differences],
+        }
+
+
+def compare_runs(
+    a: str | Path,
+    b: str | Path,
+    *,
+    ks: list[int] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> Comparison:
+    """Paired comparison of run ``b`` against run ``a`` (``b="popularity"``: A's baseline).
+
+    Raises:
+        ReportError: a run that cannot be read, or two runs of different data.
+    """
+    if resamples < 10:
+        raise ReportError(f"--resamples {resamples}: use at least 10 (1,000 is the default)")
+    a_path = Path(a)
+    versus_popularity = str(b) == POPULARITY and not Path(b).exists()
+    if versus_popularity:
+        run_a = RunView.load(a_path)
+        run_b, name_b = run_a, f"{POPULARITY} ({run_a.name})"
+    else:
+        name_a, name_b = unique_names([a_path, Path(b)])
+        run_a, run_b = RunView.load(a_path, name_a), RunView.load(b, name_b)
+        if run_a.fingerprint != run_b.fingerprint:
+            raise ReportError(
+                f"{a_path} and {b} were trained on different data (fingerprints "
+                f"{run_a.fingerprint[:12]} != {run_b.fingerprint[:12]}): their test users "
+                "differ, so there is nothing to pair; compare runs of the same data"
+            )
+    depth = min(run_a.outcomes.depth, run_b.outcomes.depth)
+    ks = sorted(set(ks or run_a.config.eval.ks))
+    too_deep = [k for k in ks if not 1 <= k <= depth]
+    if too_deep:
+        raise ReportError(f"--k {too_deep[0]}: the runs keep ranks up to {depth}")
+    try:
+        differences = compare_outcomes(
+            run_a.outcomes,
+            run_b.outcomes,
+            ks,
+            b_popularity=versus_popularity,
+            resamples=resamples,
+            seed=seed,
+        )
+    except ValueError as err:
+        raise ReportError(f"{a_path} and {b}: {err}") from None
+    return Comparison(run_a.name, name_b, len(run_a.outcomes), resamples, 0.95, differences)
+
+
+def comparison_chart(c: Comparison) -> dict[str, Any]:
+    """Each metric's mean difference with its interval (a forest plot), by metric family."""
+    traces = []
+    for family in PER_USER_METRICS:
+        rows = [d for d in c.differences if d.metric.startswith(f"{family}@")]
+        if not rows:
+            continue
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": family,
+                "y": [d.metric for d in rows],
+                "x": [d.mean for d in rows],
+                "error_x": {
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [d.high - d.mean for d in rows],
+                    "arrayminus": [d.mean - d.low for d in rows],
+                },
+                "text": [
+                    f"{d.metric}: {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}], p={d.p_value:.3g}"
+                    for d in rows
+                ],
+                "hoverinfo": "text",
+                "marker": {"size": 9},
+            }
+        )
+    return {
+        "id": "compare",
+        "data": traces,
+        "layout": {
+            "title": {"text": f"{c.b} - {c.a}: mean per-user difference, 95% bootstrap interval"},
+            "xaxis": {
+                "title": {"text": "difference (B - A)"},
+                "zeroline": True,
+                "zerolinewidth": 2,
+            },
+            "yaxis": {"automargin": True},
+            "height": 120 + 28 * len(c.differences),
+            "margin": {"l": 90, "r": 20, "t": 50, "b": 50},
+        },
+    }
+
+
+def write_comparison(c: Comparison, out: str | Path) -> None:
+    """The comparison as a page: its table and its chart (Plotly embedded)."""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(d.metric)}</td><td>{d.mean_a:.4f}</td><td>{d.mean_b:.4f}</td>"
+        f"<td>{d.mean:+.4f}</td><td>[{d.low:+.4f}, {d.high:+.4f}]</td><td>{d.p_value:.3g}</td>"
+        f"<td>{'yes' if d.significant else 'no'}</td></tr>"
+        for d in c.differences
+    )
+    chart = json.dumps(comparison_chart(c), allow_nan=False).replace("</", "<\\/")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{e(c.b)} vs {e(c.a)}</title><script>{plotly_js()}</script>"
+        "<style>body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1000px}"
+        "td,th{border:1px solid #ddd;padding:3px 8px}table{border-collapse:collapse}</style>"
+        f"</head><body><h1>{e(c.b)} vs {e(c.a)}</h1><p>{c.users:,} test users, paired; "
+        f"{c.resamples:,} bootstrap resamples; p: paired t-test</p>"
+        "<table><tr><th>metric</th><th>A</th><th>B</th><th>B - A</th><th>95% interval</th>"
+        f"<th>p</th><th>interval excludes 0</th></tr>{rows}</table><div id='compare'></div>"
+        f"<script>const c = {chart}; Plotly.newPlot('compare', c.data, c.layout);</script>"
+        "</body></html>"
+    )
+    atomic_write(Path(out), lambda tmp: tmp.write_text(page, encoding="utf-8"))
