@@ -18,8 +18,10 @@ from towerkit.errors import MissingExtra
 from towerkit.tracking import metric_key
 
 
-def test_metric_keys_and_params():
+def test_metric_keys_params_and_artefacts_beside_an_sqlite_store():
     assert metric_key("valid", "hr@10") == "valid/hr_at_10"
+    assert tracking.artifact_location("sqlite:////srv/ml/mlflow.db") == "file:///srv/ml/mlartifacts"
+    assert tracking.artifact_location("http://tracking:5000") is None
     params = tracking.flat_params({"model": {"name": "sasrec", "hidden": [32, 16]}, "a": {}})
     assert params == {"model.name": "sasrec", "model.hidden": "[32, 16]", "a": "{}"}
 
@@ -62,6 +64,11 @@ def test_mlflow_holds_the_metrics_of_metrics_json(tracked):
     assert np.mean(first_epoch) == pytest.approx(metrics["train"]["epochs"][0]["loss"], rel=1e-6)
     params = mlflow_run.data.params
     assert params["model.name"] == "youtube_dnn" and params["train.epochs"] == "3"
+    # artefacts beside the SQLite file, not in whatever directory training ran from
+    assert mlflow_run.info.artifact_uri.startswith(tracking.artifact_location(uri))
+    assert mlflow_run.info.artifact_uri.startswith(
+        "file://" + uri.removeprefix("sqlite:///").rsplit("/", 1)[0]
+    )
     artefacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"metrics.json", "config.yaml", "model.pt", "outcomes.parquet"} <= artefacts
     assert "checkpoint.pt" not in artefacts

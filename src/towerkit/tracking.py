@@ -90,6 +90,18 @@ def _final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of an SQLite store keeps its artefacts: ``mlartifacts/`` beside
+    the database file (MLflow's own default, ``./mlruns``, would be the working directory of
+    whoever trained first). None: the store's default (a directory store, a server)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:////"):  # an absolute path keeps its leading slash
+        database = Path("/" + uri.removeprefix("sqlite:////"))
+    return (database.resolve().parent / "mlartifacts").as_uri()
+
+
 class Tracker(Protocol):
     def log_step(self, step: int, loss: float) -> None: ...
     def log_epoch(self, log: EpochLog) -> None: ...
@@ -155,7 +167,11 @@ class MlflowTracker:
             name = config.train.mlflow_experiment
             experiment = self.client.get_experiment_by_name(name)
             experiment_id = (
-                experiment.experiment_id if experiment else self.client.create_experiment(name)
+                experiment.experiment_id
+                if experiment
+                else self.client.create_experiment(
+                    name, artifact_location=artifact_location(self.client.tracking_uri)
+                )
             )
             created = self.client.create_run(
                 experiment_id,
