@@ -38,7 +38,7 @@ from towerkit.outcomes import (
     target_ranks,
 )
 from towerkit.preparation import item_labels
-from towerkit.report import ReportError, RunView, report_data, write_report
+from towerkit.report import ReportError, RunView, project, report_data, write_report
 
 # --------------------------------------------------------------------------------------------
 # Outcomes by hand
@@ -107,6 +107,25 @@ def test_tiers_gini_percentiles_and_buckets_by_hand():
     bucket, labels = quantile_buckets(np.array([1, 2, 3, 4, 5, 6, 7, 8]), 4)
     assert labels == ["1-3", "4-4", "5-6", "7-8"] or len(labels) == 4
     assert np.bincount(bucket).sum() == 8 and bucket[0] == 0 and bucket[-1] == len(labels) - 1
+
+
+def test_the_item_map_projects_with_pca_or_umap():
+    rng = np.random.default_rng(0)
+    # two clusters along the first axis: PCA's first component separates them
+    vectors = np.concatenate([rng.normal(0, 0.1, (40, 8)), rng.normal(0, 0.1, (40, 8))])
+    vectors[40:, 0] += 3
+    xy = project(vectors, "pca")
+    assert xy.shape == (80, 2)
+    side = np.sign(xy[:, 0])
+    assert len(set(side[:40])) == len(set(side[40:])) == 1 and side[0] != side[40]
+    pytest.importorskip("umap")  # the umap extra (in the test extra)
+    xy = project(vectors, "umap")
+    assert xy.shape == (80, 2) and np.isfinite(xy).all()
+    gap = np.linalg.norm(xy[:40].mean(0) - xy[40:].mean(0))
+    spread = max(xy[:40].std(0).max(), xy[40:].std(0).max())
+    assert gap > 3 * spread  # the two clusters stay apart
+    with pytest.raises(ReportError, match="unknown projection 'tsne'"):
+        project(vectors, "tsne")
 
 
 def test_item_labels_take_each_items_most_specific_value():

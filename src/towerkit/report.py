@@ -487,7 +487,7 @@ def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarr
             raise MissingExtra(
                 "the UMAP projection needs umap-learn: pip install 'towerkit[umap]'"
             ) from None
-        reducer = umap.UMAP(n_components=2, random_state=seed)
+        reducer = umap.UMAP(n_components=2, random_state=seed, n_jobs=1)  # seeded: one job
         return np.asarray(reducer.fit_transform(vectors), dtype=np.float64)
     if method != "pca":
         raise ReportError(f"unknown projection {method!r}; use pca or umap")
