@@ -48,7 +48,7 @@ from towerkit.report import ReportError, RunView, project, report_data, write_re
 def test_target_ranks_on_a_handmade_ranking():
     ids = np.array([[3, 1, 2], [2, 3, 1]])
     # user 0: targets 1 (2nd) and 5 (not ranked); user 1: target 1 (3rd)
-    ranks = target_ranks(ids, np.array([0, 2, 3]), np.array([1, 5, 1]), n_items=5)
+    ranks = target_ranks(ids, np.array([0, 2, 3]), np.array([1, 5, 1]))
     assert ranks.tolist() == [2, 0, 3]
 
 
@@ -59,7 +59,7 @@ def random_outcomes(seed: int = 0, n_users: int = 300, n_items: int = 60, depth:
     offsets = np.concatenate([[0], np.cumsum(n_targets)])
     targets = rng.integers(1, n_items + 1, offsets[-1])
     targets[1] = targets[0] if n_targets[0] > 1 else targets[1]  # a target listed twice
-    ranks = target_ranks(ids, offsets, targets, n_items)
+    ranks = target_ranks(ids, offsets, targets, chunk=7)
     outcomes = Outcomes(
         users=np.arange(1, n_users + 1), history=rng.integers(1, 50, n_users),
         target_offsets=offsets, targets=targets, ranks=ranks, popularity_ranks=ranks,

@@ -521,7 +521,7 @@ class Evaluator:
         q = self.queries
 
         def ranks(ranked: np.ndarray) -> np.ndarray:
-            return target_ranks(ranked, q.target_offsets, q.target_items, self.n_items)
+            return target_ranks(ranked, q.target_offsets, q.target_items)
 
         top = np.full((len(q), TOP_KEPT), -1, dtype=np.int64)
         width = min(TOP_KEPT, ids.shape[1])

@@ -30,23 +30,17 @@ TOP_KEPT = 10
 
 
 def target_ranks(
-    ids: np.ndarray, target_offsets: np.ndarray, target_items: np.ndarray, n_items: int
+    ids: np.ndarray, target_offsets: np.ndarray, target_items: np.ndarray, chunk: int = 1 << 16
 ) -> np.ndarray:
     """int32 ``[n_targets]``: each target's 1-based position in its user's ranked ``ids``
-    (``[U, depth]``), 0 when it is not among them."""
-    n_users, depth = ids.shape
-    stride = np.int64(n_items + 1)
-    rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(target_offsets))
-    keys = (np.arange(n_users, dtype=np.int64)[:, None] * stride + ids).ravel()
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    wanted = rows * stride + target_items
-    at = np.searchsorted(sorted_keys, wanted)
-    at = np.minimum(at, len(sorted_keys) - 1) if len(sorted_keys) else at
-    found = len(sorted_keys) > 0
-    hit = (sorted_keys[at] == wanted) if found else np.zeros(len(wanted), bool)
-    ranks = np.zeros(len(wanted), dtype=np.int32)
-    ranks[hit] = (order[at[hit]] % depth + 1).astype(np.int32)
+    (``[U, depth]``), 0 when it is not among them. ``chunk`` targets at a time (a
+    ``[chunk, depth]`` comparison)."""
+    rows = np.repeat(np.arange(len(ids), dtype=np.int64), np.diff(target_offsets))
+    ranks = np.zeros(len(target_items), dtype=np.int32)
+    for begin in range(0, len(target_items), chunk):
+        part = slice(begin, begin + chunk)
+        equal = ids[rows[part]] == target_items[part, None]
+        ranks[part] = np.where(equal.any(1), equal.argmax(1) + 1, 0)
     return ranks
 
 

@@ -240,7 +240,8 @@ def _fit(
             on_epoch=on_epoch if run is not None or trackers else None,
             on_step=trackers.log_step if trackers else None,
         )
-        outcome = _test(config, model, task, trainer, test, result, run)
+        outcome = _test(config, model, trainer, test, result)
+        outcome.run = run
         if run is not None:
             _finish(run, outcome, prepared, trainer.device)
     except BaseException as err:
@@ -254,9 +255,11 @@ def _fit(
     return outcome
 
 
-def _test(config, model, task, trainer, test: Evaluator, result, run) -> RunOutcome:
+def _test(
+    config: Config, model: MatchingModel, trainer: Trainer, test: Evaluator, result: TrainResult
+) -> RunOutcome:
     """Rank the test stage with the best weights, beside the popularity baseline."""
-    test_metrics = test.evaluate(model, task.similarity, trainer.device)
+    test_metrics = test.evaluate(model, trainer.task.similarity, trainer.device)
     logger.info(
         "test: HR@10 %.4f, NDCG@10 %.4f (%.2f s)",
         test_metrics.get("hr@10", float("nan")),
@@ -271,7 +274,6 @@ def _test(config, model, task, trainer, test: Evaluator, result, run) -> RunOutc
         metrics={"valid": result.best_valid, "test": test_metrics},
         popularity=test.ranking(popularity_ids),
         eval_seconds=test.last_seconds,
-        run=run,
         outcomes=test.outcomes(popularity_ids=popularity_ids),
     )
 
