@@ -198,80 +198,72 @@ def _finite(values: Sequence[float]) -> list[float | None]:
     return [float(v) if v is not None and np.isfinite(v) else None for v in values]
 
 
+#: per-epoch values logged beside the validation metrics
+_LOGGED = ("loss", "lr", "temperature")
+#: the validation metric families in the order their charts appear
+_FAMILIES = ("hr", "ndcg", "recall", "mrr", "precision", "coverage", "index_recall", "exact_hr",
+             "exact_ndcg")  # fmt: skip
+_TRAINING_TITLES = {
+    "loss": "training loss",
+    "lr": "learning rate",
+    "temperature": "temperature",
+    "index_recall": "validation: index recall against exact search",
+}
+
+
+def epoch_series(metrics: dict[str, Any]) -> dict[str, dict[str, list[float | None]]]:
+    """``{chart: {series: values per epoch}}`` from ``metrics.json``: the logged loss, learning
+    rate and temperature, and each validation metric grouped by family (``hr``: hr@10, hr@50)."""
+    epochs = metrics.get("train", {}).get("epochs", [])
+    series: dict[str, dict[str, list[float | None]]] = {
+        key: {key: _finite([e.get(key) for e in epochs])} for key in _LOGGED
+    }
+    names = dict.fromkeys(name for e in epochs for name in e.get("valid", {}))
+
+    def order(name: str) -> tuple[int, str, int]:
+        family, _, k = name.partition("@")
+        known = _FAMILIES.index(family) if family in _FAMILIES else len(_FAMILIES)
+        return known, family, int(k) if k.isdigit() else 0
+
+    for name in sorted(names, key=order):
+        values = _finite([e.get("valid", {}).get(name) for e in epochs])
+        series.setdefault(name.partition("@")[0], {})[name] = values
+    return series
+
+
 def training_charts(runs: Sequence[RunView]) -> list[dict[str, Any]]:
-    """Loss, learning rate, temperature and each validation metric family per epoch."""
-    series: dict[str, dict[str, Any]] = {}  # chart -> {traces}
-    order: list[str] = ["loss", "lr", "temperature"]
+    """Loss, learning rate, temperature and each validation metric family per epoch, every
+    run overlaid; a star on each run's best epoch."""
+    charts: dict[str, list[dict[str, Any]]] = {}
     for i, run in enumerate(runs):
         train = run.metrics.get("train", {})
-        epochs = train.get("epochs", [])
+        x = [e["epoch"] for e in train.get("epochs", [])]
         best = train.get("best_epoch")
-        x = [e["epoch"] for e in epochs]
-        values: dict[str, dict[str, list]] = {}
-        for key in ("loss", "lr", "temperature"):
-            values.setdefault(key, {})[key] = [e.get(key) for e in epochs]
-        for e in epochs:
-            for metric in e.get("valid", {}):
-                family = metric.partition("@")[0]
-                if family not in order:
-                    order.append(family)
-                values.setdefault(family, {}).setdefault(metric, [])
-        for family, metrics in values.items():
-            for metric in metrics:
-                if family not in ("loss", "lr", "temperature"):
-                    metrics[metric] = [e.get("valid", {}).get(metric) for e in epochs]
-        for family, metrics in values.items():
-            traces = series.setdefault(family, {"traces": []})["traces"]
-            for j, (metric, ys) in enumerate(sorted(metrics.items())):
-                ys = _finite(ys)
-                if not any(v is not None for v in ys):
-                    continue
-                label = metric if len(runs) == 1 else f"{run.name} {metric}"
-                traces.append(
-                    {
-                        "type": "scatter",
-                        "mode": "lines+markers",
-                        "name": label,
-                        "x": x,
-                        "y": ys,
-                        "line": {
-                            "color": _color(i),
-                            "dash": ("solid", "dot", "dash", "dashdot")[j % 4],
-                        },
-                    }
-                )
+        for chart, series in epoch_series(run.metrics).items():
+            traces = charts.setdefault(chart, [])
+            for j, (name, ys) in enumerate(series.items()):
+                if all(v is None for v in ys):
+                    continue  # e.g. the temperature of a checkpoint from before it was logged
+                dash = ("solid", "dot", "dash", "dashdot")[j % 4]
+                traces.append({
+                    "type": "scatter", "mode": "lines+markers", "x": x, "y": ys,
+                    "name": name if len(runs) == 1 else f"{run.name} {name}",
+                    "line": {"color": _color(i), "dash": dash},
+                })  # fmt: skip
                 if best in x:
-                    at = x.index(best)
-                    traces.append(
-                        {
-                            "type": "scatter",
-                            "mode": "markers",
-                            "x": [best],
-                            "y": [ys[at]],
-                            "name": f"best epoch ({run.name})",
-                            "showlegend": j == 0,
-                            "marker": {
-                                "symbol": "star",
-                                "size": 14,
-                                "color": _color(i),
-                                "line": {"width": 1, "color": "black"},
-                            },
-                        }
-                    )
-    titles = {
-        "loss": "training loss",
-        "lr": "learning rate",
-        "temperature": "temperature",
-        "index_recall": "validation: index recall against exact search",
-    }
-    charts = []
-    for family in order:
-        traces = series.get(family, {}).get("traces", [])
-        if not traces:
-            continue
-        title = titles.get(family, f"validation {family}@K")
-        charts.append(_chart(f"train-{family}", traces, _layout(title, "epoch", family)))
-    return charts
+                    traces.append({
+                        "type": "scatter", "mode": "markers", "x": [best],
+                        "y": [ys[x.index(best)]], "name": f"best epoch ({run.name})",
+                        "showlegend": j == 0,
+                        "marker": {"symbol": "star", "size": 14, "color": _color(i),
+                                   "line": {"width": 1, "color": "black"}},
+                    })  # fmt: skip
+    return [
+        _chart(f"train-{chart}", traces,
+               _layout(_TRAINING_TITLES.get(chart, f"validation {chart}@K"), "epoch", chart))
+        for chart, traces in charts.items()
+        if traces
+    ]  # fmt: skip
 
 
 def at_k_charts(runs: Sequence[RunView]) -> list[dict[str, Any]]:
@@ -335,7 +327,9 @@ def bucket_charts(runs: Sequence[RunView]) -> list[dict[str, Any]]:
         bucket, labels = quantile_buckets(o.history, 4)
         hr = o.per_user("hr", k)
         pop = o.per_user("hr", k, popularity=True)
-        names = [f"{label} items ({np.sum(bucket == b):,} users)" for b, label in enumerate(labels)]
+        names = [
+            f"{label} items<br>{np.sum(bucket == b):,} users" for b, label in enumerate(labels)
+        ]
         means = [float(hr[bucket == b].mean()) for b in range(len(labels))]
         by_activity.append(
             {
@@ -350,7 +344,7 @@ def bucket_charts(runs: Sequence[RunView]) -> list[dict[str, Any]]:
         tiers = popularity_tiers(o.item_counts)[o.targets]
         found = (o.ranks > 0) & (o.ranks <= k)
         found_pop = (o.popularity_ranks > 0) & (o.popularity_ranks <= k)
-        tier_names = [f"{TIER_NAMES[t]} ({np.sum(tiers == t):,} targets)" for t in range(3)]
+        tier_names = [f"{TIER_NAMES[t]}<br>{np.sum(tiers == t):,} targets" for t in range(3)]
 
         def share(hit: np.ndarray, tiers=tiers) -> list[float | None]:
             return [float(hit[tiers == t].mean()) if np.any(tiers == t) else None for t in range(3)]
