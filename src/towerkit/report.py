@@ -26,6 +26,7 @@ Sections, each overlaying every run given:
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 import logging
 from collections.abc import Sequence
@@ -472,19 +473,22 @@ def recommendation_chart(runs: Sequence[RunView]) -> dict[str, Any]:
     )
 
 
+def check_projection(method: str) -> None:
+    """Raise unless ``method`` is a projection this machine can run."""
+    if method not in ("pca", "umap"):
+        raise ReportError(f"unknown projection {method!r}; use pca or umap")
+    if method == "umap" and importlib.util.find_spec("umap") is None:
+        raise MissingExtra("the UMAP projection needs umap-learn: pip install 'towerkit[umap]'")
+
+
 def project(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     """``[N, 2]``: the vectors' PCA projection (their two main directions), or UMAP's."""
+    check_projection(method)
     if method == "umap":
-        try:
-            import umap
-        except ImportError:
-            raise MissingExtra(
-                "the UMAP projection needs umap-learn: pip install 'towerkit[umap]'"
-            ) from None
+        import umap
+
         reducer = umap.UMAP(n_components=2, random_state=seed, n_jobs=1)  # seeded: one job
         return np.asarray(reducer.fit_transform(vectors), dtype=np.float64)
-    if method != "pca":
-        raise ReportError(f"unknown projection {method!r}; use pca or umap")
     centred = vectors - vectors.mean(0, keepdims=True)
     if len(centred) < 2:
         return np.zeros((len(centred), 2))
@@ -843,7 +847,8 @@ def write_report(
         ReportError: a run that cannot be reported (the message names the file).
         MissingExtra: plotly (or umap-learn for ``projection="umap"``) is not installed.
     """
-    plotly_js()  # the extra is there before any work
+    plotly_js()  # the extras are there before any work
+    check_projection(projection)
     paths = [Path(p) for p in paths]
     runs = [RunView.load(p, n) for p, n in zip(paths, unique_names(paths), strict=True)]
     data = report_data(runs, projection=projection)
