@@ -184,18 +184,18 @@ def test_the_paired_t_test_by_hand():
 # --------------------------------------------------------------------------------------------
 
 
-def labelled(seed: int, n_users: int = 400) -> Prepared:
+def labelled(seed: int, n_users: int = 400, **features) -> Prepared:
     """A walk log whose items carry genres (the item map's colours) and titles."""
     lengths = np.random.default_rng(seed).integers(8, 30, n_users)
     log = walk_log(lengths, 60, seed=seed)
-    prepared = prepare_log(log)
+    prepared = prepare_log(log, **features)
     labels = item_labels(log.items, prepared.encoded.item_vocab)
     return Prepared(prepared.encoded, prepared.split, prepared.titles, labels)
 
 
 @pytest.fixture(scope="module")
 def data():
-    return labelled(2), labelled(3)
+    return labelled(2), labelled(3), labelled(2, user_features=["gender", "age"])
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +207,7 @@ def runs(data, tmp_path_factory):
         ("seed-1", data[0], {"seed": 1}, {}),
         ("annoy", data[0], {"seed": 0}, {"index": "annoy", "index_options": {"n_trees": 2}}),
         ("other-data", data[1], {"seed": 0}, {}),
+        ("with-features", data[2], {"seed": 0}, {}),
     ]:
         config = small_config(train={**train, "epochs": 3}, eval={"ks": [5, 10], **evaluation})
         out[name] = pipeline.train(config, prepared, run=root / name).run.path
@@ -319,6 +320,11 @@ def test_compare_pairs_users_and_refuses_other_data(runs, tmp_path):
         ReportError, match=r"seed-0 and .*other-data were trained on different data"
     ):
         compare_runs(runs["seed-0"], runs["other-data"])
+    # the same log, a model that reads user features too: another fingerprint, the same test
+    # users, histories and targets, so they pair
+    features = compare_runs(runs["seed-0"], runs["with-features"], resamples=100)
+    fingerprints = {RunView.load(runs[n]).fingerprint for n in ("seed-0", "with-features")}
+    assert len(fingerprints) == 2 and features.users == 400 and len(features.differences) == 8
     done = subprocess.run([sys.executable, "-m", "towerkit", "compare", str(runs["seed-0"]),
                            str(runs["seed-1"]), "-k", "10", "--out", str(tmp_path / "c.html")],
                           capture_output=True, text=True)  # fmt: skip

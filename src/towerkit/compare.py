@@ -4,8 +4,11 @@ Both runs' test outcomes (``outcomes.parquet``) hold each test user's target ran
 metric is paired user by user. For each metric at each K: the mean of A and of B, the mean
 difference B - A with a paired bootstrap 95% interval (users resampled with replacement, the
 same draw for both runs), and the two-sided p-value of the paired t-test. Runs of different
-data (their fingerprints differ) have different test users and are refused. ``popularity`` in
-place of B compares A with the most-popular-unseen baseline on A's own test users.
+data have different test users and are refused; runs whose data fingerprints differ only
+because their models read different side features of one log (SASRec without features against
+YouTubeDNN with them) have the same test users, histories and targets, and are paired.
+``popularity`` in place of B compares A with the most-popular-unseen baseline on A's own test
+users.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from towerkit.files import atomic_write
-from towerkit.outcomes import PER_USER_METRICS, Difference, compare_outcomes
+from towerkit.outcomes import PER_USER_METRICS, Difference, Outcomes, compare_outcomes
 from towerkit.report import ReportError, RunView, plotly_js, unique_names
 
 logger = logging.getLogger(__name__)
@@ -41,6 +46,16 @@ class Comparison:
             **{k: v for k, v in asdict(self).items() if k != "differences"},
             "differences": [asdict(d) for d in self.differences],
         }
+
+
+def same_evaluation(a: Outcomes, b: Outcomes) -> bool:
+    """Whether two runs were tested on the same users, histories and targets over the same
+    training counts: runs of one log whose models read different side features (which the
+    data fingerprint covers) still pair user by user."""
+    return a.n_items == b.n_items and all(
+        np.array_equal(getattr(a, name), getattr(b, name))
+        for name in ("users", "history", "target_offsets", "targets", "item_counts")
+    )
 
 
 def compare_runs(
@@ -67,11 +82,17 @@ def compare_runs(
         name_a, name_b = unique_names([a_path, Path(b)])
         run_a, run_b = RunView.load(a_path, name_a), RunView.load(b, name_b)
         if run_a.fingerprint != run_b.fingerprint:
-            raise ReportError(
-                f"{a_path} and {b} were trained on different data (fingerprints "
-                f"{run_a.fingerprint[:12]} != {run_b.fingerprint[:12]}): their test users "
-                "differ, so there is nothing to pair; compare runs of the same data"
-            )
+            if not same_evaluation(run_a.outcomes, run_b.outcomes):
+                raise ReportError(
+                    f"{a_path} and {b} were trained on different data (fingerprints "
+                    f"{run_a.fingerprint[:12]} != {run_b.fingerprint[:12]}): their test users "
+                    "differ, so there is nothing to pair; compare runs of the same data"
+                )
+            logger.info(
+                "%s and %s read different side features (fingerprints %s, %s) of the same "
+                "interactions: the same test users, histories and targets are paired",
+                a_path, b, run_a.fingerprint[:12], run_b.fingerprint[:12],
+            )  # fmt: skip
     depth = min(run_a.outcomes.depth, run_b.outcomes.depth)
     ks = sorted(set(ks or run_a.config.eval.ks))
     too_deep = [k for k in ks if not 1 <= k <= depth]
