@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +34,14 @@ POPULARITY = "popularity"
 
 @dataclass
 class Comparison:
+    """B against A on ``users`` paired test users: one :class:`Difference` per metric at K."""
+
     a: str
     b: str
     users: int
     resamples: int
     confidence: float
     differences: list[Difference]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **{k: v for k, v in asdict(self).items() if k != "differences"},
-            "differences": [asdict(d) for d in self.differences],
-        }
 
 
 def same_evaluation(a: Outcomes, b: Outcomes) -> bool:
