@@ -121,3 +121,31 @@ def test_a_failing_tracker_does_not_stop_training(walk_prepared, monkeypatch, tm
     warnings = [r.getMessage() for r in caplog.records if r.name == "towerkit.tracking"]
     assert warnings == ["tensorboard tracking failed and is off for this run: the tracking "
                         "server went away"]  # fmt: skip
+
+
+def test_a_resumed_run_logs_to_the_same_mlflow_run(walk_prepared, monkeypatch, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from towerkit.runs import RunDir
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = small_config(train={"epochs": 3, "patience": 0, "track": ["mlflow"],
+                                 "mlflow_uri": uri})  # fmt: skip
+    save = RunDir.save_checkpoint
+
+    def stop_after_the_first(run, state):
+        save(run, state)
+        raise KeyboardInterrupt  # as Ctrl-C after epoch 1's checkpoint
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", stop_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train(config, walk_prepared, run=tmp_path / "run")
+    client = MlflowClient(tracking_uri=uri)
+    (stopped,) = client.search_runs([client.get_experiment_by_name("towerkit").experiment_id])
+    assert stopped.info.status == "KILLED"
+    monkeypatch.setattr(RunDir, "save_checkpoint", save)
+    pipeline.resume(tmp_path / "run", walk_prepared)
+    (resumed,) = client.search_runs([client.get_experiment_by_name("towerkit").experiment_id])
+    assert resumed.info.run_id == stopped.info.run_id and resumed.info.status == "FINISHED"
+    history = client.get_metric_history(resumed.info.run_id, "valid/hr_at_10")
+    assert sorted(m.step for m in history) == [1, 2, 3]

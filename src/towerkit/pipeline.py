@@ -227,10 +227,10 @@ def _fit(
     trackers = Trackers(config, run) if config.train.track and distributed.context().main else None
 
     def on_epoch(state: TrainState) -> None:
+        if trackers:  # first: a stop while the checkpoint is written must not lose the epoch
+            trackers.log_epoch(state.logs[-1])
         if run is not None:
             run.save_checkpoint(state)
-        if trackers:
-            trackers.log_epoch(state.logs[-1])
 
     try:
         result = trainer.fit(

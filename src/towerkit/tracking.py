@@ -96,9 +96,7 @@ def artifact_location(uri: str) -> str | None:
     whoever trained first). None: the store's default (a directory store, a server)."""
     if not uri.startswith("sqlite:///"):
         return None
-    database = Path(uri.removeprefix("sqlite:///"))
-    if uri.startswith("sqlite:////"):  # an absolute path keeps its leading slash
-        database = Path("/" + uri.removeprefix("sqlite:////"))
+    database = Path(uri.removeprefix("sqlite:///"))  # sqlite:////abs/x.db -> /abs/x.db
     return (database.resolve().parent / "mlartifacts").as_uri()
 
 
