@@ -3,6 +3,8 @@ home, and a stand-in ML-100K cache so that the command line trains offline."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -137,3 +139,17 @@ def offline_ml100k(home):
 
     write()
     return write
+
+
+#: Debian's chromium for the browser tests (None: not installed, the tests skip)
+CHROMIUM = shutil.which("chromium")
+
+
+def launch_chromium(playwright):
+    """Debian's chromium through Playwright, headless, with none of its background traffic
+    (this machine's closed network refuses it)."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--no-first-run", "--disable-sync"],
+    )  # fmt: skip

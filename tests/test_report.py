@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import prepare_log, small_config, walk_log
+from conftest import CHROMIUM, launch_chromium, prepare_log, small_config, walk_log
 from towerkit import pipeline
 from towerkit.compare import compare_runs
 from towerkit.data import Prepared
@@ -365,7 +365,7 @@ def test_the_served_model_carries_its_report(runs, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 def test_the_report_opens_offline_in_a_real_browser(runs, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -374,11 +374,7 @@ def test_the_report_opens_offline_in_a_real_browser(runs, tmp_path):
     chart_ids = [c["id"] for s in data["sections"] for c in s["charts"]]
     errors, requests = [], []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync"],
-        )  # fmt: skip
+        browser = launch_chromium(playwright)
         try:
             context = browser.new_context(offline=True)  # the network cut
             page = context.new_page()

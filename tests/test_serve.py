@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import prepare_log, small_config, walk_log
+from conftest import CHROMIUM, launch_chromium, prepare_log, small_config, walk_log
 from towerkit import pipeline
 from towerkit.export import ExportDir, ExportError, export_run, parity
 from towerkit.retrieval import Retriever
@@ -380,7 +380,7 @@ def test_the_openapi_schema_fuzzed_gives_no_server_error(server):
         fuzz()
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian's chromium is not installed")
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 def test_the_page_in_a_real_browser(server, runs):
     from playwright.sync_api import sync_playwright
 
@@ -389,11 +389,7 @@ def test_the_page_in_a_real_browser(server, runs):
     answer = server.post("/recommend", {"user": int(user), "k": 10}).json()
     expected = [item["title"] for item in answer["items"]]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run", "--disable-sync"],
-        )  # fmt: skip
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page()
             page.goto(server.url)
