@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from towerkit import distributed
 from towerkit.config import TrainConfig
+from towerkit.contrastive import ContrastiveTerm, contrastive_term
 from towerkit.distributed import RankBatches
 from towerkit.errors import TowerkitError
 from towerkit.models.base import MatchingModel
@@ -218,15 +219,21 @@ class Optimizer:
 
 
 class _Step(nn.Module):
-    """A training step's forward pass as one module (model and task), so that DDP sees one
-    ``forward`` per step and reduces the gradients of every parameter it reaches."""
+    """A training step's forward pass as one module (model, task and any contrastive term), so
+    that DDP sees one ``forward`` per step and reduces the gradients of every parameter it
+    reaches."""
 
-    def __init__(self, model: MatchingModel, task: RetrievalTask) -> None:
+    def __init__(
+        self, model: MatchingModel, task: RetrievalTask, contrastive: ContrastiveTerm | None
+    ) -> None:
         super().__init__()
-        self.model, self.task = model, task
+        self.model, self.task, self.contrastive = model, task, contrastive
 
     def forward(self, batch: Batch | SequenceBatch) -> torch.Tensor:
-        return self.task.loss(batch.training_pairs(self.model))
+        loss = self.task.loss(batch.training_pairs(self.model))
+        if self.contrastive is not None:
+            loss = loss + self.contrastive(self.model, batch)
+        return loss
 
 
 class Trainer:
@@ -236,7 +243,8 @@ class Trainer:
         model: the model (its parameters and the task's learnable temperature are optimised).
         task: turns (queries, positives) into the loss; built once for the run.
         config: the ``train`` section of a config (epochs, optimiser, schedule, early stopping,
-            monitor, seed, device, threads, progress).
+            monitor, seed, device, threads, progress, and the contrastive term of
+            :mod:`towerkit.contrastive` added to the task's loss).
 
     Example:
         >>> trainer = Trainer(model, task, config.train)
@@ -253,7 +261,8 @@ class Trainer:
         self.task = task.to(self.device)
         # Before DDP wraps the model: it reads which tables give sparse gradients when built.
         self.sparse = _sparse_tables(self.model) if self.config.sparse else []
-        self.step = _Step(self.model, self.task)
+        self.contrastive = contrastive_term(self.config.contrastive, self.task.similarity)
+        self.step = _Step(self.model, self.task, self.contrastive)
         if self.ctx.active:  # rank 0's weights are broadcast; gradients are averaged
             self.step = DistributedDataParallel(
                 self.step,

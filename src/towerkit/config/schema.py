@@ -18,6 +18,7 @@ from towerkit.config.scoring import (
 )
 from towerkit.config.training import MACHINE_KEYS, EvalConfig, TrainConfig
 from towerkit.models import MODELS
+from towerkit.models.base import SequenceModel
 from towerkit.sections import Section, tagged
 
 #: the ``model`` section: one shape per registered model, told apart by ``model.name``
@@ -47,6 +48,11 @@ class Config(Section):
             raise ValueError(
                 f"train.windows applies to models that pool a history over windows "
                 f"(youtube_dnn); {self.model.name} {does}: leave train.windows at 0"
+            )
+        if self.train.contrastive.weight and not issubclass(model, SequenceModel):
+            raise ValueError(
+                f"train.contrastive compares views of a sequence: it applies to sequential "
+                f"models (sasrec, gru4rec), not {self.model.name}; leave its weight at 0"
             )
         self.model.check(self.data.max_len)
         return self

@@ -15,6 +15,39 @@ from towerkit.sections import Section
 _METRIC = re.compile(r"^(hr|ndcg|mrr|recall|precision)@([1-9][0-9]*)$")
 
 
+class ContrastiveConfig(Section):
+    """``train.contrastive``: a contrastive term between two views of each training sequence,
+    for sequential models (see :mod:`towerkit.contrastive`)."""
+
+    weight: float = Field(
+        default=0.0, ge=0.0, le=100.0,
+        description="weight of the term added to the loss (0: off, training exactly as without)",
+    )  # fmt: skip
+    temperature: float = Field(
+        default=1.0, gt=0.0, le=100.0, description="divides the views' similarities"
+    )
+    views: Literal["augment", "supervised"] = Field(
+        default="augment",
+        description="augment: two augmented copies of the sequence (CL4SRec); supervised: the "
+        "sequence and another with the same next item (DuoRec)",
+    )
+    augmentations: list[Literal["crop", "mask", "reorder"]] = Field(
+        default_factory=lambda: ["crop", "mask", "reorder"],
+        min_length=1,
+        description="augment: each view takes one of these, drawn per sequence",
+    )
+    crop: float = Field(default=0.6, gt=0.0, le=1.0, description="share of items a crop keeps")
+    mask: float = Field(default=0.3, ge=0.0, lt=1.0, description="share of items masked")
+    reorder: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="share of items in the shuffled run"
+    )
+
+    @field_validator("augmentations")
+    @classmethod
+    def _augmentations(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
 class TrainConfig(Section):
     """How to train (read by :class:`~towerkit.training.Trainer` as it is)."""
 
@@ -68,6 +101,10 @@ class TrainConfig(Section):
         "MLflow's own default ($MLFLOW_TRACKING_URI, else ./mlruns)",
     )
     mlflow_experiment: str = Field(default="towerkit", description="the MLflow experiment name")
+    contrastive: ContrastiveConfig = Field(
+        default_factory=ContrastiveConfig,
+        description="a contrastive term between two views of each sequence (sequential models)",
+    )
     tensorboard_dir: str | None = Field(
         default=None,
         description="where TensorBoard event files go; null: RUN/tensorboard (./runs/TIME "
