@@ -3,6 +3,8 @@ negative strategy, the retrieval task, the training batches and the evaluators."
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from towerkit.config import Config
@@ -121,6 +123,17 @@ def evaluators(
 ) -> tuple[Evaluator, Evaluator]:
     """Validation and test evaluators. Validation ranks through ``config.eval.index``; the test
     stage is exact unless ``index_on_test`` (``towerkit evaluate --index``)."""
+    index = {"index": config.eval.index, "index_options": config.eval.index_options}
+    test_options = {**(index if index_on_test else {}), "depth": config.eval.depth}
+    return stage_evaluator(config, prepared, "valid"), stage_evaluator(
+        config, prepared, "test", **test_options
+    )
+
+
+def stage_evaluator(config: Config, prepared: Prepared, stage: str, **options: Any) -> Evaluator:
+    """The evaluator of one stage (``"valid"``: through ``config.eval.index``; ``options``
+    replace that). Only this stage's targets are read: a search validates without ever
+    reading the test stage."""
     kwargs = {
         "ks": config.eval.ks,
         "max_len": config.data.max_len,
@@ -130,10 +143,7 @@ def evaluators(
         "sample_seed": config.eval.sample_seed,
         "mask_seen": config.eval.mask_seen,
     }
-    n_items = prepared.encoded.n_items
-    index = {"index": config.eval.index, "index_options": config.eval.index_options}
-    test_options = {**(index if index_on_test else {}), "depth": config.eval.depth}
-    return (
-        Evaluator(prepared.split, "valid", n_items, **kwargs, **index),
-        Evaluator(prepared.split, "test", n_items, **kwargs, **test_options),
-    )
+    if stage == "valid":
+        kwargs.update(index=config.eval.index, index_options=config.eval.index_options)
+    kwargs.update(options)
+    return Evaluator(prepared.split, stage, prepared.encoded.n_items, **kwargs)

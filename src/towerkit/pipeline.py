@@ -37,6 +37,7 @@ from towerkit.components import (
     build_negatives,
     build_task,
     evaluators,
+    stage_evaluator,
     trains_on_windows,
 )
 from towerkit.config import Config, ConfigError
@@ -71,6 +72,7 @@ __all__ = [
     "prepare",
     "resume",
     "resumed_config",
+    "test_run",
     "train",
     "trains_on_windows",
 ]
@@ -100,6 +102,7 @@ def train(
     *,
     run: RunDir | str | Path | None = None,
     validate: MakeValidator | None = None,
+    test: bool = True,
 ) -> RunOutcome:
     """Train and evaluate one configuration.
 
@@ -112,6 +115,9 @@ def train(
             each epoch (anything with ``evaluate(model, similarity, device)`` and
             ``last_seconds``); by default the validation evaluator. Benchmarks use it to also
             record test metrics per epoch.
+        test: rank the test stage with the best weights at the end. False: the test stage is
+            never read (a search chooses on validation only; ``test`` passed to ``validate`` is
+            None, and the run's metrics hold no test stage until :func:`test_run`).
     """
     _require_process_group()
     require_trackers(config.train.track)
@@ -119,7 +125,7 @@ def train(
     check_data(config, prepared)
     if run is not None and not isinstance(run, RunDir) and distributed.context().main:
         run = RunDir.create(run, config, prepared)
-    return _fit(config, prepared, run, None, validate)
+    return _fit(config, prepared, run, None, validate, test)
 
 
 def _require_process_group() -> None:
@@ -212,6 +218,7 @@ def _fit(
     run: RunDir | None,
     state: TrainState | None,
     validate: MakeValidator | None,
+    test_stage: bool = True,
 ) -> RunOutcome:
     if not distributed.context().main:
         run = None  # rank 0 writes the checkpoints and the run
@@ -222,7 +229,10 @@ def _fit(
     task = build_task(config, model, prepared)
     batches = build_batches(config, prepared, model)
     trainer = Trainer(model, task, config.train)
-    valid, test = evaluators(config, prepared)
+    if test_stage:
+        valid, test = evaluators(config, prepared)
+    else:
+        valid, test = stage_evaluator(config, prepared, "valid"), None
     # rank 0 tracks; the trackers start before the first epoch and end with the run
     trackers = Trackers(config, run) if config.train.track and distributed.context().main else None
 
@@ -240,7 +250,10 @@ def _fit(
             on_epoch=on_epoch if run is not None or trackers else None,
             on_step=trackers.log_step if trackers else None,
         )
-        outcome = _test(config, model, trainer, test, result)
+        if test is not None:
+            outcome = _test(config, model, trainer, test, result)
+        else:
+            outcome = RunOutcome(config, model, result, {"valid": result.best_valid}, {}, 0.0)
         outcome.run = run
         if run is not None:
             _finish(run, outcome, prepared, trainer.device)
@@ -378,3 +391,31 @@ def evaluate_run(
         run.write_outcomes(test.outcomes())
         logger.info("per-user outcomes written to %s", run.path / OUTCOMES_FILE)
     return metrics
+
+
+def test_run(run_dir: RunDir | str | Path) -> dict[str, dict[str, float]]:
+    """Rank the test stage of a finished run trained without it (``train(..., test=False)``:
+    a search's trial), once: its ``metrics.json`` gains the test and popularity metrics and
+    the run its ``outcomes.parquet``, as if it had been trained with its test stage.
+
+    Returns:
+        ``{"test": ..., "popularity": ...}``.
+    """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    run.require_finished()
+    run.require_data()
+    config = run.config
+    prepared = prepare(config.data, progress=config.train.progress)
+    check_fingerprint(run, prepared)
+    model = run.load_model()
+    test = stage_evaluator(config, prepared, "test", depth=config.eval.depth)
+    metrics = test.evaluate(model, config.similarity.build())
+    popularity_ids = test.popularity_ids()
+    found = {"test": metrics, "popularity": test.ranking(popularity_ids)}
+    run.write_outcomes(test.outcomes(popularity_ids=popularity_ids))
+    run.update_metrics(found)
+    logger.info(
+        "test: HR@10 %.4f, NDCG@10 %.4f (%s)",
+        metrics.get("hr@10", float("nan")), metrics.get("ndcg@10", float("nan")), run.path,
+    )  # fmt: skip
+    return found

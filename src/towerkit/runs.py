@@ -420,6 +420,13 @@ class RunDir(SavedVocabularies):
         _write_json(self.path / TIMING_FILE, timing)
         self._set_status("finished")
 
+    def update_metrics(self, stages: dict[str, Any]) -> None:
+        """Add (or replace) stages of a finished run's ``metrics.json`` (the test stage of a
+        run trained without it)."""
+        metrics = {**self.metrics, **stages}
+        _write_json(self.path / METRICS_FILE, metrics)
+        self.__dict__["metrics"] = metrics
+
     def write_outcomes(self, outcomes: Outcomes) -> None:
         """(Re)write the test stage's per-user outcomes (``towerkit evaluate --save``)."""
         _write_table(self.path / OUTCOMES_FILE, outcomes.to_table())
