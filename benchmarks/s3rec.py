@@ -10,9 +10,16 @@ Rows per file:
   epoch with the best validation NDCG@10);
 - the published anchors beside them (S3-Rec README, full ranking; WEARec on Beauty).
 
+- ``searched-*``: the best trial of a ``towerkit tune`` study (``configs/s3rec/space.yaml`` on
+  ``configs/s3rec/sasrec.yaml``), chosen on validation; its test stage ranked once when the
+  study ended. The settings column says what the study covered.
+
 Run (the files come from $TOWERKIT_DATA_MIRROR/s3rec or GitHub):
     TOWERKIT_DATA_MIRROR=../shared/data python benchmarks/s3rec.py            # every row
     TOWERKIT_DATA_MIRROR=../shared/data python benchmarks/s3rec.py --only beauty-tuned-sasrec
+    # a study (run, or resumed when --study holds one), then its row:
+    TOWERKIT_DATA_MIRROR=../shared/data python benchmarks/s3rec.py --tune beauty \
+        --study runs/study-beauty --trials 40 --workers 2 --timeout 4800
 
 Writes benchmarks/results/s3rec.md (rows replaced by name, others kept) and, per row,
 benchmarks/results/s3rec.ROW.json (validation metrics of every epoch).
@@ -124,7 +131,11 @@ def describe(config) -> str:
     if n.exclude_seen:
         parts.append("seen excluded" + (" (window)" if n.exclude_seen == "window" else ""))
     parts.append(f"{config.similarity.name} t={config.temperature.value:g}")
-    parts.append(f"lr {t.lr:g} {t.schedule}, batch {t.batch_size}")
+    c = t.contrastive
+    if c.weight:
+        views = "CL4SRec views" if c.views == "augment" else "DuoRec same-target views"
+        parts.append(f"contrastive {views} x{c.weight:.3g} t={c.temperature:.3g}")
+    parts.append(f"lr {t.lr:.3g} {t.schedule}, batch {t.batch_size}")
     if t.weight_decay:
         parts.append(f"wd {t.weight_decay:g}")
     return ", ".join(parts)
@@ -155,6 +166,41 @@ def run_row(name: str, short: str, config_file: str, overrides: list[str]) -> tu
         f"| {pop['hr@10']:.4f} | {pop['ndcg@10']:.4f} | {pop['hr@50']:.4f} | {pop['mrr@10']:.4f} |"
     )
     return line, popularity
+
+
+def study_row(short: str, study: Path, trials: int, workers: int, timeout: float | None):
+    """Run (or resume) a study on one file, then its best trial's row."""
+    from towerkit.runs import RunDir
+    from towerkit.tune import tune
+
+    resume = (study / "study.db").exists()
+    summary = tune(
+        None if resume else CONFIGS / "s3rec/sasrec.yaml",
+        None if resume else CONFIGS / "s3rec/space.yaml",
+        study, trials=trials, workers=workers, timeout=timeout, resume=resume,
+        overrides=[] if resume else [f"data.dataset={FILES[short]}"], progress=False,
+    )  # fmt: skip
+    run = RunDir(summary.best_run)
+    config, metrics = run.config, run.metrics
+    epochs = metrics["train"]["epochs"]
+    seconds = sum(e["seconds"] for e in epochs) / len(epochs)
+    v, t = metrics["valid"], metrics["test"]
+    covered = (
+        f"; study: {summary.trials} trials ({summary.pruned} pruned, {summary.failed} failed), "
+        f"{summary.wall_seconds / 60:.0f} min, best trial {summary.best_trial}"
+    )
+    name = f"{short}-searched-sasrec"
+    line = (
+        f"| {name} | {short} | {config.model.name} | {describe(config)}{covered} | "
+        f"{len(epochs)} ({metrics['train']['best_epoch']}) | {seconds:.1f} | {v['hr@10']:.4f} "
+        f"| {v['ndcg@10']:.4f} | {t['hr@10']:.4f} | {t['ndcg@10']:.4f} | {t['hr@50']:.4f} "
+        f"| {t['mrr@10']:.4f} |"
+    )
+    RESULTS.with_name(f"s3rec.{name}.json").write_text(
+        json.dumps({"summary": summary.to_dict(), "config": config.model_dump(mode="json")},
+                   indent=1) + "\n"
+    )  # fmt: skip
+    return name, line
 
 
 def update(lines: dict[str, str]) -> None:
@@ -190,8 +236,20 @@ def main() -> None:
         "--only", nargs="*", default=None, help="rows named so, or containing this text"
     )
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every row")
+    parser.add_argument("--tune", choices=list(FILES), help="run a study on this file")
+    parser.add_argument("--study", type=Path, help="the study directory (resumed if it exists)")
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.tune:
+        study = args.study or Path("runs") / f"study-{args.tune}"
+        name, line = study_row(args.tune, study, args.trials, args.workers, args.timeout)
+        logging.info(line)
+        update({name: line})
+        print(RESULTS.read_text())
+        return
     names = [row[0] for row in rows()]
     exact = set(args.only or ()) & set(names)  # a full row name runs that row only
     for name, short, config_file, overrides in rows():

@@ -31,11 +31,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("towerkit.config",),
     # what uses a config: run directories, the loop, the evaluator, the user towers, preparing
     # data and building components from a config
-    ("towerkit.runs", "towerkit.tracking", "towerkit.training", "towerkit.evaluation",
-     "towerkit.user_towers", "towerkit.starter", "towerkit.preparation", "towerkit.components"),
+    ("towerkit.runs", "towerkit.tracking", "towerkit.training", "towerkit.contrastive",
+     "towerkit.evaluation", "towerkit.user_towers", "towerkit.starter", "towerkit.preparation",
+     "towerkit.components"),
     # applications of a run: retrieval, export, the training pipeline
     ("towerkit.retrieval", "towerkit.export", "towerkit.pipeline", "towerkit.lifecycle",
-     "towerkit.report", "towerkit.compare"),
+     "towerkit.report", "towerkit.compare", "towerkit.tune"),
     ("towerkit.serve",),
     ("towerkit.cli", "towerkit.__main__"),
 ]  # fmt: skip

@@ -272,6 +272,91 @@ def train(
     console.print(f"run written to {escape(str(outcome.run.path))}")
 
 
+@app.command()
+def tune(
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="The base config (with --resume: the study's own, if left out)."),
+    ] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option(help="The space file: config keys with ranges or choices (see the docs)."),
+    ] = None,
+    trials: Annotated[
+        int, typer.Option(min=1, help="The study's size: trials in all, over every session.")
+    ] = 20,
+    out: Annotated[Path | None, typer.Option(help="The study directory.")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes sharing the study (threads split among them).")
+    ] = 1,
+    timeout: Annotated[
+        float | None, typer.Option(min=1, help="Seconds after which no new trial starts.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Go on with the study in --out up to --trials.")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key of the base config (repeatable)."),
+    ] = None,
+    final: Annotated[
+        bool,
+        typer.Option(help="Rank the best trial once on the test stage when the study ends."),
+    ] = True,
+) -> None:
+    """Search a config's settings with Optuna (TPE, Hyperband pruning over epochs, SQLite
+    storage in --out) on the validation stage; write best.yaml, summary.json and study.html,
+    and rank the best trial once on the test stage."""
+    from towerkit.tune import TuneError
+    from towerkit.tune import tune as run_tune
+
+    if out is None:
+        raise TuneError("--out STUDY is required: the study's directory")
+    summary = run_tune(
+        config, space, out, trials=trials, workers=workers, timeout=timeout, resume=resume,
+        overrides=overrides or [], final=final, progress=_state["progress"],
+    )  # fmt: skip
+    table = Table("", "", show_header=False, title=escape(f"study {summary.path}"))
+    table.add_row(
+        "trials",
+        f"{summary.trials} ({summary.complete} complete, {summary.pruned} pruned, "
+        f"{summary.failed} failed)",
+    )
+    table.add_row("budget", escape(summary.budget))
+    table.add_row("wall time", f"{summary.wall_seconds:.0f} s")
+    table.add_row("best trial", f"{summary.best_trial}: {summary.metric} {summary.best_value:.4f}")
+    for key, value in summary.best_params.items():
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        table.add_row(escape(key), escape(shown))
+    console.print(table)
+    ks = sorted({int(k.partition("@")[2]) for k in summary.best_valid if "@" in k}) or [10]
+    rows = {"valid (best trial)": summary.best_valid}
+    if summary.test is not None:
+        rows["test (once)"] = summary.test
+        rows["popularity (test)"] = summary.popularity or {}
+    console.print(_metrics_table("the best trial", rows, ks))
+    console.print(
+        escape(
+            f"best config: {summary.path / 'best.yaml'}; page: {summary.path / 'study.html'}; "
+            f"run: {summary.best_run}"
+        )
+    )
+
+
+@app.command("tune-worker", hidden=True)
+def tune_worker(
+    study: Annotated[Path, typer.Argument()],
+    trials: Annotated[int, typer.Option()],
+    worker: Annotated[int, typer.Option()] = 0,
+    threads: Annotated[int, typer.Option()] = 1,
+    deadline: Annotated[float | None, typer.Option()] = None,
+) -> None:
+    """One process of `towerkit tune --workers W` (started by it)."""
+    from towerkit.tune import work
+
+    work(study, trials, worker=worker, threads=threads, deadline=deadline)
+
+
 IndexOption = Annotated[
     str,
     typer.Option(

@@ -40,6 +40,7 @@ from towerkit.config.loading import (
     parse_overrides,
     read_config_tree,
     resolve_paths,
+    set_key,
 )
 from towerkit.config.schema import Config, ModelConfig
 from towerkit.config.scoring import (
@@ -51,7 +52,13 @@ from towerkit.config.scoring import (
     SimilarityConfig,
     TemperatureConfig,
 )
-from towerkit.config.training import MACHINE_KEYS, EvalConfig, TrainConfig, device_problem
+from towerkit.config.training import (
+    MACHINE_KEYS,
+    ContrastiveConfig,
+    EvalConfig,
+    TrainConfig,
+    device_problem,
+)
 from towerkit.models import (
     ComiRecDRConfig,
     ComiRecSAConfig,
@@ -69,6 +76,7 @@ __all__ = [
     "ComiRecSAConfig",
     "Config",
     "ConfigError",
+    "ContrastiveConfig",
     "DSSMConfig",
     "DataConfig",
     "EvalConfig",
@@ -98,4 +106,5 @@ __all__ = [
     "parse_overrides",
     "read_config_tree",
     "resolve_paths",
+    "set_key",
 ]

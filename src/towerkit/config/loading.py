@@ -15,7 +15,8 @@ from towerkit.config.explain import ConfigError, explain
 from towerkit.config.schema import Config
 
 
-def _set_path(tree: dict, dotted: str, value: Any) -> None:
+def set_key(tree: dict, dotted: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``dotted`` ``"a.b"`` (sections made as needed)."""
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
@@ -53,7 +54,7 @@ def config_from_dict(
     """
     tree = copy.deepcopy(dict(tree or {}))  # overrides never leak into the caller's dict
     for key, value in parse_overrides(list(overrides)):
-        _set_path(tree, key, value)
+        set_key(tree, key, value)
     try:
         return Config.model_validate(tree, context={"machine": machine})
     except ValidationError as err:
