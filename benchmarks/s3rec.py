@@ -10,9 +10,9 @@ Rows per file:
   epoch with the best validation NDCG@10);
 - the published anchors beside them (S3-Rec README, full ranking; WEARec on Beauty).
 
-- ``searched-*``: the best trial of a ``towerkit tune`` study (``configs/s3rec/space.yaml`` on
-  ``configs/s3rec/sasrec.yaml``), chosen on validation; its test stage ranked once when the
-  study ended. The settings column says what the study covered.
+- ``searched-*``: the best trial of a ``towerkit tune`` study (``configs/s3rec/sasrec.yaml``
+  searched over ``configs/s3rec/sasrec.space.yaml``), chosen on validation; its test stage
+  ranked once when the study ended. The settings column says what the study covered.
 
 Run (the files come from $TOWERKIT_DATA_MIRROR/s3rec or GitHub):
     TOWERKIT_DATA_MIRROR=../shared/data python benchmarks/s3rec.py            # every row
@@ -176,7 +176,7 @@ def study_row(short: str, study: Path, trials: int, workers: int, timeout: float
     resume = (study / "study.db").exists()
     summary = tune(
         None if resume else CONFIGS / "s3rec/sasrec.yaml",
-        None if resume else CONFIGS / "s3rec/space.yaml",
+        None if resume else CONFIGS / "s3rec/sasrec.space.yaml",
         study, trials=trials, workers=workers, timeout=timeout, resume=resume,
         overrides=[] if resume else [f"data.dataset={FILES[short]}"], progress=False,
     )  # fmt: skip

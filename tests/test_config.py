@@ -179,7 +179,23 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 
 
 @pytest.mark.parametrize(
-    "path", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml"))
+    "path",
+    sorted(
+        str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml") if ".space." not in p.name
+    ),
 )
 def test_shipped_configs_are_valid(path):
     load_config(CONFIGS / path)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.space.yaml"))
+)
+def test_shipped_search_spaces_fit_their_configs(path):
+    """``NAME.space.yaml`` is the search space of ``NAME.yaml`` beside it: every key exists."""
+    from towerkit.config import read_config_tree
+    from towerkit.tune import check_space, read_space
+
+    space = CONFIGS / path
+    config = space.with_name(space.name.replace(".space.yaml", ".yaml"))
+    check_space(read_config_tree(config), read_space(space), str(space))

@@ -280,7 +280,10 @@ def tune(
     ] = None,
     space: Annotated[
         Path | None,
-        typer.Option(help="The space file: config keys with ranges or choices (see the docs)."),
+        typer.Option(
+            help="The space file: params: {KEY: {low: A, high: B, log: true} or "
+            "{choices: [...]}} (README: Searching settings)."
+        ),
     ] = None,
     trials: Annotated[
         int, typer.Option(min=1, help="The study's size: trials in all, over every session.")

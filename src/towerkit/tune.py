@@ -434,14 +434,22 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _terminate_as_interrupt() -> None:
-    """SIGTERM is handled as Ctrl-C (the running trial is failed as interrupted), and SIGINT
-    is Python's Ctrl-C even in a process started with it ignored (in the background)."""
+@contextlib.contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM is handled as Ctrl-C (the running trial is failed as interrupted), and
+    SIGINT is Ctrl-C even in a process started with it ignored (in the background). The
+    handlers before are restored after."""
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
-        signal.signal(signal.SIGINT, _interrupt)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _counted(study: Any) -> int:
@@ -467,21 +475,31 @@ def work(
     optuna = _optuna()
     import torch
 
-    _terminate_as_interrupt()
     study_dir = StudyDir(Path(study_dir))
     space, base_tree = study_dir.space(), study_dir.base()
     base = trial_config(base_tree, space, {}, str(study_dir.path / CONFIG_FILE))
     study = study_dir.load(seed=space.sampler.seed + worker, pruner=_pruner(space, base))
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
     prepared: dict[str, Any] = {}
     ran = 0
-    while True:
-        with study_dir.lock():
-            if _counted(study) >= trials or (deadline is not None and time.time() >= deadline):
-                return ran
-            trial = study.ask()
-        ran += 1
-        _run_trial(study, trial, study_dir, space, base_tree, threads, prepared, optuna)
+    with _signals_as_interrupt(), _restored(lambda: torch.set_num_threads(before)):
+        while True:
+            with study_dir.lock():
+                full = _counted(study) >= trials
+                if full or (deadline is not None and time.time() >= deadline):
+                    return ran
+                trial = study.ask()
+            ran += 1
+            _run_trial(study, trial, study_dir, space, base_tree, threads, prepared, optuna)
+
+
+@contextlib.contextmanager
+def _restored(restore) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        restore()
 
 
 def _run_trial(study, trial, study_dir: StudyDir, space, base_tree, threads, prepared, optuna):
@@ -609,8 +627,7 @@ def tune(
     space_, base_tree = study_dir.space(), study_dir.base()
     base = trial_config(base_tree, space_, {}, str(study_dir.path / CONFIG_FILE))
     start = time.time()
-    _terminate_as_interrupt()
-    with study_dir.lock(".study.lock", wait=False):
+    with _signals_as_interrupt(), study_dir.lock(".study.lock", wait=False):
         _fail_stale(study_dir, optuna)
         deadline = None if timeout is None else start + timeout
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -706,7 +723,10 @@ def _run_workers(study_dir: StudyDir, trials, workers, threads, deadline, progre
         if deadline is not None:
             command += ["--deadline", repr(deadline)]
         log = open(logs / f"worker-{k}.log", "a")  # noqa: SIM115 (closed below)
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # Their own session: a terminal's Ctrl-C reaches this process, which stops them.
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         procs.append((proc, log))
     study = study_dir.load()
     bar = tqdm(total=trials, desc="trials", disable=not progress)
