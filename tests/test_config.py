@@ -180,9 +180,7 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 
 @pytest.mark.parametrize(
     "path",
-    sorted(
-        str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml") if ".space." not in p.name
-    ),
+    sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml") if ".space." not in p.name),
 )
 def test_shipped_configs_are_valid(path):
     load_config(CONFIGS / path)
