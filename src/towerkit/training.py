@@ -224,7 +224,10 @@ class _Step(nn.Module):
     reaches."""
 
     def __init__(
-        self, model: MatchingModel, task: RetrievalTask, contrastive: ContrastiveTerm | None
+        self,
+        model: MatchingModel,
+        task: RetrievalTask,
+        contrastive: ContrastiveTerm | None = None,
     ) -> None:
         super().__init__()
         self.model, self.task, self.contrastive = model, task, contrastive
