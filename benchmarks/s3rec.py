@@ -183,7 +183,8 @@ def study_row(short: str, study: Path, trials: int, workers: int, timeout: float
     run = RunDir(summary.best_run)
     config, metrics = run.config, run.metrics
     epochs = metrics["train"]["epochs"]
-    seconds = sum(e["seconds"] for e in epochs) / len(epochs)
+    timing = json.loads((run.path / "timing.json").read_text())
+    seconds = timing["train_seconds"] / len(epochs)
     v, t = metrics["valid"], metrics["test"]
     covered = (
         f"; study: {summary.trials} trials ({summary.pruned} pruned, {summary.failed} failed), "

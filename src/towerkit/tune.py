@@ -646,7 +646,7 @@ def tune(
                 f"the study was stopped; its finished trials are kept in {study_dir.path}; go "
                 f"on with: towerkit tune --resume --out {study_dir.path} --trials {trials}"
             ) from None
-        return _finish(study_dir, base, space_, time.time() - start, final=final)
+        return _finish(study_dir, base, space_, final=final)
 
 
 def _create(study_dir: StudyDir, config, space, overrides, optuna) -> None:
@@ -750,7 +750,11 @@ def _run_workers(study_dir: StudyDir, trials, workers, threads, deadline, progre
     failed = [k for k, (p, _) in enumerate(procs) if p.returncode != 0]
     if failed:
         names = ", ".join(str(logs / f"worker-{k}.log") for k in failed)
-        raise TuneError(f"{len(failed)} worker(s) failed; see {names}")
+        raise TuneError(
+            f"{len(failed)} worker(s) stopped or failed (see {names}); the study's finished "
+            f"trials are kept: go on with towerkit tune --resume --out {study_dir.path} "
+            f"--trials {trials}"
+        )
 
 
 def _finished_count(study) -> int:
@@ -765,7 +769,7 @@ def _finished_count(study) -> int:
     return sum(1 for t in trials if t.state in done) + failed
 
 
-def _finish(study_dir: StudyDir, base: Config, space: Space, seconds: float, *, final: bool):
+def _finish(study_dir: StudyDir, base: Config, space: Space, *, final: bool):
     optuna = _optuna()
     study = study_dir.load()
     trials = [t for t in study.get_trials() if not t.user_attrs.get("interrupted")]
@@ -791,7 +795,6 @@ def _finish(study_dir: StudyDir, base: Config, space: Space, seconds: float, *, 
         ),
     )
     run = study_dir.path / best.user_attrs["run"]
-    previous = _read_summary(study_dir)
     test = popularity = None
     if final:
         from towerkit.runs import RunDir
@@ -810,7 +813,7 @@ def _finish(study_dir: StudyDir, base: Config, space: Space, seconds: float, *, 
         pruned=len(pruned),
         failed=len(failed),
         budget=describe_budget(space, base),
-        wall_seconds=round(previous.get("wall_seconds", 0.0) + seconds, 1),
+        wall_seconds=round(_span(trials), 1),
         trial_seconds=round(sum(_duration(t) for t in trials), 1),
         best_trial=best.number,
         best_value=best.value,
@@ -827,15 +830,17 @@ def _finish(study_dir: StudyDir, base: Config, space: Space, seconds: float, *, 
     return summary
 
 
+def _span(trials: list) -> float:
+    """Seconds from the first trial's start to the last one's end (over every session)."""
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+
+
 def _duration(trial) -> float:
     if trial.datetime_start is None or trial.datetime_complete is None:
         return 0.0
     return (trial.datetime_complete - trial.datetime_start).total_seconds()
-
-
-def _read_summary(study_dir: StudyDir) -> dict[str, Any]:
-    path = study_dir.path / SUMMARY_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 # -- the page ---------------------------------------------------------------------------------
