@@ -281,8 +281,9 @@ def trial_config(base: dict, space: Space, values: dict[str, Any], source: str) 
 
 def check_space(base: dict, space: Space, source: str) -> Config:
     """Refuse a space whose keys the config does not have, before any trial: each param at
-    each end of its range (each choice), with the conditions it needs. Returns the config with
-    the fixed keys (every param at its first value)."""
+    each end of its range (each choice), the others at their first value and conditions met.
+    A failure that names another key, and persists without this one, is left to that key.
+    Returns the base config with the fixed keys."""
     first = {key: param.examples()[0] for key, param in space.params.items()}
     for key, param in space.params.items():
         for value in param.examples():
