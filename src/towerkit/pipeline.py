@@ -272,23 +272,33 @@ def _test(
     config: Config, model: MatchingModel, trainer: Trainer, test: Evaluator, result: TrainResult
 ) -> RunOutcome:
     """Rank the test stage with the best weights, beside the popularity baseline."""
-    test_metrics = test.evaluate(model, trainer.task.similarity, trainer.device)
-    logger.info(
-        "test: HR@10 %.4f, NDCG@10 %.4f (%.2f s)",
-        test_metrics.get("hr@10", float("nan")),
-        test_metrics.get("ndcg@10", float("nan")),
-        test.last_seconds,
+    test_metrics, popularity, outcomes = _rank_test(
+        test, model, trainer.task.similarity, trainer.device
     )
-    popularity_ids = test.popularity_ids()
     return RunOutcome(
         config=config,
         model=model,
         result=result,
         metrics={"valid": result.best_valid, "test": test_metrics},
-        popularity=test.ranking(popularity_ids),
+        popularity=popularity,
         eval_seconds=test.last_seconds,
-        outcomes=test.outcomes(popularity_ids=popularity_ids),
+        outcomes=outcomes,
     )
+
+
+def _rank_test(
+    test: Evaluator, model: MatchingModel, similarity: Any, device: torch.device | str = "cpu"
+) -> tuple[dict[str, float], dict[str, float], Outcomes]:
+    """The test stage's metrics, the popularity baseline's, and the per-user outcomes."""
+    metrics = test.evaluate(model, similarity, device)
+    logger.info(
+        "test: HR@10 %.4f, NDCG@10 %.4f (%.2f s)",
+        metrics.get("hr@10", float("nan")),
+        metrics.get("ndcg@10", float("nan")),
+        test.last_seconds,
+    )
+    popularity_ids = test.popularity_ids()
+    return metrics, test.ranking(popularity_ids), test.outcomes(popularity_ids=popularity_ids)
 
 
 def _metrics_file(outcome: RunOutcome) -> dict[str, Any]:
@@ -367,13 +377,8 @@ def evaluate_run(
     and ``towerkit compare`` read; a run from before they existed gets one this way).
     """
     make_index(index, **(index_options or {}))  # bad options fail before anything loads
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    run.require_finished()
-    run.require_data()
+    run, prepared, model = _open_finished(run_dir)
     config = run.config
-    prepared = prepare(config.data, progress=config.train.progress)
-    check_fingerprint(run, prepared)
-    model = run.load_model()
     eval_config = config.eval.model_copy(
         update={"index": index, "index_options": dict(index_options or {})}
     )
@@ -401,21 +406,21 @@ def test_run(run_dir: RunDir | str | Path) -> dict[str, dict[str, float]]:
     Returns:
         ``{"test": ..., "popularity": ...}``.
     """
+    run, prepared, model = _open_finished(run_dir)
+    config = run.config
+    test = stage_evaluator(config, prepared, "test", depth=config.eval.depth)
+    metrics, popularity, outcomes = _rank_test(test, model, config.similarity.build())
+    run.write_outcomes(outcomes)
+    found = {"test": metrics, "popularity": popularity}
+    run.update_metrics(found)
+    return found
+
+
+def _open_finished(run_dir: RunDir | str | Path) -> tuple[RunDir, Prepared, MatchingModel]:
+    """A finished run, its data prepared anew (the fingerprint must match) and its model."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     run.require_finished()
     run.require_data()
-    config = run.config
-    prepared = prepare(config.data, progress=config.train.progress)
+    prepared = prepare(run.config.data, progress=run.config.train.progress)
     check_fingerprint(run, prepared)
-    model = run.load_model()
-    test = stage_evaluator(config, prepared, "test", depth=config.eval.depth)
-    metrics = test.evaluate(model, config.similarity.build())
-    popularity_ids = test.popularity_ids()
-    found = {"test": metrics, "popularity": test.ranking(popularity_ids)}
-    run.write_outcomes(test.outcomes(popularity_ids=popularity_ids))
-    run.update_metrics(found)
-    logger.info(
-        "test: HR@10 %.4f, NDCG@10 %.4f (%s)",
-        metrics.get("hr@10", float("nan")), metrics.get("ndcg@10", float("nan")), run.path,
-    )  # fmt: skip
-    return found
+    return run, prepared, run.load_model()

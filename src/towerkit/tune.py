@@ -55,7 +55,14 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from towerkit import pipeline
-from towerkit.config import Config, ConfigError, config_from_dict, read_config_tree, set_key
+from towerkit.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    parse_overrides,
+    read_config_tree,
+    set_key,
+)
 from towerkit.errors import MissingExtra, RunInterrupted, TowerkitError
 from towerkit.files import atomic_write
 from towerkit.sections import Section
@@ -288,7 +295,7 @@ def check_space(base: dict, space: Space, source: str) -> Config:
     for key, param in space.params.items():
         for value in param.examples():
             values = {**first, key: value}
-            values = {k: v for k, v in values.items() if _needed(space, k, values)}
+            values = {k: v for k, v in values.items() if space.params[k].applies(values)}
             try:
                 trial_config(base, space, values, source)
             except ConfigError as err:
@@ -308,10 +315,6 @@ def _one_line(err: ConfigError) -> str:
     if lines and lines[0].endswith("invalid configuration:"):
         lines = lines[1:]
     return "; ".join(line for line in lines if line)
-
-
-def _needed(space: Space, key: str, values: dict[str, Any]) -> bool:
-    return space.params[key].applies(values)
 
 
 def _fails_without(base, space, values, key, source) -> bool:
@@ -453,9 +456,16 @@ def _signals_as_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _counted(study: Any) -> int:
-    """Trials that count towards the study's size: all but those cut by an interruption."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("interrupted"))
+def _counted(study: Any, *, running: bool = True) -> int:
+    """Trials that count towards the study's size: all but those cut by an interruption
+    (``running=False``: those finished only, for the progress bar)."""
+    optuna = _optuna()
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if not t.user_attrs.get("interrupted")
+        and (running or t.state != optuna.trial.TrialState.RUNNING)
+    )
 
 
 def work(
@@ -668,17 +678,12 @@ def _create(study_dir: StudyDir, config, space, overrides, optuna) -> None:
 
 
 def _base_tree(config: str | Path, overrides) -> dict:
+    """The config file's tree with the overrides set (a bad config fails here)."""
     tree = read_config_tree(config)
-    config_from_dict(tree, list(overrides), source=str(config))  # a bad config fails here
-    for key, value in _parsed(overrides):
+    for key, value in parse_overrides(list(overrides)):
         set_key(tree, key, value)
+    config_from_dict(tree, source=str(config))
     return tree
-
-
-def _parsed(overrides) -> list[tuple[str, Any]]:
-    from towerkit.config import parse_overrides
-
-    return parse_overrides(list(overrides))
 
 
 def _check_resume(study_dir: StudyDir, config, space, overrides) -> None:
@@ -734,7 +739,7 @@ def _run_workers(study_dir: StudyDir, trials, workers, threads, deadline, progre
     try:
         while any(p.poll() is None for p, _ in procs):
             time.sleep(1.0)
-            done = _finished_count(study)
+            done = _counted(study, running=False)
             if done > bar.n:
                 bar.update(done - bar.n)
     except KeyboardInterrupt:
@@ -756,18 +761,6 @@ def _run_workers(study_dir: StudyDir, trials, workers, threads, deadline, progre
             f"trials are kept: go on with towerkit tune --resume --out {study_dir.path} "
             f"--trials {trials}"
         )
-
-
-def _finished_count(study) -> int:
-    optuna = _optuna()
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    trials = study.get_trials(deepcopy=False)
-    failed = sum(
-        1
-        for t in trials
-        if t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get("interrupted")
-    )
-    return sum(1 for t in trials if t.state in done) + failed
 
 
 def _finish(study_dir: StudyDir, base: Config, space: Space, *, final: bool):
