@@ -122,10 +122,14 @@ class AnnoyIndex(Index):
             return 1.0 - squared / 2.0  # angular distance = sqrt(2 - 2 cos)
         return -squared  # negative squared Euclidean distance
 
-    def _search_positions(self, queries, k, excluded):
+    def _search_positions(self, queries, k, excluded, where):
         n = len(queries)
         counts = exclusion_counts(excluded, n)
-        fetch = np.minimum(k + counts, len(self))
+        allowed = self.allowed(where)
+        # A filter keeping a share s of the items: fetch 2/s as many candidates (the forest
+        # has no filter of its own), so that k + exclusions of them pass it with room to spare.
+        spread = 1.0 if allowed is None else 2.0 / max(float(allowed.mean()), 1.0 / len(self))
+        fetch = np.minimum(np.ceil((k + counts) * spread).astype(np.int64), len(self))
         width = int(fetch.max())
         positions = np.full((n, width), -1, dtype=np.int64)
         distances = np.zeros((n, width), dtype=np.float32)
@@ -138,7 +142,7 @@ class AnnoyIndex(Index):
             positions[row, : len(found)] = found
             distances[row, : len(found)] = dist
         scores = np.where(positions >= 0, self._scores(distances), -np.inf)
-        return filter_candidates(positions, scores, k, excluded)
+        return filter_candidates(positions, scores, k, excluded, allowed)
 
     def _save(self, path: Path) -> None:
         self._annoy.save(str(path / ANNOY_FILE))

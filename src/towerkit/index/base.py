@@ -12,6 +12,11 @@ are padded with id ``-1`` and score ``-inf``.
 
 ``exclude`` names ids to leave out per query: a sequence of id arrays (one per query) or a CSR
 pair ``(indptr [B + 1], ids)``. Ids that are not in the index are ignored.
+
+``where`` keeps only the items a filter on their attributes accepts (:mod:`towerkit.index.filters`,
+Milvus's expression syntax), for every query of the call. The attributes are a table with one
+row per vector, given to ``build`` (``attributes=``) and saved with the index; the Milvus back
+end hands the expression to the database, every other back end searches the rows it keeps.
 """
 
 from __future__ import annotations
@@ -20,18 +25,25 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from towerkit.errors import MissingExtra, TowerkitError
+from towerkit.index.filters import FilterError, ItemFilter, parse_filter
 from towerkit.similarity import Similarity, get_similarity
+
+if TYPE_CHECKING:  # pandas loads only where a filter or saved attributes need it
+    import pandas as pd
 
 Exclusions = Sequence[Sequence[int] | np.ndarray] | tuple[np.ndarray, np.ndarray] | None
 
 META_FILE = "index.json"
 IDS_FILE = "ids.npy"
+ATTRIBUTES_FILE = "attributes.parquet"
+#: a filter's kept rows, remembered for this many distinct filters per index
+MASK_CACHE = 64
 
 
 class IndexArgumentError(TowerkitError, ValueError):
@@ -96,15 +108,21 @@ class Index(ABC):
         self.similarity = get_similarity(similarity, normalize=normalize)
         self.ids: np.ndarray | None = None
         self.dim = 0
+        #: item attributes, one row per vector (what ``where`` filters read), or None
+        self.attributes: pd.DataFrame | None = None
+        self._masks: dict[str, np.ndarray] = {}
 
     # -- the protocol ---------------------------------------------------------------------
 
     def build(
-        self, vectors: np.ndarray | torch.Tensor, ids: np.ndarray | Sequence[int] | None = None
+        self,
+        vectors: np.ndarray | torch.Tensor,
+        ids: np.ndarray | Sequence[int] | None = None,
+        attributes: pd.DataFrame | None = None,
     ):
-        """Index ``vectors [N, D]`` under ``ids [N]`` (default ``0..N-1``); returns self. An
-        index that searches with torch (:attr:`takes_tensors`) keeps torch vectors where they
-        are (a GPU's on the GPU)."""
+        """Index ``vectors [N, D]`` under ``ids [N]`` (default ``0..N-1``), with ``attributes``
+        (one row per vector) for filters; returns self. An index that searches with torch
+        (:attr:`takes_tensors`) keeps torch vectors where they are (a GPU's on the GPU)."""
         vectors = self._matrix(vectors, "vectors")
         if len(vectors) == 0:
             raise IndexArgumentError("cannot build an index from an empty set of vectors")
@@ -118,8 +136,46 @@ class Index(ABC):
             raise IndexArgumentError("ids must be unique")
         self.ids, self.dim = ids, vectors.shape[1]
         self._order = np.argsort(ids, kind="stable")
+        self.set_attributes(attributes)
         self._build(vectors)
         return self
+
+    def set_attributes(self, attributes: pd.DataFrame | None) -> None:
+        """Give the index its item attributes (one row per vector), what filters read."""
+        if attributes is not None:
+            if len(attributes) != len(self.ids):
+                raise IndexArgumentError(
+                    f"got {len(attributes)} attribute rows for {len(self.ids)} vectors"
+                )
+            attributes = attributes.reset_index(drop=True)
+        self.attributes, self._masks = attributes, {}
+
+    def parse_filter(self, where: str | ItemFilter) -> ItemFilter:
+        """``where`` read and checked against this index's attributes.
+
+        Raises:
+            FilterError: bad syntax, an unknown attribute, or an index without attributes.
+        """
+        if self.attributes is None:
+            raise FilterError(
+                f"the {self.kind} index holds no item attributes: it cannot filter by {where!s}"
+            )
+        columns = list(self.attributes.columns)
+        if isinstance(where, ItemFilter):
+            return parse_filter(where.text, columns)
+        return parse_filter(where, columns)
+
+    def allowed(self, where: ItemFilter | None) -> np.ndarray | None:
+        """The positions a filter keeps, as a boolean mask (None: no filter)."""
+        if where is None:
+            return None
+        mask = self._masks.get(where.expression)
+        if mask is None:
+            mask = where.mask(self.attributes)
+            if len(self._masks) >= MASK_CACHE:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[where.expression] = mask
+        return mask
 
     def _matrix(self, x: np.ndarray | torch.Tensor, what: str) -> np.ndarray | torch.Tensor:
         """``[n, d]`` float32, checked: numpy, or for an index that :attr:`takes_tensors` a
@@ -140,9 +196,13 @@ class Index(ABC):
         return x
 
     def search(
-        self, queries: np.ndarray | torch.Tensor, k: int, exclude: Exclusions = None
+        self,
+        queries: np.ndarray | torch.Tensor,
+        k: int,
+        exclude: Exclusions = None,
+        where: str | ItemFilter | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best ids per query, best first.
+        """The ``k`` best ids per query, best first, among the items ``where`` keeps.
 
         Returns:
             ``ids`` int64 ``[B, k]`` and ``scores`` float32 ``[B, k]`` (padding: -1, -inf).
@@ -159,12 +219,17 @@ class Index(ABC):
                 f"queries have dimension {queries.shape[1]}, the index holds dimension {self.dim}"
             )
         excluded = self._exclusions(exclude, len(queries))
-        positions, scores = self._search_positions(queries, int(k), excluded)
+        where = None if where is None else self.parse_filter(where)
+        positions, scores = self._search_positions(queries, int(k), excluded, where)
         ids = np.where(positions >= 0, self.ids[np.maximum(positions, 0)], -1)
         return ids.astype(np.int64), scores.astype(np.float32)
 
     def search_multi(
-        self, queries: np.ndarray | torch.Tensor, k: int, exclude: Exclusions = None
+        self,
+        queries: np.ndarray | torch.Tensor,
+        k: int,
+        exclude: Exclusions = None,
+        where: str | ItemFilter | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best ids per user of multi-interest queries ``[B, K, D]``, best first.
 
@@ -190,7 +255,7 @@ class Index(ABC):
             starts = np.repeat(excluded[0][rows] - indptr[:-1], lengths)
             excluded = (indptr, excluded[1][np.arange(indptr[-1]) + starts])
         exclude_ids = None if excluded is None else (excluded[0], self.ids[excluded[1]])
-        ids, scores = self.search(queries.reshape(users * interests, dim), k, exclude_ids)
+        ids, scores = self.search(queries.reshape(users * interests, dim), k, exclude_ids, where)
         return merge_interests(ids, scores, interests, k)
 
     def __len__(self) -> int:
@@ -210,6 +275,8 @@ class Index(ABC):
             "options": self.options(),
         }
         np.save(path / IDS_FILE, self.ids)
+        if self.attributes is not None:
+            self.attributes.to_parquet(path / ATTRIBUTES_FILE, index=False)
         self._save(path)
         (path / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return path
@@ -225,12 +292,24 @@ class Index(ABC):
         index.ids = np.load(path / IDS_FILE)
         index.dim = int(meta["dim"])
         index._order = np.argsort(index.ids, kind="stable")
+        if (path / ATTRIBUTES_FILE).exists():
+            import pyarrow.parquet as pq
+
+            index.set_attributes(pq.read_table(path / ATTRIBUTES_FILE).to_pandas())
         index._load(path)
         return index
 
     def options(self) -> dict[str, Any]:
         """The constructor options that rebuild this index (saved with it)."""
         return {}
+
+    def ready(self) -> str | None:
+        """None when the index answers searches; else why not, in one line (a database back
+        end whose collection is not loaded, or that cannot be reached)."""
+        return None if self.ids is not None else f"the {self.kind} index is empty"
+
+    def close(self) -> None:  # noqa: B027 - most back ends hold nothing outside
+        """Let go of what the index holds outside the process (a database connection)."""
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
@@ -244,11 +323,16 @@ class Index(ABC):
 
     @abstractmethod
     def _search_positions(
-        self, queries: np.ndarray, k: int, excluded: tuple[np.ndarray, np.ndarray] | None
+        self,
+        queries: np.ndarray,
+        k: int,
+        excluded: tuple[np.ndarray, np.ndarray] | None,
+        where: ItemFilter | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``positions [B, k]`` (-1 padding) and ``scores [B, k]`` (-inf padding).
 
-        ``excluded`` is CSR ``(indptr [B + 1], positions)`` of positions to leave out.
+        ``excluded`` is CSR ``(indptr [B + 1], positions)`` of positions to leave out; only
+        the positions ``where`` keeps may be returned (:meth:`allowed`).
         """
 
     @abstractmethod
@@ -302,14 +386,18 @@ def filter_candidates(
     scores: np.ndarray,
     k: int,
     excluded: tuple[np.ndarray, np.ndarray] | None,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Keep, per row, the first ``k`` candidates that are real (>= 0) and not excluded.
+    """Keep, per row, the first ``k`` candidates that are real (>= 0), not excluded and
+    ``allowed`` (a boolean mask over positions, None: all).
 
     ANN back ends over-fetch ``k + (exclusions of the row)`` candidates and call this; the
     candidates' order (best first) is kept.
     """
     n, width = positions.shape
     keep = positions >= 0
+    if allowed is not None:
+        keep &= allowed[np.maximum(positions, 0)]
     if excluded is not None and len(excluded[1]):
         indptr, banned = excluded
         stride = np.int64(max(int(positions.max(initial=0)), int(banned.max())) + 1)

@@ -26,6 +26,7 @@ def chunked_topk(
     exclude: tuple[np.ndarray, np.ndarray] | None = None,
     max_bytes: int = 256 * 2**20,
     first_id: int = 1,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-K item ids ``first_id .. first_id + n_items - 1`` per query, scoring ``rows`` queries
     at a time.
@@ -36,6 +37,7 @@ def chunked_topk(
         exclude: CSR ``(indptr, ids)`` of ids to mask per query.
         max_bytes: the largest score block held at once.
         first_id: the id of column 0.
+        allowed: a boolean mask over the ``n_items`` columns: only those may be returned.
 
     Returns:
         ``ids`` int64 ``[Q, k]`` and ``scores`` float32 ``[Q, k]``, best first; masked items
@@ -45,11 +47,14 @@ def chunked_topk(
         raise ValueError(f"k must be >= 1, got {k}")
     k = min(k, n_items)
     rows = max(1, int(max_bytes // (4 * n_items)))
+    banned = None if allowed is None else torch.from_numpy(~np.asarray(allowed, dtype=bool))
     ids = np.empty((n_queries, k), dtype=np.int64)
     scores = np.empty((n_queries, k), dtype=np.float32)
     for begin in range(0, n_queries, rows):
         end = min(begin + rows, n_queries)
         block = score_rows(begin, end).float()  # (rows, n_items)
+        if banned is not None:
+            block[:, banned.to(block.device)] = float("-inf")
         if exclude is not None:
             indptr, excluded = exclude
             lengths = np.diff(indptr[begin : end + 1])
@@ -104,7 +109,7 @@ class ExactIndex(Index):
         squared = (queries * queries).sum(-1, keepdim=True) - 2 * dots + self._squared_norms
         return -squared.clamp_min(0.0)
 
-    def _search_positions(self, queries, k, excluded):
+    def _search_positions(self, queries, k, excluded, where):
         q = self.similarity.prepare(queries.to(self._vectors.device))
         positions, scores = chunked_topk(
             lambda begin, end: self._score(q[begin:end]),
@@ -114,6 +119,7 @@ class ExactIndex(Index):
             excluded,
             self.max_bytes,
             first_id=0,
+            allowed=self.allowed(where),
         )
         # Masked items surface (at -inf) only when fewer than k remain: report them as padding.
         positions = np.where(np.isneginf(scores), -1, positions)

@@ -73,8 +73,10 @@ class FaissIndex(Index):
     def _create(self, vectors: np.ndarray):
         raise NotImplementedError
 
-    def _set_search_params(self, n_fetch: int) -> None:
-        """Per-call search parameters (HNSW's efSearch, IVF's nprobe)."""
+    def _search_params(self, n_fetch: int, selector):
+        """Per-call search parameters (HNSW's efSearch, IVF's nprobe) with a filter's selector
+        (None: no filter)."""
+        return _faiss().SearchParameters(sel=selector) if selector is not None else None
 
     def _build(self, vectors: np.ndarray) -> None:
         faiss = _faiss()
@@ -87,7 +89,7 @@ class FaissIndex(Index):
         index.add(vectors)
         self._faiss_index = index
 
-    def _search_positions(self, queries, k, excluded):
+    def _search_positions(self, queries, k, excluded, where):
         faiss = _faiss()
         if self.threads:
             faiss.omp_set_num_threads(self.threads)
@@ -96,18 +98,24 @@ class FaissIndex(Index):
         counts = exclusion_counts(excluded, n)
         order = np.argsort(counts, kind="stable")
         width = int(min(k + counts.max(initial=0), len(self)))
+        allowed = self.allowed(where)
+        selector, bitmap = None, None
+        if allowed is not None:  # Faiss skips the positions the filter drops, as it searches
+            bitmap = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
         positions = np.full((n, width), -1, dtype=np.int64)
         scores = np.full((n, width), -np.inf, dtype=np.float32)
         for begin in range(0, n, self.query_chunk):
             rows = order[begin : begin + self.query_chunk]
             n_fetch = int(min(k + counts[rows].max(), len(self)))
-            self._set_search_params(n_fetch)
-            values, found = self._faiss_index.search(queries[rows], n_fetch)
+            params = self._search_params(n_fetch, selector)
+            values, found = self._faiss_index.search(queries[rows], n_fetch, params=params)
             if self._metric == faiss.METRIC_L2:
                 values = -values  # squared L2 distance -> towerkit's euclidean score
             positions[rows, :n_fetch] = found
             scores[rows, :n_fetch] = np.where(found >= 0, values, -np.inf)
-        return filter_candidates(positions, scores, k, excluded)
+        del bitmap  # the selector read it until here
+        return filter_candidates(positions, scores, k, excluded, allowed)
 
     def _save(self, path: Path) -> None:
         _faiss().write_index(self._faiss_index, str(path / FAISS_FILE))
@@ -169,8 +177,11 @@ class FaissHNSWIndex(FaissIndex):
         index.hnsw.efConstruction = self.ef_construction
         return index
 
-    def _set_search_params(self, n_fetch: int) -> None:
-        self._faiss_index.hnsw.efSearch = max(self.ef_search, n_fetch)
+    def _search_params(self, n_fetch: int, selector):
+        ef = max(self.ef_search, n_fetch)
+        if selector is None:
+            return _faiss().SearchParametersHNSW(efSearch=ef)
+        return _faiss().SearchParametersHNSW(efSearch=ef, sel=selector)
 
 
 class FaissIVFIndex(FaissIndex):
@@ -213,5 +224,8 @@ class FaissIVFIndex(FaissIndex):
         self._quantizer = quantizer  # Faiss does not own it from Python: keep it alive
         return index
 
-    def _set_search_params(self, n_fetch: int) -> None:
-        self._faiss_index.nprobe = min(self.nprobe, self._faiss_index.nlist)
+    def _search_params(self, n_fetch: int, selector):
+        nprobe = min(self.nprobe, self._faiss_index.nlist)
+        if selector is None:
+            return _faiss().SearchParametersIVF(nprobe=nprobe)
+        return _faiss().SearchParametersIVF(nprobe=nprobe, sel=selector)
