@@ -26,6 +26,7 @@ THOROUGH = {
     "faiss-flat": {},
     "faiss-hnsw": {"M": 16, "ef_search": 400},
     "faiss-ivf": {"nlist": 8, "nprobe": 8},
+    "milvus": {"ef_search": 400},  # HNSW in a temporary Milvus Lite file
 }
 SIMILARITIES = [("cosine", False), ("dot", False), ("euclidean", False), ("euclidean", True)]
 
@@ -102,7 +103,10 @@ def test_save_and_load_give_identical_results(kind, tmp_path):
     vectors, queries = clustered(400, 12, seed=5), clustered(30, 12, seed=6)
     ids = np.arange(400) + 1
     exclude = random_exclusions(30, ids, seed=7)
-    index = make_index(kind, "euclidean", normalize=True, **THOROUGH[kind]).build(vectors, ids)
+    # a Milvus index is saved as the collection it names: in a database that outlives it
+    database = {"uri": str(tmp_path / "items.db")} if kind == "milvus" else {}
+    options = {**THOROUGH[kind], **database}
+    index = make_index(kind, "euclidean", normalize=True, **options).build(vectors, ids)
     before = index.search(queries, 10, exclude)
     index.save(tmp_path / "index")
     loaded = load_index(tmp_path / "index")
@@ -183,7 +187,12 @@ def test_unknown_kind_and_bad_options():
 
 
 @pytest.mark.parametrize(
-    "kind,module,extra", [("annoy", "annoy", "annoy"), ("faiss-hnsw", "faiss", "faiss")]
+    "kind,module,extra",
+    [
+        ("annoy", "annoy", "annoy"),
+        ("faiss-hnsw", "faiss", "faiss"),
+        ("milvus", "pymilvus", "milvus"),
+    ],
 )
 def test_a_missing_package_names_the_extra_to_install(kind, module, extra, monkeypatch):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail

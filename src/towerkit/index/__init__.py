@@ -1,8 +1,9 @@
-"""Nearest-neighbour indexes behind one protocol: exact (torch), Annoy, Faiss.
+"""Nearest-neighbour indexes behind one protocol: exact (torch), Annoy, Faiss, Milvus.
 
 Use :func:`make_index` to build one by name and :func:`load_index` to read a saved one;
-:func:`recall_at_k` measures an approximate index against exact search. Annoy and Faiss are
-optional: their packages are imported only when such an index is built or loaded.
+:func:`recall_at_k` measures an approximate index against exact search. Annoy, Faiss and Milvus
+are optional: their packages are imported only when such an index is built or loaded. Every
+back end answers the same filters on item attributes (:mod:`towerkit.index.filters`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,18 @@ from towerkit.index.base import (
 )
 from towerkit.index.exact import ExactIndex
 from towerkit.index.faiss_index import FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex
+from towerkit.index.filters import FilterError, ItemFilter, parse_filter
+from towerkit.index.milvus_index import MilvusIndex, VectorDatabaseError
 from towerkit.similarity import Similarity
 
 INDEXES: dict[str, type[Index]] = {
-    cls.kind: cls for cls in (ExactIndex, AnnoyIndex, FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex)
-}
+    cls.kind: cls
+    for cls in (
+        ExactIndex, AnnoyIndex, FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex, MilvusIndex
+    )
+}  # fmt: skip
 #: the index names a config accepts (``eval.index``), one per back end above.
-IndexKind = Literal["exact", "annoy", "faiss-flat", "faiss-hnsw", "faiss-ivf"]
+IndexKind = Literal["exact", "annoy", "faiss-flat", "faiss-hnsw", "faiss-ivf", "milvus"]
 if set(get_args(IndexKind)) != set(INDEXES):  # pragma: no cover - a developer's slip
     raise ImportError(f"IndexKind {get_args(IndexKind)} must name every index: {list(INDEXES)}")
 
@@ -41,14 +47,19 @@ __all__ = [
     "FaissFlatIndex",
     "FaissHNSWIndex",
     "FaissIVFIndex",
+    "FilterError",
     "Index",
     "IndexArgumentError",
     "IndexKind",
     "IndexUnavailable",
+    "ItemFilter",
+    "MilvusIndex",
+    "VectorDatabaseError",
     "index_options",
     "load_index",
     "make_index",
     "merge_interests",
+    "parse_filter",
     "recall_at_k",
 ]
 
@@ -57,7 +68,7 @@ def make_index(
     kind: str, similarity: str | Similarity = "cosine", *, normalize: bool = False, **options: Any
 ) -> Index:
     """An empty index of one kind (``exact``, ``annoy``, ``faiss-flat``, ``faiss-hnsw``,
-    ``faiss-ivf``) with its options; call ``build`` next."""
+    ``faiss-ivf``, ``milvus``) with its options; call ``build`` next."""
     if kind not in INDEXES:
         raise IndexArgumentError(f"unknown index {kind!r}; use one of: {', '.join(INDEXES)}")
     allowed = index_options(kind)
