@@ -363,7 +363,8 @@ def tune_worker(
 IndexOption = Annotated[
     str,
     typer.Option(
-        "--index", help="exact, annoy, faiss-flat, faiss-hnsw or faiss-ivf (ANN needs its extra)."
+        "--index",
+        help="exact, annoy, faiss-flat, faiss-hnsw, faiss-ivf or milvus (ANN needs its extra).",
     ),
 ]
 IndexOptions = Annotated[
@@ -371,7 +372,8 @@ IndexOptions = Annotated[
     typer.Option(
         "--option",
         "-o",
-        help="An index option: -o n_trees=100, -o ef_search=256, -o nprobe=32 (repeatable).",
+        help="An index option: -o n_trees=100, -o ef_search=256, -o nprobe=32, "
+        "-o uri=items.db (repeatable).",
     ),
 ]
 
@@ -508,6 +510,14 @@ def recommend(
         ),
     ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many items.")] = 10,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help="Only items whose attributes pass: 'label == \"Comedy\" and count >= 100' "
+            "(Milvus's syntax; the attributes are the run's items.parquet columns).",
+        ),
+    ] = None,
     index: IndexOption = "exact",
     options: IndexOptions = None,
 ) -> None:
@@ -522,17 +532,21 @@ def recommend(
     index_options = _parse_options(options)
     features = _parse_options(feature, "feature")
     retriever = Retriever.from_run(run_dir, index, **index_options)
+    if where is not None:
+        where = retriever.index.parse_filter(where)  # a bad filter fails before any search
     if user:
         labels = [f"user {u}" for u in user]
-        recs = retriever.recommend(user, k)
+        recs = retriever.recommend(user, k, where=where)
     else:
         items = parse_id_list(retriever.item_vocab, history)
         labels = [f"history of {len(items)} item(s)"]
-        recs = retriever.recommend_history([items], k, features=[features])
+        recs = retriever.recommend_history([items], k, features=[features], where=where)
+    retriever.index.close()
     show_titles = recs.titles is not None and (recs.titles != recs.items).any()
     for row, label in enumerate(labels):
         columns = ["rank", "item", *(["title"] if show_titles else []), "score"]
-        table = Table(*columns, title=escape(f"{label}: top {k} ({index})"))
+        shown = f"{label}: top {k} ({index}" + (f", {where}" if where is not None else "") + ")"
+        table = Table(*columns, title=escape(shown))
         for rank in range(k):
             item = recs.items[row, rank]
             if item is None:
@@ -547,25 +561,70 @@ def recommend(
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    out: Annotated[Path, typer.Option("--out", help="The export directory to write.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The export directory to write.")
+    ] = None,
+    to: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--to",
+            metavar="milvus URI",
+            help="Also (or only, without --out) write the item vectors, ids, titles and "
+            "attributes to a Milvus collection: `--to milvus items.db` (Milvus Lite, a local "
+            "file) or `--to milvus http://host:19530` (a server; token in "
+            "TOWERKIT_MILVUS_TOKEN).",
+        ),
+    ] = None,
+    collection: Annotated[
+        str,
+        typer.Option(
+            help="The collection's name with --to: an alias, switched to the new collection "
+            "once it is written and loaded."
+        ),
+    ] = "towerkit_items",
     index: Annotated[
         str | None, typer.Option(help="The index to ship (default: the run's eval.index).")
     ] = None,
     options: IndexOptions = None,
 ) -> None:
     """Write a run as an export: the user tower as ONNX (checked against PyTorch), the item and
-    user vectors, vocabularies, titles, the index, and a manifest with checksums."""
+    user vectors, vocabularies, titles, the index, and a manifest with checksums; with --to,
+    the items go to a vector database, which the export's server then searches."""
+    from towerkit.config import ConfigError
+
+    index_options = _parse_options(options) if options else None
+    if to is not None:
+        if to[0] != "milvus":
+            raise ConfigError(f"--to {to[0]}: the vector databases known are: milvus")
+        if index not in (None, "milvus"):
+            raise ConfigError(f"--to milvus ships a milvus index, not --index {index}")
+        index, index_options = "milvus", {**(index_options or {}), "uri": to[1],
+                                          "collection": collection}  # fmt: skip
+    elif out is None:
+        raise ConfigError("give --out DIR (an export directory), --to milvus URI, or both")
+    if out is None:  # the collection alone
+        from towerkit.export import publish_items
+
+        built = publish_items(run_dir, **index_options)
+        built.close()
+        console.print(escape(f"{len(built):,} items of {run_dir} in Milvus at {to[1]}: "
+                             f"collection {built.pinned} (alias {collection})"))  # fmt: skip
+        return
     _require_serving()
     from towerkit.export import ExportDir, export_run
 
-    index_options = _parse_options(options) if options else None
     export_run(run_dir, out, index=index, index_options=index_options)
     manifest = ExportDir(out).manifest
+    where = ""
+    if manifest["index"]["kind"] == "milvus":
+        shipped = manifest["index"]["options"]
+        where = f" in Milvus at {shipped['uri']} (collection {shipped['pinned']}, alias " \
+                f"{shipped['collection']})"  # fmt: skip
     console.print(
         escape(
             f"exported {run_dir} to {out}: {manifest['model']} model {manifest['model_version']}, "
-            f"{manifest['index']['kind']} index, ONNX within {manifest['onnx']['parity']:.1e} "
-            "of PyTorch"
+            f"{manifest['index']['kind']} index{where}, ONNX within "
+            f"{manifest['onnx']['parity']:.1e} of PyTorch"
         )
     )
 
@@ -576,8 +635,9 @@ def serve(
     index: Annotated[
         str | None,
         typer.Option(
-            help="exact, annoy, faiss-flat, faiss-hnsw or faiss-ivf (default: the "
-            "export's, or the run's eval.index)."
+            help="exact, annoy, faiss-flat, faiss-hnsw, faiss-ivf or milvus (default: the "
+            "export's, or the run's eval.index; -o pinned=NAME -o uri=URI searches a Milvus "
+            "collection written before)."
         ),
     ] = None,
     options: IndexOptions = None,

@@ -45,9 +45,9 @@ from towerkit.config import SimilarityConfig
 from towerkit.data.history import gather_history
 from towerkit.errors import TowerkitError
 from towerkit.files import staging_dir
-from towerkit.index import Index, load_index, make_index
+from towerkit.index import Index, MilvusIndex, load_index, make_index
 from towerkit.models import MODELS, MultiInterestModel
-from towerkit.retrieval import Retriever
+from towerkit.retrieval import Retriever, item_attributes
 from towerkit.runs import (
     FEATURES_DIR,
     OUTCOMES_FILE,
@@ -191,8 +191,10 @@ def export_run(
         )
         item_vectors = retriever.item_vectors
         built = make_index(kind, similarity, **index_options)
-        built.build(item_vectors, ids=np.arange(1, len(item_vectors) + 1))
+        attributes = item_attributes(run.path / "items.parquet")
+        built.build(item_vectors, ids=np.arange(1, len(item_vectors) + 1), attributes=attributes)
         built.save(staging / INDEX_DIR)
+        built.close()
         _write_report(run, staging / REPORT_FILE)
         _write_manifest(staging, run, kind, built, difference, features, model.n_interests)
         if out.exists():
@@ -202,6 +204,26 @@ def export_run(
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s to %s (ONNX against PyTorch: %.1e)", run.path, out, difference)
     return out
+
+
+def publish_items(run: RunDir | str | Path, **index_options: Any) -> Index:
+    """A finished run's item vectors and attributes written to a Milvus collection, without an
+    export directory (``towerkit export RUN --to milvus URI``): for a server that runs the user
+    tower elsewhere. The vectors are the run's own (``items.parquet``), so no model is loaded.
+
+    Args:
+        index_options: the milvus index's options (``uri``, ``collection``, ``index_type``, ...).
+
+    Returns:
+        the built index (its ``pinned`` collection, under the alias ``collection``); close it.
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    run.require_finished()
+    built = make_index("milvus", run.config.similarity.build(), **index_options)
+    table = pq.read_table(run.path / "items.parquet")
+    vectors = _matrix(table.column("vector"))
+    attributes = item_attributes(run.path / "items.parquet")
+    return built.build(vectors, ids=np.arange(1, len(vectors) + 1), attributes=attributes)
 
 
 def _export_tower(model: torch.nn.Module, table: FeatureTable, max_len: int, path: Path) -> None:
@@ -364,7 +386,17 @@ class ExportDir(SavedVocabularies):
         sim = self.manifest["similarity"]
         similarity = SimilarityConfig.model_validate(sim).build()
         shipped = index is None or (index == self.manifest["index"]["kind"] and not index_options)
-        built: str | Index = load_index(self.path / INDEX_DIR) if shipped else index
+        attributes = item_attributes(self.path / ITEMS_FILE)
+        if shipped:
+            built: str | Index = load_index(self.path / INDEX_DIR)
+        elif index == "milvus" and index_options.get("pinned"):
+            # a collection (or an alias) written before: searched as it is, once checked
+            ids = np.arange(1, len(item_vectors) + 1)
+            built = MilvusIndex.attach(
+                similarity, ids, item_vectors.shape[1], attributes, **index_options
+            )
+        else:
+            built = index
         return Retriever(
             OnnxTower(self.path / TOWER_FILE, self.user_features, threads),
             max_len=self.manifest["max_len"],
@@ -378,7 +410,8 @@ class ExportDir(SavedVocabularies):
             user_vectors=user_vectors,
             interests=interests,
             index=built,
-            **({} if shipped else index_options),
+            attributes=attributes,
+            **({} if isinstance(built, Index) else index_options),
         )
 
 
@@ -387,4 +420,4 @@ def _matrix(column: pa.ChunkedArray) -> np.ndarray:
     return array.flatten().to_numpy().reshape(len(array), array.type.list_size).astype(np.float32)
 
 
-__all__ = ["ExportDir", "ExportError", "export_run", "migrate_manifest", "parity"]
+__all__ = ["ExportDir", "ExportError", "export_run", "migrate_manifest", "parity", "publish_items"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,11 +26,14 @@ import torch
 from towerkit.data.history import gather_history
 from towerkit.data.vocab import Vocab
 from towerkit.errors import UnknownError
-from towerkit.index import Index, make_index
+from towerkit.index import Index, ItemFilter, make_index
 from towerkit.runs import RunDir
 from towerkit.similarity import Similarity
 from towerkit.types import FeatureTable
 from towerkit.user_towers import QueryTower, TorchTower
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class Retriever:
         item_vectors: ``[n_items, D]`` vectors of items ``1..n_items``.
         similarity: how queries and items are scored.
         titles: titles by item id (index 0 is padding), or None.
+        attributes: one row per item ``1..n_items`` (``item``, ``title``, ``count``, ``label``:
+            the run's ``items.parquet`` less its vectors), what ``where`` filters read; None
+            where there are none.
         user_vectors: ``[n_users + 1, D]`` (``[n_users + 1, K, D]``) query vectors of the
             known users (whole history), when precomputed: ``recommend`` then runs no tower.
         interests: what the model declares (:attr:`MatchingModel.n_interests`): None, one
@@ -119,6 +125,7 @@ class Retriever:
         user_vectors: np.ndarray | None = None,
         interests: int | None = None,
         index: str | Index = "exact",
+        attributes: pd.DataFrame | None = None,
         **index_options: Any,
     ) -> None:
         self.tower, self.max_len, self.interests = tower, max_len, interests
@@ -127,11 +134,14 @@ class Retriever:
         self._items, self._offsets = histories
         self.item_vectors = np.asarray(item_vectors, dtype=np.float32)
         self.similarity, self.titles, self.user_vectors = similarity, titles, user_vectors
+        ids = np.arange(1, len(item_vocab) + 1)
         if isinstance(index, Index):
             self.index = index
+            if index.attributes is None and attributes is not None:
+                index.set_attributes(attributes)  # an index saved before it kept them
         else:
             self.index = make_index(index, similarity, **index_options)
-            self.index.build(self.item_vectors, ids=np.arange(1, len(item_vocab) + 1))
+            self.index.build(self.item_vectors, ids=ids, attributes=attributes)
 
     @classmethod
     def from_run(
@@ -159,6 +169,7 @@ class Retriever:
             similarity=config.similarity.build(),
             titles=run.titles,
             index=index,
+            attributes=item_attributes(run.path / "items.parquet"),
             **index_options,
         )
 
@@ -187,16 +198,23 @@ class Retriever:
         return [self._items[self._offsets[u] : self._offsets[u + 1]] for u in users]
 
     def recommend(
-        self, user_ids: Sequence[Any], k: int = 10, *, filter_seen: bool = True
+        self,
+        user_ids: Sequence[Any],
+        k: int = 10,
+        *,
+        filter_seen: bool = True,
+        where: str | ItemFilter | None = None,
     ) -> Recommendations:
-        """Top-``k`` items for known users (raw ids); their seen items are excluded.
+        """Top-``k`` items for known users (raw ids); their seen items are excluded, and only
+        the items the filter ``where`` keeps are recommended (``'label == "Comedy"'``).
 
         Raises:
             KeyError: a user id the model never saw (the message names it).
+            FilterError: a filter that cannot be read, or names an unknown attribute.
         """
         users = self.encode_users(user_ids)
         exclude = self.seen(users) if filter_seen else None
-        return self.search(self.user_queries(users), k, exclude)
+        return self.search(self.user_queries(users), k, exclude, where)
 
     def encode_histories(self, histories: Sequence[Sequence[Any]]) -> list[np.ndarray]:
         """Raw item-id histories -> item ids (``KeyError`` naming an unknown item)."""
@@ -232,6 +250,7 @@ class Retriever:
         *,
         features: Sequence[Mapping[str, Any] | None] | None = None,
         filter_seen: bool = True,
+        where: str | ItemFilter | None = None,
     ) -> Recommendations:
         """Top-``k`` items for users the model never saw, each given by raw item ids (oldest
         first); the listed items are excluded.
@@ -246,7 +265,7 @@ class Retriever:
         """
         encoded = self.encode_histories(histories)
         queries = self.history_queries(encoded, features)
-        return self.search(queries, k, encoded if filter_seen else None)
+        return self.search(queries, k, encoded if filter_seen else None, where)
 
     def _encode(self, users, history, features) -> np.ndarray:
         parts = []
@@ -256,12 +275,14 @@ class Retriever:
             parts.append(self.tower(users[rows], history[rows], part))
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
-    def search(self, queries: np.ndarray, k: int, exclude=None) -> Recommendations:
-        """Top-``k`` raw items of query vectors (``exclude``: item ids per query); the
-        ``[B, K, D]`` queries of a model of K interests are searched per interest and merged
-        by best score."""
+    def search(
+        self, queries: np.ndarray, k: int, exclude=None, where: str | ItemFilter | None = None
+    ) -> Recommendations:
+        """Top-``k`` raw items of query vectors (``exclude``: item ids per query; ``where``: a
+        filter on item attributes); the ``[B, K, D]`` queries of a model of K interests are
+        searched per interest and merged by best score."""
         search = self.index.search if self.interests is None else self.index.search_multi
-        ids, scores = search(queries, k, exclude)
+        ids, scores = search(queries, k, exclude, where)
         valid = ids > 0
         raw = np.full(ids.shape, None, dtype=object)
         raw[valid] = self.item_vocab.decode(ids[valid])
@@ -269,6 +290,15 @@ class Retriever:
         if self.titles is not None:
             titles = np.where(valid, self.titles[np.maximum(ids, 0)], None)
         return Recommendations(items=raw, scores=scores, titles=titles, ids=ids)
+
+
+def item_attributes(path: Path) -> pd.DataFrame:
+    """The item attributes filters read: an ``items.parquet`` (of a run or an export) less its
+    vectors, one row per item in id order."""
+    import pyarrow.parquet as pq
+
+    columns = [c for c in pq.read_schema(path).names if c != "vector"]
+    return pq.read_table(path, columns=columns).to_pandas()
 
 
 def encode_user_features(

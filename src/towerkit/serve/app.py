@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from towerkit.index import VectorDatabaseError
 from towerkit.serve.routes import admin_routes, router
 from towerkit.serve.state import Metrics, ServerState
 
@@ -64,6 +65,13 @@ class Observe:
             endpoint = getattr(scope.get("route"), "path", "(no route)")
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
             self.metrics.requests.labels(endpoint, str(status)).inc()
+
+
+async def _unavailable(request: Request, err: Exception) -> JSONResponse:
+    """The vector database cannot answer (unreachable, a collection dropped or not loaded):
+    503 naming it; the server answers again once the database does."""
+    logger.warning("%s", err)
+    return JSONResponse({"detail": str(err)}, status_code=503, headers={"Retry-After": "1"})
 
 
 async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -109,6 +117,7 @@ def create_app(
     app.version = state.served.version
     app.add_middleware(Observe, metrics=state.metrics, max_body=max_body)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(VectorDatabaseError, _unavailable)
     app.include_router(router)
     if admin_token:
         app.include_router(admin_routes(admin_token))

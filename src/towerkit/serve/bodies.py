@@ -26,6 +26,12 @@ class RecommendRequest(_Body):
     )
     k: int = Field(default=10, description="how many items: 1 to min(1000, catalogue)")
     exclude: list[RawId] = Field(default_factory=list, description="raw item ids to leave out")
+    filter: str | None = Field(
+        default=None,
+        max_length=4000,
+        description='only items whose attributes pass, in Milvus\'s syntax: label == "Comedy" '
+        "and count >= 100 (the attributes are the export's items.parquet columns)",
+    )
     filter_seen: bool = Field(
         default=True,
         validation_alias=AliasChoices("filter_seen", "exclude_seen"),
@@ -69,6 +75,7 @@ class SimilarRequest(_Body):
     item: RawId
     k: int = 10
     exclude: list[RawId] = Field(default_factory=list)
+    filter: str | None = Field(default=None, max_length=4000, description="as for /recommend")
 
 
 class ReloadRequest(_Body):

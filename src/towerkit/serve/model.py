@@ -81,6 +81,7 @@ class Served:
         ]
 
     def close(self) -> None:
+        self.retriever.index.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 

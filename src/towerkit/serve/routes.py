@@ -22,6 +22,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from towerkit.index import FilterError, ItemFilter
 from towerkit.retrieval import encode_user_features
 from towerkit.serve.bodies import (
     BatchRequest,
@@ -58,9 +59,21 @@ def _check_k(served: Served, k: int) -> None:
         raise HTTPException(422, f"k must lie in [1, {served.max_k}], got {k}")
 
 
+def _filter(served: Served, text: str | None) -> ItemFilter | None:
+    """A request's filter, checked against the model's item attributes (422 if it cannot be
+    read)."""
+    if text is None:
+        return None
+    try:
+        return served.retriever.index.parse_filter(text)
+    except FilterError as err:
+        raise HTTPException(422, str(err)) from None
+
+
 def _job(served: Served, request: RecommendRequest) -> tuple[Job, bool]:
     """Validate and encode one request (raise 4xx naming what is wrong)."""
     _check_k(served, request.k)
+    where = _filter(served, request.filter)
     retriever = served.retriever
     exclude = _encode_items(served, request.exclude, "exclude")
     if request.user is not None:
@@ -70,7 +83,7 @@ def _job(served: Served, request: RecommendRequest) -> tuple[Job, bool]:
             raise HTTPException(404, _message(err)) from None
         if request.filter_seen:
             exclude = np.concatenate([exclude, retriever.seen(np.asarray([user]))[0]])
-        return Job(served, int(user), None, None, exclude, request.k), False
+        return Job(served, int(user), None, None, exclude, request.k, where), False
     if not request.history:
         raise HTTPException(422, "history is empty: give at least one item")
     history = _encode_items(served, request.history, "history")
@@ -83,7 +96,7 @@ def _job(served: Served, request: RecommendRequest) -> tuple[Job, bool]:
     if request.filter_seen:
         exclude = np.concatenate([exclude, history])
     truncated = len(history) > served.max_len
-    return Job(served, 0, history, features, exclude, request.k), truncated
+    return Job(served, 0, history, features, exclude, request.k, where), truncated
 
 
 async def answer(http: Request, request: RecommendRequest) -> JSONResponse:
@@ -114,8 +127,10 @@ async def recommend_batch(body: BatchRequest, request: Request) -> BatchResponse
     results = await server(request).batcher.call(run_jobs, [job for job, _ in jobs])
     out = []
     for (_, truncated), items in zip(jobs, results, strict=True):
-        if not isinstance(items, list):  # an error of this query (a KeyError: 422)
-            raise HTTPException(422 if isinstance(items, KeyError) else 500, _message(items))
+        if isinstance(items, KeyError):  # an error of this query
+            raise HTTPException(422, _message(items))
+        if not isinstance(items, list):  # the database's (503) or a bug (500)
+            raise items
         response = RecommendResponse(
             items=items,
             model_version=served.version,
@@ -131,6 +146,7 @@ async def similar(body: SimilarRequest, request: Request) -> RecommendResponse:
     """The items nearest to an item (itself left out)."""
     served: Served = request.app.state.served
     _check_k(served, body.k)
+    where = _filter(served, body.filter)
     retriever = served.retriever
     try:
         (item,) = retriever.encode_histories([[body.item]])[0]
@@ -138,7 +154,7 @@ async def similar(body: SimilarRequest, request: Request) -> RecommendResponse:
         raise HTTPException(404, _message(err)) from None
     exclude = np.concatenate([[item], _encode_items(served, body.exclude, "exclude")])
     query = retriever.item_vectors[item - 1][None]
-    recs = await server(request).batcher.call(retriever.search, query, body.k, [exclude])
+    recs = await server(request).batcher.call(retriever.search, query, body.k, [exclude], where)
     return RecommendResponse(
         items=to_items(recs, 0, body.k), model_version=served.version, index=served.index
     )
@@ -185,8 +201,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> dict[str, Any]:
-    """A model is loaded and answers."""
+    """A model is loaded and its index answers (503 naming why not: a vector database that
+    cannot be reached, or whose collection is not loaded)."""
     served: Served = request.app.state.served
+    index = served.retriever.index
+    problem = await server(request).batcher.call(index.ready) if index.kind == "milvus" else None
+    if problem is not None:
+        raise HTTPException(503, f"not ready: {problem}")
     return {"ready": True, "model_version": served.version, "index": served.index,
             "items": served.n_items, "max_len": served.max_len}  # fmt: skip
 

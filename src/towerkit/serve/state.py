@@ -21,6 +21,7 @@ from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from towerkit.errors import TowerkitError
+from towerkit.index import ItemFilter
 from towerkit.serve.batching import MicroBatcher
 from towerkit.serve.model import Served, load_served, to_items
 
@@ -37,14 +38,17 @@ class Job:
     features: dict[str, Any] | None
     exclude: np.ndarray
     k: int
+    where: ItemFilter | None = None
 
 
 def run_jobs(jobs: Sequence[Job]) -> list[Any]:
-    """Answer jobs together: one tower call for the histories, one search per model."""
+    """Answer jobs together: one tower call for the histories, one search per model and
+    filter."""
     results: list[Any] = [None] * len(jobs)
-    by_model: dict[int, list[int]] = {}
+    by_model: dict[tuple[int, str | None], list[int]] = {}
     for position, job in enumerate(jobs):
-        by_model.setdefault(id(job.served), []).append(position)
+        where = None if job.where is None else job.where.expression
+        by_model.setdefault((id(job.served), where), []).append(position)
     for positions in by_model.values():
         try:
             _run_group([jobs[p] for p in positions], positions, results)
@@ -69,7 +73,9 @@ def _run_group(jobs: list[Job], positions: list[int], results: list[Any]) -> Non
     queries = np.empty((len(jobs), *blocks[0][1].shape[1:]), dtype=np.float32)
     for rows, block in blocks:
         queries[rows] = block
-    recs = retriever.search(queries, max(job.k for job in jobs), [job.exclude for job in jobs])
+    recs = retriever.search(
+        queries, max(job.k for job in jobs), [job.exclude for job in jobs], jobs[0].where
+    )
     for row, (job, position) in enumerate(zip(jobs, positions, strict=True)):
         results[position] = to_items(recs, row, job.k)
 
