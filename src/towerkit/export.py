@@ -163,6 +163,11 @@ def export_run(
         index_options = dict(config.eval.index_options) if kind == config.eval.index else {}
     similarity = config.similarity.build()
     make_index(kind, similarity, **index_options)  # bad options fail before any work
+    if kind == "milvus" and not index_options.get("uri"):
+        raise ExportError(
+            "an export's milvus index lives in a database that outlives it: give one "
+            "(--to milvus items.db, or -o uri=http://host:19530)"
+        )
     model = run.load_model()
     retriever = Retriever.from_run(run)
     out.parent.mkdir(parents=True, exist_ok=True)
