@@ -342,7 +342,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_export_to_a_milvus_lite_file_recommends_as_exact_search(runs, tmp_path):
     db = tmp_path / "items.db"
     command = ["export", str(runs["youtube_dnn"]), "--out", str(tmp_path / "export")]
-    done = cli(*command, "--to", "milvus", str(db), "--collection", "films", "-o", "index_type=FLAT")
+    done = cli(
+        *command, "--to", "milvus", str(db), "--collection", "films", "-o", "index_type=FLAT"
+    )
     assert done.returncode == 0, done.stderr
     assert "in Milvus at" in done.stdout and "alias films" in done.stdout
     export = ExportDir(tmp_path / "export")
@@ -363,9 +365,19 @@ def test_export_to_a_milvus_lite_file_recommends_as_exact_search(runs, tmp_path)
     alone = cli("export", str(runs["sasrec"]), "--to", "milvus", str(db), "--collection", "seq")
     assert alone.returncode == 0, alone.stderr
     assert "80 items" in alone.stdout and "alias seq" in alone.stdout
+    # a Milvus Lite file is one process's at a time: another export is one line, not a hang
+    holder = make_index("milvus", uri=str(db), collection="held").build(np.eye(4, dtype="f4"))
+    try:
+        locked = cli("export", str(runs["sasrec"]), "--to", "milvus", str(db))
+    finally:
+        holder.close()
+    assert locked.returncode == 1 and "another process has this Milvus Lite file open" in (
+        locked.stderr
+    )
+    assert "Traceback" not in locked.stderr
 
 
-def test_recommend_with_a_filter_and_its_errors(runs):
+def test_recommend_with_a_filter_and_its_errors(runs, tmp_path):
     run = str(runs["youtube_dnn"])
     done = cli("recommend", run, "--user", "1", "-k", "5", "--filter", 'label == "Drama"')
     assert done.returncode == 0, done.stderr and 'label == "Drama"' in done.stdout
@@ -378,6 +390,9 @@ def test_recommend_with_a_filter_and_its_errors(runs):
     assert "Traceback" not in unreachable.stderr
     neither = cli("export", run)
     assert neither.returncode == 1 and "give --out DIR" in neither.stderr
+    nowhere = cli("export", run, "--out", str(tmp_path / "x"), "--index", "milvus")
+    assert nowhere.returncode == 1 and "--to milvus items.db" in nowhere.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_serving_on_a_milvus_server_switch_drop_and_recovery(runs, tmp_path):

@@ -53,6 +53,8 @@ def _main(
     terminal = logging.StreamHandler(sys.stderr)
     terminal.setLevel(level)
     terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not verbose:  # other libraries' notes (faiss's loader, Milvus Lite's server) only with -v
+        terminal.addFilter(lambda r: r.name.startswith("towerkit") or r.levelno >= logging.WARNING)
     logging.basicConfig(level=min(level, logging.INFO), handlers=[terminal], force=True)
     _state["progress"] = not quiet
     _state["verbose"] = verbose

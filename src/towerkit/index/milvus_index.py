@@ -92,9 +92,13 @@ def connect(uri: str, timeout: float):
         _check_lite(uri)
         require("milvus_lite", "milvus")
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        _check_unlocked(uri)
     token = os.environ.get(TOKEN_VARIABLE, "")
-    # pymilvus logs a traceback for every failed call; towerkit reports each one in one line
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    # pymilvus and Milvus Lite log a traceback for every failed call (towerkit reports each one
+    # in one line), and Milvus Lite's gRPC server one for each call of pymilvus it does not
+    # implement (AllocTimestamp, after which pymilvus goes on without it)
+    for name in ("pymilvus", "milvus_lite", "grpc._server"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         client = pymilvus.MilvusClient(uri=uri, token=token, timeout=timeout)
     except Exception as err:  # pymilvus raises its own, grpc's and OSError
@@ -113,6 +117,28 @@ def _check_lite(uri: str) -> None:
             f"milvus uri {uri!r}: a Milvus Lite file's name ends in .db "
             "(or give a server as http://host:19530)"
         )
+
+
+def _check_unlocked(uri: str) -> None:
+    """A Milvus Lite file another process has open is one line naming it (Milvus Lite itself
+    only says "Open local milvus failed")."""
+    import fcntl
+
+    with _LITE_LOCK:
+        if _LITE_USERS.get(uri):
+            return  # this process holds it: the clients share its server
+    lock = Path(uri) / "LOCK"
+    if not lock.exists():
+        return
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise VectorDatabaseError(
+                f"cannot open Milvus at {uri}: another process has this Milvus Lite file open "
+                "(one process at a time; a Milvus server shares a database between processes)"
+            ) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def disconnect(client, uri: str) -> None:
