@@ -196,7 +196,7 @@ def export_run(
         )
         item_vectors = retriever.item_vectors
         built = make_index(kind, similarity, **index_options)
-        attributes = item_attributes(run.path / "items.parquet")
+        attributes = item_attributes(items)
         built.build(item_vectors, ids=np.arange(1, len(item_vectors) + 1), attributes=attributes)
         built.save(staging / INDEX_DIR)
         built.close()
@@ -227,7 +227,7 @@ def publish_items(run: RunDir | str | Path, **index_options: Any) -> Index:
     built = make_index("milvus", run.config.similarity.build(), **index_options)
     table = pq.read_table(run.path / "items.parquet")
     vectors = _matrix(table.column("vector"))
-    attributes = item_attributes(run.path / "items.parquet")
+    attributes = item_attributes(table)
     return built.build(vectors, ids=np.arange(1, len(vectors) + 1), attributes=attributes)
 
 
@@ -391,7 +391,7 @@ class ExportDir(SavedVocabularies):
         sim = self.manifest["similarity"]
         similarity = SimilarityConfig.model_validate(sim).build()
         shipped = index is None or (index == self.manifest["index"]["kind"] and not index_options)
-        attributes = item_attributes(self.path / ITEMS_FILE)
+        attributes = item_attributes(items)
         if shipped:
             built: str | Index = load_index(self.path / INDEX_DIR)
         elif index == "milvus" and index_options.get("pinned"):

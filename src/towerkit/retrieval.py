@@ -34,6 +34,7 @@ from towerkit.user_towers import QueryTower, TorchTower
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -292,13 +293,15 @@ class Retriever:
         return Recommendations(items=raw, scores=scores, titles=titles, ids=ids)
 
 
-def item_attributes(path: Path) -> pd.DataFrame:
-    """The item attributes filters read: an ``items.parquet`` (of a run or an export) less its
-    vectors, one row per item in id order."""
+def item_attributes(items: Path | pa.Table) -> pd.DataFrame:
+    """The item attributes filters read: an ``items.parquet`` (of a run or an export; its path,
+    or the table read already) less its vectors, one row per item in id order."""
     import pyarrow.parquet as pq
 
-    columns = [c for c in pq.read_schema(path).names if c != "vector"]
-    return pq.read_table(path, columns=columns).to_pandas()
+    if isinstance(items, Path):
+        columns = [c for c in pq.read_schema(items).names if c != "vector"]
+        return pq.read_table(items, columns=columns).to_pandas()
+    return items.drop_columns([c for c in items.column_names if c == "vector"]).to_pandas()
 
 
 def encode_user_features(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -161,9 +161,9 @@ class Index(ABC):
                 f"the {self.kind} index holds no item attributes: it cannot filter by {where!s}"
             )
         columns = list(self.attributes.columns)
-        if isinstance(where, ItemFilter):
-            return parse_filter(where.text, columns)
-        return parse_filter(where, columns)
+        if isinstance(where, ItemFilter) and set(where.columns) <= set(columns):
+            return where  # parsed and checked already (a server parses each request's once)
+        return parse_filter(where if isinstance(where, str) else where.text, columns)
 
     def allowed(self, where: ItemFilter | None) -> np.ndarray | None:
         """The positions a filter keeps, as a boolean mask (None: no filter)."""
@@ -421,6 +421,40 @@ def filter_candidates(
 def exclusion_counts(excluded: tuple[np.ndarray, np.ndarray] | None, n: int) -> np.ndarray:
     """How many positions each query excludes."""
     return np.zeros(n, dtype=np.int64) if excluded is None else np.diff(excluded[0])
+
+
+def over_fetch(
+    n: int,
+    k: int,
+    excluded: tuple[np.ndarray, np.ndarray] | None,
+    most: int,
+    chunk: int,
+    search_rows: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates of ``n`` queries for a back end that searches without exclusions: queries in
+    chunks ordered by their number of exclusions, each chunk asking ``search_rows(rows,
+    n_fetch)`` for ``k`` plus its largest exclusion count (at most ``most``) candidates.
+
+    ``search_rows`` returns ``positions`` and ``scores`` ``[len(rows), n_fetch]`` (-1 / -inf
+    padding); the result is ``[n, width]`` candidates for :func:`filter_candidates`.
+    """
+    counts = exclusion_counts(excluded, n)
+    order = np.argsort(counts, kind="stable")
+    width = int(min(k + counts.max(initial=0), most))
+    positions = np.full((n, width), -1, dtype=np.int64)
+    scores = np.full((n, width), -np.inf, dtype=np.float32)
+    for begin in range(0, n, chunk):
+        rows = order[begin : begin + chunk]
+        n_fetch = int(min(k + counts[rows].max(), most))
+        positions[rows, :n_fetch], scores[rows, :n_fetch] = search_rows(rows, n_fetch)
+    return positions, scores
+
+
+def check_sizes(**sizes: int) -> None:
+    """Each named size is at least 1 (else an error naming it)."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise IndexArgumentError(f"{name} must be >= 1, got {value}")
 
 
 def merge_interests(

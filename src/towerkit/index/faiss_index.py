@@ -15,9 +15,10 @@ import numpy as np
 from towerkit.index.base import (
     Index,
     IndexArgumentError,
-    exclusion_counts,
+    check_sizes,
     filter_candidates,
     normalized,
+    over_fetch,
     require,
 )
 from towerkit.similarity import Similarity
@@ -94,26 +95,22 @@ class FaissIndex(Index):
         if self.threads:
             faiss.omp_set_num_threads(self.threads)
         queries = self._prepare(queries)
-        n = len(queries)
-        counts = exclusion_counts(excluded, n)
-        order = np.argsort(counts, kind="stable")
-        width = int(min(k + counts.max(initial=0), len(self)))
         allowed = self.allowed(where)
         selector, bitmap = None, None
         if allowed is not None:  # Faiss skips the positions the filter drops, as it searches
             bitmap = np.packbits(allowed, bitorder="little")
             selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
-        positions = np.full((n, width), -1, dtype=np.int64)
-        scores = np.full((n, width), -np.inf, dtype=np.float32)
-        for begin in range(0, n, self.query_chunk):
-            rows = order[begin : begin + self.query_chunk]
-            n_fetch = int(min(k + counts[rows].max(), len(self)))
+
+        def search_rows(rows: np.ndarray, n_fetch: int) -> tuple[np.ndarray, np.ndarray]:
             params = self._search_params(n_fetch, selector)
             values, found = self._faiss_index.search(queries[rows], n_fetch, params=params)
             if self._metric == faiss.METRIC_L2:
                 values = -values  # squared L2 distance -> towerkit's euclidean score
-            positions[rows, :n_fetch] = found
-            scores[rows, :n_fetch] = np.where(found >= 0, values, -np.inf)
+            return found, np.where(found >= 0, values, -np.inf)
+
+        positions, scores = over_fetch(
+            len(queries), k, excluded, len(self), self.query_chunk, search_rows
+        )
         del bitmap  # the selector read it until here
         return filter_candidates(positions, scores, k, excluded, allowed)
 
@@ -157,10 +154,7 @@ class FaissHNSWIndex(FaissIndex):
         **kwargs,
     ) -> None:
         super().__init__(similarity, normalize=normalize, **kwargs)
-        checks = {"M": M, "ef_construction": ef_construction, "ef_search": ef_search}
-        for name, value in checks.items():
-            if value < 1:
-                raise IndexArgumentError(f"{name} must be >= 1, got {value}")
+        check_sizes(M=M, ef_construction=ef_construction, ef_search=ef_search)
         self.M, self.ef_construction, self.ef_search = M, ef_construction, ef_search
 
     def options(self) -> dict:
@@ -207,8 +201,7 @@ class FaissIVFIndex(FaissIndex):
         super().__init__(similarity, normalize=normalize, **kwargs)
         if nlist is not None and nlist < 1:
             raise IndexArgumentError(f"nlist must be >= 1, got {nlist}")
-        if nprobe < 1:
-            raise IndexArgumentError(f"nprobe must be >= 1, got {nprobe}")
+        check_sizes(nprobe=nprobe)
         self.nlist, self.nprobe = nlist, nprobe
 
     def options(self) -> dict:

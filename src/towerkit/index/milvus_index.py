@@ -43,9 +43,10 @@ from towerkit.errors import TowerkitError
 from towerkit.index.base import (
     Index,
     IndexArgumentError,
-    exclusion_counts,
+    check_sizes,
     filter_candidates,
     normalized,
+    over_fetch,
     require,
 )
 from towerkit.index.filters import ItemFilter
@@ -284,11 +285,8 @@ class MilvusIndex(Index):
             )
         if index_type not in ("HNSW", "IVF_FLAT", "FLAT"):
             raise IndexArgumentError(f"index_type must be HNSW, IVF_FLAT or FLAT, not {index_type}")
-        sizes = {"M": M, "ef_construction": ef_construction, "ef_search": ef_search,
-                 "nprobe": nprobe, "batch": batch, "query_chunk": query_chunk}  # fmt: skip
-        for name, value in sizes.items():
-            if value < 1:
-                raise IndexArgumentError(f"{name} must be >= 1, got {value}")
+        check_sizes(M=M, ef_construction=ef_construction, ef_search=ef_search, nprobe=nprobe,
+                    batch=batch, query_chunk=query_chunk)  # fmt: skip
         if nlist is not None and nlist < 1:
             raise IndexArgumentError(f"nlist must be >= 1, got {nlist}")
         for name, value in {"timeout": timeout, "build_timeout": build_timeout}.items():
@@ -489,23 +487,24 @@ class MilvusIndex(Index):
         if self.pinned is None:
             raise IndexArgumentError("the milvus index has no collection: call build() first")
         queries = self._prepare(queries)
-        n = len(queries)
-        counts = exclusion_counts(excluded, n)
-        order = np.argsort(counts, kind="stable")
-        width = int(min(k + counts.max(initial=0), len(self), MAX_LIMIT))
-        positions = np.full((n, width), -1, dtype=np.int64)
-        scores = np.full((n, width), -np.inf, dtype=np.float32)
         sorted_ids = self.ids[self._order]
         expression = "" if where is None else where.expression
-        for begin in range(0, n, self.query_chunk):
-            rows = order[begin : begin + self.query_chunk]
-            n_fetch = int(min(k + counts[rows].max(), len(self), MAX_LIMIT))
+
+        def search_rows(rows: np.ndarray, n_fetch: int) -> tuple[np.ndarray, np.ndarray]:
+            positions = np.full((len(rows), n_fetch), -1, dtype=np.int64)
+            scores = np.full((len(rows), n_fetch), -np.inf, dtype=np.float32)
             hits = self._search(queries[rows], n_fetch, expression)
-            for row, found in zip(rows, hits, strict=True):
+            for row, found in enumerate(hits):
                 ids, values = _hit_arrays(found)
                 slot = np.searchsorted(sorted_ids, ids).clip(0, len(sorted_ids) - 1)
-                positions[row, : len(found)] = self._order[slot]
-                scores[row, : len(found)] = -values if self.metric == "L2" else values
+                positions[row, : len(ids)] = self._order[slot]
+                scores[row, : len(ids)] = -values if self.metric == "L2" else values
+            return positions, scores
+
+        most = min(len(self), MAX_LIMIT)
+        positions, scores = over_fetch(
+            len(queries), k, excluded, most, self.query_chunk, search_rows
+        )
         return filter_candidates(positions, scores, k, excluded)
 
     def _search(self, queries: np.ndarray, n_fetch: int, expression: str) -> list[list[dict]]:
