@@ -11,6 +11,25 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
+#: Upper bounds of the config's sizes: far above any real run, and low enough that no value
+#: within them fails inside numpy or torch before the memory estimates of
+#: :mod:`towerkit.budget` (which know the data's sizes) can say what it would cost.
+MAX_WIDTH = 1 << 16  # a vector or layer width: embedding_dim, hidden, ffn_dim, ...
+MAX_LENGTH = 1 << 20  # positions, negatives, rows of a batch, K
+MAX_LAYERS = 256  # stacked layers, heads, interests, routing iterations
+MAX_SEED = 2**32 - 1  # every seed fits numpy's legacy and Optuna's 32-bit seeds
+
+
+def unbounded(why: str) -> dict[str, str]:
+    """The mark of a numeric key that has no sane upper bound, saying why (pass it as a
+    field's ``json_schema_extra``). A test walks every numeric key of the schema and fails on
+    one with neither an upper bound nor this mark.
+
+    Example:
+        >>> patience: int = Field(default=3, ge=0, json_schema_extra=unbounded("epochs"))
+    """
+    return {"unbounded": why}
+
 
 class Section(BaseModel):
     """A config section: unknown keys are errors, assignments are validated, and no NaN or

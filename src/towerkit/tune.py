@@ -65,7 +65,7 @@ from towerkit.config import (
 )
 from towerkit.errors import MissingExtra, RunInterrupted, TowerkitError
 from towerkit.files import atomic_write
-from towerkit.sections import Section
+from towerkit.sections import MAX_SEED, Section, unbounded
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +113,16 @@ class _Param(Section):
         return True
 
 
+_END = unbounded("an end of a range of a config key: each is checked as that key's value")
+
+
 class FloatRange(_Param):
-    low: float
-    high: float
+    low: float = Field(json_schema_extra=_END)
+    high: float = Field(json_schema_extra=_END)
     log: bool = False
-    step: float | None = Field(default=None, gt=0)
+    step: float | None = Field(
+        default=None, gt=0, json_schema_extra=unbounded("a step within [low, high]")
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FloatRange:
@@ -132,10 +137,10 @@ class FloatRange(_Param):
 
 
 class IntRange(_Param):
-    low: int
-    high: int
+    low: int = Field(json_schema_extra=_END)
+    high: int = Field(json_schema_extra=_END)
     log: bool = False
-    step: int = Field(default=1, ge=1)
+    step: int = Field(default=1, ge=1, json_schema_extra=unbounded("a step within [low, high]"))
 
     @model_validator(mode="after")
     def _check(self) -> IntRange:
@@ -187,13 +192,20 @@ class Budget(Section):
         description="hyperband: successive halving over epochs in brackets (Li et al. 2018); "
         "median: stop a trial below the median of earlier ones at the same epoch; none",
     )
-    min_epochs: int = Field(default=1, ge=1, description="epochs every trial trains at least")
-    reduction_factor: int = Field(default=3, ge=2, description="hyperband: 1/this go on")
+    min_epochs: int = Field(
+        default=1, ge=1, le=100_000, description="epochs every trial trains at least"
+    )
+    reduction_factor: int = Field(default=3, ge=2, le=1000, description="hyperband: 1/this go on")
 
 
 class SamplerSettings(Section):
-    seed: int = Field(default=0, description="worker k samples with seed + k")
-    startup_trials: int = Field(default=10, ge=0, description="random trials before TPE")
+    # Optuna's samplers take numpy's 32-bit seeds, and worker k adds k
+    seed: int = Field(
+        default=0, ge=0, le=MAX_SEED // 2, description="worker k samples with seed + k"
+    )
+    startup_trials: int = Field(
+        default=10, ge=0, le=100_000, description="random trials before TPE"
+    )
 
 
 class Space(Section):
@@ -311,10 +323,7 @@ def check_space(base: dict, space: Space, source: str) -> Config:
 
 def _one_line(err: ConfigError) -> str:
     """A config error's problems on one line, without its source (the caller names it)."""
-    lines = [line.strip() for line in str(err).splitlines()]
-    if lines and lines[0].endswith("invalid configuration:"):
-        lines = lines[1:]
-    return "; ".join(line for line in lines if line)
+    return "; ".join(err.problems)
 
 
 def _fails_without(base, space, values, key, source) -> bool:

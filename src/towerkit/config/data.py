@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from towerkit.sections import Section, tagged
+from towerkit.sections import MAX_LENGTH, MAX_SEED, Section, tagged, unbounded
 from towerkit.types import FeatureKind, Format, TimeUnit
 
 
@@ -24,8 +24,10 @@ class TemporalSplit(Section):
     test_start`` validate, earlier ones train. Times are epoch seconds or ISO dates."""
 
     kind: Literal["temporal"] = "temporal"
-    test_start: int
-    valid_start: int | None = Field(default=None, description="null: no validation stage")
+    test_start: int = Field(json_schema_extra=unbounded("a time"))
+    valid_start: int | None = Field(
+        default=None, description="null: no validation stage", json_schema_extra=unbounded("a time")
+    )
 
     @field_validator("test_start", "valid_start", mode="before")
     @classmethod
@@ -82,7 +84,7 @@ class HeldOutUsersSplit(Section):
     history: float = Field(
         default=0.8, gt=0.0, lt=1.0, description="held-out users: input share (the rest: targets)"
     )
-    seed: int = Field(default=0, description="seeds the division of users")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seeds the division of users")
 
     @model_validator(mode="after")
     def _sum(self) -> HeldOutUsersSplit:
@@ -173,10 +175,22 @@ class DataConfig(Section):
         description="item side features; null = the data set's recommended ones (own logs: all "
         "declared in items.features)",
     )
-    min_user_interactions: int = Field(default=0, ge=0)
-    min_item_interactions: int = Field(default=0, ge=0)
-    min_rating: float | None = None
-    max_len: int = Field(default=50, ge=1, description="history length fed to the user tower")
+    min_user_interactions: int = Field(
+        default=0, ge=0, json_schema_extra=unbounded("a filter: one that keeps nothing says so")
+    )
+    min_item_interactions: int = Field(
+        default=0, ge=0, json_schema_extra=unbounded("a filter: one that keeps nothing says so")
+    )
+    min_rating: float | None = Field(
+        default=None, json_schema_extra=unbounded("a rating, on the log's own scale")
+    )
+    max_len: int = Field(
+        default=50,
+        ge=1,
+        le=MAX_LENGTH,
+        description="history length fed to the user tower (its memory is estimated against "
+        "the data before training: batch x max_len x embedding_dim)",
+    )
     split: SplitConfig = Field(default_factory=LeaveOneOutSplit)
 
     @model_validator(mode="before")

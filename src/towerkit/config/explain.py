@@ -12,7 +12,15 @@ from towerkit.sections import UNIONS, Section
 
 
 class ConfigError(TowerkitError, ValueError):
-    """A configuration that cannot be used; the message names the key and the fix."""
+    """A configuration that cannot be used; the message names the key and the fix.
+
+    Attributes:
+        problems: one line per problem, without the source (for a caller that names it).
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
 def _union_of(model: type[BaseModel], key: str) -> tuple[str, dict[str, type[Section]]] | None:
@@ -53,9 +61,13 @@ def _walk(
     return path, parent, tag
 
 
-def explain(error: ValidationError, source: str, root: type[BaseModel]) -> str:
-    """``SOURCE: invalid configuration:`` and a line per error (see :func:`explain_lines`)."""
-    return f"{source}: invalid configuration:\n  " + "\n  ".join(explain_lines(error, root))
+def explain(error: ValidationError, source: str, root: type[BaseModel]) -> ConfigError:
+    """The error as ``SOURCE: KEY: PROBLEM``, one line; several problems as ``SOURCE: invalid
+    configuration:`` and a line each (see :func:`explain_lines`)."""
+    lines = explain_lines(error, root)
+    if len(lines) == 1:
+        return ConfigError(f"{source}: {lines[0]}", lines)
+    return ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines), lines)
 
 
 def explain_lines(error: ValidationError, root: type[BaseModel]) -> list[str]:

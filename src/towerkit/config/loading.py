@@ -58,7 +58,7 @@ def config_from_dict(
     try:
         return Config.model_validate(tree, context={"machine": machine})
     except ValidationError as err:
-        raise ConfigError(explain(err, source, Config)) from None
+        raise explain(err, source, Config) from None
 
 
 def read_config_tree(path: str | Path) -> dict:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from towerkit.sections import Section, tagged
+from towerkit.sections import MAX_LENGTH, Section, tagged
 from towerkit.similarity import Similarity, SimilarityName, Temperature, get_similarity
 from towerkit.types import SamplerKind
 
@@ -30,11 +30,15 @@ class SimilarityConfig(Section):
         return get_similarity(self.name, normalize=self.normalize)
 
 
+#: logits divided by more than this are all ~0: the objective no longer tells items apart
+_MAX_TEMPERATURE = 1000.0
+
+
 class TemperatureConfig(Section):
-    value: float = Field(default=0.1, gt=0)
+    value: float = Field(default=0.1, gt=0, le=_MAX_TEMPERATURE)
     learnable: bool = False
-    min_value: float = Field(default=0.01, gt=0)
-    max_value: float = Field(default=10.0, gt=0)
+    min_value: float = Field(default=0.01, gt=0, le=_MAX_TEMPERATURE)
+    max_value: float = Field(default=10.0, gt=0, le=_MAX_TEMPERATURE)
 
     @model_validator(mode="after")
     def _range(self) -> TemperatureConfig:
@@ -89,13 +93,21 @@ class InBatchNegativesConfig(_DrawnNegatives):
 
 
 class _SampledNegatives(_DrawnNegatives):
-    n: int = Field(default=256, ge=1, description="sampled negatives per query")
+    n: int = Field(
+        default=256,
+        ge=1,
+        le=MAX_LENGTH,
+        description="sampled negatives per query (their memory is estimated before training: "
+        "batch x n x embedding_dim unless shared)",
+    )
     sampler: SamplerKind = Field(
         default="uniform",
         description="catalogue distribution of sampled negatives; popularity suits list-wise "
         "training with log-q, uniform point- and pair-wise training",
     )
-    alpha: float = Field(default=0.75, ge=0.0, description="popularity exponent")
+    alpha: float = Field(
+        default=0.75, ge=0.0, le=10.0, description="popularity exponent (0: uniform)"
+    )
     shared: bool | None = Field(
         default=None,
         description="one sampled set for the whole batch, scored with one matrix product "

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from towerkit.index import IndexKind
 from towerkit.objectives import Mode, parse_mode
-from towerkit.sections import Section
+from towerkit.sections import MAX_LENGTH, MAX_SEED, Section, unbounded
 
 _METRIC = re.compile(r"^(hr|ndcg|mrr|recall|precision)@([1-9][0-9]*)$")
 
@@ -52,20 +52,29 @@ class TrainConfig(Section):
     """How to train (read by :class:`~towerkit.training.Trainer` as it is)."""
 
     mode: Mode = Mode.LISTWISE
-    epochs: int = Field(default=10, ge=1, description="the most epochs to run")
+    epochs: int = Field(default=10, ge=1, le=100_000, description="the most epochs to run")
     batch_size: int = Field(
-        default=1024, ge=1, description="samples per batch (sequential models: windows)"
+        default=1024,
+        ge=1,
+        le=MAX_LENGTH,
+        description="samples per batch (sequential models: windows)",
     )
     windows: int = Field(
         default=0,
         ge=0,
+        le=MAX_LENGTH,
         description="YouTubeDNN: train on windows of this many positions per user (one pass "
         "each; as many windows a batch as hold batch_size samples on average) instead of "
         "independent samples",
     )
-    lr: float = Field(default=1e-3, gt=0, description="AdamW's learning rate")
-    weight_decay: float = Field(default=0.0, ge=0, description="AdamW's weight decay")
-    clip_norm: float = Field(default=1.0, ge=0, description="gradient-norm clipping (0: off)")
+    lr: float = Field(default=1e-3, gt=0, le=10.0, description="AdamW's learning rate")
+    weight_decay: float = Field(default=0.0, ge=0, le=100.0, description="AdamW's weight decay")
+    clip_norm: float = Field(
+        default=1.0,
+        ge=0,
+        description="gradient-norm clipping (0: off)",
+        json_schema_extra=unbounded("a norm: one above every gradient's never clips"),
+    )
     sparse: bool = Field(
         default=False,
         description="id embedding tables get sparse gradients and SparseAdam: a step updates "
@@ -75,19 +84,27 @@ class TrainConfig(Section):
     schedule: Literal["constant", "cosine", "linear"] = Field(
         default="constant", description="learning rate after warm-up (cosine, linear: to 0)"
     )
-    warmup: int = Field(default=0, ge=0, description="steps of linear warm-up")
+    warmup: int = Field(
+        default=0,
+        ge=0,
+        description="steps of linear warm-up",
+        json_schema_extra=unbounded("steps: one longer than the run keeps the rate rising"),
+    )
     patience: int = Field(
         default=3,
         ge=0,
+        json_schema_extra=unbounded("epochs: more than train.epochs never stops early"),
         description="epochs without a better monitor value before stopping (0: never stop "
         "early; the best epoch's weights are still kept)",
     )
     monitor: str = Field(
         default="ndcg@10", description="the validation metric that picks the best epoch"
     )
-    seed: int = Field(default=0, description="seeds initialisation, dropout and negatives")
+    seed: int = Field(
+        default=0, ge=0, le=MAX_SEED, description="seeds initialisation, dropout and negatives"
+    )
     device: str = "cpu"
-    threads: int = Field(default=0, ge=0, description="torch threads; 0 = torch's default")
+    threads: int = Field(default=0, ge=0, le=1024, description="torch threads; 0 = torch's default")
     progress: bool = True
     track: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list,
@@ -177,9 +194,14 @@ MACHINE_KEYS: dict[str, tuple[str, ...]] = {"train": ("device", "threads", "prog
 
 
 class EvalConfig(Section):
-    ks: list[int] = Field(default_factory=lambda: [10, 50])
-    max_bytes: int = Field(default=256 * 2**20, ge=1 << 16)
-    batch_size: int = Field(default=1024, ge=1)
+    ks: list[Annotated[int, Field(ge=1, le=MAX_LENGTH)]] = Field(default_factory=lambda: [10, 50])
+    max_bytes: int = Field(
+        default=256 * 2**20,
+        ge=1 << 16,
+        le=1 << 40,
+        description="the most memory a block of scores may take (users x items x 4 bytes)",
+    )
+    batch_size: int = Field(default=1024, ge=1, le=MAX_LENGTH)
     index: IndexKind = Field(
         default="exact",
         description="validation ranks through this index every epoch (test is always exact)",
@@ -192,8 +214,9 @@ class EvalConfig(Section):
         ge=0,
         description="rank a seeded sample of this many users at each stage (0: every user); "
         "for user bases and catalogues too large to rank everyone every epoch",
+        json_schema_extra=unbounded("users: more than the data hold ranks every user"),
     )
-    sample_seed: int = Field(default=0, description="the seed of that sample")
+    sample_seed: int = Field(default=0, ge=0, le=MAX_SEED, description="the seed of that sample")
     mask_seen: bool = Field(
         default=True,
         description="mask the items a user saw before the stage from their ranking (DESIGN.md's "
@@ -202,6 +225,7 @@ class EvalConfig(Section):
     depth: int = Field(
         default=200,
         ge=1,
+        le=MAX_LENGTH,
         description="the final test stage ranks this many items per user (at least max(ks)) and "
         "keeps each target's rank in the run's outcomes.parquet, so that the report draws "
         "metrics at every K up to it (memory: users x depth x 8 bytes)",
@@ -217,6 +241,6 @@ class EvalConfig(Section):
     @field_validator("ks")
     @classmethod
     def _ks(cls, value: list[int]) -> list[int]:
-        if not value or min(value) < 1:
+        if not value:
             raise ValueError("ks must be a non-empty list of positive integers")
         return sorted(set(value))

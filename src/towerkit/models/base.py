@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
 from towerkit.nn import FeatureEmbedding, PooledTowerOptions, padded_embedding
 from towerkit.nn.layers import Activation, Pooling
-from towerkit.sections import Section
+from towerkit.sections import MAX_LENGTH, MAX_WIDTH, Section
 from towerkit.types import Batch, FeatureTable, SequenceBatch
 
 
@@ -45,7 +45,7 @@ class ModelSection(Section):
     subclass) tells the models apart."""
 
     name: str
-    embedding_dim: int = Field(default=64, ge=1)
+    embedding_dim: int = Field(default=64, ge=1, le=MAX_WIDTH)
 
     def check(self, max_len: int) -> None:
         """Checks against other sections (``data.max_len``): raise ``ValueError`` naming the
@@ -55,21 +55,19 @@ class ModelSection(Section):
 class PooledHistorySection(ModelSection):
     """The keys of models with a pooled-history user tower (YouTubeDNN, DSSM)."""
 
-    hidden: list[int] = Field(default_factory=lambda: [256])
+    hidden: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(default_factory=lambda: [256])
     activation: Activation = "gelu"
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     pooling: Pooling = "recency"
     recent_items: int = Field(
-        default=0, ge=0, description="also feed the last k history embeddings in order"
+        default=0,
+        ge=0,
+        le=MAX_LENGTH,
+        description="also feed the last k history embeddings in order",
     )
-    feature_dim: int = Field(default=16, ge=1, description="embedding width of each feature")
-
-    @field_validator("hidden")
-    @classmethod
-    def _widths(cls, value: list[int]) -> list[int]:
-        if any(width < 1 for width in value):
-            raise ValueError("hidden widths must be positive integers")
-        return value
+    feature_dim: int = Field(
+        default=16, ge=1, le=MAX_WIDTH, description="embedding width of each feature"
+    )
 
     def tower(self) -> PooledTowerOptions:
         """The user tower's shape these keys describe."""
@@ -91,7 +89,10 @@ class SequenceSection(ModelSection):
         default=True, description="score items with the input embedding table"
     )
     feature_dim: int = Field(
-        default=16, ge=1, description="width of each item feature (data.item_features) added"
+        default=16,
+        ge=1,
+        le=MAX_WIDTH,
+        description="width of each item feature (data.item_features) added",
     )
 
 

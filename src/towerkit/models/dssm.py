@@ -15,6 +15,7 @@ from towerkit.nn import (
     PooledTowerOptions,
     padded_embedding,
 )
+from towerkit.sections import MAX_WIDTH
 from towerkit.types import Batch, FeatureTable
 
 
@@ -23,7 +24,9 @@ class DSSMConfig(PooledHistorySection):
     features)."""
 
     name: Literal["dssm"] = "dssm"
-    id_dim: int = Field(default=64, ge=1, description="id and history embedding width")
+    id_dim: int = Field(
+        default=64, ge=1, le=MAX_WIDTH, description="id and history embedding width"
+    )
     use_user_id: bool = Field(default=True, description="embed the user id")
 
 

@@ -14,6 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from towerkit.models.base import DataShape, SequenceModel, SequenceSection
+from towerkit.sections import MAX_LAYERS, MAX_WIDTH
 from towerkit.types import FeatureTable
 
 
@@ -29,8 +30,10 @@ class GRU4RecConfig(SequenceSection):
     """GRU4Rec: a GRU over the item sequence."""
 
     name: Literal["gru4rec"] = "gru4rec"
-    n_layers: int = Field(default=1, ge=1, description="stacked GRU layers")
-    hidden_size: int | None = Field(default=None, ge=1, description="GRU state (default D)")
+    n_layers: int = Field(default=1, ge=1, le=MAX_LAYERS, description="stacked GRU layers")
+    hidden_size: int | None = Field(
+        default=None, ge=1, le=MAX_WIDTH, description="GRU state (default D)"
+    )
 
 
 class GRU4Rec(SequenceModel):

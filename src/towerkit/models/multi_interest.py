@@ -28,6 +28,7 @@ from torch import nn
 
 from towerkit.models.base import DataShape, MatchingModel, ModelSection
 from towerkit.nn import padded_embedding
+from towerkit.sections import MAX_LAYERS, MAX_WIDTH
 from towerkit.types import Batch
 
 
@@ -69,28 +70,30 @@ def route(
 class MultiInterestSection(ModelSection):
     """The keys of multi-interest models."""
 
-    interests: int = Field(default=4, ge=1, description="K: vectors per user")
+    interests: int = Field(default=4, ge=1, le=MAX_LAYERS, description="K: vectors per user")
 
 
 class ComiRecSAConfig(MultiInterestSection):
     """ComiRec-SA: K self-attention heads over the history."""
 
     name: Literal["comirec_sa"] = "comirec_sa"
-    attention_dim: int | None = Field(default=None, ge=1, description="W1's width (4D)")
+    attention_dim: int | None = Field(
+        default=None, ge=1, le=MAX_WIDTH, description="W1's width (4D)"
+    )
 
 
 class ComiRecDRConfig(MultiInterestSection):
     """ComiRec-DR: dynamic routing, one bilinear map per interest."""
 
     name: Literal["comirec_dr"] = "comirec_dr"
-    iterations: int = Field(default=3, ge=1, description="routing iterations")
+    iterations: int = Field(default=3, ge=1, le=MAX_LAYERS, description="routing iterations")
 
 
 class MINDConfig(MultiInterestSection):
     """MIND: behaviour-to-interest routing with a shared bilinear map."""
 
     name: Literal["mind"] = "mind"
-    iterations: int = Field(default=3, ge=1, description="routing iterations")
+    iterations: int = Field(default=3, ge=1, le=MAX_LAYERS, description="routing iterations")
 
 
 class MultiInterestModel(MatchingModel):

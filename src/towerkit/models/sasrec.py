@@ -19,6 +19,7 @@ from torch import nn
 
 from towerkit.models.base import DataShape, SequenceModel, SequenceSection
 from towerkit.nn.attention import LayerNormPlacement, SelfAttentionBlock, causal_padding_mask
+from towerkit.sections import MAX_LAYERS, MAX_LENGTH, MAX_WIDTH
 from towerkit.types import FeatureTable
 
 
@@ -26,16 +27,21 @@ class SASRecConfig(SequenceSection):
     """SASRec: causal self-attention over the item sequence."""
 
     name: Literal["sasrec"] = "sasrec"
-    n_layers: int = Field(default=2, ge=1, description="self-attention blocks")
-    n_heads: int = Field(default=1, ge=1, description="attention heads")
-    ffn_dim: int | None = Field(default=None, ge=1, description="feed-forward width (4D)")
+    n_layers: int = Field(default=2, ge=1, le=MAX_LAYERS, description="self-attention blocks")
+    n_heads: int = Field(default=1, ge=1, le=MAX_LAYERS, description="attention heads")
+    ffn_dim: int | None = Field(
+        default=None, ge=1, le=4 * MAX_WIDTH, description="feed-forward width (4D)"
+    )
     layer_norm: LayerNormPlacement = "pre"
     filter_mix: float = Field(
         default=0.0, ge=0.0, le=1.0,
         description="share of token mixing by a causal frequency filter (BSARec); 0: SASRec",
     )  # fmt: skip
     filter_frequencies: int = Field(
-        default=3, ge=1, description="lowest Fourier components the frequency filter keeps"
+        default=3,
+        ge=1,
+        le=MAX_LENGTH,
+        description="lowest Fourier components the frequency filter keeps",
     )
 
     @model_validator(mode="after")
