@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     # data and building components from a config
     ("towerkit.runs", "towerkit.tracking", "towerkit.training", "towerkit.contrastive",
      "towerkit.evaluation", "towerkit.user_towers", "towerkit.starter", "towerkit.preparation",
-     "towerkit.components"),
+     "towerkit.components", "towerkit.budget"),
     # applications of a run: retrieval, export, the training pipeline
     ("towerkit.retrieval", "towerkit.export", "towerkit.pipeline", "towerkit.lifecycle",
      "towerkit.report", "towerkit.compare", "towerkit.tune"),

@@ -31,6 +31,7 @@ import pyarrow as pa
 import torch
 
 from towerkit import distributed
+from towerkit.budget import check_memory
 from towerkit.components import (
     build_batches,
     build_model,
@@ -123,6 +124,7 @@ def train(
     require_trackers(config.train.track)
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     check_data(config, prepared)
+    check_memory(config, prepared)
     if run is not None and not isinstance(run, RunDir) and distributed.context().main:
         run = RunDir.create(run, config, prepared)
     return _fit(config, prepared, run, None, validate, test)
@@ -171,6 +173,7 @@ def resume(
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     check_fingerprint(run, prepared)
     check_data(config, prepared)
+    check_memory(config, prepared)
     return _fit(config, prepared, run, run.load_checkpoint(), validate)
 
 

@@ -51,6 +51,21 @@ class ModelSection(Section):
         """Checks against other sections (``data.max_len``): raise ``ValueError`` naming the
         keys. None by default."""
 
+    # What :mod:`towerkit.budget` needs to estimate a run's memory before building anything.
+    def history_width(self) -> tuple[str, int]:
+        """The key and width of the vectors a history is embedded into (``embedding_dim`` by
+        default)."""
+        return "embedding_dim", self.embedding_dim
+
+    def attention(self) -> tuple[int, int] | None:
+        """``(heads, layers)`` of self-attention over the history (``[B, H, L, L]`` logits per
+        layer); None when the model has none."""
+        return None
+
+    def vectors_per_user(self) -> int:
+        """How many vectors a user has (multi-interest models: K)."""
+        return 1
+
 
 class PooledHistorySection(ModelSection):
     """The keys of models with a pooled-history user tower (YouTubeDNN, DSSM)."""

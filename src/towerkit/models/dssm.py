@@ -29,6 +29,9 @@ class DSSMConfig(PooledHistorySection):
     )
     use_user_id: bool = Field(default=True, description="embed the user id")
 
+    def history_width(self) -> tuple[str, int]:
+        return "id_dim", self.id_dim
+
 
 class DSSM(MatchingModel):
     """User tower: MLP(pooled history ++ user id ++ user features) -> D.

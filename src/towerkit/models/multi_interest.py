@@ -72,6 +72,9 @@ class MultiInterestSection(ModelSection):
 
     interests: int = Field(default=4, ge=1, le=MAX_LAYERS, description="K: vectors per user")
 
+    def vectors_per_user(self) -> int:
+        return self.interests
+
 
 class ComiRecSAConfig(MultiInterestSection):
     """ComiRec-SA: K self-attention heads over the history."""

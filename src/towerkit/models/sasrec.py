@@ -60,6 +60,9 @@ class SASRecConfig(SequenceSection):
                 f"of data.max_len {max_len} has: at most {top}"
             )
 
+    def attention(self) -> tuple[int, int] | None:
+        return (self.n_heads, self.n_layers) if self.filter_mix < 1 else None
+
 
 class SASRec(SequenceModel):
     """Causal Transformer user tower; the item tower is the item embedding table.
