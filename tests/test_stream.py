@@ -168,3 +168,67 @@ def test_text_spelled_missing_is_missing_as_in_memory(tmp_path):
     log.to_parquet(path)
     with pytest.raises(DataError, match=r"row 100: missing value in column 'user'"):
         stream.stream_sequences(path, progress=False)
+
+
+def write_shards(directory, log: pd.DataFrame, parts: int = 4) -> list:
+    directory.mkdir()
+    paths = []
+    for i, part in enumerate(np.array_split(np.arange(len(log)), parts)):
+        paths.append(directory / f"part-{i}.parquet")
+        pq.write_table(pa.Table.from_pandas(log.iloc[part], preserve_index=False), paths[-1])
+    return paths
+
+
+def test_empty_shards_and_empty_files_are_skipped_on_both_paths(monkeypatch, tmp_path, caplog):
+    log = messy_log(2_000)
+    whole = tmp_path / "whole"
+    write_shards(whole, log)
+    holey = tmp_path / "holey"
+    write_shards(holey, log)
+    pq.write_table(pa.Table.from_pandas(log.iloc[:0], preserve_index=False),
+                   holey / "part-1b.parquet")  # fmt: skip
+    (holey / "part-2b.parquet").touch()  # a writer that died before its first byte
+    with caplog.at_level("WARNING", logger="towerkit.data.readers"):
+        streamed, in_memory = prepared_both_ways(monkeypatch, {"path": str(holey)}, rows=333)
+    assert_same(streamed, in_memory)
+    reference, _ = prepared_both_ways(monkeypatch, {"path": str(whole)})
+    assert_same(streamed, reference)
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert f"{holey / 'part-1b.parquet'}: a shard of zero rows, skipped" in warned
+    assert f"{holey / 'part-2b.parquet'}: an empty file, skipped" in warned
+
+
+def test_a_shard_with_other_columns_or_not_parquet_is_named_on_both_paths(monkeypatch, tmp_path):
+    log = messy_log(1_000)
+    shards = tmp_path / "shards"
+    paths = write_shards(shards, log)
+    renamed = (
+        log.iloc[:10]
+        .rename(columns={"item": "item_id"})
+        .assign(item_id=lambda f: f.item_id.astype(str))
+    )
+    pq.write_table(pa.Table.from_pandas(renamed, preserve_index=False), paths[2])
+    data = config_from_dict({"data": {"path": str(shards)}}).data
+    expected = rf"{paths[2]}: its columns differ from those of {paths[0]} \(no item; also item_id\)"
+    with pytest.raises(DataError, match=expected):
+        preparation._prepare_streamed(data, progress=False)
+    with monkeypatch.context() as patch, pytest.raises(DataError, match=expected):
+        patch.setattr(stream, "streamable", lambda data: "forced")
+        pipeline.prepare(data, progress=False)
+
+    retyped = log.iloc[:10].astype({"timestamp": "float64"})
+    pq.write_table(pa.Table.from_pandas(retyped, preserve_index=False), paths[2])
+    with pytest.raises(DataError, match="timestamp is double, not int64"):
+        pipeline.prepare(data, progress=False)
+
+    paths[2].write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match=rf"{paths[2]}: not a readable Parquet file"):
+        pipeline.prepare(data, progress=False)
+
+
+def test_a_directory_of_empty_shards_says_there_are_no_rows(tmp_path):
+    shards = tmp_path / "shards"
+    write_shards(shards, messy_log(10).iloc[:0], parts=2)
+    data = config_from_dict({"data": {"path": str(shards)}}).data
+    with pytest.raises(DataError, match=r"no data rows \(every Parquet file in it is empty\)"):
+        pipeline.prepare(data, progress=False)

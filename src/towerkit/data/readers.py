@@ -159,11 +159,61 @@ def _first_ragged_line(
 
 
 def parquet_shards(directory: Path) -> list[Path]:
-    """The Parquet files under a directory, in name order (an error if there is none)."""
-    shards = sorted(directory.rglob("*.parquet")) + sorted(directory.rglob("*.pq"))
-    if not shards:
+    """The Parquet files under a directory that hold rows, in name order (both readers, in
+    memory and out of core, read these).
+
+    An empty file (a writer that died before its first byte) and a shard of zero rows are
+    skipped, each with a warning naming it: they hold nothing to lose. Only the footers are
+    read here.
+
+    Raises:
+        DataError: no Parquet file at all, none with rows, a file that is not Parquet, or a
+            shard whose columns differ from the first shard's (the message names both and
+            the difference).
+    """
+    found = sorted(directory.rglob("*.parquet")) + sorted(directory.rglob("*.pq"))
+    if not found:
         raise DataError(f"{directory}: a directory without .parquet files")
+    shards: list[Path] = []
+    first: tuple[Path, pa.Schema] | None = None
+    for path in found:
+        if path.stat().st_size == 0:
+            logger.warning("%s: an empty file, skipped", path)
+            continue
+        try:
+            metadata = pq.read_metadata(path)
+            schema = metadata.schema.to_arrow_schema()
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(f"{path}: not a readable Parquet file ({err})") from None
+        if metadata.num_rows == 0:
+            logger.warning("%s: a shard of zero rows, skipped", path)
+            continue
+        if first is None:
+            first = (path, schema)
+        elif not schema.equals(first[1]):
+            raise DataError(
+                f"{path}: its columns differ from those of {first[0]} "
+                f"({_schema_difference(schema, first[1])}); the shards of a log share one schema"
+            )
+        shards.append(path)
+    if not shards:
+        raise DataError(f"{directory}: no data rows (every Parquet file in it is empty)")
     return shards
+
+
+def _schema_difference(this: pa.Schema, first: pa.Schema) -> str:
+    """What ``this`` schema has that ``first`` has not, and the other way round."""
+    parts = []
+    extra = [name for name in this.names if name not in first.names]
+    missing = [name for name in first.names if name not in this.names]
+    if missing:
+        parts.append(f"no {', '.join(missing)}")
+    if extra:
+        parts.append(f"also {', '.join(extra)}")
+    for name in this.names:
+        if name in first.names and this.field(name).type != first.field(name).type:
+            parts.append(f"{name} is {this.field(name).type}, not {first.field(name).type}")
+    return "; ".join(parts) or "the same names in another order"
 
 
 def read_parquet(path: PathLike) -> pd.DataFrame:

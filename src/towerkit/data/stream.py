@@ -235,6 +235,8 @@ def stream_sequences(
     bar = tqdm(total=2 * total, unit=" rows", desc="read", disable=not progress)
     first = 0
     for batch in _batches(dataset, names):
+        if batch.num_rows == 0:  # an empty row group: nothing to count
+            continue
         _check_present(path, batch, names, first)
         times = times_of(batch, first)
         users_seen.add(_ids(batch.column(user)), times, first)
@@ -252,6 +254,8 @@ def stream_sequences(
     times = np.empty(total, dtype=np.int64)
     first = 0
     for batch in _batches(dataset, names):
+        if batch.num_rows == 0:
+            continue
         u = _encode(user_vocab, _ids(batch.column(user)), users_seen.integer_text) - 1
         order = np.argsort(u, kind="stable")
         u = u[order]
