@@ -313,3 +313,65 @@ def test_a_missing_serving_extra_names_the_install_command(monkeypatch):
         MissingExtra, match=r"fastapi; install it with pip install 'towerkit\[serve\]'"
     ):
         import towerkit.serve  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data.max_len=1000000000"], "data.max_len: Input should be less than or equal to"),
+        (
+            ["negatives.kind=sampled", "negatives.n=1000000000000"],
+            "negatives.n: Input should be less than or equal to",
+        ),
+        # within the bounds, beyond this machine: the estimate made from the data's sizes
+        (["data.max_len=1048576", "eval.batch_size=1048576"], "data.max_len = 1,048,576: "),
+        (
+            ["negatives.kind=sampled", "negatives.n=1048576", "negatives.shared=false"],
+            "negatives.n = 1,048,576: a training step's sampled item ids and vectors would take",
+        ),
+    ],
+)
+def test_absurd_sizes_are_one_line_naming_the_key_before_any_work(
+    offline_ml100k, tmp_path, overrides, expected
+):
+    config = write_config(tmp_path / "c.yaml")
+    run = tmp_path / "run"
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    done = towerkit("train", str(config), "--out", str(run), *sets)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert not run.exists()
+
+
+def test_a_log_of_shards_with_an_empty_one_trains_and_a_foreign_one_is_named(tmp_path):
+    rng = np.random.default_rng(0)
+    log = pd.DataFrame(
+        {"user": rng.integers(1, 200, 6000), "item": rng.integers(1, 100, 6000),
+         "timestamp": np.arange(6000)}
+    )  # fmt: skip
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    log.iloc[:3000].to_parquet(shards / "part-0.parquet", index=False)
+    log.iloc[:0].to_parquet(shards / "part-1.parquet", index=False)
+    log.iloc[3000:].to_parquet(shards / "part-2.parquet", index=False)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"path": str(shards), "max_len": 10},
+                "model": {"name": "youtube_dnn", "embedding_dim": 8, "hidden": [16]},
+                "train": {"epochs": 1, "progress": False},
+            }
+        )
+    )
+    done = towerkit("train", str(config), "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    assert f"{shards / 'part-1.parquet'}: a shard of zero rows, skipped" in done.stderr
+
+    log.iloc[:10].rename(columns={"item": "movie"}).to_parquet(shards / "part-3.parquet")
+    again = towerkit("train", str(config), "--out", str(tmp_path / "run2"))
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    lines = again.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {shards / 'part-3.parquet'}: its columns differ from")
+    assert not (tmp_path / "run2").exists()

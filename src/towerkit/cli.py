@@ -24,6 +24,7 @@ from rich.table import Table
 
 from towerkit import datasets
 from towerkit.errors import RunStopped, TowerkitError
+from towerkit.files import os_reason
 
 app = typer.Typer(
     help="Train, evaluate and serve matching models.",
@@ -693,7 +694,7 @@ def main() -> None:
         _error(err.args[0] if isinstance(err, KeyError) and err.args else str(err))
         sys.exit(1)
     except OSError as err:  # the machine's: a full disk, a missing or unreadable file
-        _error(str(err))
+        _error(f"{err.filename}: {os_reason(err)}" if err.filename else str(err))
         sys.exit(1)
     except Exception as err:  # a bug: towerkit raised what it did not mean to
         if _state["verbose"]:

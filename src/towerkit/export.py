@@ -44,7 +44,7 @@ from towerkit import __version__
 from towerkit.config import SimilarityConfig
 from towerkit.data.history import gather_history
 from towerkit.errors import TowerkitError
-from towerkit.files import staging_dir
+from towerkit.files import os_reason, staging_dir
 from towerkit.index import Index, MilvusIndex, load_index, make_index
 from towerkit.models import MODELS, MultiInterestModel
 from towerkit.retrieval import Retriever, item_attributes
@@ -205,6 +205,8 @@ def export_run(
         if out.exists():
             out.rmdir()  # empty (checked above)
         staging.rename(out)
+    except OSError as err:  # a full disk: nothing of the export is left, in out or beside it
+        raise ExportError(f"{out}: cannot write the export ({os_reason(err)})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported %s to %s (ONNX against PyTorch: %.1e)", run.path, out, difference)

@@ -7,6 +7,7 @@ remove its own; the next writer in the same folder removes those whose process i
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -50,19 +51,44 @@ def remove_stale(directory: Path, prefix: str) -> None:
             entry.unlink(missing_ok=True)
 
 
+def os_reason(err: OSError) -> str:
+    """What went wrong, in the system's words (``No space left on device``), also where a
+    library wrapped it in its own (pyarrow's ``Error writing bytes to file ... errno 28``)."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return os.strerror(err.errno)
+    return err.strerror or str(err)
+
+
+def named(err: OSError, path: Path | str) -> OSError:
+    """``err`` naming ``path`` when it names no file (``torch.save`` and pyarrow write through
+    file objects): the CLI's one line then says which file could not be written."""
+    if err.filename:
+        return err
+    return type(err)(err.errno, os_reason(err), str(path))
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, then rename it into place: readers
-    see the old file or the new one, never a part."""
+    see the old file or the new one, never a part (a full disk leaves the old one).
+
+    Raises:
+        OSError: naming ``path`` (see :func:`named`).
+    """
     prefix = f".{path.name}."
-    remove_stale(path.parent, prefix)
-    handle, name = tempfile.mkstemp(
-        dir=path.parent, prefix=f"{prefix}{os.getpid()}.", suffix=".part"
-    )
+    try:
+        remove_stale(path.parent, prefix)
+        handle, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f"{prefix}{os.getpid()}.", suffix=".part"
+        )
+    except OSError as err:
+        raise named(err, path) from None
     os.close(handle)
     tmp = Path(name)
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        raise named(err, path) from None
     finally:
         tmp.unlink(missing_ok=True)
 

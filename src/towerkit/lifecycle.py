@@ -27,8 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from towerkit import distributed, pipeline
+from towerkit.budget import check_memory
 from towerkit.config import Config
 from towerkit.errors import RunInterrupted, WorkersFailed
+from towerkit.files import os_reason
 from towerkit.runs import LOG_FILE, RunDir, RunDirError
 
 logger = logging.getLogger(__name__)
@@ -124,6 +126,7 @@ def _execute(
                         config.data, progress=config.train.progress
                     )
                     pipeline.check_data(config, prepared)
+                    check_memory(config, prepared)  # before the run directory is made
                     if new and ctx.main:
                         run = RunDir.create(out, config, prepared)
                     with _train_log(run if ctx.main else None):
@@ -176,7 +179,7 @@ def _train_log(run: RunDir | None) -> Iterator[None]:
     if run is None:
         yield
         return
-    handler = logging.FileHandler(run.path / LOG_FILE, encoding="utf-8")
+    handler = RunLogHandler(run.path / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     towerkit_logger = logging.getLogger("towerkit")
     towerkit_logger.addHandler(handler)
@@ -185,6 +188,29 @@ def _train_log(run: RunDir | None) -> Iterator[None]:
     finally:
         towerkit_logger.removeHandler(handler)
         handler.close()
+
+
+class RunLogHandler(logging.FileHandler):
+    """A run's ``train.log``. A write that fails (a full disk) is reported once, as a warning
+    naming the file and the reason, and the log stops there: no ``--- Logging error ---``
+    traceback per record, and the run's own error (a checkpoint that cannot be written) is
+    still the one line the user reads."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        err = sys.exc_info()[1]
+        reason = os_reason(err) if isinstance(err, OSError) else repr(err)
+        logger.warning("%s: cannot write the log (%s); it stops here", self.baseFilename, reason)
 
 
 def _stopped(run: RunDir | None, new: bool, err: BaseException, main: bool) -> None:

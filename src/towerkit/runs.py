@@ -66,7 +66,7 @@ from towerkit.config import (
 )
 from towerkit.data.vocab import Vocab
 from towerkit.errors import TowerkitError
-from towerkit.files import atomic_write, remove_stale, staging_dir
+from towerkit.files import atomic_write, os_reason, remove_stale, staging_dir
 from towerkit.models import MatchingModel, build_model
 from towerkit.outcomes import Outcomes
 from towerkit.state import TrainState
@@ -308,7 +308,8 @@ class RunDir(SavedVocabularies):
             path.parent.mkdir(parents=True, exist_ok=True)
             staging = staging_dir(path)
         except OSError as err:
-            raise RunDirError(f"{path}: cannot create the run directory ({err.strerror})") from None
+            reason = os_reason(err)
+            raise RunDirError(f"{path}: cannot create the run directory ({reason})") from None
         try:
             encoded = prepared.encoded
             tree, given = config.experiment(), {}
@@ -338,7 +339,8 @@ class RunDir(SavedVocabularies):
                 path.rmdir()  # empty (checked above)
             staging.rename(path)
         except OSError as err:
-            raise RunDirError(f"{path}: cannot write the run directory ({err})") from None
+            reason = os_reason(err)
+            raise RunDirError(f"{path}: cannot write the run directory ({reason})") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return cls(path)
