@@ -198,3 +198,51 @@ def test_an_absurd_value_of_every_space_key_is_one_line_naming_it(key, tmp_path)
             assert not (isinstance(value, float) and math.isnan(value)), key.dotted
             if value in (10**12, 1e12):
                 assert key.upper is None or key.upper >= 1e12, f"{key.dotted}: 1e12 accepted"
+
+
+def _index_options() -> list[tuple[str, str, type]]:
+    """(index kind, option, int or float) of every numeric constructor option."""
+    from towerkit.index import INDEXES, index_options
+
+    found = []
+    for kind, cls in INDEXES.items():
+        hints: dict[str, Any] = {}
+        for base in reversed(cls.__mro__):
+            init = base.__dict__.get("__init__")
+            if init is not None:
+                hints.update(typing.get_type_hints(init))
+        for name in index_options(kind):
+            kind_of, _, _ = _scalar(hints.get(name))
+            if kind_of is not None:
+                found.append((kind, name, kind_of))
+    return found
+
+
+INDEX_OPTIONS = _index_options()
+
+
+def test_every_numeric_index_option_has_a_range():
+    from towerkit.index.base import OPTION_RANGES
+
+    assert {("annoy", "n_trees"), ("faiss-hnsw", "ef_search"), ("milvus", "timeout")} <= {
+        (kind, name) for kind, name, _ in INDEX_OPTIONS
+    }
+    missing = sorted({name for _, name, _ in INDEX_OPTIONS} - set(OPTION_RANGES))
+    assert not missing, f"add ranges for {missing} to index.base.OPTION_RANGES"
+
+
+@pytest.mark.parametrize(("kind", "name", "number"), INDEX_OPTIONS, ids=lambda v: str(v))
+def test_an_absurd_index_option_is_one_line_naming_it(kind, name, number):
+    from towerkit.index.base import OPTION_RANGES
+
+    for value in ABSURD_INT if number is int else ABSURD_FLOAT:
+        tree = {"eval": {"index": kind, "index_options": {name: number(value)}}}
+        try:
+            config = config_from_dict(tree)
+        except ConfigError as err:
+            message = str(err)
+            assert "\n" not in message and name in message, message
+        else:
+            assert not math.isnan(value), (kind, name)
+            assert value != 10**12 or OPTION_RANGES[name][1] >= 1e12, (kind, name)
+            assert config.eval.index_options == {name: value}

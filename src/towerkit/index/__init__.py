@@ -20,6 +20,7 @@ from towerkit.index.base import (
     Index,
     IndexArgumentError,
     IndexUnavailable,
+    check_ranges,
     merge_interests,
     read_meta,
 )
@@ -79,6 +80,7 @@ def make_index(
             f"allowed: {', '.join(allowed) or 'none'}"
         )
     _check_types(kind, options)
+    check_ranges(kind, options)
     return INDEXES[kind](similarity, normalize=normalize, **options)
 
 

@@ -450,6 +450,46 @@ def over_fetch(
     return positions, scores
 
 
+#: The range of every numeric option of the indexes, by name (a test fails on a numeric
+#: constructor option missing here): far beyond any real index, short of a build that never
+#: ends or a size that overflows the C++ int of a back end. :func:`make_index` checks them.
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "n_trees": (1, 10_000),
+    "search_k": (-1, 1 << 40),  # -1: Annoy's own default
+    "search_k_factor": (1, 10_000),
+    "seed": (0, 2**31 - 1),
+    "n_jobs": (-1, 1024),
+    "threads": (0, 1024),
+    "query_chunk": (1, 1 << 20),
+    "M": (2, 1024),
+    "ef_construction": (1, 1 << 16),
+    "ef_search": (1, 1 << 16),
+    "nlist": (1, 1 << 24),
+    "nprobe": (1, 1 << 24),
+    "batch": (1, 1 << 20),
+    "max_bytes": (1 << 16, 1 << 40),
+    "timeout": (0.001, 7 * 86_400),
+    "build_timeout": (0.001, 7 * 86_400),
+}
+
+
+def check_ranges(kind: str, options: dict[str, Any]) -> None:
+    """Each numeric option within :data:`OPTION_RANGES` (else one line naming it)."""
+    for name, value in options.items():
+        if name not in OPTION_RANGES or value is None or isinstance(value, bool):
+            continue
+        low, high = OPTION_RANGES[name]
+        if not low <= value <= high:  # NaN too
+            raise IndexArgumentError(
+                f"the {kind} index option {name}={value!r} must lie in "
+                f"[{_number(low)}, {_number(high)}]"
+            )
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
 def check_sizes(**sizes: int) -> None:
     """Each named size is at least 1 (else an error naming it)."""
     for name, value in sizes.items():
