@@ -107,7 +107,10 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one(
     assert not [p for p in run.iterdir() if p.name.endswith(".part")]
 
 
-def test_the_run_log_reports_a_full_disk_once_and_stops(tmp_path, caplog, capsys):
+def test_the_run_log_reports_a_full_disk_once_and_stops(tmp_path, caplog, capsys, monkeypatch):
+    # only pytest's capture at the root: a terminal handler an earlier test left on a closed
+    # stream would print its own logging error here
+    monkeypatch.setattr(logging.getLogger(), "handlers", [caplog.handler])
     handler = RunLogHandler(tmp_path / "train.log")
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("towerkit.test_full_disk")

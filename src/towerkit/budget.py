@@ -12,10 +12,11 @@ come on top, so a run the check lets through may still be tight, but one it refu
 have run. The evaluator's ``max_bytes`` is this idea for one stage; this is it for the run.
 
 Example:
-    >>> check_memory(config, prepared, device="cpu")  # doctest: +SKIP
-    ConfigError: data.max_len = 1,000,000: a training batch's history vectors would take at
-    least 477 GiB (1,024 rows x 1,000,000 positions x 64 dims x 4 bytes x 2 with gradients);
-    this machine has 21.3 GiB available: lower data.max_len (or train.batch_size)
+    >>> check_memory(config, prepared)  # doctest: +SKIP (ml-1m, data.max_len: 1048576)
+    ConfigError: data.max_len = 1,048,576: an evaluation batch's history ids and vectors would
+    take at least 264 GiB (1,024 users x 1,048,576 positions x (8 bytes + 64 dims x 4 bytes));
+    this machine has 22.7 GiB available: lower data.max_len (or eval.batch_size,
+    model.embedding_dim)
 """
 
 from __future__ import annotations
@@ -317,7 +318,9 @@ def blame(config: Config, cost: Cost) -> str:
         value, default = _setting(config, key)
         if not isinstance(value, int | float) or not isinstance(default, int | float):
             return 0.0
-        return value / default if default > 0 else float(value)
+        if default <= 0:  # off by default (train.windows): set at all counts as its default
+            return 1.0 if value else 0.0
+        return value / default
 
     keys = list(dict.fromkeys(cost.keys))
     return max(keys, key=lambda key: (ratio(key), -keys.index(key)))
