@@ -3,9 +3,10 @@ as it is built, and refusing a size the machine cannot hold with one line naming
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import prepare_log, small_config, walk_log
 from towerkit import pipeline
 from towerkit.budget import Cost, blame, check_memory, memory_costs
 from towerkit.components import build_model
@@ -13,6 +14,7 @@ from towerkit.config import ConfigError
 from towerkit.models import MODELS
 
 MiB = 2**20
+PARAMETERS = "the model's parameters with their gradients and AdamW's two moments"
 
 
 def _by_what(costs: list[Cost]) -> dict[str, Cost]:
@@ -30,11 +32,26 @@ def _model_section(name: str) -> dict:
 def test_parameters_are_counted_from_the_model_as_it_is_built(name, walk_prepared):
     config = small_config(model=_model_section(name))
     real = sum(p.numel() for p in build_model(config, walk_prepared).parameters())
-    cost = _by_what(memory_costs(config, walk_prepared))[
-        "the model's parameters with their gradients and AdamW's two moments"
-    ]
+    cost = _by_what(memory_costs(config, walk_prepared))[PARAMETERS]
     assert cost.nbytes == real * 4 * 4  # weights, gradients, two moments; float32
     assert f"{real:,} parameters" in cost.formula
+
+
+def test_parameters_are_counted_with_numeric_and_multi_features(tmp_path):
+    """Numeric features are standardised from the data as the model is built: on the meta
+    device too (a bug once: the statistics were meta tensors with no values)."""
+    lengths = np.random.default_rng(2).integers(10, 20, 50)
+    prepared = prepare_log(
+        walk_log(lengths, 40, seed=2),
+        item_features=["year", "genres"],
+        user_features=["age"],
+        feature_kinds={"year": "numeric", "age": "numeric"},
+    )
+    for name in ("youtube_dnn", "dssm"):
+        config = small_config(model=_model_section(name))
+        real = sum(p.numel() for p in build_model(config, prepared).parameters())
+        costs = _by_what(memory_costs(config, prepared))
+        assert costs[PARAMETERS].nbytes == real * 16
 
 
 def test_batch_negative_and_evaluation_costs_by_hand(walk_prepared):

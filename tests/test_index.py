@@ -180,10 +180,19 @@ def test_unknown_kind_and_bad_options():
         make_index("annoy", n_tres=3)
     with pytest.raises(IndexArgumentError, match="allowed: M, ef_construction, ef_search"):
         make_index("faiss-hnsw", nprobe=3)
-    with pytest.raises(IndexArgumentError, match="n_trees must be >= 1"):
+    with pytest.raises(
+        IndexArgumentError, match=r"annoy index option n_trees=0 must lie in \[1, 10,000\]"
+    ):
         make_index("annoy", n_trees=0)
+    with pytest.raises(
+        IndexArgumentError, match=r"nprobe=1000000000 must lie in \[1, 16,777,216\]"
+    ):
+        make_index("faiss-ivf", nprobe=10**9)
+    # the constructors check what they must on their own (a library caller's direct use)
+    with pytest.raises(IndexArgumentError, match="n_trees must be >= 1"):
+        INDEXES["annoy"](n_trees=0)
     with pytest.raises(IndexArgumentError, match="nprobe must be >= 1"):
-        make_index("faiss-ivf", nprobe=0)
+        INDEXES["faiss-ivf"](nprobe=0)
 
 
 @pytest.mark.parametrize(

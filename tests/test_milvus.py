@@ -257,7 +257,7 @@ def test_the_alias_moves_only_once_a_collection_is_complete(tmp_path):
         ({"uri": "items.sqlite"}, IndexArgumentError, "a Milvus Lite file's name ends in .db"),
         ({"collection": "1films"}, IndexArgumentError, "letters, digits and _"),
         ({"index_type": "DISKANN"}, IndexArgumentError, "index_type=.DISKANN. must be one of"),
-        ({"M": 0}, IndexArgumentError, "M must be >= 1"),
+        ({"M": 0}, IndexArgumentError, r"M=0 must lie in \[2, 1,024\]"),
     ],
 )
 def test_bad_milvus_options_are_one_line(options, error, message):

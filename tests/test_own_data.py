@@ -251,12 +251,30 @@ def test_divergence_stops_training_and_is_not_saved_as_a_result(tmp_path):
     infinite = towerkit("train", str(config), "--set", "train.lr=.inf")
     assert_refused(infinite, "train.lr: Input should be a finite number")
     run = tmp_path / "run"
-    done = towerkit("train", str(config), "--set", "train.lr=1e30", "--set", "train.batch_size=16",
-                    "--out", str(run))  # fmt: skip
-    assert_refused(done, "the training loss is nan at epoch 1, step 2", run)
+    absurd = towerkit("train", str(config), "--set", "train.lr=1e30", "--out", str(run))
+    assert_refused(absurd, "train.lr: Input should be less than or equal to 10", run)
+
+    # The config refuses a learning rate that diverges at once; the detectors are still what
+    # stops a run that diverges, so they are driven past the config's bound here.
+    from towerkit import lifecycle
+    from towerkit.evaluation import DivergedError
+    from towerkit.training import TrainingError
+
+    loaded = load_config(config)
+
+    def diverging(**train):
+        return loaded.model_copy(
+            update={"train": loaded.train.model_copy(update={"lr": 1e30, "progress": False,
+                                                             **train})}
+        )  # fmt: skip
+
+    with pytest.raises(TrainingError, match="the training loss is nan at epoch 1, step 2"):
+        lifecycle.train(diverging(batch_size=16), run)
+    assert not run.exists()
     # One step an epoch: that step's loss is finite, the vectors after it overflow.
-    done = towerkit("train", str(config), "--set", "train.lr=1e30", "--out", str(run))
-    assert_refused(done, "vectors hold NaN or infinite values (valid stage)", run)
+    with pytest.raises(DivergedError, match=r"vectors hold NaN or infinite values \(valid stage\)"):
+        lifecycle.train(diverging(), run)
+    assert not run.exists()
 
 
 def test_an_edited_config_is_refused_rather_than_used(walk_prepared, tmp_path):

@@ -156,14 +156,17 @@ class FeatureEmbedding(nn.Module):
         self.kinds = dict(features.kinds)
         self.tables = nn.ModuleDict()
         for name in self.names:
-            values = torch.as_tensor(features.values[name])
+            # On the CPU whatever the default device: the statistics below read the data (a
+            # model built on the meta device to count its parameters still has them).
+            values = torch.as_tensor(features.values[name], device="cpu")
             if self.kinds[name] == "numeric":
                 # Standardised over the real entities (row 0 is padding), so that a year
                 # and a price both enter the network near unit scale. The statistics are kept
                 # to standardise values given for an entity the model never saw.
                 real = values[1:].double()
-                std = real.std() if len(real) > 1 else torch.tensor(1.0)
-                scale = std if std > 0 else torch.tensor(1.0)
+                one = torch.tensor(1.0, dtype=torch.float64, device="cpu")
+                std = real.std() if len(real) > 1 else one
+                scale = std if std > 0 else one
                 self.register_buffer(f"stats_{name}", torch.stack([real.mean(), scale.double()]))
                 values = self._standardize(name, values)
                 values[0] = 0.0
