@@ -135,6 +135,20 @@ def test_the_run_log_reports_a_full_disk_once_and_stops(tmp_path, caplog, capsys
     assert (tmp_path / "train.log").read_text() == "before\n"
 
 
+def test_the_run_log_closes_quietly_when_its_last_flush_finds_the_disk_full(
+    tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setattr(logging.getLogger(), "handlers", [caplog.handler])
+    handler = RunLogHandler(tmp_path / "train.log")
+    record = logging.LogRecord("towerkit", logging.INFO, __file__, 1, "line", None, None)
+    handler.stream.flush = _enospc  # the buffered line cannot reach the disk
+    with caplog.at_level(logging.WARNING, logger="towerkit.lifecycle"):
+        handler.emit(record)
+        handler.close()  # no OSError out of the run's finally
+    assert handler.stream is None
+    assert sum("cannot write the log" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_an_export_that_cannot_be_written_leaves_nothing(walk_prepared, tmp_path, monkeypatch):
     run = tmp_path / "run"
     pipeline.train(small_config(train={"epochs": 1}), walk_prepared, run=run)

@@ -204,7 +204,21 @@ class RunLogHandler(logging.FileHandler):
         if not self.failed:
             super().emit(record)
 
-    def handleError(self, record: logging.LogRecord) -> None:
+    def flush(self) -> None:
+        if self.failed:
+            return
+        try:
+            super().flush()
+        except OSError:
+            self.handleError(None)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the buffered tail of the log, on a disk that is full by now
+            self.handleError(None)
+
+    def handleError(self, record: logging.LogRecord | None) -> None:
         if self.failed:
             return
         self.failed = True
