@@ -221,6 +221,13 @@ def test_a_shard_with_other_columns_or_not_parquet_is_named_on_both_paths(monkey
     with pytest.raises(DataError, match="timestamp is double, not int64"):
         pipeline.prepare(data, progress=False)
 
+    # the same columns in another order are the same log
+    pq.write_table(pa.Table.from_pandas(log.iloc[:10][["timestamp", "item", "user"]],
+                                        preserve_index=False), paths[2])  # fmt: skip
+    streamed, in_memory = prepared_both_ways(monkeypatch, {"path": str(shards)})
+    assert_same(streamed, in_memory)
+    assert len(streamed.encoded) == 760
+
     paths[2].write_bytes(b"not parquet at all")
     with pytest.raises(DataError, match=rf"{paths[2]}: not a readable Parquet file"):
         pipeline.prepare(data, progress=False)

@@ -190,7 +190,7 @@ def parquet_shards(directory: Path) -> list[Path]:
             continue
         if first is None:
             first = (path, schema)
-        elif not schema.equals(first[1]):
+        elif _columns(schema) != _columns(first[1]):  # in any order: columns are read by name
             raise DataError(
                 f"{path}: its columns differ from those of {first[0]} "
                 f"({_schema_difference(schema, first[1])}); the shards of a log share one schema"
@@ -199,6 +199,10 @@ def parquet_shards(directory: Path) -> list[Path]:
     if not shards:
         raise DataError(f"{directory}: no data rows (every Parquet file in it is empty)")
     return shards
+
+
+def _columns(schema: pa.Schema) -> dict[str, pa.DataType]:
+    return {field.name: field.type for field in schema}
 
 
 def _schema_difference(this: pa.Schema, first: pa.Schema) -> str:
@@ -213,7 +217,7 @@ def _schema_difference(this: pa.Schema, first: pa.Schema) -> str:
     for name in this.names:
         if name in first.names and this.field(name).type != first.field(name).type:
             parts.append(f"{name} is {this.field(name).type}, not {first.field(name).type}")
-    return "; ".join(parts) or "the same names in another order"
+    return "; ".join(parts)
 
 
 def read_parquet(path: PathLike) -> pd.DataFrame:
