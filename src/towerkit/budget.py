@@ -13,10 +13,10 @@ have run. The evaluator's ``max_bytes`` is this idea for one stage; this is it f
 
 Example:
     >>> check_memory(config, prepared)  # doctest: +SKIP (ml-1m, data.max_len: 1048576)
-    ConfigError: data.max_len = 1,048,576: an evaluation batch's history ids and vectors would
-    take at least 264 GiB (1,024 users x 1,048,576 positions x (8 bytes + 64 dims x 4 bytes));
-    this machine has 22.7 GiB available: lower data.max_len (or eval.batch_size,
-    model.embedding_dim)
+    ConfigError: data.max_len = 1,048,576: a training batch's history ids and vectors would take
+    at least 520 GiB (1,024 samples x 1,048,576 positions x (8 bytes + 64 dims x 4 bytes x 2
+    with gradients)); this machine has 22.6 GiB available: lower data.max_len (or
+    train.batch_size, model.embedding_dim)
 """
 
 from __future__ import annotations
