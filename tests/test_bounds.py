@@ -18,7 +18,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from towerkit.config import Config, ConfigError, config_from_dict
-from towerkit.sections import UNIONS, Section
+from towerkit.config.explain import _union_of
+from towerkit.sections import Section
 from towerkit.tune import Space, TuneError, read_space
 
 ABSURD_INT = (0, -1, 10**12)
@@ -71,10 +72,9 @@ def _walk(model: type[BaseModel], path=(), base=None) -> Iterator[NumericKey]:
     base = base or {}
     for name, info in model.model_fields.items():
         here = (*path, name)
-        members = typing.get_args(info.annotation)
-        classes = tuple(typing.get_args(m)[0] if typing.get_args(m) else m for m in members)
-        if classes in UNIONS:
-            key, by_tag = UNIONS[classes]
+        union = _union_of(model, name)  # how the error explainer finds a tagged union
+        if union is not None:
+            key, by_tag = union
             for tag, member in by_tag.items():
                 yield from _walk(member, here, _with(base, (*here, key), tag))
             continue

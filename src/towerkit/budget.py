@@ -283,21 +283,17 @@ def check_memory(
         available = on_device if on_device is not None else available_memory()
     for cost in costs:
         logger.debug("memory: %s: %s (%s)", cost.what, _size(cost.nbytes), cost.formula)
+    available_text = f"{where} {_size(available)} available"
     top = costs[0]
     if top.nbytes > available:
-        raise ConfigError(
-            f"{_named(config, top)}: {top.what} would take at least {_size(top.nbytes)} "
-            f"({top.formula}); {where} {_size(available)} available: {_fix(config, top)}"
-        )
+        taken = f"{top.what} would take at least {_size(top.nbytes)} ({top.formula})"
+        raise _refusal(config, top, taken, available_text)
     step = [c for c in costs if c.step]
     total = sum(c.nbytes for c in step)
     if total > available:
-        top = step[0]
         parts = "; ".join(f"{c.what}: {_size(c.nbytes)}" for c in step)
-        raise ConfigError(
-            f"{_named(config, top)}: a training step would take at least {_size(total)} "
-            f"({parts}); {where} {_size(available)} available: {_fix(config, top)}"
-        )
+        taken = f"a training step would take at least {_size(total)} ({parts})"
+        raise _refusal(config, step[0], taken, available_text)
     return costs
 
 
@@ -326,14 +322,12 @@ def blame(config: Config, cost: Cost) -> str:
     return max(keys, key=lambda key: (ratio(key), -keys.index(key)))
 
 
-def _named(config: Config, cost: Cost) -> str:
+def _refusal(config: Config, cost: Cost, taken: str, available: str) -> ConfigError:
+    """``KEY = VALUE: TAKEN; AVAILABLE: lower KEY (or OTHERS)[, HINT]``, KEY from :func:`blame`."""
     key = blame(config, cost)
     value, _ = _setting(config, key)
-    return f"{key} = {_n(value) if isinstance(value, int) else value}"
-
-
-def _fix(config: Config, cost: Cost) -> str:
-    key = blame(config, cost)
     others = [k for k in dict.fromkeys(cost.keys) if k != key]
-    text = f"lower {key}" + (f" (or {', '.join(others)})" if others else "")
-    return f"{text}, {cost.hint}" if cost.hint else text
+    fix = f"lower {key}" + (f" (or {', '.join(others)})" if others else "")
+    fix = f"{fix}, {cost.hint}" if cost.hint else fix
+    shown = _n(value) if isinstance(value, int) else value
+    return ConfigError(f"{key} = {shown}: {taken}; {available}: {fix}")
