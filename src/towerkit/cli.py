@@ -654,10 +654,23 @@ def serve(
             help="Enable POST /admin/reload for requests bearing this token.",
         ),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=1024,
+            help="Threads of the user tower and the index (default: every core but one, which "
+            "the event loop keeps).",
+        ),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP (OpenAPI at /docs, a page at /, metrics at /metrics).
     The user tower runs in onnxruntime; SIGHUP reloads the directory."""
     _require_serving()
+    # Before torch and onnxruntime load: OpenMP reads its wait policy once, when it loads.
+    from towerkit.serve.threads import configure
+
+    configure(threads)
     from towerkit.serve import serve as run_server
 
     console.print(escape(f"loading {directory}; then serving on http://{host}:{port}"))
@@ -668,6 +681,7 @@ def serve(
         index=index,
         index_options=_parse_options(options),
         admin_token=admin_token,
+        threads=threads,
     )
 
 

@@ -371,10 +371,19 @@ class ExportDir(SavedVocabularies):
         return json.loads(path.read_text()) if path.is_file() else None
 
     def retriever(
-        self, index: str | None = None, threads: int = 0, **index_options: Any
+        self,
+        index: str | None = None,
+        threads: int = 0,
+        *,
+        spin: bool = True,
+        **index_options: Any,
     ) -> Retriever:
         """A :class:`~towerkit.retrieval.Retriever` over this export: the ONNX tower, the
-        stored vectors and histories, and the shipped index (or one of ``index`` built now)."""
+        stored vectors and histories, and the shipped index (or one of ``index`` built now).
+
+        Args:
+            threads, spin: the ONNX session's (see :class:`~towerkit.user_towers.OnnxTower`).
+        """
         items = pq.read_table(self.path / ITEMS_FILE)
         item_vectors = _matrix(items.column("vector"))
         titles = None
@@ -382,7 +391,7 @@ class ExportDir(SavedVocabularies):
             titles = np.concatenate([[""], items.column("title").to_numpy(zero_copy_only=False)])
         users = pq.read_table(self.path / USERS_FILE)
         lists = users.column("history").combine_chunks()
-        flat = self.item_vocab.encode(lists.flatten().to_numpy(zero_copy_only=False))
+        flat = self.item_vocab.encode(lists.flatten())  # in Arrow: no Python objects
         offsets = lists.offsets.to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], offsets - offsets[0]])
         interests = self.manifest["interests"]
@@ -405,7 +414,7 @@ class ExportDir(SavedVocabularies):
         else:
             built = index
         return Retriever(
-            OnnxTower(self.path / TOWER_FILE, self.user_features, threads),
+            OnnxTower(self.path / TOWER_FILE, self.user_features, threads, spin=spin),
             max_len=self.manifest["max_len"],
             user_vocab=self.user_vocab,
             item_vocab=self.item_vocab,

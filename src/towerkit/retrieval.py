@@ -82,6 +82,20 @@ def coerce_raw(vocab: Vocab, values: Sequence[Any]) -> np.ndarray:
     return np.asarray([v if isinstance(v, str) else str(v) for v in array], dtype=object)
 
 
+def encode_raw(vocab: Vocab, values: Sequence[Any]) -> np.ndarray:
+    """Raw ids from JSON or a command line -> ids (``KeyError`` naming an unknown id). Ids of
+    the vocab's own type are looked up as they are, in one call; only a batch with another
+    (``"42"`` for integer ids) is coerced value by value first (:func:`coerce_raw`)."""
+    if not isinstance(values, np.ndarray) and len(values) <= 1024:
+        found = vocab.find(values)  # a request's ids, typed as the vocab's: one dict lookup each
+        if found is not None:
+            return found
+    try:
+        return vocab.encode(values)
+    except (KeyError, OverflowError, TypeError, ValueError):
+        return vocab.encode(coerce_raw(vocab, values))
+
+
 class Retriever:
     """A user tower plus an index over the item vectors: raw ids in, top-K raw ids out.
 
@@ -184,7 +198,7 @@ class Retriever:
 
     def encode_users(self, user_ids: Sequence[Any]) -> np.ndarray:
         """Raw user ids -> ids (``KeyError`` naming an id the model never saw)."""
-        return self.user_vocab.encode(coerce_raw(self.user_vocab, user_ids))
+        return encode_raw(self.user_vocab, user_ids)
 
     def user_queries(self, users: np.ndarray) -> np.ndarray:
         """``[B, D]`` query vectors of known users (ids), from their whole history."""
@@ -218,10 +232,15 @@ class Retriever:
         return self.search(self.user_queries(users), k, exclude, where)
 
     def encode_histories(self, histories: Sequence[Sequence[Any]]) -> list[np.ndarray]:
-        """Raw item-id histories -> item ids (``KeyError`` naming an unknown item)."""
-        vocab = self.item_vocab
-        return [vocab.encode(coerce_raw(vocab, h)) if len(h) else np.zeros(0, np.int64)
-                for h in histories]  # fmt: skip
+        """Raw item-id histories -> item ids (``KeyError`` naming an unknown item), all looked
+        up in one call."""
+        flat = [item for h in histories for item in h]
+        codes = encode_raw(self.item_vocab, flat) if flat else np.zeros(0, np.int64)
+        out, start = [], 0
+        for h in histories:
+            out.append(codes[start : start + len(h)])
+            start += len(h)
+        return out
 
     def history_queries(
         self,
@@ -283,7 +302,18 @@ class Retriever:
         filter on item attributes); the ``[B, K, D]`` queries of a model of K interests are
         searched per interest and merged by best score."""
         search = self.index.search if self.interests is None else self.index.search_multi
-        ids, scores = search(queries, k, exclude, where)
+        return self._recommendations(*search(queries, k, exclude, where))
+
+    def similar(
+        self, items: np.ndarray, k: int, exclude=None, where: str | ItemFilter | None = None
+    ) -> Recommendations:
+        """Top-``k`` raw items nearest to items (ids ``[B]``) by their own vectors, the items
+        themselves included unless ``exclude`` leaves them out (one vector per item, whatever
+        the model's interests)."""
+        queries = self.item_vectors[np.asarray(items, dtype=np.int64) - 1]  # (B, D)
+        return self._recommendations(*self.index.search(queries, k, exclude, where))
+
+    def _recommendations(self, ids: np.ndarray, scores: np.ndarray) -> Recommendations:
         valid = ids > 0
         raw = np.full(ids.shape, None, dtype=object)
         raw[valid] = self.item_vocab.decode(ids[valid])

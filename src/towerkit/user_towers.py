@@ -79,14 +79,21 @@ class OnnxTower:
         path: the ONNX file.
         user_features: the encoded user features, to feed known users' stored values.
         threads: onnxruntime's intra-op threads (0: its default).
+        spin: whether its idle threads spin, waiting for work (faster for back-to-back batch
+            calls; a server turns it off, so that they leave their cores to the event loop).
     """
 
-    def __init__(self, path: Path, user_features: FeatureTable, threads: int = 0) -> None:
+    def __init__(
+        self, path: Path, user_features: FeatureTable, threads: int = 0, *, spin: bool = True
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}

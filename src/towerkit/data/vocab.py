@@ -109,6 +109,10 @@ class Vocab:
             unknown: ``"error"`` raises ``KeyError`` naming the ids the vocab has never seen;
                 ``"padding"`` maps them to 0.
         """
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if isinstance(values, pa.Array) and self._arrow is not None:
+            return self._encode_arrow(values, unknown)
         array = _as_numpy(values)
         codes = None
         if array.ndim == 1 and len(array) > 64:  # many ids: Arrow's hash lookup, in C++
@@ -129,6 +133,34 @@ class Vocab:
                 f"the vocab of {len(self)} {self.name}s)"
             )
         return codes.astype(np.int64) + 1
+
+    def _encode_arrow(self, values: pa.Array, unknown: str) -> np.ndarray:
+        """Arrow ids looked up in Arrow (C++, without the GIL): a server loading a million
+        histories of text ids held the GIL for 100+ ms turning them into Python strings."""
+        known = self._arrow
+        if pa.types.is_integer(values.type) == pa.types.is_integer(known.type):
+            try:
+                wanted = values.cast(known.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                wanted = None
+            if wanted is not None:
+                codes = pc.index_in(wanted, value_set=known)
+                if unknown == "padding" or codes.null_count == 0:
+                    return codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+        return self.encode(values.to_numpy(zero_copy_only=False), unknown=unknown)
+
+    def find(self, values: Iterable) -> np.ndarray | None:
+        """The ids of raw ids exactly as given (no conversion: ``"42"`` is not ``42``), or None
+        where one of them is unknown (or unhashable). For a request's few ids the quickest way:
+        one dict lookup each, without numpy in between; :meth:`encode` names what is unknown."""
+        get = self._lookup.get
+        try:
+            codes = [get(value, -1) for value in values]
+        except TypeError:
+            return None
+        if -1 in codes:
+            return None
+        return np.array(codes, dtype=np.int64) + 1
 
     @cached_property
     def _lookup(self) -> dict:

@@ -134,8 +134,8 @@ class Index(ABC):
         ids = ids.astype(np.int64)
         if len(np.unique(ids)) != len(ids):
             raise IndexArgumentError("ids must be unique")
-        self.ids, self.dim = ids, vectors.shape[1]
-        self._order = np.argsort(ids, kind="stable")
+        self.dim = vectors.shape[1]
+        self._set_ids(ids)
         self.set_attributes(attributes)
         self._build(vectors)
         return self
@@ -289,9 +289,8 @@ class Index(ABC):
         if meta["kind"] != cls.kind:
             raise IndexArgumentError(f"{path} holds a {meta['kind']} index, not {cls.kind}")
         index = cls(meta["similarity"], normalize=meta["normalize"], **meta["options"])
-        index.ids = np.load(path / IDS_FILE)
+        index._set_ids(np.load(path / IDS_FILE))
         index.dim = int(meta["dim"])
-        index._order = np.argsort(index.ids, kind="stable")
         if (path / ATTRIBUTES_FILE).exists():
             import pyarrow.parquet as pq
 
@@ -341,6 +340,17 @@ class Index(ABC):
     @abstractmethod
     def _load(self, path: Path) -> None: ...
 
+    def _set_ids(self, ids: np.ndarray) -> None:
+        """The ids of the vectors (position order), with what maps ids to positions: their
+        sort order, or, for ids ``first..first + n - 1`` in order (every index towerkit
+        builds), a subtraction."""
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self._order = np.argsort(self.ids, kind="stable")
+        self._sorted_ids = self.ids[self._order]
+        first = int(self.ids[0]) if len(self.ids) else 0
+        contiguous = np.array_equal(self.ids, np.arange(first, first + len(self.ids)))
+        self._first = first if contiguous else None
+
     def _exclusions(
         self, exclude: Exclusions, n_queries: int
     ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -363,10 +373,14 @@ class Index(ABC):
             np.cumsum([len(e) for e in lists], out=indptr[1:])
             values = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
         # ids -> positions; ids not in the index are dropped.
-        sorted_ids = self.ids[self._order]
-        slot = np.searchsorted(sorted_ids, values).clip(0, len(sorted_ids) - 1)
-        known = sorted_ids[slot] == values
-        positions = self._order[slot]
+        if self._first is not None:
+            positions = values - self._first
+            known = (positions >= 0) & (positions < len(self.ids))
+        else:
+            sorted_ids = self._sorted_ids
+            slot = np.searchsorted(sorted_ids, values).clip(0, len(sorted_ids) - 1)
+            known = sorted_ids[slot] == values
+            positions = self._order[slot]
         row = np.repeat(np.arange(n_queries), np.diff(indptr))
         row, positions = row[known], positions[known]
         new_indptr = np.zeros(n_queries + 1, dtype=np.int64)

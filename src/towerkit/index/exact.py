@@ -60,7 +60,10 @@ def chunked_topk(
             lengths = np.diff(indptr[begin : end + 1])
             row = np.repeat(np.arange(end - begin), lengths)
             col = excluded[indptr[begin] : indptr[end]] - first_id
-            block[torch.from_numpy(row), torch.from_numpy(col)] = float("-inf")
+            if block.device.type == "cpu":  # numpy's fancy assignment: a tenth of torch's cost
+                block.numpy()[row, col] = float("-inf")
+            else:
+                block[torch.from_numpy(row), torch.from_numpy(col)] = float("-inf")
         top_scores, top_idx = torch.topk(block, k, dim=1)
         ids[begin:end] = top_idx.cpu().numpy() + first_id
         scores[begin:end] = top_scores.cpu().numpy()

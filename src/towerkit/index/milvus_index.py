@@ -353,8 +353,8 @@ class MilvusIndex(Index):
         """
         index = cls(similarity, normalize=normalize, **options)
         index.pinned = index.pinned or index.collection
-        index.ids, index.dim = np.asarray(ids, dtype=np.int64), int(dim)
-        index._order = np.argsort(index.ids, kind="stable")
+        index._set_ids(np.asarray(ids, dtype=np.int64))
+        index.dim = int(dim)
         index.set_attributes(attributes)
         index._load(Path(index.where))
         return index
@@ -487,7 +487,7 @@ class MilvusIndex(Index):
         if self.pinned is None:
             raise IndexArgumentError("the milvus index has no collection: call build() first")
         queries = self._prepare(queries)
-        sorted_ids = self.ids[self._order]
+        sorted_ids = self._sorted_ids
         expression = "" if where is None else where.expression
 
         def search_rows(rows: np.ndarray, n_fetch: int) -> tuple[np.ndarray, np.ndarray]:

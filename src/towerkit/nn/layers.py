@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from towerkit.types import FeatureTable
@@ -113,8 +114,11 @@ class HistoryPooling(nn.Module):
         pooled = self._pool(embedded, mask)  # (B, D)
         if not self.recent:
             return pooled
-        # The last k slots, most recent last; padding slots are zeroed.
-        recent = embedded[:, -self.recent :] * mask[:, -self.recent :, None]  # (B, k, D)
+        # The last k slots, most recent last; padding slots are zeroed. Padded by k first, so
+        # that a history narrower than k (a server pads a batch to its longest) still gives k
+        # slots; a pad rather than a branch on the width, which ONNX tracing would freeze.
+        real = embedded * mask[..., None]  # (B, L, D)
+        recent = F.pad(real, (0, 0, self.recent, 0))[:, -self.recent :]  # (B, k, D)
         return torch.cat([pooled, recent.flatten(1)], dim=1)
 
     def _pool(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

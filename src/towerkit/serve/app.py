@@ -23,8 +23,9 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from towerkit.index import VectorDatabaseError
-from towerkit.serve.routes import admin_routes, router
+from towerkit.serve.routes import admin_routes, document_bodies, router
 from towerkit.serve.state import Metrics, ServerState
+from towerkit.serve.threads import configure as configure_threads
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,7 @@ class Observe:
         finally:
             # The route's template (/users/{user}/history), not the path: labels stay few.
             endpoint = getattr(scope.get("route"), "path", "(no route)")
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.observe(endpoint, status, time.perf_counter() - start)
 
 
 async def _unavailable(request: Request, err: Exception) -> JSONResponse:
@@ -93,10 +93,17 @@ def create_app(
     index_options: dict[str, Any] | None = None,
     admin_token: str | None = None,
     max_body: int = MAX_BODY,
-    max_wait: float = 0.002,
+    threads: int | None = None,
 ) -> FastAPI:
     """The server app for a run or export directory (loaded now: a broken directory fails
-    here, before any request)."""
+    here, before any request).
+
+    Args:
+        threads: the tower's and the index's threads (default: every core but one; see
+            :func:`towerkit.serve.threads.configure`, which ``towerkit serve`` calls before
+            torch loads).
+    """
+    chosen = configure_threads(threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -112,7 +119,7 @@ def create_app(
     app = FastAPI(title="towerkit", summary="Recommendations from a trained matching model",
                   lifespan=lifespan)  # fmt: skip
     state = ServerState(app.state, source, index=index, index_options=index_options or {},
-                        max_wait=max_wait)  # fmt: skip
+                        threads=chosen.compute)  # fmt: skip
     app.state.server = state
     app.version = state.served.version
     app.add_middleware(Observe, metrics=state.metrics, max_body=max_body)
@@ -121,6 +128,14 @@ def create_app(
     app.include_router(router)
     if admin_token:
         app.include_router(admin_routes(admin_token))
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_bodies(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 
@@ -132,11 +147,13 @@ def serve(
     index: str | None = None,
     index_options: dict[str, Any] | None = None,
     admin_token: str | None = None,
+    threads: int | None = None,
 ) -> None:
     """Run the server with uvicorn until interrupted."""
     import uvicorn
 
-    app = create_app(source, index=index, index_options=index_options, admin_token=admin_token)
+    app = create_app(source, index=index, index_options=index_options, admin_token=admin_token,
+                     threads=threads)  # fmt: skip
     # A request leaves a few hundred container objects behind for a moment; at the default
     # threshold (700) the young generation was collected every other request or so. 20,000
     # cuts the id request's p99 by a quarter (benchmarks/serve_load.py) for a few MB.

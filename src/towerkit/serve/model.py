@@ -1,12 +1,10 @@
-"""What a server serves: an export's retriever, its version and catalogue, loaded from a run or
-an export directory (a run is exported to a temporary directory first, so the user tower always
-runs in onnxruntime)."""
+"""What a server serves: an export's retriever, its version and catalogue (loaded by
+:mod:`towerkit.serve.loading`), and its answers as JSON-ready items."""
 
 from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,9 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from towerkit.export import MANIFEST_FILE, ExportDir, export_run
 from towerkit.retrieval import Recommendations, Retriever
-from towerkit.runs import RUN_FILE, RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +61,17 @@ class Served:
         return raw, np.char.lower(labels.astype(str))
 
     def search_items(self, prefix: str, limit: int) -> list[dict[str, Any]]:
-        """Catalogue items whose title (or id) contains ``prefix``; those starting with it
-        first."""
+        """Catalogue items whose title (or id) contains ``prefix``, case aside: the exact
+        matches first, then those starting with it, then the rest (catalogue order within
+        each)."""
         raw, labels = self.catalogue
         needle = prefix.strip().lower()
         if not needle:
             return []
         contains = np.flatnonzero(np.char.find(labels, needle) >= 0)
-        starts = np.char.startswith(labels[contains], needle)
-        order = contains[np.argsort(~starts, kind="stable")][:limit]
+        found = labels[contains]
+        rank = np.where(found == needle, 0, np.where(np.char.startswith(found, needle), 1, 2))
+        order = contains[np.argsort(rank, kind="stable")][:limit]
         titles = self.retriever.titles
         return [
             {"id": _plain(raw[i]), "title": None if titles is None else str(titles[i + 1])}
@@ -90,51 +88,18 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def load_served(path: str | Path, index: str | None = None, **options: Any) -> Served:
-    """A run directory (exported to a temporary directory first) or an export directory.
-
-    Raises:
-        ExportError, RunDirError: not a usable directory (unfinished, broken, changed).
-    """
-    path = Path(path)
-    tmp = None
-    if (path / RUN_FILE).exists() and not (path / MANIFEST_FILE).exists():
-        run = RunDir(path)
-        run.require_finished()
-        tmp = Path(tempfile.mkdtemp(prefix="towerkit-serve-"))
-        try:
-            export_dir = export_run(run, tmp / "export", index=index, index_options=options)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    else:
-        export_dir = path
-    try:
-        export = ExportDir(export_dir)
-        retriever = export.retriever(index, threads=1, **options)
-        report = export.report()
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    kind = index or export.manifest["index"]["kind"]
-    logger.info("serving %s (model %s, index %s)", path, export.version, kind)
-    return Served(retriever, path, export.version, kind, export.manifest, tmp, report)
-
-
-def to_items(recs: Recommendations, row: int, k: int) -> list[dict[str, Any]]:
-    """One row of recommendations as JSON-ready items (padding dropped)."""
+def answers(recs: Recommendations, ks: list[int]) -> list[list[dict[str, Any]]]:
+    """Each row of recommendations as JSON-ready items, its first ``k`` (padding dropped)."""
+    ids = recs.items.tolist()
+    scores = recs.scores.tolist()
+    titles = recs.titles.tolist() if recs.titles is not None else None
+    found = (recs.ids > 0).sum(axis=1).tolist()
     out = []
-    for rank in range(min(k, recs.items.shape[1])):
-        item = recs.items[row, rank]
-        if item is None:
-            break
-        title = None if recs.titles is None else recs.titles[row, rank]
-        out.append(
-            {
-                "id": _plain(item),
-                "title": None if title is None else str(title),
-                "score": float(recs.scores[row, rank]),
-            }
-        )
+    for row, k in enumerate(ks):
+        n = min(k, found[row])
+        names = titles[row][:n] if titles is not None else [None] * n
+        out.append([
+            {"id": i, "title": t if t is None or type(t) is str else str(t), "score": s}
+            for i, t, s in zip(ids[row][:n], names, scores[row][:n], strict=True)
+        ])  # fmt: skip
     return out

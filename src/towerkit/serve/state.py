@@ -10,74 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from towerkit.errors import TowerkitError
-from towerkit.index import ItemFilter
+from towerkit.export import ExportError
 from towerkit.serve.batching import MicroBatcher
-from towerkit.serve.model import Served, load_served, to_items
+from towerkit.serve.jobs import run_jobs
+from towerkit.serve.loading import is_run, load_export, load_served
+from towerkit.serve.model import Served
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Job:
-    """One query, encoded: a known user (``user`` > 0) or a history."""
-
-    served: Served
-    user: int
-    history: np.ndarray | None
-    features: dict[str, Any] | None
-    exclude: np.ndarray
-    k: int
-    where: ItemFilter | None = None
-
-
-def run_jobs(jobs: Sequence[Job]) -> list[Any]:
-    """Answer jobs together: one tower call for the histories, one search per model and
-    filter."""
-    results: list[Any] = [None] * len(jobs)
-    by_model: dict[tuple[int, str | None], list[int]] = {}
-    for position, job in enumerate(jobs):
-        where = None if job.where is None else job.where.expression
-        by_model.setdefault((id(job.served), where), []).append(position)
-    for positions in by_model.values():
-        try:
-            _run_group([jobs[p] for p in positions], positions, results)
-        except Exception as err:
-            for p in positions:
-                results[p] = err
-    return results
-
-
-def _run_group(jobs: list[Job], positions: list[int], results: list[Any]) -> None:
-    retriever = jobs[0].served.retriever
-    known = [i for i, job in enumerate(jobs) if job.history is None]
-    new = [i for i, job in enumerate(jobs) if job.history is not None]
-    blocks = []
-    if known:
-        blocks.append((known, retriever.user_queries(np.asarray([jobs[i].user for i in known]))))
-    if new:
-        blocks.append((new, retriever.history_queries(
-            [jobs[i].history for i in new], [jobs[i].features for i in new]
-        )))  # fmt: skip
-    # [D] per job, or [K, D] for a multi-interest model (searched per interest, merged)
-    queries = np.empty((len(jobs), *blocks[0][1].shape[1:]), dtype=np.float32)
-    for rows, block in blocks:
-        queries[rows] = block
-    recs = retriever.search(
-        queries, max(job.k for job in jobs), [job.exclude for job in jobs], jobs[0].where
-    )
-    for row, (job, position) in enumerate(zip(jobs, positions, strict=True)):
-        results[position] = to_items(recs, row, job.k)
 
 
 class Metrics:
@@ -100,6 +52,21 @@ class Metrics:
             "towerkit_reloads", "Reloads by outcome", ["outcome"], registry=self.registry
         )
 
+        # The labelled children, found once each (labels() takes a lock and builds a key).
+        self._counts: dict[tuple[str, int], Any] = {}
+        self._latencies: dict[str, Any] = {}
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count a request answered and its latency."""
+        latency = self._latencies.get(endpoint)
+        if latency is None:
+            latency = self._latencies[endpoint] = self.latency.labels(endpoint)
+        count = self._counts.get((endpoint, status))
+        if count is None:
+            count = self._counts[endpoint, status] = self.requests.labels(endpoint, str(status))
+        latency.observe(seconds)
+        count.inc()
+
     def serving(self, served: Served) -> None:
         self.model.clear()
         self.model.labels(served.version, served.index, served.manifest["model"]).set(1)
@@ -108,18 +75,17 @@ class Metrics:
 def _freeze_heap() -> None:
     """Move every object alive now out of the garbage collector's reach: the loaded model
     (vocabularies, histories, titles: millions of objects) would otherwise be traversed by each
-    full collection, a pause of a hundred milliseconds or more in the middle of requests."""
+    full collection, a pause of a hundred milliseconds or more in the middle of requests. At
+    start only: it collects first, which a server answering requests cannot afford."""
     gc.collect()
     gc.freeze()
 
 
 def retire(old: Served) -> None:
-    """Close a replaced model and give its objects back to the collector (frozen, a cycle in
-    them would never be freed); once this callback has let go of it, what is still alive is
-    frozen again."""
+    """Close a replaced model. Its objects stay frozen (handing them back to the collector
+    meant a full collection of the whole heap on the event loop: 0.7 s of stalled requests
+    after 10 reloads); as they are let go, reference counting frees them all the same."""
     old.close()
-    gc.unfreeze()
-    asyncio.get_running_loop().call_soon(_freeze_heap)
 
 
 class ServerState:
@@ -131,7 +97,7 @@ class ServerState:
         source: the run or export directory served first (loaded now: a broken directory fails
             here, before any request).
         index, index_options: the index to search (default: the export's, or the run's).
-        max_wait: the micro-batcher's window.
+        threads: the tower's and the index's threads (see :mod:`towerkit.serve.threads`).
     """
 
     def __init__(
@@ -141,14 +107,15 @@ class ServerState:
         *,
         index: str | None,
         index_options: dict[str, Any],
-        max_wait: float,
+        threads: int,
     ) -> None:
         self.state, self.index, self.options = state, index, dict(index_options)
-        self.state.served = load_served(source, index, **self.options)
+        self.threads = threads
+        self.state.served = load_served(source, index, threads, **self.options)
         _freeze_heap()
         self.metrics = Metrics()
         self.metrics.serving(self.served)
-        self.batcher = MicroBatcher(run_jobs, max_wait=max_wait)
+        self.batcher = MicroBatcher(run_jobs)
         self._reload_lock = asyncio.Lock()
 
     @property
@@ -156,27 +123,45 @@ class ServerState:
         return self.state.served
 
     async def reload(self, path: str) -> Served:
-        """Load ``path`` off the event loop and swap it in; a directory that cannot be served
-        is refused (422) and the old model serves on."""
+        """Load ``path`` off the event loop, probe it, and swap it in; a directory that cannot
+        be served is refused (422) and the old model serves on. A run directory is exported by
+        another process (``towerkit export``), at a lower priority, so that the export's work
+        stalls no request."""
         async with self._reload_lock:
             loop = asyncio.get_running_loop()
             try:
-                new = await loop.run_in_executor(
-                    None, lambda: load_served(path, self.index, **self.options)
-                )
+                new = await self._load(Path(path), loop)
             except (TowerkitError, ValueError, KeyError, OSError) as err:
                 self.metrics.reloads.labels("refused").inc()
                 logger.warning("reload of %s refused: %s", path, err)
                 message = f"reload refused, still serving the old model: {err}"
                 raise HTTPException(422, message) from None
             old, self.state.served = self.served, new
-            _freeze_heap()
+            gc.freeze()  # the new model's objects out of the collector's reach (no collection)
             self.metrics.serving(new)
             self.metrics.reloads.labels("done").inc()
             logger.info("reloaded %s (model %s)", path, new.version)
             # Requests in flight hold the old model; it goes once they had time to end.
             loop.call_later(30.0, retire, old)
             return new
+
+    async def _load(self, path: Path, loop: asyncio.AbstractEventLoop) -> Served:
+        if not is_run(path):
+            return await loop.run_in_executor(
+                None, lambda: load_export(path, path, self.index, self.threads, **self.options)
+            )
+        tmp = Path(tempfile.mkdtemp(prefix="towerkit-serve-"))
+        try:
+            await export_elsewhere(path, tmp / "export", self.index, self.options)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return await loop.run_in_executor(
+            None,
+            lambda: load_export(
+                tmp / "export", path, self.index, self.threads, tmp=tmp, **self.options
+            ),
+        )
 
     async def hangup(self) -> None:
         """SIGHUP: reload the directory served now (a refusal is logged; the old model serves
@@ -187,3 +172,29 @@ class ServerState:
     def close(self) -> None:
         self.batcher.close()
         self.served.close()
+
+
+async def export_elsewhere(
+    run: Path, out: Path, index: str | None, options: dict[str, Any]
+) -> None:
+    """``towerkit export RUN --out OUT`` in a child process of lower priority, on one thread.
+
+    Raises:
+        ExportError: the export failed (its message, as the command printed it).
+    """
+    command = [sys.executable, "-m", "towerkit.cli", "-q", "export", str(run), "--out", str(out)]
+    if index is not None:
+        command += ["--index", index]
+    for key, value in options.items():  # YAML reads JSON's values back as they were
+        command += ["-o", f"{key}={json.dumps(value)}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    with contextlib.suppress(OSError):  # a lower priority is a courtesy, not a requirement
+        os.setpriority(os.PRIO_PROCESS, child.pid, 10)
+    _, stderr = await child.communicate()
+    if child.returncode != 0:
+        lines = stderr.decode(errors="replace").strip().splitlines() or ["(no message)"]
+        said = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+        raise ExportError(f"{run}: the export failed: {said[-1] if said else lines[-1]}")
