@@ -439,6 +439,46 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_the_batcher_waits_for_nothing_and_batches_what_arrives_meanwhile():
+    """A lone job runs at once (no window to wait out); jobs of the same turn of the loop go
+    as one batch; jobs that arrive while a batch runs go together as the next; a batch that
+    ``inline`` calls cheap runs on the event loop's thread, the others in the worker."""
+    import asyncio
+
+    from towerkit.serve.batching import MicroBatcher
+
+    batches, threads, release = [], [], threading.Event()
+
+    def run(jobs):
+        batches.append(list(jobs))
+        threads.append(threading.current_thread() is threading.main_thread())
+        if "slow" in jobs:
+            release.wait(10)
+        return [job if job == "slow" else 2 * job for job in jobs]
+
+    async def main() -> float:
+        batcher = MicroBatcher(run, inline=lambda jobs: jobs == [7])
+        start = time.perf_counter()
+        assert await batcher.submit(1) == 2
+        lone = time.perf_counter() - start
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(3))) == [0, 2, 4]
+        slow = asyncio.ensure_future(batcher.submit("slow"))
+        await asyncio.sleep(0.05)  # the slow batch holds the worker
+        later = [asyncio.ensure_future(batcher.submit(i)) for i in (10, 11)]
+        await asyncio.sleep(0.05)
+        assert not any(f.done() for f in later)  # waiting for the worker, not for a timer
+        release.set()
+        assert await slow == "slow" and [await f for f in later] == [20, 22]
+        assert await batcher.submit(7) == 14  # cheap: on the loop
+        batcher.close()
+        return lone
+
+    lone = asyncio.run(main())
+    assert batches == [[1], [0, 1, 2], ["slow"], [10, 11], [7]]
+    assert threads == [False, False, False, False, True]
+    assert lone < 0.05
+
+
 def test_autocomplete_puts_exact_titles_first():
     """Exact matches (case aside), then titles starting with the text, then the rest."""
     from types import SimpleNamespace

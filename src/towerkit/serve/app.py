@@ -125,9 +125,11 @@ def create_app(
     app.add_middleware(Observe, metrics=state.metrics, max_body=max_body)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(VectorDatabaseError, _unavailable)
-    app.include_router(router)
+    # The routes themselves, not include_router: FastAPI keeps an included router as a router
+    # of its own, matched and dispatched on every request before the route is.
+    app.router.routes.extend(router.routes)
     if admin_token:
-        app.include_router(admin_routes(admin_token))
+        app.router.routes.extend(admin_routes(admin_token).routes)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

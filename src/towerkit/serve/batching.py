@@ -9,6 +9,10 @@ loop (with whatever else arrived in that turn), and jobs that arrive while a bat
 for it and go together as the next one. A lone request waits for nothing; under load, batches
 grow with the load. (A fixed 2 ms window cost a lone request 2 ms for nothing: a p50 of 5.5 ms
 at one connection, against 1.1 ms for a bare endpoint.)
+
+A batch whose work is smaller than handing it to the thread and back (``inline`` says so) runs
+on the event loop itself: the hand-over (a future, a wake-up of each thread, the GIL passed
+back and forth) cost a by-id request more CPU than its search, and 20% of its rate.
 """
 
 from __future__ import annotations
@@ -29,12 +33,18 @@ class MicroBatcher(Generic[Job]):
         run: ``jobs -> results``, one result per job in order (an exception for a job may be
             returned in its place and is raised to that job's caller).
         max_batch: the most jobs in one batch.
+        inline: ``jobs -> bool``: whether a batch is cheap enough to run on the event loop
+            (None: every batch goes to the worker).
     """
 
     def __init__(
-        self, run: Callable[[Sequence[Job]], Sequence[Any]], *, max_batch: int = 256
+        self,
+        run: Callable[[Sequence[Job]], Sequence[Any]],
+        *,
+        max_batch: int = 256,
+        inline: Callable[[Sequence[Job]], bool] | None = None,
     ) -> None:
-        self.run, self.max_batch = run, max_batch
+        self.run, self.max_batch, self.inline = run, max_batch, inline
         self._pending: list[tuple[Job, asyncio.Future]] = []
         self._scheduled = False  # a flush waits for its turn of the loop
         self._running = 0  # batches handed to the worker and not back yet
@@ -68,8 +78,25 @@ class MicroBatcher(Generic[Job]):
         while self._pending:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
+            jobs = [job for job, _ in batch]
+            if self.inline is not None and self.inline(jobs):
+                self._answer(batch, self._inline(jobs))
+                continue
             self._running += 1
             asyncio.get_running_loop().create_task(self._run(batch))
+
+    def _inline(self, jobs: list[Job]) -> Sequence[Any]:
+        self.batches += 1
+        try:
+            return self.run(jobs)
+        except Exception as err:
+            return [err] * len(jobs)
+
+    @staticmethod
+    def _answer(batch: list[tuple[Job, asyncio.Future]], results: Sequence[Any]) -> None:
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def _run(self, batch: list[tuple[Job, asyncio.Future]]) -> None:
         jobs = [job for job, _ in batch]
@@ -81,9 +108,7 @@ class MicroBatcher(Generic[Job]):
             results = [err] * len(batch)
         finally:
             self._running -= 1
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        self._answer(batch, results)
         if not self._running and not self._scheduled:
             self._flush()  # what arrived meanwhile goes now, as one batch
 

@@ -36,6 +36,9 @@ class Served:
     _tmp: Path | None = field(default=None, repr=False)
     #: the run's report charts (``report.json`` of the export), None where it has none
     report: dict[str, Any] | None = field(default=None, repr=False)
+    #: (seconds per batch, seconds per query) of batches by kind of query ("user": a known
+    #: user's or an item's, a search; "history": the tower and a search), measured by the probe
+    seconds: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
 
     @property
     def max_len(self) -> int:

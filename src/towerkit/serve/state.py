@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from towerkit.errors import TowerkitError
 from towerkit.export import ExportError
 from towerkit.serve.batching import MicroBatcher
-from towerkit.serve.jobs import run_jobs
+from towerkit.serve.jobs import Job, run_jobs
 from towerkit.serve.loading import is_run, load_export, load_served
 from towerkit.serve.model import Served
 
@@ -72,6 +73,30 @@ class Metrics:
         self.model.labels(served.version, served.index, served.manifest["model"]).set(1)
 
 
+#: the longest a batch may hold the event loop (as its model's probe predicts it): handing a
+#: by-id batch to the worker thread and back cost more CPU than running it, and 20% of the
+#: requests/s (benchmarks/serve_load.py); a millisecond is what a request waits for a turn of
+#: the loop under load anyway
+INLINE_SECONDS = 1e-3
+
+
+def cheap(jobs: Sequence[Job]) -> bool:
+    """Whether a batch runs on the event loop rather than in the worker, by the seconds its
+    model's probe measured for each kind of query (a model without them: never)."""
+    counts: dict[tuple[int, str], int] = {}
+    for job in jobs:
+        key = (id(job.served), "history" if job.history is not None else "user")
+        counts[key] = counts.get(key, 0) + 1
+    served = {id(job.served): job.served for job in jobs}
+    total = 0.0
+    for (model, kind), n in counts.items():
+        seconds = served[model].seconds.get(kind)
+        if seconds is None:
+            return False
+        total += seconds[0] + n * seconds[1]
+    return total <= INLINE_SECONDS
+
+
 def _freeze_heap() -> None:
     """Move every object alive now out of the garbage collector's reach: the loaded model
     (vocabularies, histories, titles: millions of objects) would otherwise be traversed by each
@@ -115,7 +140,7 @@ class ServerState:
         _freeze_heap()
         self.metrics = Metrics()
         self.metrics.serving(self.served)
-        self.batcher = MicroBatcher(run_jobs)
+        self.batcher = MicroBatcher(run_jobs, inline=cheap)
         self._reload_lock = asyncio.Lock()
 
     @property
