@@ -353,9 +353,10 @@ def write(rows, inprocess, reload_rows, thread_rows, args, load_before, load_aft
         )
     lines += [
         "\n## The same work in process (no HTTP)\n",
-        "Median milliseconds of the server's encoding and job runner, one thread for the tower "
-        "and the index: one id query, one history query (tower + search), a batch of 100 users, "
-        "a batch of 100 histories.\n",
+        "Median milliseconds of the server's encoding and job runner in the benchmark's process "
+        "(the tower on one onnxruntime thread, the index with torch's default threads): one id "
+        "query, one history query (tower + search), a batch of 100 users, a batch of 100 "
+        "histories.\n",
         "| model | index | id ms | history ms | 100 users ms | 100 histories ms |",
         "|---|---|---:|---:|---:|---:|",
     ]
