@@ -439,6 +439,36 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_the_server_sizes_its_threads_before_torch_loads():
+    """`configure` runs before torch: the pools get every core but one (or --threads), the
+    OpenMP idle threads sleep unless the user chose otherwise, and torch reads both."""
+    import os
+
+    from towerkit.serve.threads import available_cores, default_threads
+
+    # As `towerkit serve` does: configure, then the app (torch loaded) configures again.
+    code = ("import os; from towerkit.serve.threads import configure; t = configure({0}); "
+            "import torch; configure({0}); print(t.compute, os.environ['OMP_WAIT_POLICY'], "
+            "os.environ['OMP_NUM_THREADS'], torch.get_num_threads(), t.passive)")  # fmt: skip
+
+    def run(threads, **env):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+        done = subprocess.run([sys.executable, "-c", code.format(threads)], env={**clean, **env},
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert run(3) == ["3", "PASSIVE", "3", "3", "True"]
+    expected = str(default_threads(available_cores()))
+    assert run(None) == [expected, "PASSIVE", expected, expected, "True"]
+    assert run(2, OMP_WAIT_POLICY="ACTIVE") == ["2", "ACTIVE", "2", "2", "False"]
+    assert default_threads(1) == 1 and default_threads(16) == 15
+    with pytest.raises(ValueError, match="at least 1"):
+        from towerkit.serve.threads import configure
+
+        configure(0)
+
+
 def test_the_batcher_waits_for_nothing_and_batches_what_arrives_meanwhile():
     """A lone job runs at once (no window to wait out); jobs of the same turn of the loop go
     as one batch; jobs that arrive while a batch runs go together as the next; a batch that

@@ -201,9 +201,15 @@ class Retriever:
         return encode_raw(self.user_vocab, user_ids)
 
     def user_queries(self, users: np.ndarray) -> np.ndarray:
-        """``[B, D]`` query vectors of known users (ids), from their whole history."""
+        """``[B, D]`` query vectors of known users (ids), from their whole history (the stored
+        ones where there are)."""
         if self.user_vectors is not None:
             return self.user_vectors[users]
+        return self.tower_queries(users)
+
+    def tower_queries(self, users: np.ndarray) -> np.ndarray:
+        """``[B, D]`` query vectors of known users (ids) as the tower computes them now, from
+        their whole history and stored side features."""
         starts, ends = self._offsets[users], self._offsets[users + 1]
         history = gather_history(self._items, starts, ends, self.max_len)
         return self._encode(users, history, None)

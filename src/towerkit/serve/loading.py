@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from towerkit.data.history import gather_history
 from towerkit.errors import TowerkitError
 from towerkit.export import MANIFEST_FILE, PARITY_TOLERANCE, ExportDir, ExportError, export_run
 from towerkit.runs import RUN_FILE, RunDir
@@ -115,10 +114,8 @@ def probe(served: Served) -> None:
             raise ExportError(f"{where}: {what} of shape {got}, the manifest says {expected}")
     users = np.unique(np.linspace(1, n_users, min(8, n_users)).astype(np.int64))
     stored = retriever.user_vectors[users]  # (B, D) or (B, K, D)
-    offsets = retriever._offsets
-    history = gather_history(retriever._items, offsets[users], offsets[users + 1], served.max_len)
     try:
-        got = np.asarray(retriever.tower(users, history, None), dtype=np.float32)
+        got = np.asarray(retriever.tower_queries(users), dtype=np.float32)
     except Exception as err:
         raise ExportError(f"{where}: the user tower cannot answer a history ({err})") from None
     if got.shape != stored.shape:

@@ -105,7 +105,9 @@ def _filter(served: Served, text: str | None) -> ItemFilter | None:
         raise HTTPException(422, str(err)) from None
 
 
-def _jobs(served: Served, queries: Sequence[RecommendRequest], numbered: bool) -> list[Any]:
+def _jobs(
+    served: Served, queries: Sequence[RecommendRequest], numbered: bool
+) -> list[tuple[Job, bool]]:
     """Validate and encode queries (4xx naming what is wrong: in a batch, which query), each
     kind of id looked up once for them all; ``(job, history truncated)`` per query."""
     try:
@@ -141,9 +143,10 @@ def _encode(served: Served, queries: Sequence[RecommendRequest]) -> list[tuple[J
             raise HTTPException(422, f"exclude: {_message(err)}") from None
     known = [query.user for query in queries if query.user is not None]
     try:
-        users = iter(retriever.encode_users(known).tolist() if known else [])
+        codes = retriever.encode_users(known) if known else np.zeros(0, np.int64)
     except KeyError as err:
         raise HTTPException(404, _message(err)) from None
+    users, seen = iter(codes.tolist()), iter(retriever.seen(codes))
     try:
         histories = iter(retriever.encode_histories(
             [query.history for query in queries if query.history is not None]
@@ -160,9 +163,9 @@ def _encode(served: Served, queries: Sequence[RecommendRequest]) -> list[tuple[J
     for query, exclude in zip(queries, excludes, strict=True):
         where = filters[query.filter]
         if query.user is not None:
-            user = next(users)
+            user, items = next(users), next(seen)
             if query.filter_seen:
-                exclude = np.concatenate([exclude, retriever.seen(np.asarray([user]))[0]])
+                exclude = np.concatenate([exclude, items])
             out.append((Job(served, query.k, exclude, where, user=user), False))
             continue
         history = next(histories)

@@ -88,8 +88,13 @@ def configure(threads: int | None = None) -> Threads:
         import faiss
 
         faiss.omp_set_num_threads(compute)
-    logger.info("serving threads: %d of %d cores for the tower and the index", compute, cores)
+    if _said.get("threads") != (compute, cores):  # once (the CLI configures, then the app)
+        logger.info("serving threads: %d of %d cores for the tower and the index", compute, cores)
+        _said["threads"] = (compute, cores)
     return Threads(compute=compute, cores=cores, passive=passive)
+
+
+_said: dict[str, tuple[int, int]] = {}
 
 
 __all__ = ["Threads", "available_cores", "configure", "default_threads"]
