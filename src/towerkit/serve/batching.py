@@ -113,8 +113,8 @@ class MicroBatcher(Generic[Job]):
             self._flush()  # what arrived meanwhile goes now, as one batch
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` in the worker thread now (work that is not a query: a readiness
-        check, a reload's warm-up)."""
+        """Run ``fn(*args)`` in the worker thread now (work that is not a query: the readiness
+        check, which may ask a vector database)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
