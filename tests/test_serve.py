@@ -674,11 +674,15 @@ def test_the_admin_route_belongs_to_the_app_given_the_token(runs, tmp_path):
     from towerkit.serve.app import create_app
 
     export = export_run(runs["youtube_dnn"], tmp_path / "yt")
+    import torch
+
+    threads = torch.get_num_threads()
     try:
         with_token = create_app(export, admin_token=TOKEN)
         without = create_app(export)
     finally:
         gc.unfreeze()
+    assert torch.get_num_threads() == threads  # an app leaves the process's pools to serve()
     paths = {app: set(app.openapi()["paths"]) for app in (with_token, without)}
     assert "/admin/reload" in paths[with_token] and "/admin/reload" not in paths[without]
     assert "/recommend" in paths[without]

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from towerkit.index import VectorDatabaseError
 from towerkit.serve.routes import admin_routes, document_bodies, router
 from towerkit.serve.state import Metrics, ServerState
+from towerkit.serve.threads import available_cores, default_threads
 from towerkit.serve.threads import configure as configure_threads
 
 logger = logging.getLogger(__name__)
@@ -99,11 +100,10 @@ def create_app(
     here, before any request).
 
     Args:
-        threads: the tower's and the index's threads (default: every core but one; see
-            :func:`towerkit.serve.threads.configure`, which ``towerkit serve`` calls before
-            torch loads).
+        threads: onnxruntime's threads for the user tower (default: every core but one). The
+            process's own pools (torch's, OpenMP's) are not an app's to change: :func:`serve`
+            sets them (:func:`towerkit.serve.threads.configure`).
     """
-    chosen = configure_threads(threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -119,7 +119,7 @@ def create_app(
     app = FastAPI(title="towerkit", summary="Recommendations from a trained matching model",
                   lifespan=lifespan)  # fmt: skip
     state = ServerState(app.state, source, index=index, index_options=index_options or {},
-                        threads=chosen.compute)  # fmt: skip
+                        threads=threads or default_threads(available_cores()))  # fmt: skip
     app.state.server = state
     app.version = state.served.version
     app.add_middleware(Observe, metrics=state.metrics, max_body=max_body)
@@ -154,8 +154,9 @@ def serve(
     """Run the server with uvicorn until interrupted."""
     import uvicorn
 
+    chosen = configure_threads(threads)  # again: torch has loaded since the CLI's call
     app = create_app(source, index=index, index_options=index_options, admin_token=admin_token,
-                     threads=threads)  # fmt: skip
+                     threads=chosen.compute)  # fmt: skip
     # A request leaves a few hundred container objects behind for a moment; at the default
     # threshold (700) the young generation was collected every other request or so. 20,000
     # cuts the id request's p99 by a quarter (benchmarks/serve_load.py) for a few MB.
