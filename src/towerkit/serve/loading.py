@@ -18,7 +18,7 @@ from towerkit.errors import TowerkitError
 from towerkit.export import MANIFEST_FILE, PARITY_TOLERANCE, ExportDir, ExportError, export_run
 from towerkit.runs import RUN_FILE, RunDir
 from towerkit.serve.jobs import Job, run_jobs
-from towerkit.serve.model import Served, _plain
+from towerkit.serve.model import Served, plain
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def probe(served: Served) -> None:
         )
     # One query of each kind, by raw ids as a request gives them (building the id lookups).
     user = int(users[0])
-    raw_user = _plain(retriever.user_vocab.raw[user - 1])
+    raw_user = plain(retriever.user_vocab.raw[user - 1])
     (code,) = retriever.encode_users([raw_user])
     seen = retriever.seen(np.asarray([code]))[0]
     raw_items = retriever.item_vocab.decode(seen if len(seen) else [1]).tolist()

@@ -77,7 +77,7 @@ class Served:
         order = contains[np.argsort(rank, kind="stable")][:limit]
         titles = self.retriever.titles
         return [
-            {"id": _plain(raw[i]), "title": None if titles is None else str(titles[i + 1])}
+            {"id": plain(raw[i]), "title": None if titles is None else str(titles[i + 1])}
             for i in order
         ]
 
@@ -87,7 +87,8 @@ class Served:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON takes (a raw id from a vocabulary)."""
     return value.item() if isinstance(value, np.generic) else value
 
 

@@ -36,7 +36,7 @@ from towerkit.serve.bodies import (
     SimilarRequest,
 )
 from towerkit.serve.jobs import Job
-from towerkit.serve.model import Served
+from towerkit.serve.model import Served, plain
 from towerkit.serve.state import ServerState
 
 router = APIRouter()
@@ -265,7 +265,7 @@ async def history(
         "user": user,
         "length": len(items),
         "items": [
-            {"id": jsonable_encoder(_raw(i)), "title": None if titles is None else
+            {"id": jsonable_encoder(plain(i)), "title": None if titles is None else
              str(titles[c])} for i, c in zip(recent, codes, strict=True)
         ],
     }  # fmt: skip
@@ -329,10 +329,6 @@ async def plotly_script() -> Response:
                         headers={"Cache-Control": "max-age=86400"})  # fmt: skip
     except MissingExtra as err:
         raise HTTPException(404, str(err)) from None
-
-
-def _raw(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def admin_routes(token: str) -> APIRouter:
