@@ -20,7 +20,6 @@ from towerkit.index.base import (
     Index,
     IndexArgumentError,
     IndexUnavailable,
-    check_ranges,
     merge_interests,
     read_meta,
 )
@@ -80,7 +79,7 @@ def make_index(
             f"allowed: {', '.join(allowed) or 'none'}"
         )
     _check_types(kind, options)
-    check_ranges(kind, options)
+    INDEXES[kind].check_ranges(options)
     return INDEXES[kind](similarity, normalize=normalize, **options)
 
 

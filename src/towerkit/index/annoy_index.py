@@ -8,7 +8,7 @@ identically); dot product uses ``dot``; plain Euclidean uses ``euclidean``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -52,6 +52,13 @@ class AnnoyIndex(Index):
     """
 
     kind = "annoy"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {
+        "n_trees": (1, 10_000),
+        "search_k": (-1, 1 << 40),  # -1: Annoy's own default
+        "search_k_factor": (1, 10_000),
+        "seed": (0, 2**31 - 1),
+        "n_jobs": (-1, 1024),
+    }
 
     def __init__(
         self,

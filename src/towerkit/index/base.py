@@ -99,6 +99,10 @@ class Index(ABC):
     """
 
     kind: ClassVar[str] = ""
+    #: the range of each numeric constructor option this class adds (a test fails on one
+    #: missing): far beyond any real index, short of a build that never ends or a size that
+    #: overflows the back end's C++ int. :meth:`option_ranges` adds the base classes'.
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {}
     is_exact: ClassVar[bool] = False
     #: searches with torch: builds and searches take torch tensors as they are (on their
     #: device) instead of numpy copies
@@ -298,6 +302,28 @@ class Index(ABC):
         index._load(path)
         return index
 
+    @classmethod
+    def option_ranges(cls) -> dict[str, tuple[float, float]]:
+        """The range of every numeric option of this index: its own and its bases'."""
+        out: dict[str, tuple[float, float]] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("ranges", {}))
+        return out
+
+    @classmethod
+    def check_ranges(cls, options: dict[str, Any]) -> None:
+        """Each numeric option within :meth:`option_ranges` (else one line naming it)."""
+        ranges = cls.option_ranges()
+        for name, value in options.items():
+            if name not in ranges or value is None or isinstance(value, bool):
+                continue
+            low, high = ranges[name]
+            if not low <= value <= high:  # NaN too
+                raise IndexArgumentError(
+                    f"the {cls.kind} index option {name}={value!r} must lie in "
+                    f"[{_number(low)}, {_number(high)}]"
+                )
+
     def options(self) -> dict[str, Any]:
         """The constructor options that rebuild this index (saved with it)."""
         return {}
@@ -462,42 +488,6 @@ def over_fetch(
         n_fetch = int(min(k + counts[rows].max(), most))
         positions[rows, :n_fetch], scores[rows, :n_fetch] = search_rows(rows, n_fetch)
     return positions, scores
-
-
-#: The range of every numeric option of the indexes, by name (a test fails on a numeric
-#: constructor option missing here): far beyond any real index, short of a build that never
-#: ends or a size that overflows the C++ int of a back end. :func:`make_index` checks them.
-OPTION_RANGES: dict[str, tuple[float, float]] = {
-    "n_trees": (1, 10_000),
-    "search_k": (-1, 1 << 40),  # -1: Annoy's own default
-    "search_k_factor": (1, 10_000),
-    "seed": (0, 2**31 - 1),
-    "n_jobs": (-1, 1024),
-    "threads": (0, 1024),
-    "query_chunk": (1, 1 << 20),
-    "M": (2, 1024),
-    "ef_construction": (1, 1 << 16),
-    "ef_search": (1, 1 << 16),
-    "nlist": (1, 1 << 24),
-    "nprobe": (1, 1 << 24),
-    "batch": (1, 1 << 20),
-    "max_bytes": (1 << 16, 1 << 40),
-    "timeout": (0.001, 7 * 86_400),
-    "build_timeout": (0.001, 7 * 86_400),
-}
-
-
-def check_ranges(kind: str, options: dict[str, Any]) -> None:
-    """Each numeric option within :data:`OPTION_RANGES` (else one line naming it)."""
-    for name, value in options.items():
-        if name not in OPTION_RANGES or value is None or isinstance(value, bool):
-            continue
-        low, high = OPTION_RANGES[name]
-        if not low <= value <= high:  # NaN too
-            raise IndexArgumentError(
-                f"the {kind} index option {name}={value!r} must lie in "
-                f"[{_number(low)}, {_number(high)}]"
-            )
 
 
 def _number(value: float) -> str:

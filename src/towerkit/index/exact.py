@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -79,6 +80,7 @@ class ExactIndex(Index):
     """
 
     kind = "exact"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {"max_bytes": (1 << 16, 1 << 40)}
     is_exact = True
     takes_tensors = True
 

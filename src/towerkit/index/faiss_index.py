@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -45,6 +46,10 @@ class FaissIndex(Index):
     """
 
     kind = "faiss"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {
+        "threads": (0, 1024),
+        "query_chunk": (1, 1 << 20),
+    }
 
     def __init__(
         self,
@@ -142,6 +147,11 @@ class FaissHNSWIndex(FaissIndex):
     """
 
     kind = "faiss-hnsw"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {
+        "M": (2, 1024),
+        "ef_construction": (1, 1 << 16),
+        "ef_search": (1, 1 << 16),
+    }
 
     def __init__(
         self,
@@ -188,6 +198,10 @@ class FaissIVFIndex(FaissIndex):
     """
 
     kind = "faiss-ivf"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {
+        "nlist": (1, 1 << 24),
+        "nprobe": (1, 1 << 24),
+    }
 
     def __init__(
         self,

@@ -35,7 +35,7 @@ import threading
 import uuid
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -257,6 +257,17 @@ class MilvusIndex(Index):
     """
 
     kind = "milvus"
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {
+        "M": (2, 1024),
+        "ef_construction": (1, 1 << 16),
+        "ef_search": (1, 1 << 16),
+        "nlist": (1, 1 << 24),
+        "nprobe": (1, 1 << 24),
+        "batch": (1, 1 << 20),
+        "query_chunk": (1, 1 << 20),
+        "timeout": (0.001, 7 * 86_400),
+        "build_timeout": (0.001, 7 * 86_400),
+    }
 
     def __init__(
         self,
