@@ -77,8 +77,7 @@ def timed_search(kind: str, options: dict, items, users, similarity, exclude, k:
 
 
 def part_ml1m(run_dir: Path) -> str:
-    from towerkit import pipeline
-    from towerkit.runs import RunDir
+    from towerkit.runs import RunDir, pipeline
 
     run = RunDir(run_dir)
     config, model = run.config, run.load_model()

@@ -40,10 +40,15 @@ from _results import write_keeping_notes  # benchmarks/_results.py
 from towerkit.config import TrainConfig
 from towerkit.index import make_index, recall_at_k
 from towerkit.models import YouTubeDNN
-from towerkit.negatives import CatalogueSampler, InBatchNegatives, MixedNegatives, SampledNegatives
 from towerkit.nn import PooledTowerOptions
 from towerkit.similarity import Cosine
 from towerkit.task import RetrievalTask
+from towerkit.task.negatives import (
+    CatalogueSampler,
+    InBatchNegatives,
+    MixedNegatives,
+    SampledNegatives,
+)
 from towerkit.training import Optimizer, Trainer
 from towerkit.types import Batch
 

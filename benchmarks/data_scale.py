@@ -35,7 +35,7 @@ SIZES = {
 
 CHILD = """
 import json, resource, sys, time
-from towerkit import pipeline
+from towerkit.runs import pipeline
 from towerkit.config import config_from_dict
 config = config_from_dict({"data": {"path": sys.argv[1]}})
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from towerkit import pipeline
 from towerkit.config import Config, config_from_dict, load_config
+from towerkit.runs import pipeline
 
 RESULTS = Path(__file__).parent / "results" / "ml1m_matching.md"
 CONFIGS = Path(__file__).parent.parent / "configs" / "ml-1m"

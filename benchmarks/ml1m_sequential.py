@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from towerkit import pipeline
 from towerkit.config import load_config
+from towerkit.runs import pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ml1m_matching import put_row, row_line

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import torch
 
-from towerkit import pipeline
 from towerkit.config import load_config
 from towerkit.data import Prepared
+from towerkit.runs import pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ml1m_matching import describe_negatives, put_row

@@ -33,8 +33,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from towerkit import datasets, pipeline
+from towerkit import datasets
 from towerkit.config import Config, SASRecConfig, load_config
+from towerkit.runs import pipeline
 
 RESULTS = Path(__file__).parent / "results" / "recbole_sasrec.md"
 CONFIG = Path(__file__).parent.parent / "configs" / "ml-1m" / "sasrec.yaml"

@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from towerkit import pipeline
 from towerkit.config import load_config
 from towerkit.evaluation import Evaluator
-from towerkit.negatives import CatalogueSampler
+from towerkit.runs import pipeline
 from towerkit.similarity import Cosine
+from towerkit.task.negatives import CatalogueSampler
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ml1m_sequential import Timeline, train_row

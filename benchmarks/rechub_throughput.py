@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from towerkit import pipeline
 from towerkit.config import load_config
 from towerkit.data.batches import TrainingBatches
-from towerkit.negatives import CatalogueSampler
+from towerkit.runs import pipeline
+from towerkit.task.negatives import CatalogueSampler
 
 RESULTS = Path(__file__).parent / "results" / "rechub_throughput.md"
 CONFIG = Path(__file__).parent.parent / "configs" / "ml-1m" / "youtube_dnn.yaml"

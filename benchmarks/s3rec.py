@@ -38,8 +38,8 @@ from pathlib import Path
 
 import torch
 
-from towerkit import pipeline
 from towerkit.config import load_config
+from towerkit.runs import pipeline
 
 RESULTS = Path(__file__).parent / "results" / "s3rec.md"
 CONFIGS = Path(__file__).parent.parent / "configs"

@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from towerkit.export import export_run
+from towerkit.retrieval.export import export_run
 from towerkit.runs import RunDir
 from towerkit.serve.bodies import BatchRequest, RecommendRequest
 

@@ -9,9 +9,10 @@ import sys
 
 import torch
 
-from towerkit import distributed, pipeline
+from towerkit import distributed
 from towerkit.config import load_config
 from towerkit.distributed import RankBatches
+from towerkit.runs import pipeline
 from towerkit.training import Trainer
 
 # float64, so that the comparison measures the algorithm, not float32 summation order

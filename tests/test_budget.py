@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import prepare_log, small_config, walk_log
-from towerkit import pipeline
-from towerkit.budget import Cost, blame, check_memory, memory_costs
-from towerkit.components import build_model
 from towerkit.config import ConfigError
 from towerkit.models import MODELS
+from towerkit.runs import pipeline
+from towerkit.runs.budget import Cost, blame, check_memory, memory_costs
+from towerkit.runs.components import build_model
 
 MiB = 2**20
 PARAMETERS = "the model's parameters with their gradients and AdamW's two moments"

@@ -17,16 +17,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import towerkit
 from towerkit.cli import app
 
 runner = CliRunner()
-
-
-def towerkit(*args: str, env=None, network: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "towerkit.cli", *args]
-    if not network:
-        command = ["unshare", "-rn", *command]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_data_list_shows_known_sets(home):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from towerkit.config import Config, ConfigError, config_from_dict, load_config
-from towerkit.objectives import Mode
+from towerkit.task.objectives import Mode
 
 
 def test_defaults_and_round_trip(tmp_path):
@@ -116,8 +116,8 @@ def test_choices_are_the_components_own():
     from towerkit.config import SampledNegativesConfig, SASRecConfig, YouTubeDNNConfig
     from towerkit.index import INDEXES
     from towerkit.models import MODELS
-    from towerkit.negatives import CatalogueSampler
     from towerkit.nn import HistoryPooling, activation_layer
+    from towerkit.task.negatives import CatalogueSampler
 
     activations = get_args(YouTubeDNNConfig.model_fields["activation"].annotation)
     assert all(activation_layer(name) for name in activations)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import free_port, towerkit
 from towerkit.distributed import Context, RankBatches
 
 HERE = Path(__file__).parent
@@ -34,12 +34,6 @@ def torchrun(*args: str, env=None, timeout: float = 300) -> subprocess.Completed
     return subprocess.run(
         command, capture_output=True, text=True, env=env or ENV, timeout=timeout, cwd=HERE
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,11 +143,6 @@ def test_two_processes_step_like_one_on_the_whole_batch(case, small_log, tmp_pat
 # --------------------------------------------------------------------------------------------
 
 
-def towerkit(*args: str, env, timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "towerkit", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def ml100k(tmp_path_factory):
     """An offline home with the stand-in ML-100K cache, a config, and its single-process run."""
@@ -175,7 +164,9 @@ def ml100k(tmp_path_factory):
             }
         )
     )
-    done = towerkit("-q", "train", str(config), "--out", str(root / "single"), env=env)
+    done = towerkit(
+        "-q", "train", str(config), "--out", str(root / "single"), env=env, process=True
+    )
     assert done.returncode == 0, done.stderr
     return config, root / "single", env
 
@@ -190,7 +181,16 @@ def test_two_processes_train_to_the_single_process_result(ml100k, tmp_path):
     trackers = ["--set", "train.track=[tensorboard,mlflow]",
                 "--set", f"train.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
     done = towerkit(
-        "-q", "train", str(config), "--out", str(run), "--nproc", "2", *trackers, env=env
+        "-q",
+        "train",
+        str(config),
+        "--out",
+        str(run),
+        "--nproc",
+        "2",
+        *trackers,
+        env=env,
+        process=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run written to") == 1  # rank 0 alone prints
@@ -215,7 +215,9 @@ def test_a_stopped_torchrun_resumes_under_torchrun(ml100k, tmp_path):
     (every rank's random state is in the checkpoint)."""
     config, _, env = ml100k
     straight = tmp_path / "straight"
-    done = towerkit("-q", "train", str(config), "--out", str(straight), "--nproc", "2", env=env)
+    done = towerkit(
+        "-q", "train", str(config), "--out", str(straight), "--nproc", "2", env=env, process=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "stopped"
     job = subprocess.Popen(
@@ -234,7 +236,7 @@ def test_a_stopped_torchrun_resumes_under_torchrun(ml100k, tmp_path):
         job.kill()
     assert job.returncode != 0, stderr[-3000:]
     assert json.loads((run / "run.json").read_text())["status"] == "training"
-    resumed = towerkit("-q", "train", "--resume", str(run), "--nproc", "2", env=env)
+    resumed = towerkit("-q", "train", "--resume", str(run), "--nproc", "2", env=env, process=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert metrics_of(run) == metrics_of(straight)
     assert "resuming after epoch" in (run / "train.log").read_text()

@@ -15,9 +15,11 @@ import pytest
 import yaml
 
 from conftest import small_config
-from towerkit import export, files, pipeline, runs
-from towerkit.lifecycle import RunLogHandler
-from towerkit.runs import RunDir
+from towerkit import files
+from towerkit.retrieval import export
+from towerkit.runs import RunDir, pipeline
+from towerkit.runs import rundir as runs
+from towerkit.runs.lifecycle import RunLogHandler
 
 
 def _can_mount_tmpfs() -> bool:
@@ -120,7 +122,7 @@ def test_the_run_log_reports_a_full_disk_once_and_stops(tmp_path, caplog, capsys
         logger.info("before")
         handler.flush()
         handler.stream.write = _enospc  # the disk fills
-        with caplog.at_level(logging.WARNING, logger="towerkit.lifecycle"):
+        with caplog.at_level(logging.WARNING, logger="towerkit.runs.lifecycle"):
             for i in range(5):
                 logger.info("after %d", i)
     finally:
@@ -142,7 +144,7 @@ def test_the_run_log_closes_quietly_when_its_last_flush_finds_the_disk_full(
     handler = RunLogHandler(tmp_path / "train.log")
     record = logging.LogRecord("towerkit", logging.INFO, __file__, 1, "line", None, None)
     handler.stream.flush = _enospc  # the buffered line cannot reach the disk
-    with caplog.at_level(logging.WARNING, logger="towerkit.lifecycle"):
+    with caplog.at_level(logging.WARNING, logger="towerkit.runs.lifecycle"):
         handler.emit(record)
         handler.close()  # no OSError out of the run's finally
     assert handler.stream is None

@@ -1,8 +1,10 @@
 """Layers only point down: the checks README.md promises anyone can run.
 
-Every module of ``src/towerkit`` belongs to one layer (:data:`LAYERS`); an import at any depth
-(module level, inside a function, under ``TYPE_CHECKING``) may point to its own layer or below,
-never above, and the import graph has no cycle at all. A new module must be given a layer here.
+The layers are packages (:data:`LAYERS`): every module of ``src/towerkit`` is in one package
+listed there, or is one of the few neutral modules of the root (:data:`ROOT`). An import at
+any depth (module level, inside a function, under ``TYPE_CHECKING``) may point to its own
+layer or below, never above, and the import graph has no cycle at all. A new package must be
+given a layer here; a new root module is refused.
 """
 
 from __future__ import annotations
@@ -16,27 +18,31 @@ import pytest
 
 SOURCE = Path(__file__).parent.parent / "src" / "towerkit"
 
-#: lowest first; a module is in the layer of the longest prefix listed
+#: the root's modules: the package face, the CLI, and the neutral ground every layer may import
+ROOT = {
+    "towerkit", "towerkit.__main__", "towerkit.cli", "towerkit.errors", "towerkit.files",
+    "towerkit.types", "towerkit.sections", "towerkit.similarity", "towerkit.distributed",
+}  # fmt: skip
+
+#: packages, lowest layer first
 LAYERS: list[tuple[str, ...]] = [
-    # contracts and primitives: no towerkit import above them
+    # neutral ground (the root's modules but the CLI)
     ("towerkit", "towerkit.errors", "towerkit.files", "towerkit.types", "towerkit.sections",
-     "towerkit.outcomes", "towerkit.state", "towerkit.distributed", "towerkit.similarity",
-     "towerkit.objectives", "towerkit.data.history", "towerkit.data.vocab"),
-    # building blocks: the data layer, known data sets, layers, indexes, negatives, the task
-    ("towerkit.data", "towerkit.datasets", "towerkit.nn", "towerkit.index", "towerkit.negatives",
-     "towerkit.task"),
+     "towerkit.similarity", "towerkit.distributed"),
+    # building blocks: the data layer, known data sets, layers, indexes, the retrieval task
+    ("towerkit.data", "towerkit.datasets", "towerkit.nn", "towerkit.index", "towerkit.task"),
     # models: each owns its config section
     ("towerkit.models",),
     # the config: assembled from the sections of the layers below
     ("towerkit.config",),
-    # what uses a config: run directories, the loop, the evaluator, the user towers, preparing
-    # data and building components from a config
-    ("towerkit.runs", "towerkit.tracking", "towerkit.training", "towerkit.contrastive",
-     "towerkit.evaluation", "towerkit.user_towers", "towerkit.starter", "towerkit.preparation",
-     "towerkit.components", "towerkit.budget"),
-    # applications of a run: retrieval, export, the training pipeline
-    ("towerkit.retrieval", "towerkit.export", "towerkit.pipeline", "towerkit.lifecycle",
-     "towerkit.report", "towerkit.compare", "towerkit.tune"),
+    # the loop and the evaluator
+    ("towerkit.training", "towerkit.evaluation"),
+    # a run: its directory, data, components, budget, tracking, pipeline and lifecycle
+    ("towerkit.runs",),
+    # what runs learned, as pages (the export carries the report's data)
+    ("towerkit.reports",),
+    # applications of a run: retrieval and export, tuning
+    ("towerkit.retrieval", "towerkit.tune"),
     ("towerkit.serve",),
     ("towerkit.cli", "towerkit.__main__"),
 ]  # fmt: skip
@@ -51,13 +57,26 @@ MODULES = {module_name(p): p for p in sorted(SOURCE.rglob("*.py"))}
 
 
 def layer_of(module: str) -> int:
-    best, layer = -1, None
+    for index, names in enumerate(LAYERS):
+        if module in names:
+            return index
     for index, names in enumerate(LAYERS):
         for name in names:
-            if (module == name or module.startswith(name + ".")) and len(name) > best:
-                best, layer = len(name), index
-    assert layer is not None, f"{module} has no layer: add it to LAYERS in {__file__}"
-    return layer
+            if name != "towerkit" and name not in ROOT and module.startswith(name + "."):
+                return index
+    raise AssertionError(f"{module} has no layer: add its package to LAYERS in {__file__}")
+
+
+def test_the_root_holds_only_the_face_the_cli_and_neutral_modules():
+    root = {m for m in MODULES if m.count(".") == 1 and not (SOURCE / m.split(".")[1]).is_dir()}
+    extra = sorted(root - ROOT)
+    assert not extra, f"{extra} at the root: put each in the package of its layer"
+
+
+def test_every_package_has_a_layer():
+    packages = {m for m in MODULES if m.count(".") == 1 and (SOURCE / m.split(".")[1]).is_dir()}
+    for package in packages:
+        layer_of(package)
 
 
 def towerkit_imports(path: Path) -> set[str]:
@@ -108,8 +127,8 @@ def test_the_guard_sees_an_upward_import_and_a_cycle(monkeypatch):
     monkeypatch.setitem(GRAPH, "towerkit.types", {"towerkit.data.split"})
     with pytest.raises(AssertionError, match=r"imports \['towerkit\.data\.split'\] from above"):
         test_no_module_imports_a_layer_above_its_own("towerkit.types")
-    monkeypatch.setitem(GRAPH, "towerkit.similarity", {"towerkit.objectives"})
-    monkeypatch.setitem(GRAPH, "towerkit.objectives", {"towerkit.similarity"})
+    monkeypatch.setitem(GRAPH, "towerkit.similarity", {"towerkit.task.objectives"})
+    monkeypatch.setitem(GRAPH, "towerkit.task.objectives", {"towerkit.similarity"})
     with pytest.raises(pytest.fail.Exception, match="import cycle"):
         test_the_import_graph_has_no_cycle()
 
@@ -117,15 +136,22 @@ def test_the_guard_sees_an_upward_import_and_a_cycle(monkeypatch):
 def test_serving_loads_no_training_module():
     """``python -X importtime -c "import towerkit.serve.app"``: what serving loads."""
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import towerkit.serve.app, towerkit.export"],
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            "import towerkit.serve.app, towerkit.retrieval.export",
+        ],
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr
     loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
-    assert "towerkit.serve.app" in loaded and "towerkit.retrieval" in loaded
-    forbidden = {"towerkit.training", "towerkit.task", "towerkit.negatives", "towerkit.pipeline",
-                 "towerkit.evaluation", "towerkit.data.batches", "pandas"}  # fmt: skip
+    assert "towerkit.serve.app" in loaded and "towerkit.retrieval.towers" in loaded
+    forbidden = {"towerkit.training.trainer", "towerkit.task.retrieval", "towerkit.task.negatives",
+                 "towerkit.runs.pipeline", "towerkit.evaluation.evaluator",
+                 "towerkit.data.batches", "pandas"}  # fmt: skip
     assert not forbidden & loaded, f"serving loads {sorted(forbidden & loaded)}"
 
 
@@ -151,16 +177,24 @@ def test_models_import_nothing_from_the_data_layer(path):
 @pytest.mark.parametrize(
     ("module", "must_not_load"),
     [
+        ("towerkit", "torch"),
+        ("towerkit", "pandas"),
         ("towerkit.index.exact", "towerkit.evaluation"),
         ("towerkit.index", "towerkit.evaluation"),
         ("towerkit.models", "towerkit.data"),
-        ("towerkit.runs", "towerkit.pipeline"),
-        ("towerkit.retrieval", "towerkit.pipeline"),
-        ("towerkit.retrieval", "towerkit.training"),
-        ("towerkit.retrieval", "pandas"),
-        ("towerkit.export", "towerkit.task"),
-        ("towerkit.runs", "towerkit.training"),
+        ("towerkit.runs", "towerkit.runs.pipeline"),
+        ("towerkit.runs.rundir", "towerkit.runs.pipeline"),
+        ("towerkit.runs.rundir", "towerkit.training.trainer"),
+        ("towerkit.retrieval", "towerkit.runs.pipeline"),
+        ("towerkit.retrieval.retriever", "towerkit.runs.pipeline"),
+        ("towerkit.retrieval.retriever", "towerkit.training.trainer"),
+        ("towerkit.retrieval.retriever", "pandas"),
+        ("towerkit.retrieval.export", "towerkit.task.retrieval"),
         ("towerkit.task", "towerkit.training"),
+        ("towerkit.task.retrieval", "towerkit.training"),
+        ("towerkit.training.state", "towerkit.training.trainer"),
+        ("towerkit.evaluation.outcomes", "torch"),
+        ("towerkit.evaluation.outcomes", "towerkit.evaluation.evaluator"),
     ],
 )
 def test_importing_a_module_loads_nothing_above_it(module, must_not_load):
@@ -168,3 +202,29 @@ def test_importing_a_module_loads_nothing_above_it(module, must_not_load):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False", f"importing {module} loads {must_not_load}"
+
+
+@pytest.mark.parametrize("old", sorted(__import__("towerkit").MOVED))
+def test_a_moved_module_still_imports_from_its_old_name_with_a_warning(old, monkeypatch):
+    import importlib
+
+    from towerkit import MOVED
+
+    new = importlib.import_module(MOVED[old])
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {MOVED[old]}"):
+        module = importlib.import_module(old)
+    assert module is new and module.__spec__.name == new.__name__
+
+
+@pytest.mark.parametrize(
+    "package", ["task", "training", "evaluation", "runs", "retrieval", "reports", "tune"]
+)
+def test_every_name_a_package_offers_resolves(package):
+    import importlib
+
+    module = importlib.import_module(f"towerkit.{package}")
+    names = [n for n in dir(module) if not n.startswith("_")]
+    assert set(module.__all__) <= set(names)
+    for name in names:
+        getattr(module, name)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -17,10 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import prepare_log, small_config, walk_log
+from conftest import free_port, prepare_log, small_config, towerkit, walk_log
 from test_serve import TOKEN, Server
-from towerkit import pipeline
-from towerkit.export import ExportDir, export_run
 from towerkit.index import (
     FilterError,
     IndexArgumentError,
@@ -31,8 +30,13 @@ from towerkit.index import (
     parse_filter,
     recall_at_k,
 )
-from towerkit.preparation import item_labels
 from towerkit.retrieval import Retriever
+from towerkit.retrieval.export import ExportDir, export_run
+from towerkit.runs import pipeline
+from towerkit.runs.preparation import item_labels
+
+# Milvus Lite holds its file per process: each command in a process of its own, as users run it.
+cli = partial(towerkit, process=True)
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -280,12 +284,6 @@ def test_an_unreachable_milvus_server_is_one_line_within_the_timeout():
 # --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class MilvusServer:
     """A Milvus Lite gRPC server in its own process on a free loopback port: what
     ``http://host:19530`` is to a cluster, to the same client."""
@@ -332,11 +330,6 @@ def runs(tmp_path_factory):
         config = small_config(model=model, train={"epochs": 2, "batch_size": 256})
         out[name] = pipeline.train(config, prepared, run=root / name).run.path
     return out
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "towerkit.cli", *args], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
 
 
 def test_export_to_a_milvus_lite_file_recommends_as_exact_search(runs, tmp_path):

@@ -192,7 +192,7 @@ def test_label_aware_training_uses_the_interest_that_fits_the_target_best(name):
 
 def test_one_interest_trains_and_ranks_as_a_single_vector_tower(walk_prepared):
     from conftest import small_config
-    from towerkit import pipeline
+    from towerkit.runs import pipeline
 
     config = small_config(model={"name": "comirec_sa", "embedding_dim": 16, "interests": 1})
     outcome = pipeline.train(config, walk_prepared)
@@ -209,7 +209,7 @@ def test_one_interest_trains_and_ranks_as_a_single_vector_tower(walk_prepared):
 @pytest.mark.parametrize("negatives", [{"kind": "full"}, {"kind": "mixed", "n": 8}])
 def test_multi_interest_models_beat_popularity(name, negatives, walk_prepared):
     from conftest import small_config
-    from towerkit import pipeline
+    from towerkit.runs import pipeline
 
     model = {"name": name, "embedding_dim": 16, "interests": 3}
     outcome = pipeline.train(
@@ -223,8 +223,8 @@ def test_multi_interest_models_beat_popularity(name, negatives, walk_prepared):
 def test_comirec_protocol_trains_on_training_users_only_and_beats_popularity(name, walk_prepared):
     """ComiRec's protocol end to end: held-out users, recall at 20, nothing masked."""
     from conftest import small_config
-    from towerkit import pipeline
     from towerkit.data import Prepared, held_out_users
+    from towerkit.runs import pipeline
 
     split = held_out_users(walk_prepared.split.sequences, valid=0.2, test=0.2, seed=0)
     prepared = Prepared(walk_prepared.encoded, split, walk_prepared.titles)

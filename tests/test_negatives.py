@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from towerkit.data import item_counts
-from towerkit.negatives import (
+from towerkit.task.negatives import (
     BatchContext,
     CatalogueSampler,
     FullNegatives,

@@ -16,25 +16,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import walk_log
-from towerkit import pipeline
+from conftest import towerkit, walk_log
 from towerkit.config import ConfigError, config_from_dict, load_config
 from towerkit.data import Sequences, last_fraction
 from towerkit.errors import DataError
-from towerkit.runs import RunDir, RunDirError
+from towerkit.runs import RunDir, RunDirError, pipeline
 
 # The S3-Rec files: where TOWERKIT_DATA_MIRROR says (.ci/run sets it), else ../shared/data.
 MIRROR = Path(
     os.environ.get("TOWERKIT_DATA_MIRROR")
     or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
-
-
-def towerkit(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "towerkit.cli", *args],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -256,8 +248,8 @@ def test_divergence_stops_training_and_is_not_saved_as_a_result(tmp_path):
 
     # The config refuses a learning rate that diverges at once; the detectors are still what
     # stops a run that diverges, so they are driven past the config's bound here.
-    from towerkit import lifecycle
     from towerkit.evaluation import DivergedError
+    from towerkit.runs import lifecycle
     from towerkit.training import TrainingError
 
     loaded = load_config(config)
@@ -346,7 +338,7 @@ def test_a_device_this_machine_lacks_is_refused(device, message):
 
 def test_a_full_disk_while_saving_leaves_an_unfinished_run(walk_prepared, tmp_path, monkeypatch):
     from conftest import small_config
-    from towerkit import runs
+    from towerkit.runs import rundir as runs
 
     def full(path, table):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

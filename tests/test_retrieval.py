@@ -11,18 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import small_config
-from towerkit import pipeline
+from conftest import small_config, towerkit
 from towerkit.data.vocab import Vocab
 from towerkit.retrieval import Retriever, parse_id_list
-from towerkit.runs import RunDir, RunDirError
-
-
-def towerkit(*args: str, env=None, network: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "towerkit.cli", *args]
-    if not network:
-        command = ["unshare", "-rn", *command]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+from towerkit.runs import RunDir, RunDirError, pipeline
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +128,8 @@ def test_a_copied_run_recommends_the_same_offline_with_an_empty_home(run, tmp_pa
     code = (
         "import sys; from towerkit.retrieval import Retriever; "
         f"r = Retriever.from_run({str(copy)!r}); r.recommend([{raw_user}], k=3); "
-        "print([m for m in ('towerkit.pipeline', 'towerkit.evaluation') if m in sys.modules])"
+        "print([m for m in ('towerkit.runs.pipeline', 'towerkit.evaluation.evaluator') "
+        "if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from conftest import small_config
-from towerkit import pipeline, runs
 from towerkit.config import ConfigError, config_from_dict
-from towerkit.export import ExportDir, export_run
 from towerkit.retrieval import Retriever
-from towerkit.runs import FORMAT_VERSION, RunDir, RunDirError
+from towerkit.retrieval.export import ExportDir, export_run
+from towerkit.runs import FORMAT_VERSION, RunDir, RunDirError, pipeline
+from towerkit.runs import rundir as runs
 
 
 def _gpu_config(**sections):
@@ -169,8 +169,8 @@ def test_data_paths_travel_with_the_run(tmp_path):
 
 
 def test_an_export_manifest_is_read_through_its_migration_hook(gpu_runs, tmp_path, monkeypatch):
-    from towerkit import export as export_module
-    from towerkit.export import ExportError
+    from towerkit.retrieval import export as export_module
+    from towerkit.retrieval.export import ExportError
 
     out = export_run(gpu_runs["today"], tmp_path / "export")
     manifest = json.loads((out / "manifest.json").read_text())
@@ -232,11 +232,11 @@ def test_every_consumer_reads_the_declared_interests(walk_prepared, tmp_path, in
 
 
 def test_library_callers_train_through_the_same_lifecycle(walk_prepared, tmp_path, monkeypatch):
-    """towerkit.lifecycle runs what `towerkit train` runs: the run directory, its train.log,
+    """towerkit.runs.lifecycle runs what `towerkit train` runs: the run directory, its train.log,
     resume; and pipeline.train refuses a torchrun process that has not joined the group."""
     import logging
 
-    from towerkit import lifecycle
+    from towerkit.runs import lifecycle
 
     logging.getLogger("towerkit").setLevel(logging.INFO)
     try:

@@ -12,7 +12,10 @@ from towerkit.config import TrainConfig
 from towerkit.data import Sequences, leave_one_out
 from towerkit.data.batches import Batch, SequenceBatches, TrainingBatches
 from towerkit.models import GRU4Rec, SASRec
-from towerkit.negatives import (
+from towerkit.nn import PooledTowerOptions, causal_padding_mask
+from towerkit.similarity import Cosine
+from towerkit.task import RetrievalTask
+from towerkit.task.negatives import (
     BatchContext,
     CatalogueSampler,
     FullNegatives,
@@ -20,9 +23,6 @@ from towerkit.negatives import (
     MixedNegatives,
     SampledNegatives,
 )
-from towerkit.nn import PooledTowerOptions, causal_padding_mask
-from towerkit.similarity import Cosine
-from towerkit.task import RetrievalTask
 from towerkit.training import Trainer
 from towerkit.types import SeenPolicy
 
@@ -235,7 +235,7 @@ def test_sasrec_run_beats_popularity_and_its_vectors_rescore(walk_prepared, tmp_
     import pyarrow.parquet as pq
 
     from conftest import small_config
-    from towerkit import pipeline
+    from towerkit.runs import pipeline
 
     config = small_config(model={"name": "sasrec", "embedding_dim": 16, "dropout": 0.1},
                           train={"epochs": 6, "batch_size": 16})  # fmt: skip
@@ -264,7 +264,7 @@ def test_youtube_dnn_window_batches_hold_batch_size_samples_on_average(walk_prep
     """``train.windows``: as many windows a step as hold ``batch_size`` samples on average, so a
     windowed epoch takes as many steps as a per-sample one (most windows are short)."""
     from conftest import small_config
-    from towerkit import pipeline
+    from towerkit.runs import pipeline
 
     config = small_config(
         model={"name": "youtube_dnn", "pooling": "mean", "embedding_dim": 8},
@@ -290,7 +290,7 @@ def test_sampled_negatives_are_shared_per_window_by_default(model, shared, expec
     """n negatives per position of windows would be [positions, n, D] vectors, so windows draw
     them per window unless the config says otherwise."""
     from conftest import small_config
-    from towerkit import pipeline
+    from towerkit.runs import pipeline
 
     section = {"name": model, "embedding_dim": 8}
     config = small_config(model=section, negatives={"kind": "sampled", "n": 8, "shared": shared})
@@ -400,8 +400,8 @@ def test_exclude_seen_reaches_the_task_through_the_config(walk_prepared, exclude
     position's earlier items (but not its own target) masked by hand: all of them (true) or
     those of its window ("window")."""
     from conftest import small_config
-    from towerkit import pipeline
-    from towerkit.training import _Step
+    from towerkit.runs import pipeline
+    from towerkit.training.trainer import _Step
 
     config = small_config(model={"name": "sasrec", "embedding_dim": 8},
                           negatives={"kind": "full", "exclude_seen": exclude})  # fmt: skip

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from towerkit.objectives import Mode, get_objective, listwise, pairwise, parse_mode, pointwise
 from towerkit.similarity import Cosine, Dot, Euclidean, Temperature, get_similarity, l2_normalize
+from towerkit.task.objectives import Mode, get_objective, listwise, pairwise, parse_mode, pointwise
 
 
 def test_scores_by_hand():

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from towerkit import pipeline, preparation
 from towerkit.config import config_from_dict
 from towerkit.data import stream
 from towerkit.errors import DataError
+from towerkit.runs import pipeline, preparation
 
 
 def prepared_both_ways(monkeypatch, data: dict, rows: int = 1 << 20):

@@ -9,16 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from towerkit.negatives import (
+from towerkit.similarity import Cosine, Dot, Euclidean, Temperature
+from towerkit.task import RetrievalTask
+from towerkit.task.negatives import (
     CatalogueSampler,
     FullNegatives,
     InBatchNegatives,
     MixedNegatives,
     SampledNegatives,
 )
-from towerkit.objectives import listwise
-from towerkit.similarity import Cosine, Dot, Euclidean, Temperature
-from towerkit.task import RetrievalTask
+from towerkit.task.objectives import listwise
 from towerkit.types import Seen, TrainingPairs
 
 # Items 1 and 2 are the unit vectors; item 3 is (1, 1). Row 0 is padding.

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from towerkit import pipeline, tracking
 from towerkit.errors import MissingExtra
-from towerkit.tracking import metric_key
+from towerkit.runs import pipeline, tracking
+from towerkit.runs.tracking import metric_key
 
 
 def test_metric_keys_params_and_artefacts_beside_an_sqlite_store():
@@ -115,10 +115,10 @@ def test_a_failing_tracker_does_not_stop_training(walk_prepared, monkeypatch, tm
 
     monkeypatch.setattr(tracking.TensorBoardTracker, "log_epoch", broken)
     config = small_config(train={"epochs": 2, "track": ["tensorboard"]})
-    with caplog.at_level(logging.WARNING, logger="towerkit.tracking"):
+    with caplog.at_level(logging.WARNING, logger="towerkit.runs.tracking"):
         outcome = pipeline.train(config, walk_prepared, run=tmp_path / "run")
     assert outcome.run.finished
-    warnings = [r.getMessage() for r in caplog.records if r.name == "towerkit.tracking"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "towerkit.runs.tracking"]
     assert warnings == ["tensorboard tracking failed and is off for this run: the tracking "
                         "server went away"]  # fmt: skip
 

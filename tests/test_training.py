@@ -12,17 +12,17 @@ import pytest
 import torch
 
 from conftest import small_config
-from towerkit import pipeline
 from towerkit.config import TrainConfig, config_from_dict
 from towerkit.data import Interactions, Sequences, TrainingBatches, encode, leave_one_out
 from towerkit.evaluation import Evaluator
 from towerkit.models import YouTubeDNN
-from towerkit.negatives import FullNegatives
 from towerkit.nn import PooledTowerOptions
-from towerkit.runs import RunDir
+from towerkit.runs import RunDir, pipeline
 from towerkit.similarity import Cosine
 from towerkit.task import RetrievalTask
-from towerkit.training import Optimizer, Trainer, TrainingError, _lr_lambda
+from towerkit.task.negatives import FullNegatives
+from towerkit.training import Optimizer, Trainer, TrainingError
+from towerkit.training.trainer import _lr_lambda
 
 
 def synthetic_split(seed: int = 0, n_users: int = 60, n_items: int = 30, length: int = 12):

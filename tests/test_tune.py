@@ -18,9 +18,11 @@ import torch
 import yaml
 
 from conftest import small_config
-from towerkit import pipeline
 from towerkit.config import ConfigError, config_from_dict, load_config
-from towerkit.contrastive import (
+from towerkit.data.split import Split
+from towerkit.runs import pipeline
+from towerkit.similarity import get_similarity
+from towerkit.training.contrastive import (
     ContrastiveTerm,
     crop,
     info_nce,
@@ -28,8 +30,6 @@ from towerkit.contrastive import (
     reorder,
     same_target_partners,
 )
-from towerkit.data.split import Split
-from towerkit.similarity import get_similarity
 from towerkit.tune import Choice, FloatRange, IntRange, TuneError, read_space, trial_config, tune
 from towerkit.types import SequenceBatch
 

@@ -132,8 +132,8 @@ def data_inspect(
     """What to check before training: rows, users, items, density, interactions per user and
     per item, time span, duplicates, users too short to split; and a starter config."""
     from towerkit.config import ConfigError
+    from towerkit.config.starter import starter_config
     from towerkit.data.readers import read_interactions
-    from towerkit.starter import starter_config
 
     if write_config is not None and write_config.exists():
         raise ConfigError(f"{write_config}: exists already; pick another file")
@@ -241,9 +241,8 @@ def train(
     """Fetch, prepare, train (checkpointing every epoch), evaluate on the test stage, and write
     a run directory; or resume an unfinished one. Under torchrun every process runs this same
     command; rank 0 writes the run directory."""
-    from towerkit import lifecycle, pipeline
     from towerkit.config import ConfigError, load_config
-    from towerkit.runs import RunDir
+    from towerkit.runs import RunDir, lifecycle, pipeline
 
     if (config is None) == (resume is None):
         raise typer.BadParameter("give a CONFIG to start a run, or --resume RUN to continue one")
@@ -414,8 +413,7 @@ def evaluate(
     """Re-evaluate a finished run (full catalogue, seen items masked), exactly or through an
     approximate index (then also its recall against exact search). The data are prepared
     anew and must be the data the run was trained on."""
-    from towerkit import pipeline
-    from towerkit.runs import RunDir
+    from towerkit.runs import RunDir, pipeline
 
     index_options = _parse_options(options)
     run = RunDir(run_dir)
@@ -444,7 +442,7 @@ def report(
 ) -> None:
     """Write one self-contained HTML page of what the runs learned: training curves, metrics
     at every K, where they fail, what they recommend, an item map (several runs overlay)."""
-    from towerkit.report import write_report
+    from towerkit.reports import write_report
 
     start = time.perf_counter()
     write_report(runs, out, projection=projection)
@@ -471,7 +469,7 @@ def compare(
 ) -> None:
     """Paired per-user comparison of two runs on the same test users: each metric's mean
     difference (B - A), its bootstrap 95% interval and the paired t-test's p-value."""
-    from towerkit.compare import compare_runs, write_comparison
+    from towerkit.reports.compare import compare_runs, write_comparison
 
     start = time.perf_counter()
     result = compare_runs(run_a, run_b, ks=k, resamples=resamples, seed=seed)
@@ -606,7 +604,7 @@ def export(
     elif out is None:
         raise ConfigError("give --out DIR (an export directory), --to milvus URI, or both")
     if out is None:  # the collection alone
-        from towerkit.export import publish_items
+        from towerkit.retrieval.export import publish_items
 
         built = publish_items(run_dir, **index_options)
         built.close()
@@ -614,7 +612,7 @@ def export(
                              f"collection {built.pinned} (alias {collection})"))  # fmt: skip
         return
     _require_serving()
-    from towerkit.export import ExportDir, export_run
+    from towerkit.retrieval.export import ExportDir, export_run
 
     export_run(run_dir, out, index=index, index_options=index_options)
     manifest = ExportDir(out).manifest

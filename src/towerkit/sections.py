@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
 #: Upper bounds of the config's sizes: far above any real run, and low enough that no value
 #: within them fails inside numpy or torch before the memory estimates of
-#: :mod:`towerkit.budget` (which know the data's sizes) can say what it would cost.
+#: :mod:`towerkit.runs.budget` (which know the data's sizes) can say what it would cost.
 MAX_WIDTH = 1 << 16  # a vector or layer width: embedding_dim, hidden, ffn_dim, ...
 MAX_LENGTH = 1 << 20  # positions, negatives, rows of a batch, K
 MAX_LAYERS = 256  # stacked layers, heads, interests, routing iterations

@@ -68,6 +68,6 @@ def starter_config(report: LogReport, data: dict[str, Any]) -> str:
         f"items, {report.per_user[0.5]:,.0f} per user (median); {when}.",
         f"# {report.short_users:,} users have fewer than 3 interactions (no training history "
         "under leave-one-out).",
-        "# Settings: see towerkit/starter.py. Edit, then: towerkit train THIS_FILE",
+        "# Settings: see towerkit/config/starter.py. Edit, then: towerkit train THIS_FILE",
     ]
     return "\n".join(header) + "\n" + yaml.safe_dump(tree, sort_keys=False)

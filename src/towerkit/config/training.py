@@ -9,15 +9,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from towerkit.index import IndexKind
-from towerkit.objectives import Mode, parse_mode
 from towerkit.sections import MAX_LENGTH, MAX_SEED, Section, unbounded
+from towerkit.task.objectives import Mode, parse_mode
 
 _METRIC = re.compile(r"^(hr|ndcg|mrr|recall|precision)@([1-9][0-9]*)$")
 
 
 class ContrastiveConfig(Section):
     """``train.contrastive``: a contrastive term between two views of each training sequence,
-    for sequential models (see :mod:`towerkit.contrastive`)."""
+    for sequential models (see :mod:`towerkit.training.contrastive`)."""
 
     weight: float = Field(
         default=0.0, ge=0.0, le=100.0,

@@ -4,14 +4,8 @@ Scoring runs in chunks of users so that no ``users x items`` matrix larger than 
 ever held. Items a user has already interacted with (the whole history before the evaluated
 stage) are masked before the top-K, as DESIGN.md's protocol asks.
 
-Metrics, averaged over evaluated users, for each K:
-
-- ``hr@K``: 1 if any target is in the top K (equal to recall@K with one target);
-- ``recall@K``: targets found / number of targets;
-- ``ndcg@K``: binary-relevance DCG / ideal DCG, ranks discounted by ``log2(rank + 1)``;
-- ``mrr@K``: 1 / rank of the first target found (0 if none in the top K);
-- ``precision@K``: targets found / K;
-- ``coverage@K``: distinct items recommended to anyone / catalogue size (one number).
+The metrics (HR, recall, NDCG, MRR, precision and coverage at each K) are the formulas of
+:mod:`towerkit.evaluation.metrics`, averaged over the evaluated users.
 """
 
 from __future__ import annotations
@@ -29,9 +23,10 @@ from towerkit import distributed
 from towerkit.data.history import gather_history
 from towerkit.data.split import Split, Stage
 from towerkit.errors import TowerkitError
+from towerkit.evaluation.metrics import ranking_metrics, target_ranks
+from towerkit.evaluation.outcomes import TOP_KEPT, Outcomes
 from towerkit.index import Index, make_index, recall_at_k
 from towerkit.index.exact import chunked_topk
-from towerkit.outcomes import TOP_KEPT, Outcomes, target_ranks
 from towerkit.similarity import Similarity
 from towerkit.types import Batch
 
@@ -134,47 +129,6 @@ def query_vectors(
     if not out:
         return torch.zeros(0, getattr(model, "embedding_dim", 0), device=device)
     return torch.cat(out)
-
-
-def ranking_metrics(
-    topk_ids: np.ndarray,
-    target_offsets: np.ndarray,
-    target_items: np.ndarray,
-    n_items: int,
-    ks: Sequence[int] = DEFAULT_KS,
-) -> dict[str, float]:
-    """HR, recall, NDCG, MRR, precision and coverage at each K from top-K lists (vectorised).
-
-    Args:
-        topk_ids: int64 ``[U, K_max]`` ranked item ids per user.
-        target_offsets, target_items: each user's targets, CSR.
-    """
-    n_users, width = topk_ids.shape
-    if max(ks) > width:
-        raise ValueError(f"top-K lists of width {width} cannot give metrics at K={max(ks)}")
-    n_targets = np.diff(target_offsets)
-    target_user = np.repeat(np.arange(n_users, dtype=np.int64), n_targets)
-    # One key per (user, item) pair, so membership is one np.isin over the whole matrix.
-    stride = n_items + 1
-    hits = np.isin(
-        np.arange(n_users, dtype=np.int64)[:, None] * stride + topk_ids,
-        target_user * stride + target_items,
-    )  # (U, K_max)
-    discounts = 1.0 / np.log2(np.arange(2, width + 2))
-    out: dict[str, float] = {}
-    for k in ks:
-        h = hits[:, :k]
-        found = h.sum(1)
-        ideal = np.cumsum(discounts[:k])[np.minimum(n_targets, k) - 1]
-        first = np.where(h.any(1), h.argmax(1) + 1, 0)
-        out[f"hr@{k}"] = float((found > 0).mean())
-        out[f"recall@{k}"] = float((found / n_targets).mean())
-        out[f"ndcg@{k}"] = float(((h * discounts[:k]).sum(1) / ideal).mean())
-        out[f"mrr@{k}"] = float(np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0).mean())
-        out[f"precision@{k}"] = float((found / k).mean())
-        shown = np.unique(topk_ids[:, :k])
-        out[f"coverage@{k}"] = float((shown > 0).sum() / n_items)  # -1 padding not counted
-    return out
 
 
 def check_interests(users: torch.Tensor | np.ndarray, interests: int | None) -> None:

@@ -7,8 +7,8 @@ with the user's history length, targets, the rank of each target in the model's 
 the popularity baseline's (1-based; 0 beyond the kept depth), and the model's top items. Reading
 it needs numpy and pyarrow only (the report and ``towerkit compare`` load no model).
 
-Per-user metrics are computed from the ranks exactly as :func:`towerkit.evaluation.
-ranking_metrics` computes their means (a test checks the two agree).
+Per-user metrics come from the formulas of :mod:`towerkit.evaluation.metrics`, which the
+evaluator's means use too.
 """
 
 from __future__ import annotations
@@ -22,26 +22,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from towerkit.evaluation.metrics import per_user, target_ranks
+
 #: the metrics computed per user (``towerkit compare`` compares each at each K)
 PER_USER_METRICS = ("hr", "ndcg", "recall", "mrr")
+
+__all__ = ["PER_USER_METRICS", "TOP_KEPT", "Outcomes", "target_ranks"]
 #: how many of the model's top items are kept per user (what the report's coverage, Gini and
 #: popularity charts describe)
 TOP_KEPT = 10
-
-
-def target_ranks(
-    ids: np.ndarray, target_offsets: np.ndarray, target_items: np.ndarray, chunk: int = 1 << 16
-) -> np.ndarray:
-    """int32 ``[n_targets]``: each target's 1-based position in its user's ranked ``ids``
-    (``[U, depth]``), 0 when it is not among them. ``chunk`` targets at a time (a
-    ``[chunk, depth]`` comparison)."""
-    rows = np.repeat(np.arange(len(ids), dtype=np.int64), np.diff(target_offsets))
-    ranks = np.zeros(len(target_items), dtype=np.int32)
-    for begin in range(0, len(target_items), chunk):
-        part = slice(begin, begin + chunk)
-        equal = ids[rows[part]] == target_items[part, None]
-        ranks[part] = np.where(equal.any(1), equal.argmax(1) + 1, 0)
-    return ranks
 
 
 @dataclass(frozen=True)
@@ -88,13 +77,13 @@ class Outcomes:
         if not 1 <= k <= self.depth:
             raise ValueError(f"{metric}@{k}: the outcomes keep ranks up to {self.depth}")
         ranks = self.popularity_ranks if popularity else self.ranks
-        return _per_user(ranks, self.target_offsets, metric, k)
+        return per_user(ranks, self.target_offsets, metric, k)
 
     def curve(self, metric: str, max_k: int | None = None, *, popularity: bool = False):
         """float64 ``[max_k]``: the mean of ``metric`` at K = 1..max_k (hr, ndcg, recall)."""
         max_k = min(max_k or self.depth, self.depth)
         ranks = self.popularity_ranks if popularity else self.ranks
-        return np.array([_per_user(ranks, self.target_offsets, metric, k).mean()
+        return np.array([per_user(ranks, self.target_offsets, metric, k).mean()
                          for k in range(1, max_k + 1)])  # fmt: skip
 
     # -- the file -----------------------------------------------------------------------------
@@ -145,34 +134,6 @@ class Outcomes:
             )
         except (OSError, KeyError, TypeError, ValueError, pa.ArrowException) as err:
             raise ValueError(f"{path}: not a readable outcomes table ({err})") from None
-
-
-def _per_user(ranks: np.ndarray, offsets: np.ndarray, metric: str, k: int) -> np.ndarray:
-    n_users = len(offsets) - 1
-    n_targets = np.diff(offsets)
-    rows = np.repeat(np.arange(n_users, dtype=np.int64), n_targets)
-    hit = (ranks > 0) & (ranks <= k)
-    # A target listed twice is one ranked position: count each (user, rank) once, as
-    # ranking_metrics counts positions of the top-K list that hold a target.
-    keys = np.unique(rows[hit] * np.int64(k + 1) + ranks[hit])
-    hit_rows, hit_ranks = keys // (k + 1), keys % (k + 1)
-    found = np.bincount(hit_rows, minlength=n_users).astype(np.float64)
-    if metric == "hr":
-        return (found > 0).astype(np.float64)
-    if metric == "recall":
-        return found / n_targets
-    if metric == "precision":
-        return found / k
-    if metric == "ndcg":
-        discounts = 1.0 / np.log2(np.arange(2, k + 2))
-        gains = np.bincount(hit_rows, weights=discounts[hit_ranks - 1], minlength=n_users)
-        ideal = np.cumsum(discounts)[np.minimum(n_targets, k) - 1]
-        return gains / ideal
-    if metric == "mrr":
-        first = np.full(n_users, np.inf)
-        np.minimum.at(first, hit_rows, hit_ranks.astype(np.float64))
-        return np.where(np.isfinite(first), 1.0 / first, 0.0)
-    raise ValueError(f"unknown per-user metric {metric!r}; use hr, ndcg, recall, mrr, precision")
 
 
 # -- buckets ------------------------------------------------------------------------------------

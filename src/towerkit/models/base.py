@@ -51,7 +51,7 @@ class ModelSection(Section):
         """Checks against other sections (``data.max_len``): raise ``ValueError`` naming the
         keys. None by default."""
 
-    # What :mod:`towerkit.budget` needs to estimate a run's memory before building anything.
+    # What :mod:`towerkit.runs.budget` needs to estimate a run's memory before building anything.
     def history_width(self) -> tuple[str, int]:
         """The key and width of the vectors a history is embedded into (``embedding_dim`` by
         default)."""

@@ -13,7 +13,6 @@ users.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 from dataclasses import dataclass
@@ -22,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from towerkit.evaluation.outcomes import PER_USER_METRICS, Difference, Outcomes, compare_outcomes
 from towerkit.files import atomic_write
-from towerkit.outcomes import PER_USER_METRICS, Difference, Outcomes, compare_outcomes
-from towerkit.report import ReportError, RunView, plotly_js, unique_names
+from towerkit.reports.page import page, table
+from towerkit.reports.views import ReportError, RunView, unique_names
 
 logger = logging.getLogger(__name__)
 
@@ -154,25 +154,23 @@ def comparison_chart(c: Comparison) -> dict[str, Any]:
 
 
 def write_comparison(c: Comparison, out: str | Path) -> None:
-    """The comparison as a page: its table and its chart (Plotly embedded)."""
-    e = html.escape
-    rows = "".join(
-        f"<tr><td>{e(d.metric)}</td><td>{d.mean_a:.4f}</td><td>{d.mean_b:.4f}</td>"
-        f"<td>{d.mean:+.4f}</td><td>[{d.low:+.4f}, {d.high:+.4f}]</td><td>{d.p_value:.3g}</td>"
-        f"<td>{'yes' if d.significant else 'no'}</td></tr>"
+    """The comparison as a page in the page shell: its table and its chart."""
+    rows = [
+        (d.metric, d.mean_a, d.mean_b, f"{d.mean:+.4f}", f"[{d.low:+.4f}, {d.high:+.4f}]",
+         f"{d.p_value:.3g}", "yes" if d.significant else "no")
         for d in c.differences
-    )
+    ]  # fmt: skip
+    head = ("metric", "A", "B", "B - A", "95% interval", "p", "interval excludes 0")
     chart = json.dumps(comparison_chart(c), allow_nan=False).replace("</", "<\\/")
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{e(c.b)} vs {e(c.a)}</title><script>{plotly_js()}</script>"
-        "<style>body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1000px}"
-        "td,th{border:1px solid #ddd;padding:3px 8px}table{border-collapse:collapse}</style>"
-        f"</head><body><h1>{e(c.b)} vs {e(c.a)}</h1><p>{c.users:,} test users, paired; "
-        f"{c.resamples:,} bootstrap resamples; p: paired t-test</p>"
-        "<table><tr><th>metric</th><th>A</th><th>B</th><th>B - A</th><th>95% interval</th>"
-        f"<th>p</th><th>interval excludes 0</th></tr>{rows}</table><div id='compare'></div>"
-        f"<script>const c = {chart}; Plotly.newPlot('compare', c.data, c.layout);</script>"
-        "</body></html>"
+    body = [
+        f"<p>{c.users:,} test users, paired; {c.resamples:,} bootstrap resamples; p: paired "
+        "t-test</p>",
+        table(head, rows),
+        "<div id='compare'></div>",
+    ]
+    text = page(
+        f"{c.b} vs {c.a}",
+        body,
+        scripts=[f"const c = {chart}; Plotly.newPlot('compare', c.data, c.layout);"],
     )
-    atomic_write(Path(out), lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    atomic_write(Path(out), lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -48,6 +48,7 @@ from towerkit.files import os_reason, staging_dir
 from towerkit.index import Index, MilvusIndex, load_index, make_index
 from towerkit.models import MODELS, MultiInterestModel
 from towerkit.retrieval import Retriever, item_attributes
+from towerkit.retrieval.towers import OnnxTower, TorchTower, TowerModule, stored_features
 from towerkit.runs import (
     FEATURES_DIR,
     OUTCOMES_FILE,
@@ -57,7 +58,6 @@ from towerkit.runs import (
     vectors_column,
 )
 from towerkit.types import FeatureTable
-from towerkit.user_towers import OnnxTower, TorchTower, TowerModule, stored_features
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def parity(run: RunDir, reference: TorchTower, tower: OnnxTower, users: np.ndarr
 
 def _write_report(run: RunDir, path: Path) -> None:
     """The run's report charts (the item map included), where the run has its outcomes."""
-    from towerkit.report import ReportError, RunView, report_data
+    from towerkit.reports import ReportError, RunView, report_data
 
     if not (run.path / OUTCOMES_FILE).exists():
         logger.info("%s has no per-user outcomes: the export carries no report", run.path)
@@ -382,7 +382,7 @@ class ExportDir(SavedVocabularies):
         stored vectors and histories, and the shipped index (or one of ``index`` built now).
 
         Args:
-            threads, spin: the ONNX session's (see :class:`~towerkit.user_towers.OnnxTower`).
+            threads, spin: the ONNX session's (see :class:`~towerkit.retrieval.towers.OnnxTower`).
         """
         items = pq.read_table(self.path / ITEMS_FILE)
         item_vectors = _matrix(items.column("vector"))

@@ -27,10 +27,10 @@ from towerkit.data.history import gather_history
 from towerkit.data.vocab import Vocab
 from towerkit.errors import UnknownError
 from towerkit.index import Index, ItemFilter, make_index
+from towerkit.retrieval.towers import QueryTower, TorchTower
 from towerkit.runs import RunDir
 from towerkit.similarity import Similarity
 from towerkit.types import FeatureTable
-from towerkit.user_towers import QueryTower, TorchTower
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,7 +100,7 @@ class Retriever:
     """A user tower plus an index over the item vectors: raw ids in, top-K raw ids out.
 
     Build one with :meth:`from_run` (the PyTorch model of a run directory) or with
-    :meth:`ExportDir.retriever <towerkit.export.ExportDir.retriever>` (the ONNX tower and
+    :meth:`ExportDir.retriever <towerkit.retrieval.export.ExportDir.retriever>` (the ONNX tower and
     vectors of ``towerkit export``).
 
     Args:

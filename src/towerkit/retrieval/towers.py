@@ -1,7 +1,7 @@
 """The user tower as retrieval and serving call it: numpy in, query vectors out, run by PyTorch
 (:class:`TorchTower`, a run directory's model) or by onnxruntime (:class:`OnnxTower`, an
 export's ``user_tower.onnx``). Both take the same inputs, so a :class:`~towerkit.retrieval.
-Retriever` does not know which it holds; :func:`~towerkit.export.parity` compares them.
+Retriever` does not know which it holds; :func:`~towerkit.retrieval.export.parity` compares them.
 
 A tower returns ``[B, D]`` vectors, or ``[B, K, D]`` for a model of K interests (the model
 declares K: :attr:`~towerkit.models.MatchingModel.interests`).

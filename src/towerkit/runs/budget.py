@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from towerkit.components import build_model, trains_on_windows
 from towerkit.config import Config, ConfigError
 from towerkit.data import Prepared
 from towerkit.models import MODELS
+from towerkit.runs.components import build_model, trains_on_windows
 
 logger = logging.getLogger(__name__)
 

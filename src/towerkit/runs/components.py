@@ -1,5 +1,6 @@
 """Building the components of a run from its config, each in one place: the model, the
-negative strategy, the retrieval task, the training batches and the evaluators."""
+negative strategy, the loss (the retrieval task and any contrastive term), the training
+batches and the evaluators."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from towerkit.data.batches import SequenceBatches, TrainingBatches
 from towerkit.evaluation import Evaluator
 from towerkit.models import MODELS, MatchingModel
 from towerkit.models import build_model as build_model_from_section
-from towerkit.negatives import (
+from towerkit.task import RetrievalTask
+from towerkit.task.negatives import (
     CatalogueSampler,
     FullNegatives,
     InBatchNegatives,
@@ -21,12 +23,13 @@ from towerkit.negatives import (
     Negatives,
     SampledNegatives,
 )
-from towerkit.objectives import Mode
-from towerkit.task import RetrievalTask
+from towerkit.task.objectives import Mode
+from towerkit.training.contrastive import ContrastiveTerm, contrastive_term
 from towerkit.types import SeenPolicy
 
 __all__ = [
     "build_batches",
+    "build_loss",
     "build_model",
     "build_negatives",
     "build_task",
@@ -87,6 +90,15 @@ def build_task(config: Config, model: MatchingModel, prepared: Prepared) -> Retr
         mask_hits=mask_hits,
         seen=SeenPolicy.parse(n.exclude_seen),
     )
+
+
+def build_loss(
+    config: Config, model: MatchingModel, prepared: Prepared
+) -> tuple[RetrievalTask, ContrastiveTerm | None]:
+    """Everything the loss is made of, read from the config here alone: the retrieval task
+    and the contrastive term added to it (None at weight 0)."""
+    task = build_task(config, model, prepared)
+    return task, contrastive_term(config.train.contrastive, task.similarity)
 
 
 def build_batches(

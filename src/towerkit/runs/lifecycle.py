@@ -10,40 +10,30 @@ otherwise the message says how to resume.
     >>> outcome = lifecycle.train(load_config("configs/ml-100k/youtube_dnn.yaml"), "runs/a")
     >>> outcome = lifecycle.resume("runs/a", device="cpu")   # after Ctrl-C, on another machine
 
-:mod:`towerkit.pipeline` holds the steps (prepare, build, fit, finish) this module runs.
+:mod:`towerkit.runs.pipeline` holds the steps (prepare, build, fit, finish) this module runs.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from towerkit import distributed, pipeline
-from towerkit.budget import check_memory
+from towerkit import distributed
 from towerkit.config import Config
 from towerkit.errors import RunInterrupted, WorkersFailed
 from towerkit.files import os_reason
-from towerkit.runs import LOG_FILE, RunDir, RunDirError
+from towerkit.runs import pipeline
+from towerkit.runs.processes import launch_torchrun, signals_as_interrupt
+from towerkit.runs.rundir import LOG_FILE, RunDir, RunDirError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RunInterrupted", "WorkersFailed", "resume", "train"]
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise _Terminated
 
 
 def train(
@@ -73,7 +63,9 @@ def train(
         with tempfile.TemporaryDirectory(prefix="towerkit-launch-") as folder:
             resolved = Path(folder) / "config.yaml"
             resolved.write_text(config.to_yaml())
-            _launch(nproc, ["train", str(resolved), "--out", str(out)], config.train.progress)
+            launch_torchrun(
+                nproc, ["train", str(resolved), "--out", str(out)], config.train.progress
+            )
         return None
     return _execute(config, None, out, prepared)
 
@@ -101,7 +93,7 @@ def resume(
     run.require_data()
     if nproc > 1 and not distributed.launched():
         command = ["train", "--resume", str(run.path), "--device", config.train.device]
-        _launch(nproc, command, config.train.progress)
+        launch_torchrun(nproc, command, config.train.progress)
         return None
     return _execute(config, run, None, prepared)
 
@@ -120,23 +112,15 @@ def _execute(
                 out = distributed.broadcast_object(out)  # the default name holds rank 0's clock
                 if ctx.main:
                     RunDir.check_new(out)
-            with _sigterm_as_interrupt():
+            with signals_as_interrupt():  # SIGTERM as Ctrl-C
                 try:
-                    prepared = prepared or pipeline.prepare(
-                        config.data, progress=config.train.progress
-                    )
-                    pipeline.check_data(config, prepared)
-                    check_memory(config, prepared)  # before the run directory is made
+                    # every check before the run directory is made
+                    prepared = pipeline.checked(config, prepared, resuming=None if new else run)
                     if new and ctx.main:
                         run = RunDir.create(out, config, prepared)
                     with _train_log(run if ctx.main else None):
-                        if new:
-                            outcome = pipeline.train(config, prepared, run=run)
-                        else:
-                            outcome = pipeline.resume(
-                                run, prepared, progress=config.train.progress,
-                                device=config.train.device,
-                            )  # fmt: skip
+                        state = None if new else run.load_checkpoint()
+                        outcome = pipeline.fit(config, prepared, run, state)
                 except BaseException as err:
                     _stopped(run if ctx.main else None, new, err, ctx.main)
                     raise
@@ -161,15 +145,6 @@ def _one_voice(main: bool) -> Iterator[None]:
     finally:
         for handler, level in zip(handlers, levels, strict=True):
             handler.setLevel(level)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -257,34 +232,3 @@ def _stopped(run: RunDir | None, new: bool, err: BaseException, main: bool) -> N
         if interrupted:
             raise RunInterrupted(message) from None
         logger.warning(message)
-
-
-def _launch(nproc: int, arguments: list[str], progress: bool) -> None:
-    """The same training under ``torchrun --standalone`` (one node, a free rendezvous port):
-    ``python -m towerkit ARGUMENTS`` in ``nproc`` processes, each with cores / nproc threads.
-
-    Raises:
-        RunInterrupted: they were stopped by a signal (SIGINT, SIGTERM).
-        WorkersFailed: they ended with another non-zero status.
-    """
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", str(nproc), "-m", "towerkit",
-               *([] if progress else ["--quiet"]), *arguments]  # fmt: skip
-    env = dict(os.environ)
-    # torchrun would give each process one thread; share the machine's cores instead.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    logger.info("launching: %s", " ".join(command))
-    job = subprocess.Popen(command, env=env)
-    # torchrun forwards SIGTERM and SIGINT to the workers (which checkpoint and stop); a signal
-    # sent to this launcher alone reaches torchrun the same way.
-    forward = {sig: signal.signal(sig, lambda signum, _: job.send_signal(signum))
-               for sig in (signal.SIGTERM, signal.SIGINT)}  # fmt: skip
-    try:
-        code = job.wait()
-    finally:
-        for sig, previous in forward.items():
-            signal.signal(sig, previous)
-    if code in (-signal.SIGINT, -signal.SIGTERM):
-        raise RunInterrupted("")
-    if code:
-        raise WorkersFailed(code)

@@ -1,9 +1,9 @@
 """The flow of DESIGN.md as functions: prepare -> build -> train, into a run directory.
 
-- preparing data (:mod:`towerkit.preparation`): :func:`prepare` fetches a known data set or
+- preparing data (:mod:`towerkit.runs.preparation`): :func:`prepare` fetches a known data set or
   reads a log, filters, encodes, splits; :func:`check_data` refuses data that cannot give a
   result;
-- building components (:mod:`towerkit.components`): ``build_*``, one stage each (model,
+- building components (:mod:`towerkit.runs.components`): ``build_*``, one stage each (model,
   retrieval task, batches, evaluators) from the config;
 - here: :func:`train` trains and evaluates one config, checkpointing into a run directory when
   given one; :func:`resume` continues an unfinished run where its last checkpoint left it;
@@ -11,14 +11,13 @@
   must match the run's).
 
 The lifecycle of a run (torchrun, the process group, signals, ``train.log``) is
-:mod:`towerkit.lifecycle`'s. The CLI, the benchmarks and the tests call the same functions
+:mod:`towerkit.runs.lifecycle`'s. The CLI, the benchmarks and the tests call the same functions
 (the names of the two modules above are re-exported here). Loading a run for retrieval needs
 none of this module (see :mod:`towerkit.runs` and :mod:`towerkit.retrieval`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,13 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from towerkit import distributed
-from towerkit.budget import check_memory
-from towerkit.components import (
+from towerkit.config import Config, ConfigError
+from towerkit.data import Prepared
+from towerkit.errors import RunStopped
+from towerkit.evaluation import Evaluator, query_vectors
+from towerkit.evaluation.outcomes import Outcomes
+from towerkit.index import make_index
+from towerkit.models import MatchingModel
+from towerkit.runs import OUTCOMES_FILE, RunDir, RunDirError
+from towerkit.runs.budget import check_memory
+from towerkit.runs.components import (
     build_batches,
+    build_loss,
     build_model,
     build_negatives,
     build_task,
@@ -41,18 +48,10 @@ from towerkit.components import (
     stage_evaluator,
     trains_on_windows,
 )
-from towerkit.config import Config, ConfigError
-from towerkit.data import Prepared
-from towerkit.errors import RunStopped
-from towerkit.evaluation import Evaluator, query_vectors
-from towerkit.index import make_index
-from towerkit.models import MatchingModel
-from towerkit.outcomes import Outcomes
-from towerkit.preparation import Log, check_data, load_log, make_split, prepare
-from towerkit.runs import OUTCOMES_FILE, RunDir, RunDirError, vectors_column
-from towerkit.state import TrainState, epochs_of
-from towerkit.tracking import Trackers, require_trackers
+from towerkit.runs.preparation import Log, check_data, load_log, make_split, prepare
+from towerkit.runs.tracking import Trackers, require_trackers
 from towerkit.training import Trainer, TrainResult, Validator
+from towerkit.training.state import TrainState, epochs_of
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +65,10 @@ __all__ = [
     "build_task",
     "check_data",
     "check_fingerprint",
+    "checked",
     "evaluate_run",
     "evaluators",
+    "fit",
     "load_log",
     "make_split",
     "prepare",
@@ -120,23 +121,19 @@ def train(
             never read (a search chooses on validation only; ``test`` passed to ``validate`` is
             None, and the run's metrics hold no test stage until :func:`test_run`).
     """
-    _require_process_group()
-    require_trackers(config.train.track)
-    prepared = prepared or prepare(config.data, progress=config.train.progress)
-    check_data(config, prepared)
-    check_memory(config, prepared)
+    prepared = checked(config, prepared)
     if run is not None and not isinstance(run, RunDir) and distributed.context().main:
         run = RunDir.create(run, config, prepared)
-    return _fit(config, prepared, run, None, validate, test)
+    return fit(config, prepared, run, validate=validate, test=test)
 
 
 def _require_process_group() -> None:
-    """Under torchrun the process group must be joined first (by :mod:`towerkit.lifecycle`,
+    """Under torchrun the process group must be joined first (by :mod:`towerkit.runs.lifecycle`,
     once), or every process would train alone and write the same run."""
     if distributed.launched() and not distributed.context().active:
         raise RuntimeError(
             "launched by torchrun but not in its process group: train through "
-            "towerkit.lifecycle (towerkit train), which joins it, or call "
+            "towerkit.runs.lifecycle (towerkit train), which joins it, or call "
             "towerkit.distributed.setup first"
         )
 
@@ -167,14 +164,32 @@ def resume(
     if run.finished:
         raise RunDirError(f"{run.path}: the run is finished already; there is nothing to resume")
     config = resumed_config(run, device=device, threads=threads, progress=progress)
+    prepared = checked(config, prepared, resuming=run)
+    return fit(config, prepared, run, run.load_checkpoint(), validate=validate)
+
+
+def checked(
+    config: Config, prepared: Prepared | None = None, *, resuming: RunDir | None = None
+) -> Prepared:
+    """Every check a run passes before anything of it is built or written, in one place:
+    under torchrun the process group is joined; the trackers can be reached; the data
+    (prepared from ``config.data`` when not given) can give a result and, for a run being
+    resumed, are the data it was trained on; the run fits in memory. Returns the data.
+
+    Raises:
+        RuntimeError: launched by torchrun without joining its process group.
+        MissingExtra, ConfigError, DataError, RunDirError: a check that fails (one line).
+    """
     _require_process_group()
     require_trackers(config.train.track)
-    run.require_data()
+    if resuming is not None:
+        resuming.require_data()
     prepared = prepared or prepare(config.data, progress=config.train.progress)
-    check_fingerprint(run, prepared)
+    if resuming is not None:
+        check_fingerprint(resuming, prepared)
     check_data(config, prepared)
     check_memory(config, prepared)
-    return _fit(config, prepared, run, run.load_checkpoint(), validate)
+    return prepared
 
 
 def resumed_config(
@@ -215,27 +230,33 @@ def check_fingerprint(run: RunDir, prepared: Prepared) -> None:
         )
 
 
-def _fit(
+def fit(
     config: Config,
     prepared: Prepared,
-    run: RunDir | None,
-    state: TrainState | None,
-    validate: MakeValidator | None,
-    test_stage: bool = True,
+    run: RunDir | None = None,
+    state: TrainState | None = None,
+    *,
+    validate: MakeValidator | None = None,
+    test: bool = True,
 ) -> RunOutcome:
+    """Build the run's components and train them (from ``state``, a checkpoint, when
+    resuming), then rank the test stage (``test``) and finish ``run``. Checks nothing: the
+    caller ran :func:`checked` (as :func:`train`, :func:`resume` and the lifecycle do).
+    """
+    test_stage = test
     if not distributed.context().main:
         run = None  # rank 0 writes the checkpoints and the run
     if run is not None:
         run.remove_stale()  # what a killed writer of this run left behind
     torch.manual_seed(config.train.seed)
     model = build_model(config, prepared)
-    task = build_task(config, model, prepared)
+    task, contrastive = build_loss(config, model, prepared)
     batches = build_batches(config, prepared, model)
-    trainer = Trainer(model, task, config.train)
+    trainer = Trainer(model, task, config.train, contrastive=contrastive)
     if test_stage:
-        valid, test = evaluators(config, prepared)
+        valid, tester = evaluators(config, prepared)
     else:
-        valid, test = stage_evaluator(config, prepared, "valid"), None
+        valid, tester = stage_evaluator(config, prepared, "valid"), None
     # rank 0 tracks; the trackers start before the first epoch and end with the run
     trackers = Trackers(config, run) if config.train.track and distributed.context().main else None
 
@@ -248,13 +269,13 @@ def _fit(
     try:
         result = trainer.fit(
             batches,
-            validate(valid, test) if validate else valid,
+            validate(valid, tester) if validate else valid,
             state=state,
             on_epoch=on_epoch if run is not None or trackers else None,
             on_step=trackers.log_step if trackers else None,
         )
-        if test is not None:
-            outcome = _test(config, model, trainer, test, result)
+        if tester is not None:
+            outcome = _test(config, model, trainer, tester, result)
         else:
             outcome = RunOutcome(config, model, result, {"valid": result.best_valid}, {}, 0.0)
         outcome.run = run
@@ -325,20 +346,8 @@ def _finish(run: RunDir, outcome: RunOutcome, prepared: Prepared, device: torch.
         model, sequences.items, users, sequences.offsets[users], split.valid_end[users],
         max_len=config.data.max_len, batch_size=config.eval.batch_size, device=device,
     )  # fmt: skip
-    histories = pa.ListArray.from_arrays(
-        pa.array(sequences.offsets[1:]), pa.array(encoded.item_vocab.decode(sequences.items))
-    )
     with torch.no_grad():
         items = model.encode_items(torch.arange(1, encoded.n_items + 1, device=device))
-    item_columns = {"item": pa.array(encoded.item_vocab.raw)}
-    if prepared.titles is not None:
-        item_columns["title"] = pa.array(prepared.titles[1:].astype(str))
-    item_columns["count"] = pa.array(prepared.train_counts[1:].astype(np.int64))
-    meta = {}
-    if prepared.labels is not None:
-        meta["label"], labels = prepared.labels
-        item_columns["label"] = pa.array(labels[1:].astype(str))
-    item_columns["vector"] = vectors_column(items)
     metrics = _metrics_file(outcome)
     timed = ("epoch", "seconds", "samples_per_second", "eval_seconds")
     timing = {
@@ -350,16 +359,11 @@ def _finish(run: RunDir, outcome: RunOutcome, prepared: Prepared, device: torch.
     }
     run.finish(
         model,
+        prepared,
+        user_vectors=vectors,
+        item_vectors=items,
         metrics=metrics,
         timing=timing,
-        users=pa.table(
-            {
-                "user": pa.array(encoded.user_vocab.raw),
-                "history": histories,
-                "vector": vectors_column(vectors),
-            }
-        ),
-        items=pa.table(item_columns).replace_schema_metadata({"towerkit": json.dumps(meta)}),
         outcomes=outcome.outcomes,
     )
     logger.info("run written to %s", run.path)

@@ -66,10 +66,10 @@ from towerkit.config import (
 )
 from towerkit.data.vocab import Vocab
 from towerkit.errors import TowerkitError
+from towerkit.evaluation.outcomes import Outcomes
 from towerkit.files import atomic_write, os_reason, remove_stale, staging_dir
 from towerkit.models import MatchingModel, build_model
-from towerkit.outcomes import Outcomes
-from towerkit.state import TrainState
+from towerkit.training.state import TrainState
 from towerkit.types import FeatureTable
 
 if TYPE_CHECKING:
@@ -250,6 +250,37 @@ class SavedVocabularies:
         )
 
 
+def users_table(prepared: Prepared, vectors: torch.Tensor | np.ndarray) -> pa.Table:
+    """``users.parquet``: each user's raw id, whole history (raw item ids, oldest first) and
+    query vector at the test point."""
+    encoded, sequences = prepared.encoded, prepared.split.sequences
+    histories = pa.ListArray.from_arrays(
+        pa.array(sequences.offsets[1:]), pa.array(encoded.item_vocab.decode(sequences.items))
+    )
+    return pa.table(
+        {
+            "user": pa.array(encoded.user_vocab.raw),
+            "history": histories,
+            "vector": vectors_column(vectors),
+        }
+    )
+
+
+def items_table(prepared: Prepared, vectors: torch.Tensor | np.ndarray) -> pa.Table:
+    """``items.parquet``: each item's raw id, title (when known), training count, label (the
+    attribute the report colours by, when known) and vector."""
+    columns = {"item": pa.array(prepared.encoded.item_vocab.raw)}
+    if prepared.titles is not None:
+        columns["title"] = pa.array(prepared.titles[1:].astype(str))
+    columns["count"] = pa.array(prepared.train_counts[1:].astype(np.int64))
+    meta = {}
+    if prepared.labels is not None:
+        meta["label"], labels = prepared.labels
+        columns["label"] = pa.array(labels[1:].astype(str))
+    columns["vector"] = vectors_column(vectors)
+    return pa.table(columns).replace_schema_metadata({"towerkit": json.dumps(meta)})
+
+
 class RunDir(SavedVocabularies):
     """An existing run directory (see the module docstring).
 
@@ -404,18 +435,21 @@ class RunDir(SavedVocabularies):
     def finish(
         self,
         model: MatchingModel,
+        prepared: Prepared,
         *,
+        user_vectors: torch.Tensor | np.ndarray,
+        item_vectors: torch.Tensor | np.ndarray,
         metrics: dict[str, Any],
         timing: dict[str, Any],
-        users: pa.Table,
-        items: pa.Table,
         outcomes: Outcomes | None = None,
     ) -> None:
-        """Write the trained model and its outputs, then mark the run finished."""
+        """Write the trained model and its outputs (``users.parquet`` and ``items.parquet``
+        from the prepared data and the vectors: each user's query at the test point, ``[U, D]``
+        or ``[U, K, D]``, and each item's vector, ``[N, D]``), then mark the run finished."""
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         _write_torch(self.path / MODEL_FILE, {"state_dict": state})
-        _write_table(self.path / USERS_FILE, users)
-        _write_table(self.path / ITEMS_FILE, items)
+        _write_table(self.path / USERS_FILE, users_table(prepared, user_vectors))
+        _write_table(self.path / ITEMS_FILE, items_table(prepared, item_vectors))
         if outcomes is not None:
             self.write_outcomes(outcomes)
         _write_json(self.path / METRICS_FILE, metrics)

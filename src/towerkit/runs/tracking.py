@@ -33,7 +33,7 @@ import yaml
 from towerkit.config import Config
 from towerkit.errors import MissingExtra
 from towerkit.runs import CHECKPOINT_FILE, RunDir
-from towerkit.state import EpochLog
+from towerkit.training.state import EpochLog
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 
 from towerkit.errors import TowerkitError
-from towerkit.export import MANIFEST_FILE, PARITY_TOLERANCE, ExportDir, ExportError, export_run
+from towerkit.retrieval.export import (
+    MANIFEST_FILE,
+    PARITY_TOLERANCE,
+    ExportDir,
+    ExportError,
+    export_run,
+)
 from towerkit.runs import RUN_FILE, RunDir
 from towerkit.serve.jobs import Job, run_jobs
 from towerkit.serve.model import Served, plain

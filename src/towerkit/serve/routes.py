@@ -306,7 +306,7 @@ async def page() -> HTMLResponse:
 @router.get("/report", response_class=HTMLResponse, include_in_schema=False)
 async def report_page(request: Request) -> HTMLResponse:
     """The loaded model's report: the charts of ``towerkit report`` for its run."""
-    from towerkit.report import render_html
+    from towerkit.reports import render_html
 
     served: Served = request.app.state.served
     if served.report is None:
@@ -322,7 +322,7 @@ async def report_page(request: Request) -> HTMLResponse:
 @router.get("/report/plotly.js", include_in_schema=False)
 async def plotly_script() -> Response:
     from towerkit.errors import MissingExtra
-    from towerkit.report import plotly_js
+    from towerkit.reports import plotly_js
 
     try:
         return Response(plotly_js(), media_type="text/javascript",

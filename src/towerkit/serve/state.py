@@ -24,7 +24,7 @@ from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from towerkit.errors import TowerkitError
-from towerkit.export import ExportError
+from towerkit.retrieval.export import ExportError
 from towerkit.serve.batching import MicroBatcher
 from towerkit.serve.jobs import Job, run_jobs
 from towerkit.serve.loading import is_run, load_export, load_served

@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from towerkit import distributed
-from towerkit.negatives import BatchContext, Candidates, Negatives, Shard
-from towerkit.objectives import Mode, get_objective, parse_mode
 from towerkit.similarity import Similarity, Temperature, get_similarity
+from towerkit.task.negatives import BatchContext, Candidates, Negatives, Shard
+from towerkit.task.objectives import Mode, get_objective, parse_mode
 from towerkit.types import Seen, SeenPolicy, TrainingPairs
 
 ItemEncoder = Callable[[torch.Tensor], torch.Tensor]
@@ -51,7 +51,7 @@ class RetrievalTask(nn.Module):
 
     Args:
         encode_items: the model's item tower, ids ``[N]`` -> vectors ``[N, D]``.
-        negatives: the candidate strategy (:mod:`towerkit.negatives`).
+        negatives: the candidate strategy (:mod:`towerkit.task.negatives`).
         similarity: how vectors are scored (a :class:`Similarity` or its name).
         temperature: divides the scores (a float: fixed).
         mode: ``"pointwise"``, ``"pairwise"``, ``"listwise"`` or the seed's ``0 / 1 / 2``.

@@ -33,13 +33,13 @@ from tqdm.auto import tqdm
 
 from towerkit import distributed
 from towerkit.config import TrainConfig
-from towerkit.contrastive import ContrastiveTerm, contrastive_term
 from towerkit.distributed import RankBatches
 from towerkit.errors import TowerkitError
 from towerkit.models.base import MatchingModel
 from towerkit.similarity import Similarity
-from towerkit.state import EpochLog, TrainState
 from towerkit.task import RetrievalTask
+from towerkit.training.contrastive import ContrastiveTerm
+from towerkit.training.state import EpochLog, TrainState
 from towerkit.types import Batch, SequenceBatch
 
 logger = logging.getLogger(__name__)
@@ -246,8 +246,9 @@ class Trainer:
         model: the model (its parameters and the task's learnable temperature are optimised).
         task: turns (queries, positives) into the loss; built once for the run.
         config: the ``train`` section of a config (epochs, optimiser, schedule, early stopping,
-            monitor, seed, device, threads, progress, and the contrastive term of
-            :mod:`towerkit.contrastive` added to the task's loss).
+            monitor, seed, device, threads, progress).
+        contrastive: a term added to the task's loss (:mod:`towerkit.training.contrastive`;
+            built with the task from the config, :func:`towerkit.runs.components.build_loss`).
 
     Example:
         >>> trainer = Trainer(model, task, config.train)
@@ -255,7 +256,12 @@ class Trainer:
     """
 
     def __init__(
-        self, model: MatchingModel, task: RetrievalTask, config: TrainConfig | None = None
+        self,
+        model: MatchingModel,
+        task: RetrievalTask,
+        config: TrainConfig | None = None,
+        *,
+        contrastive: ContrastiveTerm | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.ctx = distributed.context()
@@ -264,7 +270,7 @@ class Trainer:
         self.task = task.to(self.device)
         # Before DDP wraps the model: it reads which tables give sparse gradients when built.
         self.sparse = _sparse_tables(self.model) if self.config.sparse else []
-        self.contrastive = contrastive_term(self.config.contrastive, self.task.similarity)
+        self.contrastive = contrastive
         self.step = _Step(self.model, self.task, self.contrastive)
         if self.ctx.active:  # rank 0's weights are broadcast; gradients are averaged
             self.step = DistributedDataParallel(
