@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from towerkit.data.vocab import Vocab
-from towerkit.models import DSSM, YouTubeDNN
+from towerkit.models import DSSM, MODELS, YouTubeDNN
 from towerkit.nn import MLP, FeatureEmbedding, HistoryPooling, PooledTowerOptions
 from towerkit.types import Batch, FeatureTable
 
@@ -215,3 +215,16 @@ def test_dssm_options():
     assert torch.equal(a, b)
     a, b = make("dssm").eval().encode_users(twins)
     assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_models_constructor_defaults_are_its_sections(name):
+    """Each default a constructor shares with its config section is the section's value (the
+    section is its one home), so a model built directly is the model a default config builds."""
+    import inspect
+
+    model_class = MODELS[name]
+    section = model_class.config_class
+    for parameter in inspect.signature(model_class.__init__).parameters.values():
+        if parameter.name in section.model_fields and parameter.default is not parameter.empty:
+            assert parameter.default == section.default(parameter.name), parameter.name

@@ -37,6 +37,16 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @classmethod
+    def default(cls, key: str) -> Any:
+        """The default of ``key``: what a constructor that also takes the section's keys one
+        by one uses, so that each default is written once, in its section.
+
+        Example:
+            >>> def __init__(self, n_items: int, *, n_heads: int = SASRecConfig.default("n_heads"))
+        """
+        return cls.model_fields[key].get_default(call_default_factory=True)
+
 
 #: Each tagged union's member classes -> (the key holding the tag, members by tag): how the
 #: error explainer names a key inside a union member.

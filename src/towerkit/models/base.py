@@ -194,7 +194,7 @@ class SequenceModel(MatchingModel):
         dropout: float,
         share_embeddings: bool,
         item_features: FeatureTable | None = None,
-        feature_dim: int = 16,
+        feature_dim: int = SequenceSection.default("feature_dim"),
     ) -> None:
         super().__init__()
         self.embedding_dim, self.max_len = embedding_dim, max_len

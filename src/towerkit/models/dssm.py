@@ -69,12 +69,12 @@ class DSSM(MatchingModel):
         n_users: int,
         n_items: int,
         *,
-        embedding_dim: int = 64,
-        id_dim: int = 64,
+        embedding_dim: int = DSSMConfig.default("embedding_dim"),
+        id_dim: int = DSSMConfig.default("id_dim"),
         max_len: int = 50,
         user_features: FeatureTable | None = None,
         item_features: FeatureTable | None = None,
-        use_user_id: bool = True,
+        use_user_id: bool = DSSMConfig.default("use_user_id"),
         tower: PooledTowerOptions | None = None,
     ) -> None:
         super().__init__()

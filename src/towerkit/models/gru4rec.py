@@ -71,14 +71,14 @@ class GRU4Rec(SequenceModel):
         self,
         n_items: int,
         *,
-        embedding_dim: int = 64,
-        hidden_size: int | None = None,
-        n_layers: int = 1,
-        dropout: float = 0.2,
+        embedding_dim: int = GRU4RecConfig.default("embedding_dim"),
+        hidden_size: int | None = GRU4RecConfig.default("hidden_size"),
+        n_layers: int = GRU4RecConfig.default("n_layers"),
+        dropout: float = GRU4RecConfig.default("dropout"),
         max_len: int = 200,
-        share_embeddings: bool = True,
+        share_embeddings: bool = GRU4RecConfig.default("share_embeddings"),
         item_features: FeatureTable | None = None,
-        feature_dim: int = 16,
+        feature_dim: int = GRU4RecConfig.default("feature_dim"),
     ) -> None:
         super().__init__(
             n_items, embedding_dim, max_len, dropout, share_embeddings, item_features, feature_dim

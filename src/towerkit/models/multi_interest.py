@@ -153,10 +153,10 @@ class ComiRecSA(MultiInterestModel):
         self,
         n_items: int,
         *,
-        embedding_dim: int = 64,
-        interests: int = 4,
+        embedding_dim: int = ComiRecSAConfig.default("embedding_dim"),
+        interests: int = ComiRecSAConfig.default("interests"),
         max_len: int = 50,
-        attention_dim: int | None = None,
+        attention_dim: int | None = ComiRecSAConfig.default("attention_dim"),
     ) -> None:
         super().__init__(n_items, embedding_dim, interests, max_len)
         width = attention_dim or 4 * embedding_dim
@@ -217,10 +217,10 @@ class ComiRecDR(RoutingModel):
         self,
         n_items: int,
         *,
-        embedding_dim: int = 64,
-        interests: int = 4,
+        embedding_dim: int = ComiRecDRConfig.default("embedding_dim"),
+        interests: int = ComiRecDRConfig.default("interests"),
         max_len: int = 50,
-        iterations: int = 3,
+        iterations: int = ComiRecDRConfig.default("iterations"),
     ) -> None:
         super().__init__(n_items, embedding_dim, interests, max_len, iterations)
         self.maps = nn.Parameter(torch.empty(interests, embedding_dim, embedding_dim))
@@ -242,10 +242,10 @@ class MIND(RoutingModel):
         self,
         n_items: int,
         *,
-        embedding_dim: int = 64,
-        interests: int = 4,
+        embedding_dim: int = MINDConfig.default("embedding_dim"),
+        interests: int = MINDConfig.default("interests"),
         max_len: int = 50,
-        iterations: int = 3,
+        iterations: int = MINDConfig.default("iterations"),
         seed: int = 0,
     ) -> None:
         super().__init__(n_items, embedding_dim, interests, max_len, iterations)

@@ -112,18 +112,18 @@ class SASRec(SequenceModel):
         self,
         n_items: int,
         *,
-        embedding_dim: int = 64,
+        embedding_dim: int = SASRecConfig.default("embedding_dim"),
         max_len: int = 200,
-        n_layers: int = 2,
-        n_heads: int = 1,
-        ffn_dim: int | None = None,
-        dropout: float = 0.2,
-        layer_norm: LayerNormPlacement = "pre",
-        share_embeddings: bool = True,
-        filter_mix: float = 0.0,
-        filter_frequencies: int = 3,
+        n_layers: int = SASRecConfig.default("n_layers"),
+        n_heads: int = SASRecConfig.default("n_heads"),
+        ffn_dim: int | None = SASRecConfig.default("ffn_dim"),
+        dropout: float = SASRecConfig.default("dropout"),
+        layer_norm: LayerNormPlacement = SASRecConfig.default("layer_norm"),  # noqa: B008 (a str)
+        share_embeddings: bool = SASRecConfig.default("share_embeddings"),
+        filter_mix: float = SASRecConfig.default("filter_mix"),
+        filter_frequencies: int = SASRecConfig.default("filter_frequencies"),
         item_features: FeatureTable | None = None,
-        feature_dim: int = 16,
+        feature_dim: int = SASRecConfig.default("feature_dim"),
     ) -> None:
         super().__init__(
             n_items, embedding_dim, max_len, dropout, share_embeddings, item_features, feature_dim

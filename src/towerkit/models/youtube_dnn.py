@@ -61,10 +61,10 @@ class YouTubeDNN(MatchingModel):
         self,
         n_items: int,
         *,
-        embedding_dim: int = 64,
+        embedding_dim: int = YouTubeDNNConfig.default("embedding_dim"),
         max_len: int = 50,
         user_features: FeatureTable | None = None,
-        share_embeddings: bool = False,
+        share_embeddings: bool = YouTubeDNNConfig.default("share_embeddings"),
         tower: PooledTowerOptions | None = None,
     ) -> None:
         super().__init__()
