@@ -218,7 +218,7 @@ def test_a_moved_module_still_imports_from_its_old_name_with_a_warning(old, monk
 
 
 @pytest.mark.parametrize(
-    "package", ["task", "training", "evaluation", "runs", "retrieval", "reports", "tune"]
+    "package", ["data", "task", "training", "evaluation", "runs", "retrieval", "reports", "tune"]
 )
 def test_every_name_a_package_offers_resolves(package):
     import importlib

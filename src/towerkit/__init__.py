@@ -25,14 +25,16 @@ __all__ = ["DataError", "TowerkitError", "__version__"]
 
 def _lazy(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list]]:
     """A package's ``__getattr__`` and ``__dir__`` (PEP 562) that import each of ``names``
-    (name -> the module under ``package`` that defines it) on first use, so importing a
-    package's light module (``towerkit.training.state``) does not load its heavy ones."""
+    (name -> the module under ``package`` that defines it, or a whole ``towerkit.`` module
+    name) on first use, so importing a package's light module (``towerkit.training.state``)
+    does not load its heavy ones."""
     namespace = sys.modules[package].__dict__
 
     def __getattr__(name: str) -> Any:
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+        home = names[name] if names[name].startswith("towerkit.") else f"{package}.{names[name]}"
+        value = getattr(importlib.import_module(home), name)
         namespace[name] = value  # once: later lookups find it without this function
         return value
 

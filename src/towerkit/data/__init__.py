@@ -7,8 +7,9 @@ wait for torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from towerkit import _lazy
 
 if TYPE_CHECKING:
     from towerkit.data.batches import (
@@ -17,12 +18,12 @@ if TYPE_CHECKING:
         SequenceBatches,
         TrainingBatches,
     )
+    from towerkit.data.cells import parse_timestamps
     from towerkit.data.encoding import EncodedInteractions, encode, encode_features
     from towerkit.data.history import gather_history
     from towerkit.data.interactions import Interactions
     from towerkit.data.prepared import Prepared
     from towerkit.data.readers import (
-        parse_timestamps,
         read_delimited,
         read_interactions,
         read_side_table,
@@ -39,29 +40,28 @@ if TYPE_CHECKING:
     from towerkit.data.vocab import Vocab
     from towerkit.types import FeatureTable
 
-_HOMES = {
-    "towerkit.data.batches": ("Batch", "SequenceBatch", "SequenceBatches", "TrainingBatches"),
-    "towerkit.data.encoding": ("EncodedInteractions", "encode", "encode_features"),
-    "towerkit.data.history": ("gather_history",),
-    "towerkit.data.interactions": ("Interactions",),
-    "towerkit.data.prepared": ("Prepared",),
-    "towerkit.data.readers": (
-        "parse_timestamps", "read_delimited", "read_interactions", "read_side_table",
-    ),
-    "towerkit.data.sequences": ("Sequences", "item_counts"),
-    "towerkit.data.split": (
-        "Split", "Targets", "held_out_users", "last_fraction", "leave_one_out", "temporal_split",
-    ),
-    "towerkit.data.vocab": ("Vocab",),
-    "towerkit.types": ("FeatureTable",),
-}  # fmt: skip
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOME_OF:
-        return getattr(importlib.import_module(_HOME_OF[name]), name)
-    raise AttributeError(f"module 'towerkit.data' has no attribute {name!r}")
+__getattr__, __dir__ = _lazy(
+    __name__,
+    {
+        **dict.fromkeys(
+            ["Batch", "SequenceBatch", "SequenceBatches", "TrainingBatches"], "batches"
+        ),
+        **dict.fromkeys(["EncodedInteractions", "encode", "encode_features"], "encoding"),
+        "gather_history": "history",
+        "Interactions": "interactions",
+        "Prepared": "prepared",
+        "parse_timestamps": "cells",
+        **dict.fromkeys(["read_delimited", "read_interactions", "read_side_table"], "readers"),
+        **dict.fromkeys(["Sequences", "item_counts"], "sequences"),
+        **dict.fromkeys(
+            ["Split", "Targets", "held_out_users", "last_fraction", "leave_one_out",
+             "temporal_split"],
+            "split",
+        ),
+        "Vocab": "vocab",
+        "FeatureTable": "towerkit.types",
+    },
+)  # fmt: skip
 
 
 __all__ = [

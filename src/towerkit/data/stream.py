@@ -36,14 +36,9 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 from tqdm.auto import tqdm
 
+from towerkit.data.cells import MAX_SECONDS, MIN_SECONDS, NA_TOKENS, id_column
 from towerkit.data.encoding import EncodedInteractions
-from towerkit.data.readers import (
-    _MAX_SECONDS,
-    _MIN_SECONDS,
-    NA_TOKENS,
-    _id_column,
-    parquet_shards,
-)
+from towerkit.data.readers import parquet_shards
 from towerkit.data.sequences import Sequences
 from towerkit.data.vocab import Vocab
 from towerkit.errors import DataError
@@ -113,7 +108,7 @@ def _seconds(path: Path, array: pa.Array, name: str, first_row: int) -> np.ndarr
         values = array.cast(pa.int64()).to_numpy(zero_copy_only=False)
     else:
         raise NotStreamable(f"{name} is of type {array.type}, not integer epoch seconds")
-    bad = (values < _MIN_SECONDS) | (values > _MAX_SECONDS)
+    bad = (values < MIN_SECONDS) | (values > MAX_SECONDS)
     if bad.any():
         row = first_row + int(np.flatnonzero(bad)[0]) + 1
         raise DataError(
@@ -186,7 +181,7 @@ class _FirstSeen:
         if raw.dtype == object:
             # The in-memory reader's rule (all integers, none written "007": int64), applied to
             # the distinct ids, decides as it would on the whole column.
-            as_ids = _id_column(pd.Series(raw))
+            as_ids = id_column(pd.Series(raw))
             if as_ids.dtype == np.int64:
                 if as_ids.duplicated().any():
                     raise NotStreamable(f"text {name} ids that spell one integer two ways")

@@ -23,17 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from towerkit.data.cells import check_present, finite_numbers, is_text, parse_timestamps, where
 from towerkit.data.interactions import Interactions
-from towerkit.data.readers import (
-    PathLike,
-    check_file,
-    check_present,
-    finite_numbers,
-    is_text,
-    parse_timestamps,
-    read_delimited,
-    where,
-)
+from towerkit.data.readers import PathLike, check_file, read_delimited
 from towerkit.datasets.sources import extract
 from towerkit.errors import DataError
 
