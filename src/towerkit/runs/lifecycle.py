@@ -42,6 +42,9 @@ def train(
     *,
     nproc: int = 1,
     prepared: pipeline.Prepared | None = None,
+    validate: pipeline.MakeValidator | None = None,
+    test: bool = True,
+    keep_on: tuple[type[BaseException], ...] = (),
 ) -> pipeline.RunOutcome | None:
     """Train ``config`` into a new run directory ``out`` (which must not hold anything).
 
@@ -49,6 +52,10 @@ def train(
         nproc: train in this many processes on this machine (``torchrun --standalone``); the
             call then returns None once they end (rank 0 wrote the run).
         prepared: the prepared data, when the caller has them (else prepared from the config).
+        validate, test: as for :func:`towerkit.runs.pipeline.train` (a search's trial
+            validates through its pruner and never reads the test stage).
+        keep_on: exceptions that end the run on purpose (a pruned trial): the run directory
+            is kept as it is, and the exception is raised.
 
     Returns:
         the outcome (under torchrun, on every rank; ``outcome.run`` is rank 0's), or None when
@@ -67,7 +74,9 @@ def train(
                 nproc, ["train", str(resolved), "--out", str(out)], config.train.progress
             )
         return None
-    return _execute(config, None, out, prepared)
+    if nproc > 1 and (validate is not None or not test or keep_on):
+        raise ValueError("validate, test and keep_on are for a run in this process (nproc 1)")
+    return _execute(config, None, out, prepared, validate=validate, test=test, keep_on=keep_on)
 
 
 def resume(
@@ -99,7 +108,14 @@ def resume(
 
 
 def _execute(
-    config: Config, run: RunDir | None, out: Path | None, prepared: pipeline.Prepared | None
+    config: Config,
+    run: RunDir | None,
+    out: Path | None,
+    prepared: pipeline.Prepared | None,
+    *,
+    validate: pipeline.MakeValidator | None = None,
+    test: bool = True,
+    keep_on: tuple[type[BaseException], ...] = (),
 ) -> pipeline.RunOutcome:
     """The run in this process: join the process group (once), prepare, train, finish."""
     new = run is None
@@ -120,7 +136,11 @@ def _execute(
                         run = RunDir.create(out, config, prepared)
                     with _train_log(run if ctx.main else None):
                         state = None if new else run.load_checkpoint()
-                        outcome = pipeline.fit(config, prepared, run, state)
+                        outcome = pipeline.fit(
+                            config, prepared, run, state, validate=validate, test=test
+                        )
+                except keep_on:
+                    raise
                 except BaseException as err:
                     _stopped(run if ctx.main else None, new, err, ctx.main)
                     raise

@@ -15,8 +15,8 @@ from typing import Any
 from towerkit.config import (
     ConfigError,
 )
-from towerkit.errors import TowerkitError
-from towerkit.runs import pipeline
+from towerkit.errors import RunInterrupted, TowerkitError
+from towerkit.runs import lifecycle, pipeline
 from towerkit.runs.processes import signals_as_interrupt
 from towerkit.tune.space import _one_line, trial_config
 from towerkit.tune.study import CONFIG_FILE, StudyDir, _counted, _optuna, _pruner
@@ -115,14 +115,21 @@ def _run_trial(study, trial, study_dir: StudyDir, space, base_tree, threads, pre
             prepared.clear()  # one data set at a time in memory
             prepared[key] = pipeline.prepare(config.data, progress=False)
         metric = config.train.monitor
-        outcome = pipeline.train(
-            config, prepared[key], run=run, test=False,
+        # A trial is a run like any other: its lifecycle owns the directory, the log and
+        # the signals; a pruned trial's run is kept as it stopped.
+        outcome = lifecycle.train(
+            config, run, prepared=prepared[key], test=False,
             validate=lambda valid, _test: _Pruning(valid, trial, metric),
+            keep_on=(optuna.TrialPruned,),
         )  # fmt: skip
     except optuna.TrialPruned as pruned:
         logger.info("trial %d pruned: %s", number, pruned)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         return
+    except (KeyboardInterrupt, RunInterrupted):  # Ctrl-C, SIGTERM: the trial does not count
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        raise KeyboardInterrupt from None
     except TowerkitError as err:
         logger.warning("trial %d failed: %s", number, err)
         trial.set_user_attr("error", str(err))
