@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -392,6 +393,7 @@ def test_a_search_never_reads_the_test_stage(offline_ml100k, tmp_path, monkeypat
     assert summary.test is None and summary.complete >= 1
     metrics = json.loads((tmp_path / "study" / summary.best_run / "metrics.json").read_text())
     assert "test" not in metrics and not (tmp_path / summary.best_run / "outcomes.parquet").exists()
+    assert (Path(summary.best_run) / "train.log").exists()  # trained by the run lifecycle
     with pytest.raises(AssertionError, match="test stage was read"):  # the guard works
         pipeline.test_run(summary.best_run)
     monkeypatch.setattr(Split, "targets", targets)
