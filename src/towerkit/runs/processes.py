@@ -1,5 +1,6 @@
 """Processes a run starts and the signals it answers: one home for the launchers of
-``--nproc`` (torchrun) and ``tune --workers``, and for SIGTERM handled as Ctrl-C.
+``--nproc`` (:func:`launch_torchrun`) and ``tune --workers`` (:func:`run_workers`), and for
+SIGTERM handled as Ctrl-C (:func:`signals_as_interrupt`).
 
 A stopped process keeps what it finished (the last epoch's checkpoint, a study's finished
 trials) only if a signal ends it through Python's ``KeyboardInterrupt``, never by the default
@@ -14,8 +15,10 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from towerkit.errors import RunInterrupted, WorkersFailed
 
@@ -88,3 +91,43 @@ def launch_torchrun(nproc: int, arguments: list[str], progress: bool) -> None:
         raise RunInterrupted("")
     if code:
         raise WorkersFailed(code)
+
+
+def run_workers(
+    commands: list[list[str]],
+    logs: list[Path],
+    *,
+    env: dict[str, str] | None = None,
+    tick: Callable[[], None] | None = None,
+    interval: float = 1.0,
+) -> list[int]:
+    """Run ``commands`` side by side, each writing to its log (appended), and return their exit
+    statuses once all have ended; ``tick`` is called every ``interval`` seconds meanwhile (a
+    progress bar). Each runs in a session of its own, so a terminal's Ctrl-C reaches only this
+    process: on Ctrl-C (or SIGTERM handled as one) each is sent SIGINT, waited for (each keeps
+    what it finished), and the interrupt is raised."""
+    handles = [open(log, "a") for log in logs]  # noqa: SIM115 (closed below)
+    procs = []
+    try:
+        for command, handle in zip(commands, handles, strict=True):
+            procs.append(
+                subprocess.Popen(
+                    command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                    start_new_session=True,
+                )
+            )  # fmt: skip
+        while any(p.poll() is None for p in procs):
+            time.sleep(interval)
+            if tick is not None:
+                tick()
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        raise
+    finally:
+        for handle in handles:
+            handle.close()
+    return [p.returncode for p in procs]

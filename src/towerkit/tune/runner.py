@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from towerkit.config import (
 from towerkit.errors import RunInterrupted
 from towerkit.files import atomic_write
 from towerkit.runs import pipeline
-from towerkit.runs.processes import cores, signals_as_interrupt, towerkit_command
+from towerkit.runs.processes import cores, run_workers, signals_as_interrupt, towerkit_command
 from towerkit.tune.page import write_page
 from towerkit.tune.space import Space, TuneError, check_space, read_space, trial_config
 from towerkit.tune.study import (
@@ -170,8 +169,7 @@ def _run_workers(study_dir: StudyDir, trials, workers, threads, deadline, progre
 
     logs = study_dir.path / WORKERS_DIR
     logs.mkdir(exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    procs = []
+    commands = []
     for k in range(workers):
         command = towerkit_command(
             "tune-worker", str(study_dir.path),
@@ -179,32 +177,25 @@ def _run_workers(study_dir: StudyDir, trials, workers, threads, deadline, progre
         )  # fmt: skip
         if deadline is not None:
             command += ["--deadline", repr(deadline)]
-        log = open(logs / f"worker-{k}.log", "a")  # noqa: SIM115 (closed below)
-        # Their own session: a terminal's Ctrl-C reaches this process, which stops them.
-        proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        procs.append((proc, log))
+        commands.append(command)
     study = study_dir.load()
     bar = tqdm(total=trials, desc="trials", disable=not progress)
+
+    def tick() -> None:
+        done = _counted(study, running=False)
+        if done > bar.n:
+            bar.update(done - bar.n)
+
     try:
-        while any(p.poll() is None for p, _ in procs):
-            time.sleep(1.0)
-            done = _counted(study, running=False)
-            if done > bar.n:
-                bar.update(done - bar.n)
-    except KeyboardInterrupt:
-        for p, _ in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p, _ in procs:
-            p.wait()
-        raise
+        codes = run_workers(
+            commands,
+            [logs / f"worker-{k}.log" for k in range(workers)],
+            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+            tick=tick,
+        )
     finally:
         bar.close()
-        for _, log in procs:
-            log.close()
-    failed = [k for k, (p, _) in enumerate(procs) if p.returncode != 0]
+    failed = [k for k, code in enumerate(codes) if code != 0]
     if failed:
         names = ", ".join(str(logs / f"worker-{k}.log") for k in failed)
         raise TuneError(
