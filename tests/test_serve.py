@@ -114,8 +114,8 @@ class Server:
         self.stop()
         raise TimeoutError("the server did not become ready")
 
-    def post(self, path: str, body, **kwargs) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", json=body, timeout=30, **kwargs)
+    def post(self, path: str, body, *, timeout: float = 30, **kwargs) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, timeout=timeout, **kwargs)
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", timeout=30)
@@ -211,6 +211,10 @@ def test_batch_similar_items_history_health(server, runs):
         ({"user": 1, "k": "ten"}, 422, "k: Input should be a valid integer"),
         ({"user": 1, "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
         ({"user": [1, 2]}, 422, "user"),
+        ({"user": True}, 422, "user"),  # JSON's true is not user 1
+        ({"user": 1, "k": True}, 422, "k: Input should be a valid integer"),
+        ({"history": [1, False]}, 422, "history"),
+        ({"user": 1, "filter": "not " * 900 + "count > 1"}, 422, "levels deep; at most 100"),
     ],
 )
 def test_bad_requests_are_4xx_naming_the_problem(server, body, status, message):
@@ -232,6 +236,18 @@ def test_malformed_and_oversized_bodies(server, runs):
     assert answer["history_truncated"] is True
     tail = server.post("/recommend", {"history": long[-10:], "exclude": long[:-10], "k": 5})
     assert [i["id"] for i in answer["items"]] == [i["id"] for i in tail.json()["items"]]
+
+
+@pytest.mark.parametrize(
+    "header", [b"Bearer t\xe9st", b"Bearer \xff\xfe", b"Basic dG9rZW4=", b"", b"Bearer"]
+)
+def test_a_malformed_authorization_is_401(server, header):
+    """Any header that is not the token, non-ASCII bytes included, is refused as such."""
+    refused = httpx.post(
+        f"{server.url}/admin/reload", json={"path": "x"}, headers={"authorization": header}
+    )
+    assert refused.status_code == 401, refused.text
+    assert "Authorization: Bearer TOKEN" in refused.json()["detail"]
 
 
 def test_hot_reload_swaps_models_without_failing_a_request(server, runs, tmp_path):
@@ -257,8 +273,11 @@ def test_hot_reload_swaps_models_without_failing_a_request(server, runs, tmp_pat
             swap = server.post("/admin/reload", {"path": str(target)}, headers=bearer)
             assert swap.status_code == 200, swap.text
             versions.append(swap.json()["model_version"])
-        # A run directory: exported by a child process (`towerkit export`), then loaded.
-        swap = server.post("/admin/reload", {"path": str(runs["sasrec"])}, headers=bearer)
+        # A run directory: exported by a child process (`towerkit export`, niced, on one
+        # thread: minutes on a machine busy with other tests), then loaded.
+        swap = server.post(
+            "/admin/reload", {"path": str(runs["sasrec"])}, headers=bearer, timeout=300
+        )
         assert swap.status_code == 200 and swap.json()["model_version"] == versions[0]
         unfinished = tmp_path / "unfinished"
         shutil.copytree(runs["sasrec"], unfinished)

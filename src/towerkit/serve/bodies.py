@@ -3,9 +3,19 @@ document at ``/docs``)."""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
-RawId = str | int
+# Strict: JSON's true and false are not the numbers 1 and 0 (lax parsing would take
+# {"user": true} as user 1), nor is 1.0 an id.
+RawId = StrictStr | StrictInt
 FeatureValue = str | int | float | list[str | int]
 MAX_BATCH_QUERIES = 1000
 
@@ -24,7 +34,7 @@ class RecommendRequest(_Body):
     features: dict[str, FeatureValue | None] | None = Field(
         default=None, description="raw user side features of a history request"
     )
-    k: int = Field(default=10, description="how many items: 1 to min(1000, catalogue)")
+    k: StrictInt = Field(default=10, description="how many items: 1 to min(1000, catalogue)")
     exclude: list[RawId] = Field(default_factory=list, description="raw item ids to leave out")
     filter: str | None = Field(
         default=None,
@@ -73,7 +83,7 @@ class BatchResponse(BaseModel):
 
 class SimilarRequest(_Body):
     item: RawId
-    k: int = 10
+    k: StrictInt = 10
     exclude: list[RawId] = Field(default_factory=list)
     filter: str | None = Field(default=None, max_length=4000, description="as for /recommend")
 

@@ -344,7 +344,9 @@ def admin_routes(token: str) -> APIRouter:
         """Load another run or export directory and swap it in (the old model serves
         until then, and keeps serving if the new one is refused)."""
         expected = f"Bearer {token}"
-        if authorization is None or not hmac.compare_digest(authorization, expected):
+        # as bytes: compare_digest refuses str with non-ASCII characters (a header is latin-1)
+        given = None if authorization is None else authorization.encode("utf-8", "replace")
+        if given is None or not hmac.compare_digest(given, expected.encode("utf-8")):
             raise HTTPException(401, "a valid 'Authorization: Bearer TOKEN' is needed")
         new = await server(request).reload(body.path)
         return {"model_version": new.version, "index": new.index, "source": str(new.source)}
