@@ -369,3 +369,70 @@ def test_a_log_of_shards_with_an_empty_one_trains_and_a_foreign_one_is_named(tmp
     lines = again.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: {shards / 'part-3.parquet'}: its columns differ from")
     assert not (tmp_path / "run2").exists()
+
+
+def _numeric_options() -> list[tuple[tuple[str, ...], object]]:
+    """(command path, parameter) of every int or float option of the command line."""
+    import typer.main
+
+    found = []
+
+    def walk(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                walk(sub, (*path, name))
+            return
+        for param in command.params:
+            annotation = param.type_descriptor.annotation
+            if {int, float} & {annotation, *getattr(annotation, "__args__", ())}:
+                found.append((path, param))
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+NUMERIC_OPTIONS = _numeric_options()
+
+
+def test_every_numeric_option_has_a_range():
+    assert len(NUMERIC_OPTIONS) >= 15  # the walk finds them
+    unbounded = [(" ".join(path), p.opts[0]) for path, p in NUMERIC_OPTIONS
+                 if p.min is None or p.max is None]  # fmt: skip
+    assert not unbounded, f"give these options min= and max=: {unbounded}"
+
+
+def _required(path, param, tmp_path) -> list[str]:
+    """The arguments a command needs besides ``param``: paths that do not exist, names, 1."""
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    out = []
+    for other in command.params:
+        if other.name == param.name or not other.required:
+            continue
+        value = "1" if other.type_descriptor.annotation in (int, float) else str(tmp_path / "no")
+        out += [value] if not other.opts[0].startswith("-") else [other.opts[0], value]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    NUMERIC_OPTIONS,
+    ids=[f"{' '.join(p)} {o.opts[0]}" for p, o in NUMERIC_OPTIONS],
+)
+def test_an_absurd_number_on_the_command_line_is_one_line_at_once(path, param, tmp_path):
+    """0, -1 and 10^12 for each numeric option: one line (or, for 0 where it is allowed, the
+    command's own answer to its missing inputs) within 5 s, never a traceback."""
+    for value in (0, -1, 10**12):
+        start = time.monotonic()
+        done = towerkit(*path, param.opts[0], str(value), *_required(path, param, tmp_path))
+        seconds = time.monotonic() - start
+        assert seconds < 5, (value, seconds)
+        if value != 0 or param.min is None or param.min > 0:
+            assert done.returncode == 2, (value, done.stderr)
+        if done.returncode:
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), (value, done.stderr)
+            assert "internal error" not in lines[0] and "Traceback" not in done.stderr

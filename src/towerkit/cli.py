@@ -25,6 +25,19 @@ from rich.table import Table
 from towerkit import datasets
 from towerkit.errors import RunStopped, TowerkitError
 from towerkit.files import os_reason
+from towerkit.sections import MAX_LENGTH, MAX_SEED
+
+# The range of the command line's numbers, as the config's keys have theirs (a test walks
+# every numeric option and fails on one without both ends): far beyond any real use, short of
+# a request that could never end or fit.
+MAX_IDS = 1 << 31  # users or items of a synthetic log
+MAX_INTERACTIONS = 10**11
+MAX_PROCESSES = 1024  # processes of --nproc and --workers, threads
+MAX_TRIALS = 100_000
+MAX_SECONDS = 366 * 86_400  # a year
+MAX_EPOCH_SECONDS = 10**11  # a time.time() (the year 5138)
+MAX_K = 100_000  # a cut-off, or items recommended per user
+MAX_RESAMPLES = 100_000  # bootstrap resamples
 
 app = typer.Typer(
     help="Train, evaluate and serve matching models.",
@@ -167,15 +180,19 @@ def data_inspect(
 
 @data_app.command("synth")
 def data_synth(
-    users: Annotated[int, typer.Option(min=1, help="Users.")],
-    items: Annotated[int, typer.Option(min=2, help="Items.")],
-    interactions: Annotated[int, typer.Option(min=1, help="Interactions in all.")],
+    users: Annotated[int, typer.Option(min=1, max=MAX_IDS, help="Users.")],
+    items: Annotated[int, typer.Option(min=2, max=MAX_IDS, help="Items.")],
+    interactions: Annotated[
+        int, typer.Option(min=1, max=MAX_INTERACTIONS, help="Interactions in all.")
+    ],
     out: Annotated[Path, typer.Option(help="A new directory for the shards and item table.")],
-    seed: Annotated[int, typer.Option(help="The random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="The random seed.")] = 0,
     topics: Annotated[
-        int, typer.Option(min=0, help="Latent topics (0: about sqrt(items) / 2).")
+        int, typer.Option(min=0, max=MAX_LENGTH, help="Latent topics (0: about sqrt(items) / 2).")
     ] = 0,
-    shard_rows: Annotated[int, typer.Option(min=1, help="Interactions per shard.")] = 4_000_000,
+    shard_rows: Annotated[
+        int, typer.Option(min=1, max=MAX_INTERACTIONS, help="Interactions per shard.")
+    ] = 4_000_000,
 ) -> None:
     """Write a synthetic log a model can learn (latent topics, drifting users, power-law
     popularity and activity, sessions, timestamps) as Parquet shards."""
@@ -227,6 +244,7 @@ def train(
         typer.Option(
             "--nproc",
             min=1,
+            max=MAX_PROCESSES,
             help="Train in N processes on this machine (launches torchrun --standalone).",
         ),
     ] = 1,
@@ -288,14 +306,21 @@ def tune(
         ),
     ] = None,
     trials: Annotated[
-        int, typer.Option(min=1, help="The study's size: trials in all, over every session.")
+        int,
+        typer.Option(
+            min=1, max=MAX_TRIALS, help="The study's size: trials in all, over every session."
+        ),
     ] = 20,
     out: Annotated[Path | None, typer.Option(help="The study directory.")] = None,
     workers: Annotated[
-        int, typer.Option(min=1, help="Processes sharing the study (threads split among them).")
+        int,
+        typer.Option(
+            min=1, max=MAX_PROCESSES, help="Processes sharing the study (threads split among them)."
+        ),
     ] = 1,
     timeout: Annotated[
-        float | None, typer.Option(min=1, help="Seconds after which no new trial starts.")
+        float | None,
+        typer.Option(min=1, max=MAX_SECONDS, help="Seconds after which no new trial starts."),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Go on with the study in --out up to --trials.")
@@ -351,10 +376,10 @@ def tune(
 @app.command("tune-worker", hidden=True)
 def tune_worker(
     study: Annotated[Path, typer.Argument()],
-    trials: Annotated[int, typer.Option()],
-    worker: Annotated[int, typer.Option()] = 0,
-    threads: Annotated[int, typer.Option()] = 1,
-    deadline: Annotated[float | None, typer.Option()] = None,
+    trials: Annotated[int, typer.Option(min=1, max=MAX_TRIALS)],
+    worker: Annotated[int, typer.Option(min=0, max=MAX_PROCESSES)] = 0,
+    threads: Annotated[int, typer.Option(min=1, max=MAX_PROCESSES)] = 1,
+    deadline: Annotated[float | None, typer.Option(min=0, max=MAX_EPOCH_SECONDS)] = None,
 ) -> None:
     """One process of `towerkit tune --workers W` (started by it)."""
     from towerkit.tune import work
@@ -459,10 +484,15 @@ def compare(
         str, typer.Argument(help="Run B, or `popularity` for A's popularity baseline.")
     ],
     k: Annotated[
-        list[int] | None, typer.Option("-k", "--k", help="A cut-off (repeatable; default eval.ks).")
+        list[int] | None,
+        typer.Option(
+            "-k", "--k", min=1, max=MAX_K, help="A cut-off (repeatable; default eval.ks)."
+        ),
     ] = None,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
-    seed: Annotated[int, typer.Option(help="The bootstrap's seed.")] = 0,
+    resamples: Annotated[
+        int, typer.Option(min=10, max=MAX_RESAMPLES, help="Bootstrap resamples.")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="The bootstrap's seed.")] = 0,
     out: Annotated[
         Path | None, typer.Option("--out", help="Also write the table and its chart as HTML.")
     ] = None,
@@ -510,7 +540,7 @@ def recommend(
             "(repeatable; features not given count as missing).",
         ),
     ] = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many items.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="How many items.")] = 10,
     where: Annotated[
         str | None,
         typer.Option(
@@ -643,7 +673,7 @@ def serve(
     ] = None,
     options: IndexOptions = None,
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="The port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65_535, help="The port to listen on.")] = 8000,
     admin_token: Annotated[
         str | None,
         typer.Option(
@@ -694,10 +724,20 @@ def _error(message: str) -> None:
 
 
 def main() -> None:
-    """Entry point: run the app; a user's error is one line and exit status 1, a bug is an
-    "internal error" line (its traceback with ``-v``) and exit status 2."""
+    """Entry point: run the app; a user's error is one line and exit status 1, a command line
+    that does not parse (an unknown option, a value out of its range) one line and exit status
+    2, a bug an "internal error" line (its traceback with ``-v``) and exit status 2."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:  # end of input at a prompt
+        _error("aborted")
+        sys.exit(1)
+    except typer.TyperException as err:  # the command line itself (click's usage errors)
+        ctx, message = getattr(err, "ctx", None), err.format_message()
+        if message:  # (none when the help was shown for a command given no arguments)
+            where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            _error(f"{message}{where}")
+        sys.exit(getattr(err, "exit_code", 2))
     except RunStopped as err:  # said already, or says what was kept and how to resume
         if str(err):
             err_console.print(escape(str(err)), highlight=False, soft_wrap=True)
@@ -718,6 +758,8 @@ def main() -> None:
                 "towerkit; rerun with -v for the traceback, and report it)"
             )
         sys.exit(2)
+    if isinstance(code, int) and code:  # typer.Exit(code), and 130 for Ctrl-C
+        sys.exit(code)
 
 
 if __name__ == "__main__":
