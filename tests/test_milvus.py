@@ -89,7 +89,11 @@ def test_a_filter_keeps_the_rows_it_names_and_renders_for_milvus(text, kept, exp
         ("1 < 2", "compares no attribute"),
         ("count == True", "is not a string or a number"),
         ("__import__('os')", "is not allowed"),
+        ("not " * 1000 + "count > 1", "nests 1003 levels deep; at most 100 are read"),
+        ("not " * 30_000 + "count > 1", "nests more than 100 levels deep"),
+        ("(" * 250 + "count > 1" + ")" * 250, "not valid"),  # Python's own limit: 200
     ],
+    ids=lambda v: v[:40] if isinstance(v, str) else v,
 )
 def test_bad_filters_are_one_line_naming_the_problem(text, message):
     with pytest.raises(FilterError) as caught:

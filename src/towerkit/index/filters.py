@@ -44,6 +44,8 @@ _COMPARE: dict[type, tuple[str, Callable[[Any, Any], Any]]] = {
     ast.Gt: (">", operator.gt),
     ast.GtE: (">=", operator.ge),
 }
+#: the deepest nesting read (levels of nodes: a comparison inside 10 and/or/not is about 15)
+MAX_DEPTH = 100
 SYNTAX = (
     'comparisons (label == "Comedy", count >= 100, 10 <= count < 50), '
     'label in ["Comedy", "Drama"], and / or / not, parentheses'
@@ -93,7 +95,16 @@ def parse_filter(text: str, columns: Iterable[str] | None = None) -> ItemFilter:
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
-        raise FilterError(f"filter {text!r} is not valid: use {SYNTAX}") from None
+        raise FilterError(f"filter {_cut(text)!r} is not valid: use {SYNTAX}") from None
+    except (RecursionError, MemoryError):  # Python's parser gives up on deep nesting
+        raise FilterError(
+            f"filter {_cut(text)!r} nests more than {MAX_DEPTH} levels deep"
+        ) from None
+    depth = _depth(tree)
+    if depth > MAX_DEPTH:
+        raise FilterError(
+            f"filter {_cut(text)!r} nests {depth} levels deep; at most {MAX_DEPTH} are read"
+        )
     names: list[str] = []
     expression = _render(tree, text, names)
     if not names:
@@ -108,6 +119,22 @@ def parse_filter(text: str, columns: Iterable[str] | None = None) -> ItemFilter:
                 f"the items have: {', '.join(known)}"
             )
     return ItemFilter(text, expression, used, tree)
+
+
+def _depth(tree: ast.expr) -> int:
+    """How deep the expression nests (its nodes counted on the longest path), without
+    recursion: a filter of a thousand nested ``not`` must not exhaust the stack."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def _cut(text: str, width: int = 80) -> str:
+    """The start of a long filter, for a message that stays one readable line."""
+    return text if len(text) <= width else text[:width] + "..."
 
 
 def _literal(node: ast.expr, text: str) -> Any:
