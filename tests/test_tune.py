@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import small_config
+from conftest import small_config, towerkit
 from towerkit.config import ConfigError, config_from_dict, load_config
 from towerkit.data.split import Split
 from towerkit.runs import pipeline
@@ -422,3 +422,29 @@ def test_study_directory_errors_are_one_line(offline_ml100k, tmp_path):
         assert message in stderr and "Traceback" not in stderr
         assert len(stderr.strip().splitlines()) == 1, stderr
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_damaged_study_database_is_one_line(damage, tmp_path):
+    """``tune --resume`` on a study.db that is not a readable study: one line naming the file
+    and SQLite's reason, exit 1, and the file left as it was."""
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "config.yaml").write_text(yaml.safe_dump(_tiny_tree()))
+    _space(study, SPACE)
+    db = study / "study.db"
+    made = optuna.create_study(study_name="towerkit", storage=f"sqlite:///{db}")
+    for value in (0.1, 0.2):
+        made.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=value))
+    whole = db.read_bytes()
+    db.write_bytes(
+        {"garbage": bytes(range(256)) * 8, "truncated": whole[: len(whole) // 2], "empty": b""}[
+            damage
+        ]
+    )
+    before = db.read_bytes()
+    done = towerkit("tune", "--resume", "--out", str(study), "--trials", "3")
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {db}: not a study towerkit can read")
+    assert db.read_bytes() == before

@@ -82,14 +82,38 @@ class StudyDir:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def load(self, seed: int | None = None, pruner: Any = None) -> Any:
+        """The study in Optuna's storage.
+
+        Raises:
+            TuneError: ``study.db`` is not a study Optuna can read (garbage, truncated, another
+                database), named with SQLite's reason.
+        """
         optuna = _optuna()
+        from sqlalchemy.exc import SQLAlchemyError
+
         space = self.space()
         sampler = optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=space.sampler.startup_trials, constant_liar=True
         )
-        return optuna.load_study(
-            study_name=STUDY_NAME, storage=self.storage_url, sampler=sampler, pruner=pruner
-        )
+        storage = self.path / STORAGE_FILE
+        with open(storage, "rb") as handle:  # before SQLAlchemy, which would write into it
+            if handle.read(16) != b"SQLite format 3\x00":
+                raise TuneError(
+                    f"{storage}: not a study towerkit can read (not an SQLite database); keep "
+                    "the file aside and start a new study with another --out"
+                )
+        try:
+            study = optuna.load_study(
+                study_name=STUDY_NAME, storage=self.storage_url, sampler=sampler, pruner=pruner
+            )
+            study.get_trials(deepcopy=False)  # a damaged file fails here, not mid-study
+        except (SQLAlchemyError, KeyError, optuna.exceptions.OptunaError) as err:
+            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+            raise TuneError(
+                f"{storage}: not a study towerkit can read ({reason}); keep the file aside "
+                "and start a new study with another --out"
+            ) from None
+        return study
 
 
 def _pruner(space: Space, base: Config) -> Any:
