@@ -167,10 +167,20 @@ def test_cli_recommend_errors_are_one_line(run, args, message):
     assert done.stdout == ""
 
 
-def test_cli_recommend_needs_a_user_or_a_history(run):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give --user (one or more) or --history"),
+        (["--user", "1", "--history", "1"], "either --user (one or more) or --history, not both"),
+        (["--history", ""], "--history is empty"),
+        (["--history", "  "], "--history is empty"),
+    ],
+)
+def test_cli_recommend_needs_a_user_or_a_history(run, args, message):
     out, _, _ = run
-    done = towerkit("recommend", str(out))
-    assert done.returncode != 0 and "either --user" in done.stderr
+    done = towerkit("recommend", str(out), *args)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and message in done.stderr
 
 
 def test_unfinished_and_missing_runs_are_refused_with_what_to_do(tmp_path, walk_prepared):

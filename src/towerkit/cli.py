@@ -556,8 +556,12 @@ def recommend(
     run directory only: no data set is fetched or prepared."""
     from towerkit.retrieval import Retriever, parse_id_list
 
-    if bool(user) == (history is not None):
+    if not user and history is None:
+        raise typer.BadParameter("give --user (one or more) or --history")
+    if user and history is not None:
         raise typer.BadParameter("give either --user (one or more) or --history, not both")
+    if history is not None and not history.strip():
+        raise typer.BadParameter("--history is empty: give raw item ids, oldest first")
     if feature and history is None:
         raise typer.BadParameter("--feature describes the new user of --history")
     index_options = _parse_options(options)
