@@ -457,3 +457,25 @@ def test_two_seeds_on_ml100k_differ_by_noise_and_beat_popularity(home, tmp_path)
     for d in versus.differences:
         assert d.high < 0, d  # YouTubeDNN beats popularity on every metric: B - A < 0
     assert not math.isnan(seeds.differences[0].p_value)
+
+
+@pytest.mark.parametrize("where", ["a folder", "a missing folder"])
+def test_an_out_that_cannot_be_written_is_one_line_before_any_work(runs, tmp_path, where):
+    """`report` and `compare` check --out first: one line naming it (never the hidden file a
+    write would go through), exit 1, nothing computed or written."""
+    from conftest import towerkit
+
+    out = tmp_path / "taken" if where == "a folder" else tmp_path / "no" / "such" / "r.html"
+    if where == "a folder":
+        out.mkdir()
+    commands = [
+        ("report", str(runs["seed-0"]), "--out", str(out)),
+        ("compare", str(runs["seed-0"]), str(runs["seed-1"]), "--out", str(out)),
+    ]
+    for command in commands:
+        done = towerkit(*command)
+        assert done.returncode == 1 and done.stdout == "", done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}: "), lines
+        assert ".part" not in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["taken"] if where == "a folder" else [])

@@ -252,3 +252,14 @@ def test_library_callers_train_through_the_same_lifecycle(walk_prepared, tmp_pat
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match="not in its process group"):
         pipeline.train(small_config(), walk_prepared)
+
+
+def test_a_file_where_a_run_directory_goes_is_named_as_a_file(tmp_path):
+    taken = tmp_path / "run"
+    taken.write_text("notes")
+    with pytest.raises(RunDirError, match=r"run: is a file, not a directory"):
+        RunDir.check_new(taken)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(RunDirError, match="exists and is not empty"):
+        RunDir.check_new(tmp_path / "full")

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from towerkit import datasets
 from towerkit.errors import RunStopped, TowerkitError
-from towerkit.files import os_reason
+from towerkit.files import check_writable, os_reason
 from towerkit.sections import MAX_LENGTH, MAX_SEED
 
 # The range of the command line's numbers, as the config's keys have theirs (a test walks
@@ -501,6 +501,8 @@ def compare(
     difference (B - A), its bootstrap 95% interval and the paired t-test's p-value."""
     from towerkit.reports.compare import compare_runs, write_comparison
 
+    if out is not None:
+        check_writable(out)  # before the work, not after it
     start = time.perf_counter()
     result = compare_runs(run_a, run_b, ks=k, resamples=resamples, seed=seed)
     seconds = time.perf_counter() - start

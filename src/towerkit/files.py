@@ -67,6 +67,23 @@ def named(err: OSError, path: Path | str) -> OSError:
     return type(err)(err.errno, os_reason(err), str(path))
 
 
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, a file that could not be written at ``path``: a directory
+    there, a folder that does not exist, a folder this process cannot write in. (The write
+    itself goes through :func:`atomic_write`; this is the check that spares the work.)
+
+    Raises:
+        OSError: naming ``path``, never the temporary file a write would use.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"no folder {path.parent}", str(path))
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"cannot write in {path.parent}", str(path))
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, then rename it into place: readers
     see the old file or the new one, never a part (a full disk leaves the old one).

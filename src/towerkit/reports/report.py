@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from towerkit.files import atomic_write
+from towerkit.files import atomic_write, check_writable
 from towerkit.reports.analysis import ann_rows, check_projection, neighbours, recommendation_stats
 from towerkit.reports.charts import (
     at_k_charts,
@@ -241,6 +241,7 @@ def write_report(
     """
     plotly_js()  # the extras are there before any work
     check_projection(projection)
+    check_writable(Path(out))
     paths = [Path(p) for p in paths]
     runs = [RunView.load(p, n) for p, n in zip(paths, unique_names(paths), strict=True)]
     data = report_data(runs, projection=projection)

@@ -155,7 +155,9 @@ def export_run(
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: is a file, not a directory; pick another --out")
+    if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out}: exists and is not empty; pick another --out")
     config = run.config
     kind = index or config.eval.index

@@ -319,7 +319,9 @@ class RunDir(SavedVocabularies):
         """Refuse a path that exists and is not an empty directory, or that cannot be written
         (checked before any data is read)."""
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"{path}: is a file, not a directory; pick another place for the run")
+        if path.exists() and any(path.iterdir()):
             raise RunDirError(f"{path}: the run directory exists and is not empty; pick another")
         if path.exists() and not os.access(path, os.W_OK | os.X_OK):
             raise RunDirError(f"{path}: the run directory is not writable")

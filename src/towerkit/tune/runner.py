@@ -113,6 +113,8 @@ def tune(
 def _create(study_dir: StudyDir, config, space, overrides, optuna) -> None:
     if config is None or space is None:
         raise TuneError("a new study needs a CONFIG and --space (or --resume an existing one)")
+    if study_dir.path.exists() and not study_dir.path.is_dir():
+        raise TuneError(f"{study_dir.path}: is a file, not a directory; pick a new --out")
     if study_dir.path.exists() and any(study_dir.path.iterdir()):
         hint = " (go on with it: --resume)" if study_dir.exists() else ""
         raise TuneError(f"{study_dir.path}: exists and is not empty{hint}; pick a new --out")
