@@ -229,6 +229,17 @@ def test_a_log_too_short_to_train_on_is_refused(tmp_path):
     assert_refused(done, "no training samples", run)
 
 
+def test_a_one_line_log_names_its_cause_first(tmp_path):
+    """One interaction (a catalogue of one item, smaller than eval.ks): the cause, no training
+    samples, is the one line; not the catalogue's size, its symptom."""
+    log = tmp_path / "log.csv"
+    log.write_text("user,item,timestamp\n1,10,100\n")
+    run = tmp_path / "run"
+    done = towerkit("train", str(config_for(log, tmp_path)), "--out", str(run))
+    assert_refused(done, "no training samples", run)
+    assert "eval.ks" not in done.stderr
+
+
 def test_eval_ks_larger_than_the_catalogue_is_refused_before_training(tmp_path):
     log = write_log(tmp_path / "log.csv", [6] * 8, n_items=4)
     run = tmp_path / "run"

@@ -242,17 +242,13 @@ def _prepare_streamed(data: DataConfig, *, progress: bool) -> Prepared:
 def check_data(config: Config, prepared: Prepared) -> None:
     """Refuse, before any training, data that cannot give a result: no training sample, no
     validation or test target, or a catalogue smaller than the longest list asked for."""
-    n_items, k = prepared.encoded.n_items, max(config.eval.ks)
-    if k > n_items:
-        raise ConfigError(
-            f"eval.ks {config.eval.ks} asks for top-{k} lists from a catalogue of {n_items} "
-            f"items; keep eval.ks at most {n_items}"
-        )
     split = prepared.split
     starts = split.sequences.offsets[:-1]
     samples = int(np.maximum(split.fit_end - starts - 1, 0).sum())
     longest = int(split.sequences.lengths.max(initial=0))
     what = f"the {config.data.split.kind} split"
+    # The data's own shortfalls first: a log too small to train is the cause, and a catalogue
+    # too small for eval.ks its symptom.
     if samples == 0:
         raise DataError(
             f"no training samples: under {what} no user has two training interactions (the "
@@ -263,3 +259,9 @@ def check_data(config: Config, prepared: Prepared) -> None:
     for stage in ("valid", "test"):
         if counts[stage] == 0:
             raise DataError(f"no user has a {stage} target under {what}")
+    n_items, k = prepared.encoded.n_items, max(config.eval.ks)
+    if k > n_items:
+        raise ConfigError(
+            f"eval.ks {config.eval.ks} asks for top-{k} lists from a catalogue of {n_items} "
+            f"items; keep eval.ks at most {n_items}"
+        )
