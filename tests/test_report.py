@@ -479,3 +479,17 @@ def test_an_out_that_cannot_be_written_is_one_line_before_any_work(runs, tmp_pat
         assert len(lines) == 1 and lines[0].startswith(f"error: {out}: "), lines
         assert ".part" not in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == (["taken"] if where == "a folder" else [])
+
+
+def test_a_report_of_runs_tested_on_other_data_says_so(runs, tmp_path):
+    """Overlaid as asked, but the page and the log say that their test metrics do not compare,
+    where runs of one log (one with user features) pass without a word."""
+    from conftest import towerkit
+
+    out = tmp_path / "r.html"
+    done = towerkit("report", str(runs["seed-0"]), str(runs["other-data"]), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "other-data tested on other users or targets than seed-0" in done.stderr
+    assert "do not compare" in out.read_text()
+    same = write_report([runs["seed-0"], runs["with-features"]], tmp_path / "s.html")
+    assert same["warnings"] == []

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from towerkit.evaluation.outcomes import PER_USER_METRICS, Difference, Outcomes, compare_outcomes
+from towerkit.evaluation.outcomes import PER_USER_METRICS, Difference, compare_outcomes
 from towerkit.files import atomic_write
 from towerkit.reports.page import page, table
-from towerkit.reports.views import ReportError, RunView, unique_names
+from towerkit.reports.views import ReportError, RunView, same_evaluation, unique_names
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +40,6 @@ class Comparison:
     resamples: int
     confidence: float
     differences: list[Difference]
-
-
-def same_evaluation(a: Outcomes, b: Outcomes) -> bool:
-    """Whether two runs were tested on the same users, histories and targets over the same
-    training counts: runs of one log whose models read different side features (which the
-    data fingerprint covers) still pair user by user."""
-    return a.n_items == b.n_items and all(
-        np.array_equal(getattr(a, name), getattr(b, name))
-        for name in ("users", "history", "target_offsets", "targets", "item_counts")
-    )
 
 
 def compare_runs(

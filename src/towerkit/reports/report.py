@@ -44,7 +44,7 @@ from towerkit.reports.charts import (
     training_charts,
 )
 from towerkit.reports.page import page, plotly_js, table
-from towerkit.reports.views import ReportError, RunView, unique_names
+from towerkit.reports.views import ReportError, RunView, same_evaluation, unique_names
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,17 @@ def report_data(
             },
         ],
     }
+    apart = [r.name for r in runs[1:] if not same_evaluation(runs[0].outcomes, r.outcomes)]
+    # overlaid all the same (curves over epochs still compare), but said on the page and in
+    # the log
+    out["warnings"] = (
+        [
+            f"{', '.join(apart)} tested on other users or targets than {runs[0].name}: their "
+            "test metrics overlay here but do not compare (towerkit compare refuses such a pair)"
+        ]
+        if apart
+        else []
+    )
     if maps:
         out["sections"].append(
             {
@@ -211,7 +222,8 @@ def render_html(data: dict[str, Any], title: str, *, script_src: str | None = No
     """The report's page in the page shell: Plotly embedded (or loaded from ``script_src``:
     the server's own copy)."""
     e = html.escape
-    body = [_summary(data["runs"])]
+    body = [f"<p class='note'>{e(w)}</p>" for w in data.get("warnings", [])]
+    body.append(_summary(data["runs"]))
     for section in data["sections"]:
         body.append(f"<h2>{e(section['title'])}</h2>")
         if section.get("note"):
@@ -245,6 +257,8 @@ def write_report(
     paths = [Path(p) for p in paths]
     runs = [RunView.load(p, n) for p, n in zip(paths, unique_names(paths), strict=True)]
     data = report_data(runs, projection=projection)
+    for warning in data["warnings"]:
+        logger.warning("%s", warning)
     title = "towerkit report: " + ", ".join(r.name for r in runs)
     page = render_html(data, title)
     out = Path(out)

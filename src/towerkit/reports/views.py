@@ -123,3 +123,13 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
     if len(set(names)) < len(names):
         names = [f"{p.parent.name}/{p.name}" for p in paths]
     return names
+
+
+def same_evaluation(a: Outcomes, b: Outcomes) -> bool:
+    """Whether two runs were tested on the same users, histories and targets over the same
+    training counts: runs of one log whose models read different side features (which the
+    data fingerprint covers) still pair user by user."""
+    return a.n_items == b.n_items and all(
+        np.array_equal(getattr(a, name), getattr(b, name))
+        for name in ("users", "history", "target_offsets", "targets", "item_counts")
+    )
