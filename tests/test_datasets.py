@@ -14,7 +14,7 @@ import pytest
 from towerkit import datasets
 from towerkit.data import Interactions, Sequences, encode, leave_one_out
 from towerkit.datasets import DatasetSpec, UrlSource, cache, movielens
-from towerkit.errors import FetchError
+from towerkit.errors import DataError, FetchError
 
 # --------------------------------------------------------------------------------------------
 # Tiny copies of each source's files, in each source's own format
@@ -224,6 +224,35 @@ def test_corrupt_cache_is_fetched_again(home, archives, caplog):
     (path / "manifest.json").unlink()  # an interrupted write: no manifest, no trust
     datasets.fetch(spec, progress=False)
     assert cache.is_valid(path, spec.counts)
+
+
+def _reseal(path: Path) -> None:
+    """Rewrite a cache's manifest to match its files as they are now (what a hand edit does)."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"] = {name: cache.sha256_of(path / name) for name in manifest["files"]}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage", ["fewer rows", "truncated"])
+def test_a_resealed_cache_is_refused_on_load_with_how_to_fetch_again(home, archives, damage):
+    """A cache cut down (or truncated) with its manifest rewritten to match passes the
+    checksums: the pinned counts and the read itself are checked on every load, one line."""
+    canonical, _ = archives
+    spec = tiny_spec(url_source(canonical, movielens.parse_ml1m_zip))
+    path = datasets.fetch(spec, progress=False)
+    table = path / "interactions.parquet"
+    if damage == "fewer rows":
+        frame = pd.read_parquet(table)
+        frame.iloc[:3].to_parquet(table, index=False)
+    else:
+        table.write_bytes(table.read_bytes()[:100])
+    _reseal(path)
+    with pytest.raises(DataError) as caught:
+        datasets.load(spec, progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and "towerkit data fetch tiny-1m --force" in message
+    expected = "not the pinned 5, 2 and 3" if damage == "fewer rows" else "cannot be read"
+    assert expected in message
 
 
 def test_bad_checksum_and_counts_are_rejected(home, archives):

@@ -14,6 +14,8 @@ import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pyarrow as pa
+
 from towerkit.data.interactions import Interactions
 from towerkit.datasets import cache
 from towerkit.datasets.movielens import (
@@ -224,7 +226,25 @@ def load(
 ) -> Interactions:
     """The normalised interactions and side tables of a data set (fetched if needed)."""
     spec = dataset if isinstance(dataset, DatasetSpec) else get_spec(dataset)
-    interactions = cache.read(fetch(spec, home=home, progress=progress))
+    directory = fetch(spec, home=home, progress=progress)
+    again = f"fetch it again: towerkit data fetch {spec.name} --force"
+    try:
+        interactions = cache.read(directory)
+    except (pa.ArrowException, OSError, ValueError) as err:  # the file passed its checksum
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(
+            f"{directory}: the cached {spec.name} cannot be read ({reason}); {again}"
+        ) from None
+    # The pinned counts, checked on every load and not on fetch alone: a cache edited to match
+    # its manifest is still not the data set.
+    got = cache.counts_of(interactions)
+    if got != spec.counts:
+        raise DataError(
+            f"{directory}: the cached {spec.name} holds {got['interactions']:,} interactions, "
+            f"{got['users']:,} users and {got['items']:,} items, not the pinned "
+            f"{spec.counts['interactions']:,}, {spec.counts['users']:,} and "
+            f"{spec.counts['items']:,}; {again}"
+        )
     return replace(interactions, has_time=spec.has_time)
 
 
