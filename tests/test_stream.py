@@ -239,3 +239,19 @@ def test_a_directory_of_empty_shards_says_there_are_no_rows(tmp_path):
     data = config_from_dict({"data": {"path": str(shards)}}).data
     with pytest.raises(DataError, match=r"no data rows \(every Parquet file in it is empty\)"):
         pipeline.prepare(data, progress=False)
+
+
+@pytest.mark.parametrize("column", ["user", "item"])
+def test_a_parquet_log_with_nested_ids_is_one_line_on_both_paths(tmp_path, column):
+    """A list column where ids go: refused naming the column, by the out-of-core stream and by
+    the in-memory reader (``data inspect``) alike, never an Arrow cast error."""
+    from towerkit.data import read_interactions
+
+    values = {"user": [1, 1, 2, 2], "item": [5, 6, 5, 6], "timestamp": [1, 2, 3, 4]}
+    values[column] = [[v] for v in values[column]]
+    path = tmp_path / "log.parquet"
+    pq.write_table(pa.table(values), path)
+    with pytest.raises(DataError, match=rf"the {column} column '{column}' holds list"):
+        stream.stream_sequences(path, progress=False)
+    with pytest.raises(DataError, match=rf"row 1: the {column} column '{column}' holds"):
+        read_interactions(path)

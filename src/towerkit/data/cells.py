@@ -142,6 +142,22 @@ def exact_seconds(
     return parsed.dt.tz_localize(None).astype("datetime64[ns]").astype(np.int64).to_numpy() / 1e9
 
 
+def check_scalar_ids(path: Path, frame: pd.DataFrame, column: str, role: str) -> None:
+    """Ids are integers or text: a cell that holds a list, an array or a mapping (a nested
+    Parquet or JSON column) is an error naming the column and the first such row."""
+    values = frame[column]
+    if values.dtype != object:
+        return
+    nested = values.map(lambda v: isinstance(v, list | tuple | dict | set | np.ndarray)).to_numpy()
+    if nested.any():
+        pos = int(np.flatnonzero(nested)[0])
+        raise DataError(
+            f"{path}: {where(path, frame, pos)}: the {role} column {column!r} holds "
+            f"{type(values.iloc[pos]).__name__} values ({values.iloc[pos]!r}); ids must be "
+            "integers or text"
+        )
+
+
 def id_column(column: pd.Series) -> pd.Series:
     """Ids stay strings unless every value is an integer, then they become int64."""
     if not is_text(column):

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from towerkit.data.cells import (
     PARQUET_SUFFIXES,
     check_present,
+    check_scalar_ids,
     empty_cells,
     exact_seconds,
     finite_numbers,
@@ -405,6 +406,8 @@ def read_interactions(
     require_columns(path, frame, wanted)
     for column in wanted.values():
         check_present(path, frame, column)
+    check_scalar_ids(path, frame, user, "user")
+    check_scalar_ids(path, frame, item, "item")
 
     out = pd.DataFrame(
         {"user": id_column(frame[user]).to_numpy(), "item": id_column(frame[item]).to_numpy()}

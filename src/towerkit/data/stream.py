@@ -86,6 +86,14 @@ def _check_schema(path: Path, schema: pa.Schema, columns: _Columns) -> None:
             raise DataError(
                 f"{path}: no {role} column {name!r}; the columns are: {', '.join(schema.names)}"
             )
+        kind = schema.field(name).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if role != "timestamp" and pa.types.is_nested(kind):
+            raise DataError(
+                f"{path}: the {role} column {name!r} holds {kind} values; ids must be integers "
+                "or text"
+            )
 
 
 def _ids(array: pa.ChunkedArray | pa.Array) -> pa.Array:
