@@ -8,11 +8,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import time
 
 import numpy as np
 import pytest
 
 from conftest import small_config
+from towerkit.config import ConfigError
 from towerkit.errors import MissingExtra
 from towerkit.runs import pipeline, tracking
 from towerkit.runs.tracking import metric_key
@@ -107,6 +109,20 @@ def test_a_missing_tracker_is_named_with_its_install_command(walk_prepared, monk
                                            r"'towerkit\[mlflow\]'"):  # fmt: skip
         pipeline.train(config, walk_prepared, run=tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_a_tracking_server_that_does_not_answer_is_one_line_before_any_work(
+    walk_prepared, tmp_path
+):
+    """A refused port: refused at once, where MLflow's client would retry for minutes."""
+    from conftest import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    config = small_config(train={"track": ["mlflow"], "mlflow_uri": uri})
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"train\.mlflow_uri {uri}: no tracking server answers"):
+        pipeline.train(config, walk_prepared, run=tmp_path / "run")
+    assert time.monotonic() - start < 10 and not (tmp_path / "run").exists()
 
 
 def test_a_failing_tracker_does_not_stop_training(walk_prepared, monkeypatch, tmp_path, caplog):

@@ -181,7 +181,7 @@ def checked(
         MissingExtra, ConfigError, DataError, RunDirError: a check that fails (one line).
     """
     _require_process_group()
-    require_trackers(config.train.track)
+    require_trackers(config.train.track, config.train.mlflow_uri)
     if resuming is not None:
         resuming.require_data()
     prepared = prepared or prepare(config.data, progress=config.train.progress)

@@ -23,14 +23,16 @@ import datetime as dt
 import importlib.util
 import json
 import logging
+import socket
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
-from towerkit.config import Config
+from towerkit.config import Config, ConfigError
 from towerkit.errors import MissingExtra
 from towerkit.runs import CHECKPOINT_FILE, RunDir
 from towerkit.training.state import EpochLog
@@ -49,14 +51,39 @@ def metric_key(stage: str, name: str) -> str:
     return f"{stage}/{name.replace('@', '_at_')}"
 
 
-def require_trackers(names: Sequence[str]) -> None:
-    """Raise :class:`MissingExtra` naming the install command for a tracker not installed."""
+def require_trackers(names: Sequence[str], mlflow_uri: str | None = None) -> None:
+    """Raise :class:`MissingExtra` naming the install command for a tracker not installed,
+    and :class:`ConfigError` for an MLflow server that does not answer a connection within
+    :data:`CONNECT_SECONDS` (MLflow's own client would retry for minutes before the first
+    epoch)."""
     for name in names:
         module, extra = EXTRAS[name]
         if importlib.util.find_spec(module) is None:
             raise MissingExtra(
                 f"train.track: {name} is not installed; pip install 'towerkit[{extra}]'"
             )
+    if "mlflow" in names and mlflow_uri:
+        _check_server(mlflow_uri)
+
+
+#: how long the check before a run waits for a tracking server to accept a connection
+CONNECT_SECONDS = 5.0
+
+
+def _check_server(uri: str) -> None:
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=CONNECT_SECONDS):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise ConfigError(
+            f"train.mlflow_uri {uri}: no tracking server answers ({reason}); start it, or "
+            "take mlflow out of train.track"
+        ) from None
 
 
 def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -245,7 +272,7 @@ class Trackers:
     never stops training."""
 
     def __init__(self, config: Config, run: RunDir | None) -> None:
-        require_trackers(config.train.track)
+        require_trackers(config.train.track, config.train.mlflow_uri)
         self.trackers: dict[str, Tracker] = {}
         for name in config.train.track:
             self._call(name, lambda name=name: self.trackers.__setitem__(
