@@ -110,9 +110,30 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+#: the temporary names of this module: ``.NAME-staging-PID-RANDOM`` and ``.NAME.PID.RANDOM.part``
+_ORPHAN = re.compile(r"^\..+?(?:-staging-(\d+)-[^.]*|\.(\d+)\.[^.]+\.part)$")
+
+
+def remove_orphans(directory: Path) -> None:
+    """Remove every temporary file and folder of this module in ``directory`` whose writing
+    process no longer runs, whatever it was writing: a run killed while staging an export to
+    one name leaves nothing behind once anything is staged beside it again."""
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        match = _ORPHAN.match(entry.name)
+        if match is None or pid_alive(int(match.group(1) or match.group(2))):
+            continue
+        logger.info("removing %s, left by a process that ended while writing", entry)
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def staging_dir(target: Path) -> Path:
-    """A new empty folder beside ``target`` to build it in, then rename into place (stale
-    staging folders of ``target`` are removed first)."""
+    """A new empty folder beside ``target`` to build it in, then rename into place (what
+    ended processes left in the folder is removed first)."""
+    remove_orphans(target.parent)
     prefix = f".{target.name}-staging-"
-    remove_stale(target.parent, prefix)
     return Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}-"))
