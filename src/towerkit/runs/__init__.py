@@ -7,7 +7,9 @@
 - :mod:`~towerkit.runs.budget`: the memory a run will take, checked before it starts;
 - :mod:`~towerkit.runs.tracking`: TensorBoard and MLflow;
 - :mod:`~towerkit.runs.pipeline`: prepare -> check -> build -> fit -> finish;
-- :mod:`~towerkit.runs.lifecycle`: the one owner of a run's processes, signals and log.
+- :mod:`~towerkit.runs.lifecycle`: the one owner of a run's processes, signals and log;
+- :mod:`~towerkit.runs.processes`: the processes a run or a study starts, and SIGTERM as
+  Ctrl-C.
 """
 
 from towerkit import _lazy
