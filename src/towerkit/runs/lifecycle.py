@@ -6,7 +6,7 @@ opens the one to resume), writes its ``train.log``, handles SIGTERM as Ctrl-C, a
 training stops early keeps what can be resumed: a new run with no finished epoch is removed,
 otherwise the message says how to resume.
 
-    >>> from towerkit import lifecycle
+    >>> from towerkit.runs import lifecycle
     >>> outcome = lifecycle.train(load_config("configs/ml-100k/youtube_dnn.yaml"), "runs/a")
     >>> outcome = lifecycle.resume("runs/a", device="cpu")   # after Ctrl-C, on another machine
 
@@ -66,6 +66,8 @@ def train(
         WorkersFailed: launched processes failed.
     """
     out = Path(out)
+    if nproc > 1 and (validate is not None or not test or keep_on):
+        raise ValueError("validate, test and keep_on are for a run in this process (nproc 1)")
     if nproc > 1 and not distributed.launched():
         with tempfile.TemporaryDirectory(prefix="towerkit-launch-") as folder:
             resolved = Path(folder) / "config.yaml"
@@ -74,8 +76,6 @@ def train(
                 nproc, ["train", str(resolved), "--out", str(out)], config.train.progress
             )
         return None
-    if nproc > 1 and (validate is not None or not test or keep_on):
-        raise ValueError("validate, test and keep_on are for a run in this process (nproc 1)")
     return _execute(config, None, out, prepared, validate=validate, test=test, keep_on=keep_on)
 
 
