@@ -42,13 +42,19 @@ def remove_stale(directory: Path, prefix: str) -> None:
         if not entry.name.startswith(prefix):
             continue
         match = _PID.search(entry.name[len(prefix) - 1 :])
-        if match is None or pid_alive(int(match.group(1))):
-            continue
-        logger.info("removing %s, left by a process that ended while writing", entry)
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        if match is not None:
+            _remove_if_orphaned(entry, int(match.group(1)))
+
+
+def _remove_if_orphaned(entry: Path, pid: int) -> None:
+    """Remove ``entry`` (a file or a folder) when the process ``pid`` that wrote it is gone."""
+    if pid_alive(pid):
+        return
+    logger.info("removing %s, left by a process that ended while writing", entry)
+    if entry.is_dir():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
 
 
 def os_reason(err: OSError) -> str:
@@ -122,13 +128,8 @@ def remove_orphans(directory: Path) -> None:
         return
     for entry in directory.iterdir():
         match = _ORPHAN.match(entry.name)
-        if match is None or pid_alive(int(match.group(1) or match.group(2))):
-            continue
-        logger.info("removing %s, left by a process that ended while writing", entry)
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        if match is not None:
+            _remove_if_orphaned(entry, int(match.group(1) or match.group(2)))
 
 
 def staging_dir(target: Path) -> Path:
