@@ -409,6 +409,21 @@ def test_read_only_and_unwritable_run_directories_are_refused(tmp_path, monkeypa
         RunDir.check_new(tmp_path / "new" / "run")
 
 
+def test_resuming_in_a_directory_that_cannot_be_written_is_refused_before_any_epoch(
+    walk_prepared, tmp_path, monkeypatch
+):
+    from conftest import small_config
+
+    run = RunDir.create(tmp_path / "run", small_config(), walk_prepared)
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == run.path else real(p, mode)
+    )
+    with pytest.raises(RunDirError, match="run: the run directory is not writable, and resuming"):
+        pipeline.resume(run, walk_prepared)
+    assert run.epochs_done == 0 and not (run.path / "checkpoint.pt").exists()
+
+
 def test_leftovers_of_killed_writers_are_removed(walk_prepared, tmp_path, home):
     """A SIGKILL mid-write leaves temporary names with a dead pid; the next writer removes
     them, and never those of a live process."""

@@ -182,6 +182,8 @@ def checked(
     """
     _require_process_group()
     require_trackers(config.train.track, config.train.mlflow_uri)
+    if resuming is not None and distributed.context().main:  # rank 0 writes
+        resuming.require_writable()
     if resuming is not None:
         resuming.require_data()
     prepared = prepared or prepare(config.data, progress=config.train.progress)

@@ -516,6 +516,15 @@ class RunDir(SavedVocabularies):
         except ConfigError as err:
             raise RunDirError(str(err)) from None
 
+    def require_writable(self) -> None:
+        """Raise when this process cannot write in the run directory (a run resumed there
+        writes a checkpoint after every epoch): before any data is read, not an epoch in."""
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise RunDirError(
+                f"{self.path}: the run directory is not writable, and resuming writes a "
+                "checkpoint after every epoch; copy the run somewhere writable and resume it there"
+            )
+
     def require_data(self) -> None:
         """Raise, naming the key, when the run's own log or side tables are not found here
         (``evaluate`` and ``--resume`` read the data the run was trained on)."""
