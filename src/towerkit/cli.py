@@ -692,7 +692,7 @@ def serve(
         int | None,
         typer.Option(
             min=1,
-            max=1024,
+            max=MAX_PROCESSES,
             help="Threads of the user tower and the index (default: every core but one, which "
             "the event loop keeps).",
         ),

@@ -26,11 +26,11 @@ from towerkit.evaluation.metrics import per_user, target_ranks
 
 #: the metrics computed per user (``towerkit compare`` compares each at each K)
 PER_USER_METRICS = ("hr", "ndcg", "recall", "mrr")
-
-__all__ = ["PER_USER_METRICS", "TOP_KEPT", "Outcomes", "target_ranks"]
 #: how many of the model's top items are kept per user (what the report's coverage, Gini and
 #: popularity charts describe)
 TOP_KEPT = 10
+
+__all__ = ["PER_USER_METRICS", "TOP_KEPT", "Outcomes", "target_ranks"]
 
 
 @dataclass(frozen=True)

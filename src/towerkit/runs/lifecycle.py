@@ -99,8 +99,8 @@ def resume(
     if run.finished:
         raise RunDirError(f"{run.path}: the run is finished already; there is nothing to resume")
     config = pipeline.resumed_config(run, device=device, progress=progress)
-    run.require_data()
     if nproc > 1 and not distributed.launched():
+        run.require_data()  # before starting processes (in this one, pipeline.checked does)
         command = ["train", "--resume", str(run.path), "--device", config.train.device]
         launch_torchrun(nproc, command, config.train.progress)
         return None

@@ -182,9 +182,9 @@ def checked(
     """
     _require_process_group()
     require_trackers(config.train.track, config.train.mlflow_uri)
-    if resuming is not None and distributed.context().main:  # rank 0 writes
-        resuming.require_writable()
     if resuming is not None:
+        if distributed.context().main:  # rank 0 writes
+            resuming.require_writable()
         resuming.require_data()
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     if resuming is not None:
@@ -245,7 +245,6 @@ def fit(
     resuming), then rank the test stage (``test``) and finish ``run``. Checks nothing: the
     caller ran :func:`checked` (as :func:`train`, :func:`resume` and the lifecycle do).
     """
-    test_stage = test
     if not distributed.context().main:
         run = None  # rank 0 writes the checkpoints and the run
     if run is not None:
@@ -255,7 +254,7 @@ def fit(
     task, contrastive = build_loss(config, model, prepared)
     batches = build_batches(config, prepared, model)
     trainer = Trainer(model, task, config.train, contrastive=contrastive)
-    if test_stage:
+    if test:
         valid, tester = evaluators(config, prepared)
     else:
         valid, tester = stage_evaluator(config, prepared, "valid"), None
