@@ -103,6 +103,29 @@ def test_blank_lines_keep_line_numbers(tmp_path):
         read_interactions(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [  # a quoted title holding a line break: the bad row is on line 5 of the file, not 4
+        ('user,item,timestamp,title\n1,2,5,"a\nb"\n3,4,6,c\n5,6,xx,d\n', "line 5: cannot parse"),
+        ('user,item,timestamp,title\n1,2,5,"a\nb"\n\n3,4,6,c\n,6,7,d\n', "line 6: no value"),
+        ('user,item,timestamp,title\n1,2,5,"a\r\nb"\n5,6,7,d,9\n', "line 4: 5 fields"),
+        ('user,item,timestamp,title\n1,2,5,"a\nb"\n3,4,6,c\n5,6,7,"d\n', "line 5: a quoted field"),
+    ],
+)
+def test_line_numbers_count_the_breaks_inside_quoted_fields(tmp_path, text, message):
+    path = write(tmp_path / "log.csv", text)
+    with pytest.raises(DataError, match=re.escape(f"log.csv: {message}")):
+        read_interactions(path)
+
+
+def test_a_separator_of_several_characters(tmp_path):
+    path = write(tmp_path / "log.dat", "user::item::timestamp\n1::2::3\n1::3::4\n")
+    assert read_interactions(path, sep="::")["item"].tolist() == [2, 3]
+    path = write(tmp_path / "log.dat", "user::item::timestamp\n1::2::3\n\n1::3::4::5\n")
+    with pytest.raises(DataError, match=re.escape("log.dat: line 4: 4 fields where the header")):
+        read_interactions(path, sep="::")
+
+
 def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_interactions(tmp_path / "nope.csv")
@@ -154,6 +177,13 @@ def test_movielens_dat(tmp_path):
         read_movielens_dat(ragged, kind="ratings")
     with pytest.raises(DataError, match="unknown MovieLens file kind"):
         read_movielens_dat(ragged)
+    blank = tmp_path / "ratings.dat"
+    blank.write_bytes(b"\n\n\n")
+    with pytest.raises(DataError, match=r"ratings\.dat: the file has no data rows"):
+        read_movielens_dat(blank)
+    blank.write_bytes(b"1::2::5::100\n\n1::x::4::101\n")  # blank lines keep the numbering
+    with pytest.raises(DataError, match=r"ratings\.dat: line 3: item 'x' is not an integer"):
+        read_movielens_dat(blank)
 
 
 def test_recbole_atomic_with_windows_line_ends(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -105,6 +106,9 @@ def read_delimited(
                 f"{path}: cannot tell the separator from the suffix {path.suffix!r}; "
                 "pass sep=',' or sep='\\t' (or name the file .csv / .tsv)"
             )
+    # The C parser splits on one character; a longer separator (MovieLens' '::') is matched
+    # literally by the Python one, which is slower but reads the same values.
+    engine, split = ("c", sep) if len(sep) == 1 else ("python", re.escape(sep))
     try:
         with warnings.catch_warnings():
             # index_col=False: a row with one field too many must not become an index; pandas
@@ -112,7 +116,7 @@ def read_delimited(
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(
                 path,
-                sep=sep,
+                sep=split,
                 header=0 if header else None,
                 names=list(names) if names is not None else None,
                 index_col=False,
@@ -123,7 +127,7 @@ def read_delimited(
                 skip_blank_lines=False,
                 encoding=encoding,
                 encoding_errors="strict",
-                engine="c",
+                engine=engine,
             )
     except UnicodeDecodeError:
         raise DataError(_first_bad_utf8_line(path, encoding)) from None
@@ -131,8 +135,12 @@ def read_delimited(
         raise DataError(f"{path}: the file is empty") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning) as err:
         raise DataError(_first_ragged_line(path, sep, header, names, encoding, err)) from None
-    # Physical line numbers: the header is line 1 when present.
+    # Physical line numbers: the header is line 1 when present, and a quoted field that holds
+    # a line break makes its record span more than one line.
     frame.index = np.arange(len(frame)) + (2 if header else 1)
+    if len(sep) == 1 and _breaks_inside_quotes(frame, path):
+        starts = _record_lines(path, sep, encoding)
+        frame.index = starts[1 if header else 0 :][: len(frame)]
     # Drop blank lines (read as one empty field, the rest missing) without renumbering.
     if len(frame.columns) > 0:
         blank = np.logical_and.reduce([empty_cells(frame[c]) for c in frame.columns])
@@ -142,25 +150,76 @@ def read_delimited(
     return frame
 
 
+def _breaks_inside_quotes(frame: pd.DataFrame, path: Path) -> bool:
+    """Whether a value read holds a line break (only a quoted field can): then rows and
+    physical lines part. Files without a quote character skip the look at the values."""
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            if b'"' in chunk:
+                break
+        else:
+            return False
+    return any(frame[c].str.contains("\n|\r", regex=True).any() for c in frame.columns)
+
+
+def _record_lines(path: Path, sep: str, encoding: str) -> np.ndarray:
+    """The physical line on which each record of a delimited file starts (header included)."""
+    starts, end = [], 0
+    with open(path, newline="", encoding=encoding) as handle:
+        rows = csv.reader(handle, delimiter=sep)
+        try:
+            for _ in rows:
+                starts.append(end + 1)
+                end = rows.line_num
+        except csv.Error:  # a quote never closed: the record it opens starts after the last one
+            starts.append(end + 1)
+    return np.asarray(starts, dtype=np.int64)
+
+
 def _first_ragged_line(
     path: Path, sep: str, header: bool, names, encoding: str, err: Exception
 ) -> str:
-    """Name the first line whose field count differs from the header's (error path only)."""
-    with open(path, newline="", encoding=encoding) as handle:
-        rows = csv.reader(handle, delimiter=sep)
+    """Name the first line whose field count differs from the header's, or the one where a
+    quote opens that never closes (error path only)."""
+    if len(sep) == 1:
+        with open(path, newline="", encoding=encoding) as handle:
+            rows = csv.reader(handle, delimiter=sep, strict=True)
+            expected = len(names) if names is not None else None
+            end = 0
+            try:
+                for row in rows:
+                    start, end = end + 1, rows.line_num
+                    if not row:
+                        continue
+                    if expected is None:
+                        expected = len(row)
+                        if header:
+                            continue
+                    if len(row) != expected:
+                        return (
+                            f"{path}: line {start}: {len(row)} fields where the "
+                            f"{'header has' if header else 'first row has'} {expected}"
+                        )
+            except csv.Error:
+                if "EOF" in str(err) or "end of data" in str(err).lower():
+                    return f"{path}: line {end + 1}: a quoted field opens here and is never closed"
+    else:  # a separator of several characters, which the csv module cannot split on
         expected = len(names) if names is not None else None
-        for row in rows:
-            if not row:
-                continue
-            if expected is None:
-                expected = len(row)
-                if header:
+        with open(path, encoding=encoding) as handle:
+            for number, line in enumerate(handle, start=1):
+                line = line.rstrip("\r\n")
+                if not line:
                     continue
-            if len(row) != expected:
-                return (
-                    f"{path}: line {rows.line_num}: {len(row)} fields where the "
-                    f"{'header has' if header else 'first row has'} {expected}"
-                )
+                fields = line.count(sep) + 1
+                if expected is None:
+                    expected = fields
+                    if header:
+                        continue
+                if fields != expected:
+                    return (
+                        f"{path}: line {number}: {fields} fields where the "
+                        f"{'header has' if header else 'first row has'} {expected}"
+                    )
     detail = str(err).split("C error: ")[-1].strip()
     return f"{path}: ragged row: {detail}"
 

@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from towerkit.data.cells import check_present, finite_numbers, is_text, parse_timestamps, where
+from towerkit.data.cells import (
+    check_present,
+    empty_cells,
+    finite_numbers,
+    is_text,
+    parse_timestamps,
+    where,
+)
 from towerkit.data.interactions import Interactions
 from towerkit.data.readers import PathLike, check_file, read_delimited
 from towerkit.datasets.sources import extract
@@ -77,6 +84,7 @@ def read_movielens_dat(path: PathLike, kind: str | None = None) -> pd.DataFrame:
                 dtype=str,
                 keep_default_na=False,
                 quoting=csv.QUOTE_NONE,
+                skip_blank_lines=False,
                 engine="c",
             )
     except (pd.errors.ParserError, pd.errors.ParserWarning):
@@ -89,7 +97,10 @@ def read_movielens_dat(path: PathLike, kind: str | None = None) -> pd.DataFrame:
         raise DataError(f"{path}: ragged rows") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
-    frame.index = np.arange(1, len(frame) + 1)
+    frame.index = np.arange(1, len(frame) + 1)  # physical lines: blank ones are rows here
+    frame = frame[~np.logical_and.reduce([empty_cells(frame[c]) for c in names])]
+    if frame.empty:
+        raise DataError(f"{path}: the file has no data rows (only blank lines)")
     for column in names:
         check_present(path, frame, column)
     if kind == "ratings":
