@@ -240,6 +240,31 @@ def test_a_one_line_log_names_its_cause_first(tmp_path):
     assert "eval.ks" not in done.stderr
 
 
+def test_a_log_with_every_row_repeated_is_refused_naming_the_repeats(tmp_path):
+    """Each row twice: every test target is also in its user's history, which eval.mask_seen
+    masks, so HR@K would be 0 with exit 0. Refused naming the repeated rows; with mask_seen off
+    it trains. A log with some repeats trains and its warning names them."""
+    log = write_log(tmp_path / "log.csv", [6] * 12, n_items=30)
+    frame = pd.read_csv(log)
+    pd.concat([frame, frame]).to_csv(log, index=False)
+    run = tmp_path / "run"
+    done = towerkit("train", str(config_for(log, tmp_path)), "--out", str(run))
+    assert_refused(done, "every test target is an item its user saw before", run)
+    assert "the log repeats 72 (user, item, time) rows" in done.stderr
+
+    config = config_for(log, tmp_path, eval={"ks": [2], "mask_seen": False})
+    assert towerkit("train", str(config), "--out", str(run)).returncode == 0
+
+    some = write_log(tmp_path / "some.csv", [6] * 12, n_items=30)
+    frame = pd.read_csv(some)
+    pd.concat([frame, frame[frame.user == frame.user.iloc[0]]]).to_csv(some, index=False)
+    done = towerkit("train", str(config_for(some, tmp_path)), "--out", str(tmp_path / "r2"))
+    assert done.returncode == 0, done.stderr
+    warning = " ".join(done.stderr.split())  # rich folds long lines
+    assert "1 of 12 users have a test target they interacted with before" in warning
+    assert "the log repeats 6 (user, item, time) rows" in warning
+
+
 def test_eval_ks_larger_than_the_catalogue_is_refused_before_training(tmp_path):
     log = write_log(tmp_path / "log.csv", [6] * 8, n_items=4)
     run = tmp_path / "run"

@@ -62,6 +62,20 @@ class Sequences:
     def n_users(self) -> int:
         return len(self.offsets) - 2
 
+    def repeated_rows(self) -> int:
+        """Rows that repeat the (user, item, time) of an earlier row: a log loaded twice, or
+        an export that wrote each event more than once."""
+        if len(self.items) < 2:
+            return 0
+        users = np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
+        order = np.lexsort((self.items, self.timestamps, users))
+        same = (
+            (np.diff(users[order]) == 0)
+            & (np.diff(self.timestamps[order]) == 0)
+            & (np.diff(self.items[order]) == 0)
+        )
+        return int(same.sum())
+
     @property
     def lengths(self) -> np.ndarray:
         """int64 ``[n_users + 1]``: sequence length of each user (index 0 is padding)."""

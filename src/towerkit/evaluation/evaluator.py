@@ -93,6 +93,16 @@ class Queries:
             target_items=self.target_items[positions],
         )
 
+    def seen_targets(self, items: np.ndarray, n_items: int) -> np.ndarray:
+        """bool ``[T]``: whether each target is an item its user saw before the stage (masking
+        seen items, as the protocol asks, puts such a target out of reach)."""
+        indptr, seen = self.exclusions(items)
+        stride = np.int64(n_items + 1)
+        users = np.arange(len(self), dtype=np.int64)
+        history = np.repeat(users, np.diff(indptr)) * stride + seen
+        rows = np.repeat(users, np.diff(self.target_offsets))
+        return np.isin(rows * stride + self.target_items, history)
+
     def exclusions(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CSR ``(indptr [U + 1], item ids)`` of every item each user saw before the stage."""
         lengths = self.history_end - self.history_start
@@ -230,18 +240,18 @@ class Evaluator:
 
     def _warn_unreachable(self) -> None:
         """Say how many users' target is an item they saw before: masking seen items, as the
-        protocol asks, puts it out of reach (it counts as a miss)."""
-        q, (indptr, seen) = self.queries, self.exclude
-        stride = np.int64(self.n_items + 1)
-        users = np.arange(len(q), dtype=np.int64)
-        history = np.repeat(users, np.diff(indptr)) * stride + seen
-        rows = np.repeat(users, np.diff(q.target_offsets))
-        repeated = np.isin(rows * stride + q.target_items, history)
+        protocol asks, puts it out of reach (it counts as a miss). Repeated rows of the log are
+        the usual cause, and are named."""
+        q = self.queries
+        repeated = q.seen_targets(self.split.sequences.items, self.n_items)
         if repeated.any():
+            rows = np.repeat(np.arange(len(q)), np.diff(q.target_offsets))
+            duplicates = self.split.sequences.repeated_rows()
             logger.warning(
                 "%d of %d users have a %s target they interacted with before; masking seen "
-                "items puts it out of reach (it counts as a miss)",
+                "items puts it out of reach (it counts as a miss)%s",
                 len(np.unique(rows[repeated])), len(q), self.stage,
+                f"; the log repeats {duplicates:,} (user, item, time) rows" if duplicates else "",
             )  # fmt: skip
 
     def _topk(

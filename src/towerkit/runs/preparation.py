@@ -259,9 +259,31 @@ def check_data(config: Config, prepared: Prepared) -> None:
     for stage in ("valid", "test"):
         if counts[stage] == 0:
             raise DataError(f"no user has a {stage} target under {what}")
+    if config.eval.mask_seen:
+        _check_reachable(split, prepared.encoded.n_items)
     n_items, k = prepared.encoded.n_items, max(config.eval.ks)
     if k > n_items:
         raise ConfigError(
             f"eval.ks {config.eval.ks} asks for top-{k} lists from a catalogue of {n_items} "
             f"items; keep eval.ks at most {n_items}"
+        )
+
+
+def _check_reachable(split: Split, n_items: int) -> None:
+    """Refuse a test stage whose every target is an item its user saw before: eval.mask_seen
+    masks them all, and every metric would be 0 (a log with each row repeated does this)."""
+    from towerkit.evaluation.evaluator import Queries
+
+    queries = Queries.from_split(split, "test")
+    if len(queries) and queries.seen_targets(split.sequences.items, n_items).all():
+        duplicates = split.sequences.repeated_rows()
+        cause = (
+            f"the log repeats {duplicates:,} (user, item, time) rows: drop them, or"
+            if duplicates
+            else "set"
+        )
+        raise DataError(
+            "every test target is an item its user saw before, and eval.mask_seen masks seen "
+            f"items from the ranking, so every metric would be 0; {cause} "
+            f"{'set ' if duplicates else ''}eval.mask_seen: false to rank them"
         )
