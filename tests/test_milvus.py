@@ -5,6 +5,7 @@ export, serving, the alias switch under load, and a database that goes away and 
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import subprocess
 import sys
@@ -372,6 +373,41 @@ def test_export_to_a_milvus_lite_file_recommends_as_exact_search(runs, tmp_path)
         locked.stderr
     )
     assert "Traceback" not in locked.stderr
+
+
+def test_a_milvus_lite_path_holding_something_else_is_one_line_and_nothing_is_made(
+    runs, tmp_path, monkeypatch
+):
+    """Milvus Lite says only "Open local milvus failed" for a file or a foreign folder, and
+    makes an empty database where one is read: each is named, and nothing is created."""
+    run = str(runs["youtube_dnn"])
+    notes = tmp_path / "notes.db"
+    notes.write_text("my notes")
+    other = tmp_path / "other.db"
+    other.mkdir()
+    (other / "photo.jpg").write_bytes(b"x")
+    for path, message in [(notes, "(a file;"), (other, "(a folder of other files)")]:
+        done = cli("export", run, "--out", str(tmp_path / "export"), "--to", "milvus", str(path))
+        assert done.returncode == 1, done.stderr
+        assert f"{path}: not a Milvus Lite database {message}" in done.stderr
+        assert "Traceback" not in done.stderr and "Open local milvus" not in done.stderr
+        assert not (tmp_path / "export").exists()
+    assert notes.read_text() == "my notes" and [p.name for p in other.iterdir()] == ["photo.jpg"]
+
+    missing = tmp_path / "missing.db"
+    read = cli("recommend", run, "--user", "1", "--index", "milvus",
+               "-o", f"uri={missing}", "-o", "pinned=films")  # fmt: skip
+    assert read.returncode == 1 and f"{missing}: no such Milvus Lite database" in read.stderr
+    assert not missing.exists()
+
+    real = os.access  # checked with os.access, so that it holds for root too
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == locked else real(p, m))
+    index = make_index("milvus", uri=str(locked / "sub" / "items.db"))
+    with pytest.raises(VectorDatabaseError, match=f"{locked}/sub/items.db: {locked} is not wr"):
+        index.build(np.eye(4, dtype="f4"))
+    assert not (locked / "sub").exists()
 
 
 def test_recommend_with_a_filter_and_its_errors(runs, tmp_path):

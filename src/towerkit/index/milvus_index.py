@@ -80,11 +80,14 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "tcp://", "grpc://"))
 
 
-def connect(uri: str, timeout: float):
-    """A client for ``uri`` (see the module docstring).
+def connect(uri: str, timeout: float, *, create: bool = True):
+    """A client for ``uri`` (see the module docstring); ``create``: a Milvus Lite file that
+    does not exist yet may be made (a build), else it must exist (a search of an export).
 
     Raises:
-        VectorDatabaseError: the database cannot be reached or opened (one line naming it).
+        VectorDatabaseError: the database cannot be reached or opened, a Milvus Lite path holds
+            something else, cannot be written, or is missing where it is read (one line naming
+            it; nothing is created).
         IndexArgumentError: a local path that does not end in ``.db``.
     """
     pymilvus = _pymilvus()
@@ -92,6 +95,7 @@ def connect(uri: str, timeout: float):
     if local:
         _check_lite(uri)
         require("milvus_lite", "milvus")
+        _check_local(Path(uri), create=create)
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         _check_unlocked(uri)
     token = os.environ.get(TOKEN_VARIABLE, "")
@@ -117,6 +121,39 @@ def _check_lite(uri: str) -> None:
         raise IndexArgumentError(
             f"milvus uri {uri!r}: a Milvus Lite file's name ends in .db "
             "(or give a server as http://host:19530)"
+        )
+
+
+def _check_local(path: Path, *, create: bool) -> None:
+    """What Milvus Lite would only call "Open local milvus failed" (or create silently), named:
+    a file where its database folder goes, a folder that is not one of its databases, a
+    missing database where one is read, a place this process cannot write."""
+    if path.exists():
+        if not path.is_dir():
+            raise VectorDatabaseError(
+                f"{path}: not a Milvus Lite database (a file; Milvus Lite keeps a database in a "
+                "folder of that name): name another uri, or move the file aside"
+            )
+        if any(path.iterdir()) and not (path / "LOCK").exists():
+            raise VectorDatabaseError(
+                f"{path}: not a Milvus Lite database (a folder of other files): name another "
+                "uri, or move the folder aside"
+            )
+        if create and not os.access(path, os.W_OK | os.X_OK):
+            raise VectorDatabaseError(f"{path}: the Milvus Lite database is not writable")
+        return
+    if not create:
+        raise VectorDatabaseError(
+            f"{path}: no such Milvus Lite database (towerkit export RUN --to milvus -o "
+            f"uri={path} writes one)"
+        )
+    parent = path.parent
+    while not parent.exists():  # the folders made for it
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise VectorDatabaseError(
+            f"cannot create the Milvus Lite database {path}: {parent} is "
+            f"{'not a folder' if not parent.is_dir() else 'not writable'}"
         )
 
 
@@ -215,14 +252,14 @@ class _Connection:
     """What an index holds outside the process: its client, and the directory of a temporary
     Milvus Lite file; closed by :meth:`MilvusIndex.close` or when the index is collected."""
 
-    def __init__(self, uri: str | None, timeout: float) -> None:
-        self.timeout, self.client = timeout, None
+    def __init__(self, uri: str | None, timeout: float, *, create: bool = True) -> None:
+        self.timeout, self.client, self.create = timeout, None, create
         self.tmp = None if uri is not None else Path(tempfile.mkdtemp(prefix="towerkit-milvus-"))
         self.uri = uri if uri is not None else str(self.tmp / "items.db")
 
     def open(self):
         if self.client is None:
-            self.client = connect(self.uri, self.timeout)
+            self.client = connect(self.uri, self.timeout, create=self.create)
         return self.client
 
     def close(self) -> None:
@@ -340,7 +377,8 @@ class MilvusIndex(Index):
     def client(self):
         """The database's client (connected on first use)."""
         if self._connection is None:
-            self._connection = _Connection(self.uri, self.timeout)
+            # a pinned collection is read as it is: its database must exist already
+            self._connection = _Connection(self.uri, self.timeout, create=self.pinned is None)
             weakref.finalize(self, self._connection.close)
         return self._connection.open()
 
