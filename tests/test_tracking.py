@@ -8,7 +8,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,6 +126,40 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_before_any_work(
     with pytest.raises(ConfigError, match=rf"train\.mlflow_uri {uri}: no tracking server answers"):
         pipeline.train(config, walk_prepared, run=tmp_path / "run")
     assert time.monotonic() - start < 10 and not (tmp_path / "run").exists()
+
+
+def test_an_mlflow_store_that_would_fail_is_one_line_naming_it_before_any_work(
+    walk_prepared, tmp_path, monkeypatch
+):
+    """An SQLite file in a folder that cannot be written (MLflow retried it for 105 s), one
+    that is no database, and a folder store the installed MLflow refuses on first use (the run
+    trained on with tracking off): each is refused at once, naming the path."""
+    real = os.access  # checked with os.access, so that it holds for root too
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == locked else real(p, m))
+    garbage = tmp_path / "notes.db"
+    garbage.write_text("not sqlite")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    cases = {
+        f"sqlite:///{locked / 'mlflow.db'}": f"cannot create {locked / 'mlflow.db'}: {locked} is",
+        f"sqlite:///{garbage}": f"{garbage} is not an SQLite database",
+        f"sqlite:///{tmp_path / 'no' / 'm.db'}": f"no folder {tmp_path / 'no'} to create m.db",
+        str(tmp_path / "store"): f"use sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
+    }
+    for uri, message in cases.items():
+        config = small_config(train={"track": ["mlflow"], "mlflow_uri": uri})
+        start = time.monotonic()
+        with pytest.raises(ConfigError, match=re.escape(f"train.mlflow_uri {uri}: ")) as err:
+            pipeline.train(config, walk_prepared, run=tmp_path / "run")
+        assert message in str(err.value) and "\n" not in str(err.value)
+        assert time.monotonic() - start < 10 and not (tmp_path / "run").exists()
+    assert garbage.read_text() == "not sqlite" and not (tmp_path / "store").exists()
+    # MLflow's own default is checked too, named as such
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{garbage}")
+    config = small_config(train={"track": ["mlflow"]})
+    with pytest.raises(ConfigError, match=r"MLflow's tracking URI sqlite:///.*not an SQLite"):
+        pipeline.train(config, walk_prepared, run=tmp_path / "run")
 
 
 def test_a_failing_tracker_does_not_stop_training(walk_prepared, monkeypatch, tmp_path, caplog):

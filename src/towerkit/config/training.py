@@ -114,8 +114,9 @@ class TrainConfig(Section):
     )
     mlflow_uri: str | None = Field(
         default=None,
-        description="MLflow tracking URI (a directory, sqlite:///FILE.db, or a server); null: "
-        "MLflow's own default ($MLFLOW_TRACKING_URI, else ./mlruns)",
+        description="MLflow tracking URI: sqlite:///FILE.db, a server (http://host:5000), or "
+        "a directory where MLflow allows it (MLFLOW_ALLOW_FILE_STORE=true); null: MLflow's own "
+        "default ($MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
     mlflow_experiment: str = Field(default="towerkit", description="the MLflow experiment name")
     contrastive: ContrastiveConfig = Field(

@@ -23,6 +23,7 @@ import datetime as dt
 import importlib.util
 import json
 import logging
+import os
 import socket
 import time
 import urllib.parse
@@ -62,17 +63,38 @@ def require_trackers(names: Sequence[str], mlflow_uri: str | None = None) -> Non
             raise MissingExtra(
                 f"train.track: {name} is not installed; pip install 'towerkit[{extra}]'"
             )
-    if "mlflow" in names and mlflow_uri:
-        _check_server(mlflow_uri)
+    if "mlflow" in names:
+        check_mlflow_store(mlflow_uri)
 
 
 #: how long the check before a run waits for a tracking server to accept a connection
 CONNECT_SECONDS = 5.0
 
 
-def _check_server(uri: str) -> None:
+def check_mlflow_store(uri: str | None) -> None:
+    """Refuse, in one line naming the key and the path, a tracking store MLflow would fail on
+    only once training began, or after minutes: a server that does not answer, an SQLite file
+    that cannot be written or is no database (MLflow retries it for over 100 s), a directory
+    store the installed MLflow no longer writes to. ``None``: MLflow's own default
+    (``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory)."""
+    if uri is None:
+        import mlflow
+
+        uri, key = mlflow.get_tracking_uri(), "MLflow's tracking URI"
+    else:
+        key = "train.mlflow_uri"
     parsed = urllib.parse.urlsplit(uri)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    if parsed.scheme in ("http", "https"):
+        _check_server(uri, key)
+    elif parsed.scheme == "sqlite":
+        _check_sqlite(uri, key)
+    elif parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # a folder (or C:\...)
+        _check_file_store(uri, key)
+
+
+def _check_server(uri: str, key: str) -> None:
+    parsed = urllib.parse.urlsplit(uri)
+    if not parsed.hostname:
         return
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
@@ -81,9 +103,48 @@ def _check_server(uri: str) -> None:
     except OSError as err:
         reason = err.strerror or str(err) or type(err).__name__
         raise ConfigError(
-            f"train.mlflow_uri {uri}: no tracking server answers ({reason}); start it, or "
-            "take mlflow out of train.track"
+            f"{key} {uri}: no tracking server answers ({reason}); start it, or take mlflow "
+            "out of train.track"
         ) from None
+
+
+def _check_sqlite(uri: str, key: str) -> None:
+    path = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else ""
+    if not path or path == ":memory:":
+        return
+    database = Path(path)
+    if database.is_dir():
+        raise ConfigError(f"{key} {uri}: {database} is a folder, not an SQLite file")
+    if database.exists():
+        with open(database, "rb") as handle:
+            header = handle.read(16)
+        if header and header != b"SQLite format 3\x00":
+            raise ConfigError(
+                f"{key} {uri}: {database} is not an SQLite database; name another file"
+            )
+        if not os.access(database, os.R_OK | os.W_OK):
+            raise ConfigError(f"{key} {uri}: {database} is not writable")
+        return
+    folder = database.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{key} {uri}: no folder {folder} to create {database.name} in")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key} {uri}: cannot create {database}: {folder} is not writable")
+
+
+def _check_file_store(uri: str, key: str) -> None:
+    """MLflow 3's directory store raises on first use unless ``MLFLOW_ALLOW_FILE_STORE``."""
+    import mlflow
+    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+    if MLFLOW_ALLOW_FILE_STORE.get():
+        return
+    folder = urllib.parse.urlsplit(uri).path if uri.startswith("file:") else uri
+    raise ConfigError(
+        f"{key} {uri}: the installed MLflow ({mlflow.__version__}) no longer writes to a "
+        f"folder; use sqlite:///{Path(folder, 'mlflow.db')} (or set "
+        "MLFLOW_ALLOW_FILE_STORE=true to keep the folder store)"
+    )
 
 
 def flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -119,7 +180,7 @@ def _final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def artifact_location(uri: str) -> str | None:
     """Where a new experiment of an SQLite store keeps its artefacts: ``mlartifacts/`` beside
-    the database file (MLflow's own default, ``./mlruns``, would be the working directory of
+    the database file (MLflow's own default would be the working directory of
     whoever trained first). None: the store's default (a directory store, a server)."""
     if not uri.startswith("sqlite:///"):
         return None
