@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -304,6 +305,19 @@ def broken(runs, tmp_path):
             (run / "metrics.json").write_text("{not json")
         elif how == "damaged-items":
             (run / "items.parquet").write_bytes(b"PAR1 truncated")
+        elif how in ("half-outcomes", "edited-outcomes"):  # rewritten, metadata and all
+            table = pq.read_table(run / "outcomes.parquet")
+            if how == "half-outcomes":
+                table = table.slice(0, table.num_rows // 2)
+            else:
+                ranks = pa.array([[1] * len(r) for r in table.column("ranks").to_pylist()])
+                table = table.set_column(table.schema.get_field_index("ranks"), "ranks", ranks)
+            pq.write_table(table, run / "outcomes.parquet")
+        elif how == "unrecorded-damage":  # a run written before run.json recorded its files
+            state = json.loads((run / "run.json").read_text())
+            del state["files"]
+            (run / "run.json").write_text(json.dumps(state))
+            (run / "items.parquet").write_bytes(b"PAR1 truncated")
         return run
 
     return copy
@@ -315,7 +329,14 @@ def broken(runs, tmp_path):
         ("unfinished", "the run is unfinished .* towerkit train --resume"),
         ("no-outcomes", r"outcomes\.parquet is missing .* towerkit evaluate .* --save"),
         ("damaged-metrics", r"metrics\.json: damaged"),
-        ("damaged-items", r"items\.parquet: damaged"),
+        ("damaged-items", r"items\.parquet: not the file the run wrote \(its sha256 differs"),
+        (
+            "half-outcomes",
+            r"outcomes\.parquet: 200 rows where the run wrote 400 \(cut short, "
+            r"or replaced\); write it again with: towerkit evaluate .* --save",
+        ),
+        ("edited-outcomes", r"outcomes\.parquet: not the file the run wrote .* --save"),
+        ("unrecorded-damage", r"items\.parquet: damaged"),
     ],
 )
 def test_a_report_of_a_broken_run_names_the_file(broken, tmp_path, how, message):

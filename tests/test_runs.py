@@ -9,11 +9,14 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 from conftest import small_config
 from towerkit.config import ConfigError, config_from_dict
+from towerkit.evaluation.outcomes import Outcomes
 from towerkit.retrieval import Retriever
 from towerkit.retrieval.export import ExportDir, export_run
 from towerkit.runs import FORMAT_VERSION, RunDir, RunDirError, pipeline
@@ -33,7 +36,7 @@ def _as_format_1(run: RunDir, config) -> None:
     text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     (run.path / "config.yaml").write_text(text)
     status = json.loads((run.path / "run.json").read_text())
-    for key in ("format", "machine", "data_paths"):
+    for key in ("format", "machine", "data_paths", "files"):
         status.pop(key)
     status["config_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     (run.path / "run.json").write_text(json.dumps(status))
@@ -141,6 +144,39 @@ def test_a_run_of_a_newer_format_is_refused(gpu_runs, tmp_path):
     (path / "run.json").write_text(json.dumps({**status, "format": FORMAT_VERSION + 1}))
     with pytest.raises(RunDirError, match=f"format {FORMAT_VERSION + 1}.*newer towerkit"):
         RunDir(path)
+
+
+def test_every_output_is_checked_against_what_the_run_recorded(gpu_runs, tmp_path):
+    """run.json keeps the rows and sha256 of model.pt, users, items and outcomes; a file
+    replaced or cut short is one line naming it when read back, not a quiet wrong answer."""
+    path = shutil.copytree(gpu_runs["today"], tmp_path / "run")
+    files = json.loads((path / "run.json").read_text())["files"]
+    assert set(files) == {"model.pt", "users.parquet", "items.parquet", "outcomes.parquet"}
+    assert files["items.parquet"]["rows"] == len(RunDir(path).item_vocab)
+    for name, entry in files.items():
+        assert entry["sha256"] == hashlib.sha256((path / name).read_bytes()).hexdigest()
+
+    other = shutil.copytree(gpu_runs["today"], tmp_path / "other")
+    state = torch.load(other / "model.pt")
+    state["state_dict"] = {k: v + 1 for k, v in state["state_dict"].items()}
+    torch.save(state, path / "model.pt")  # weights that fit, but are not the run's
+    with pytest.raises(RunDirError, match=r"model\.pt: not the file the run wrote"):
+        RunDir(path).load_model()
+    shutil.copy(other / "model.pt", path / "model.pt")
+    users = pq.read_table(path / "users.parquet")
+    pq.write_table(users.slice(0, 10), path / "users.parquet")
+    with pytest.raises(RunDirError, match=r"users\.parquet: 10 rows where the run wrote"):
+        Retriever.from_run(path)
+    shutil.copy(other / "users.parquet", path / "users.parquet")
+    assert Retriever.from_run(path).recommend([1], 5).ids.shape == (1, 5)
+
+    # evaluate --save rewrites the outcomes and their record together
+    outcomes = Outcomes.read(path / "outcomes.parquet")
+    (path / "outcomes.parquet").write_bytes(b"")
+    RunDir(path).write_outcomes(outcomes)
+    recorded = json.loads((path / "run.json").read_text())["files"]["outcomes.parquet"]
+    assert RunDir(path).checked("outcomes.parquet") == path / "outcomes.parquet"
+    assert recorded["rows"] == pq.read_metadata(path / "outcomes.parquet").num_rows
 
 
 def test_data_paths_travel_with_the_run(tmp_path):

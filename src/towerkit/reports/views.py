@@ -77,12 +77,14 @@ class RunView:
                 f"outcomes); write it with: towerkit evaluate {path} --save"
             )
         try:
-            outcomes = Outcomes.read(outcomes_path)
+            outcomes = Outcomes.read(run.checked(OUTCOMES_FILE))
+            items = _read(run.checked(ITEMS_FILE), pq.read_table)
+        except RunDirError as err:
+            raise ReportError(str(err)) from None
         except ValueError as err:
             raise ReportError(
                 f"{err}; write it again with: towerkit evaluate {path} --save"
             ) from None
-        items = _read(path / ITEMS_FILE, pq.read_table)
         try:
             meta = json.loads((items.schema.metadata or {}).get(b"towerkit", b"{}"))
             vectors = np.stack(items.column("vector").to_numpy(zero_copy_only=False)).astype(

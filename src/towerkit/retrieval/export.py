@@ -187,11 +187,11 @@ def export_run(
             )
         shutil.copytree(run.path / VOCAB_DIR, staging / VOCAB_DIR)
         shutil.copytree(run.path / FEATURES_DIR, staging / FEATURES_DIR)
-        items = pq.read_table(run.path / "items.parquet")
+        items = pq.read_table(run.checked(ITEMS_FILE))
         pq.write_table(items, staging / ITEMS_FILE)
         users = np.arange(1, len(run.user_vocab) + 1)
         user_vectors = retriever.user_queries(users)
-        histories = pq.read_table(run.path / "users.parquet", columns=["user", "history"])
+        histories = pq.read_table(run.checked(USERS_FILE), columns=["user", "history"])
         pq.write_table(
             histories.append_column("vector", vectors_column(user_vectors)),
             staging / USERS_FILE,
@@ -229,7 +229,7 @@ def publish_items(run: RunDir | str | Path, **index_options: Any) -> Index:
     run = run if isinstance(run, RunDir) else RunDir(run)
     run.require_finished()
     built = make_index("milvus", run.config.similarity.build(), **index_options)
-    table = pq.read_table(run.path / "items.parquet")
+    table = pq.read_table(run.checked(ITEMS_FILE))
     vectors = _matrix(table.column("vector"))
     attributes = item_attributes(table)
     return built.build(vectors, ids=np.arange(1, len(vectors) + 1), attributes=attributes)

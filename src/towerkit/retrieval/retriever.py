@@ -28,7 +28,7 @@ from towerkit.data.vocab import Vocab
 from towerkit.errors import UnknownError
 from towerkit.index import Index, ItemFilter, make_index
 from towerkit.retrieval.towers import QueryTower, TorchTower
-from towerkit.runs import RunDir
+from towerkit.runs import ITEMS_FILE, RunDir
 from towerkit.similarity import Similarity
 from towerkit.types import FeatureTable
 
@@ -184,7 +184,7 @@ class Retriever:
             similarity=config.similarity.build(),
             titles=run.titles,
             index=index,
-            attributes=item_attributes(run.path / "items.parquet"),
+            attributes=item_attributes(run.checked(ITEMS_FILE)),
             **index_options,
         )
 

@@ -4,7 +4,8 @@
 
     RUN/
       run.json          format, status (training | finished), towerkit version, times, the
-                        machine it was trained on (device, threads), its data paths as given
+                        machine it was trained on (device, threads), its data paths as given,
+                        the rows and sha256 of each output below (checked when read back)
       config.yaml       the resolved experiment config: no machine settings, data paths
                         relative to the run
       data.json         fingerprint and sizes of the prepared data it was trained on
@@ -88,6 +89,8 @@ ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 OUTCOMES_FILE = "outcomes.parquet"
 LOG_FILE = "train.log"
+#: ``run.json``'s record of each output file (rows, sha256), checked when it is read back
+FILES_KEY = "files"
 
 #: The format of run directories this towerkit writes (``run.json``'s ``format``).
 FORMAT_VERSION = 2
@@ -215,6 +218,19 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _recorded(path: Path, rows: int | None = None) -> dict[str, Any]:
+    """What ``run.json`` keeps of an output file, checked when it is read back."""
+    return {"sha256": _sha256_file(path), **({"rows": rows} if rows is not None else {})}
+
+
 def _load_torch(path: Path, what: str) -> Any:
     """``torch.load(weights_only=True)``, with a file that is not one (truncated, random or
     crafted bytes) reported as such rather than as an unpickling traceback. The weights-only
@@ -293,6 +309,7 @@ class RunDir(SavedVocabularies):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._checked: dict[str, str] = {}  # outputs whose sha256 matched, by name
         if not (self.path / RUN_FILE).is_file():
             what = "does not exist" if not self.path.exists() else f"no {RUN_FILE}"
             raise RunDirError(f"{self.path}: not a run directory ({what})")
@@ -450,13 +467,24 @@ class RunDir(SavedVocabularies):
         or ``[U, K, D]``, and each item's vector, ``[N, D]``), then mark the run finished."""
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         _write_torch(self.path / MODEL_FILE, {"state_dict": state})
-        _write_table(self.path / USERS_FILE, users_table(prepared, user_vectors))
-        _write_table(self.path / ITEMS_FILE, items_table(prepared, item_vectors))
+        users, items = users_table(prepared, user_vectors), items_table(prepared, item_vectors)
+        _write_table(self.path / USERS_FILE, users)
+        _write_table(self.path / ITEMS_FILE, items)
+        files = {
+            MODEL_FILE: _recorded(self.path / MODEL_FILE),
+            USERS_FILE: _recorded(self.path / USERS_FILE, users.num_rows),
+            ITEMS_FILE: _recorded(self.path / ITEMS_FILE, items.num_rows),
+        }
         if outcomes is not None:
-            self.write_outcomes(outcomes)
+            table = outcomes.to_table()
+            _write_table(self.path / OUTCOMES_FILE, table)
+            files[OUTCOMES_FILE] = _recorded(self.path / OUTCOMES_FILE, table.num_rows)
         _write_json(self.path / METRICS_FILE, metrics)
         _write_json(self.path / TIMING_FILE, timing)
-        self._set_status("finished")
+        _write_json(
+            self.path / RUN_FILE,
+            {**self._run_as_written, **_status("finished"), FILES_KEY: files},
+        )
 
     def update_metrics(self, stages: dict[str, Any]) -> None:
         """Add (or replace) stages of a finished run's ``metrics.json`` (the test stage of a
@@ -467,7 +495,50 @@ class RunDir(SavedVocabularies):
 
     def write_outcomes(self, outcomes: Outcomes) -> None:
         """(Re)write the test stage's per-user outcomes (``towerkit evaluate --save``)."""
-        _write_table(self.path / OUTCOMES_FILE, outcomes.to_table())
+        table = outcomes.to_table()
+        _write_table(self.path / OUTCOMES_FILE, table)
+        run = self._run_as_written
+        files = {**run.get(FILES_KEY, {}), OUTCOMES_FILE: _recorded(self.path / OUTCOMES_FILE,
+                                                                   table.num_rows)}  # fmt: skip
+        _write_json(self.path / RUN_FILE, {**run, FILES_KEY: files})
+
+    def checked(self, name: str) -> Path:
+        """The path of output ``name`` (``model.pt``, ``users.parquet``, ``items.parquet``,
+        ``outcomes.parquet``), checked against the rows and sha256 ``run.json`` recorded when
+        it was written (a run written before towerkit recorded them is not checked).
+
+        Raises:
+            RunDirError: the file is missing, or not the one the run wrote (its rows or its
+                checksum differ), with how to write it again.
+        """
+        path = self.path / name
+        recorded = self._run_as_written.get(FILES_KEY, {}).get(name)
+        if recorded is None or self._checked.get(name) == recorded["sha256"]:
+            return path
+        again = (
+            f"write it again with: towerkit evaluate {self.path} --save"
+            if name == OUTCOMES_FILE
+            else "restore it, or train the run again"
+        )
+        if not path.is_file():
+            raise RunDirError(f"{path}: missing, though the run wrote it; {again}")
+        if _sha256_file(path) == recorded["sha256"]:
+            self._checked[name] = recorded["sha256"]  # read once per RunDir
+            return path
+        rows = recorded.get("rows")
+        if rows is not None:
+            try:
+                found = pq.read_metadata(path).num_rows
+            except (OSError, pa.ArrowException):
+                found = None
+            if found is not None and found != rows:
+                raise RunDirError(
+                    f"{path}: {found:,} rows where the run wrote {rows:,} (cut short, or "
+                    f"replaced); {again}"
+                )
+        raise RunDirError(
+            f"{path}: not the file the run wrote (its sha256 differs: damaged or replaced); {again}"
+        )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -572,7 +643,7 @@ class RunDir(SavedVocabularies):
         """The trained model, in eval mode, on the CPU (the run must be finished)."""
         self.require_finished()
         model = self.build_model()
-        saved = _load_torch(self.path / MODEL_FILE, "model")
+        saved = _load_torch(self.checked(MODEL_FILE), "model")
         try:
             model.load_state_dict(saved["state_dict"])
         except (KeyError, TypeError, RuntimeError) as err:
@@ -586,7 +657,7 @@ class RunDir(SavedVocabularies):
     def titles(self) -> np.ndarray | None:
         """Titles by item id (index 0 is padding), or None when the data set has none."""
         self.require_finished()
-        table = pq.read_table(self.path / ITEMS_FILE)
+        table = pq.read_table(self.checked(ITEMS_FILE))
         if "title" not in table.column_names:
             return None
         return np.concatenate([[""], table.column("title").to_numpy(zero_copy_only=False)])
@@ -596,7 +667,7 @@ class RunDir(SavedVocabularies):
         """Every known user's items, oldest first, as CSR over encoded ids: user ``u``'s items
         are ``items[offsets[u]:offsets[u + 1]]`` (user 0, padding, has none)."""
         self.require_finished()
-        table = pq.read_table(self.path / USERS_FILE, columns=["user", "history"])
+        table = pq.read_table(self.checked(USERS_FILE), columns=["user", "history"])
         users = self.user_vocab.encode(table.column("user").to_numpy(zero_copy_only=False))
         if not np.array_equal(users, np.arange(1, len(self.user_vocab) + 1)):
             raise RunDirError(f"{self.path / USERS_FILE}: users are not one row each, in id order")
