@@ -147,11 +147,13 @@ def test_a_run_of_a_newer_format_is_refused(gpu_runs, tmp_path):
 
 
 def test_every_output_is_checked_against_what_the_run_recorded(gpu_runs, tmp_path):
-    """run.json keeps the rows and sha256 of model.pt, users, items and outcomes; a file
-    replaced or cut short is one line naming it when read back, not a quiet wrong answer."""
+    """run.json keeps the sha256 of data.json, the vocabularies and features, model.pt, and the
+    rows too of users, items and outcomes; a file replaced or cut short is one line naming it
+    when read back, not a quiet wrong answer."""
     path = shutil.copytree(gpu_runs["today"], tmp_path / "run")
     files = json.loads((path / "run.json").read_text())["files"]
-    assert set(files) == {"model.pt", "users.parquet", "items.parquet", "outcomes.parquet"}
+    on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*.parquet")}
+    assert set(files) == on_disk | {"model.pt", "data.json"}
     assert files["items.parquet"]["rows"] == len(RunDir(path).item_vocab)
     for name, entry in files.items():
         assert entry["sha256"] == hashlib.sha256((path / name).read_bytes()).hexdigest()

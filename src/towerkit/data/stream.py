@@ -41,7 +41,7 @@ from towerkit.data.encoding import EncodedInteractions
 from towerkit.data.readers import parquet_shards
 from towerkit.data.sequences import Sequences
 from towerkit.data.vocab import Vocab
-from towerkit.errors import DataError
+from towerkit.errors import DataError, detail, naming
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +223,20 @@ def stream_sequences(
         NotStreamable: the log needs the in-memory reader (fractional times, text times).
     """
     path = Path(path)
+    try:
+        return _stream_sequences(path, user, item, timestamp, sep, progress)
+    except pa.ArrowInvalid as err:
+        if path.is_dir() or path.suffix.lower() in (".parquet", ".pq"):
+            with naming(str(path)):
+                raise
+        # a text file Arrow cannot parse (a ragged row, bytes that are not UTF-8): the
+        # in-memory reader names the line, where Arrow counts rows
+        raise NotStreamable(f"Arrow cannot parse it ({detail(err)})") from None
+
+
+def _stream_sequences(
+    path: Path, user: str, item: str, timestamp: str | None, sep: str | None, progress: bool
+) -> tuple[EncodedInteractions, Sequences]:
     dataset = open_dataset(path, sep, text=(user, item))
     columns = _Columns(user, item, timestamp)
     _check_schema(path, dataset.schema, columns)

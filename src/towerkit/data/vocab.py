@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from towerkit.errors import DataError, UnknownError
+from towerkit.errors import DataError, UnknownError, naming
 
 
 def _as_numpy(values: Any) -> np.ndarray:
@@ -204,8 +204,16 @@ class Vocab:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
-        table = pq.read_table(path)
-        meta = json.loads((table.schema.metadata or {}).get(b"towerkit.vocab", b"{}"))
+        """A vocabulary :meth:`save` wrote.
+
+        Raises:
+            DataError: the file is not one (not Parquet, no ``raw`` column), naming it.
+        """
+        with naming(str(path)):
+            table = pq.read_table(path)
+            meta = json.loads((table.schema.metadata or {}).get(b"towerkit.vocab", b"{}"))
+        if "raw" not in table.column_names or not isinstance(meta, dict):
+            raise DataError(f"{path}: not a towerkit vocabulary (no 'raw' column)")
         return cls(table.column("raw").to_numpy(zero_copy_only=False), name=meta.get("name", "id"))
 
 

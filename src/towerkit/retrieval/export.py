@@ -170,6 +170,7 @@ def export_run(
             "an export's milvus index lives in a database that outlives it: give one "
             "(--to milvus items.db, or -o uri=http://host:19530)"
         )
+    run.data  # noqa: B018  (the manifest's; a damaged file is refused before any work)
     model = run.load_model()
     retriever = Retriever.from_run(run)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -429,6 +429,8 @@ def _open_finished(run_dir: RunDir | str | Path) -> tuple[RunDir, Prepared, Matc
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     run.require_finished()
     run.require_data()
+    run.data  # noqa: B018  (the run's own files are read, and checked, before the data)
+    model = run.load_model()
     prepared = prepare(run.config.data, progress=run.config.train.progress)
     check_fingerprint(run, prepared)
-    return run, prepared, run.load_model()
+    return run, prepared, model

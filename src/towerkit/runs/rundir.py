@@ -5,7 +5,8 @@
     RUN/
       run.json          format, status (training | finished), towerkit version, times, the
                         machine it was trained on (device, threads), its data paths as given,
-                        the rows and sha256 of each output below (checked when read back)
+                        the sha256 (and rows) of each file below but config.yaml (its own
+                        config_sha256), train.log and timing.json, checked when read back
       config.yaml       the resolved experiment config: no machine settings, data paths
                         relative to the run
       data.json         fingerprint and sizes of the prepared data it was trained on
@@ -66,7 +67,7 @@ from towerkit.config import (
     resolve_paths,
 )
 from towerkit.data.vocab import Vocab
-from towerkit.errors import TowerkitError
+from towerkit.errors import DataError, TowerkitError, naming
 from towerkit.evaluation.outcomes import Outcomes
 from towerkit.files import atomic_write, os_reason, remove_stale, staging_dir
 from towerkit.models import MatchingModel, build_model
@@ -190,9 +191,17 @@ def _save_features(table: FeatureTable, path: Path) -> None:
     pq.write_table(arrow, path)
 
 
-def _load_features(path: Path, vocab_dir: Path, prefix: str) -> FeatureTable:
-    arrow = pq.read_table(path)
-    kinds = json.loads(arrow.schema.metadata[b"towerkit.kinds"])
+def _load_features(path: Path, vocabs: dict[str, Path], prefix: str) -> FeatureTable:
+    """A features table, with the vocabularies (``{file name: path}``) of its columns."""
+    with naming(str(path)):
+        arrow = pq.read_table(path)
+        try:
+            kinds = json.loads(arrow.schema.metadata[b"towerkit.kinds"])
+            missing = sorted(set(kinds) - set(arrow.column_names))
+        except (KeyError, TypeError):
+            raise DataError(f"{path}: not a towerkit features table (no kinds)") from None
+    if missing:
+        raise DataError(f"{path}: not a towerkit features table (no column {missing[0]!r})")
     table = FeatureTable()
     for name, kind in kinds.items():
         column = arrow.column(name).combine_chunks()
@@ -203,8 +212,8 @@ def _load_features(path: Path, vocab_dir: Path, prefix: str) -> FeatureTable:
             values = column.to_numpy().copy()  # writable: the towers turn it into a buffer
         table.values[name] = values
         table.kinds[name] = kind
-        vocab_file = vocab_dir / f"{prefix}.{name}.parquet"
-        if vocab_file.exists():
+        vocab_file = vocabs.get(f"{prefix}.{name}.parquet")
+        if vocab_file is not None:
             table.vocabs[name] = Vocab.load(vocab_file)
     return table
 
@@ -231,6 +240,14 @@ def _recorded(path: Path, rows: int | None = None) -> dict[str, Any]:
     return {"sha256": _sha256_file(path), **({"rows": rows} if rows is not None else {})}
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    with naming(str(path), RunDirError):
+        tree = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(tree, dict):
+        raise RunDirError(f"{path}: damaged (not a JSON object)")
+    return tree
+
+
 def _load_torch(path: Path, what: str) -> Any:
     """``torch.load(weights_only=True)``, with a file that is not one (truncated, random or
     crafted bytes) reported as such rather than as an unpickling traceback. The weights-only
@@ -251,19 +268,28 @@ class SavedVocabularies:
 
     path: Path
 
+    def checked(self, name: str) -> Path:
+        """The path of file ``name`` (relative), once checked against what the directory
+        recorded of it (here: nothing; a run directory checks its record)."""
+        return self.path / name
+
     @cached_property
     def user_vocab(self) -> Vocab:
-        return Vocab.load(self.path / VOCAB_DIR / "user.parquet")
+        return Vocab.load(self.checked(f"{VOCAB_DIR}/user.parquet"))
 
     @cached_property
     def item_vocab(self) -> Vocab:
-        return Vocab.load(self.path / VOCAB_DIR / "item.parquet")
+        return Vocab.load(self.checked(f"{VOCAB_DIR}/item.parquet"))
 
     @cached_property
     def user_features(self) -> FeatureTable:
-        return _load_features(
-            self.path / FEATURES_DIR / "user.parquet", self.path / VOCAB_DIR, "user"
-        )
+        return self._features("user")
+
+    def _features(self, prefix: str) -> FeatureTable:
+        path = self.checked(f"{FEATURES_DIR}/{prefix}.parquet")
+        found = sorted((self.path / VOCAB_DIR).glob(f"{prefix}.*.parquet"))
+        vocabs = {p.name: self.checked(f"{VOCAB_DIR}/{p.name}") for p in found}
+        return _load_features(path, vocabs, prefix)
 
 
 def users_table(prepared: Prepared, vectors: torch.Tensor | np.ndarray) -> pa.Table:
@@ -377,12 +403,15 @@ class RunDir(SavedVocabularies):
             (staging / FEATURES_DIR).mkdir()
             _save_features(encoded.user_features, staging / FEATURES_DIR / "user.parquet")
             _save_features(encoded.item_features, staging / FEATURES_DIR / "item.parquet")
+            recorded = [staging / DATA_FILE, *sorted((staging / VOCAB_DIR).iterdir()),
+                        *sorted((staging / FEATURES_DIR).iterdir())]  # fmt: skip
             status = {
                 "format": FORMAT_VERSION,
                 **_status("training"),
                 "config_sha256": _sha256_text(text),
                 "machine": config.machine(),
                 "data_paths": given,
+                FILES_KEY: {p.relative_to(staging).as_posix(): _recorded(p) for p in recorded},
             }
             (staging / RUN_FILE).write_text(json.dumps(status, indent=2) + "\n")
             if path.exists():
@@ -481,9 +510,10 @@ class RunDir(SavedVocabularies):
             files[OUTCOMES_FILE] = _recorded(self.path / OUTCOMES_FILE, table.num_rows)
         _write_json(self.path / METRICS_FILE, metrics)
         _write_json(self.path / TIMING_FILE, timing)
+        run = self._run_as_written
         _write_json(
             self.path / RUN_FILE,
-            {**self._run_as_written, **_status("finished"), FILES_KEY: files},
+            {**run, **_status("finished"), FILES_KEY: {**run.get(FILES_KEY, {}), **files}},
         )
 
     def update_metrics(self, stages: dict[str, Any]) -> None:
@@ -503,9 +533,11 @@ class RunDir(SavedVocabularies):
         _write_json(self.path / RUN_FILE, {**run, FILES_KEY: files})
 
     def checked(self, name: str) -> Path:
-        """The path of output ``name`` (``model.pt``, ``users.parquet``, ``items.parquet``,
-        ``outcomes.parquet``), checked against the rows and sha256 ``run.json`` recorded when
-        it was written (a run written before towerkit recorded them is not checked).
+        """The path of file ``name`` (relative: ``data.json``, ``vocab/...``, ``features/...``,
+        ``model.pt``, ``users.parquet``, ``items.parquet``, ``outcomes.parquet``), checked
+        against the sha256 (and the rows of a table) that ``run.json`` recorded when it was
+        written. A run written before towerkit recorded them is not checked: its damaged files
+        are still one line each, through :func:`~towerkit.errors.naming`.
 
         Raises:
             RunDirError: the file is missing, or not the one the run wrote (its rows or its
@@ -614,18 +646,16 @@ class RunDir(SavedVocabularies):
     @cached_property
     def data(self) -> dict[str, Any]:
         """The fingerprint and sizes of the data the run was trained on."""
-        return json.loads((self.path / DATA_FILE).read_text())
+        return _read_json(self.checked(DATA_FILE))
 
     @cached_property
     def metrics(self) -> dict[str, Any]:
         self.require_finished()
-        return json.loads((self.path / METRICS_FILE).read_text())
+        return _read_json(self.path / METRICS_FILE)
 
     @cached_property
     def item_features(self) -> FeatureTable:
-        return _load_features(
-            self.path / FEATURES_DIR / "item.parquet", self.path / VOCAB_DIR, "item"
-        )
+        return self._features("item")
 
     def build_model(self) -> MatchingModel:
         """The run's model with freshly initialised weights (global RNG left untouched)."""
