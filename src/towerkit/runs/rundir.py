@@ -5,8 +5,8 @@
     RUN/
       run.json          format, status (training | finished), towerkit version, times, the
                         machine it was trained on (device, threads), its data paths as given,
-                        the sha256 (and rows) of each file below but config.yaml (its own
-                        config_sha256), train.log and timing.json, checked when read back
+                        the sha256 of data.json, vocab/, features/, model.pt and the three
+                        tables (with their rows), checked when read back
       config.yaml       the resolved experiment config: no machine settings, data paths
                         relative to the run
       data.json         fingerprint and sizes of the prepared data it was trained on
