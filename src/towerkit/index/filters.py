@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import json
 import operator
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,9 @@ def parse_filter(text: str, columns: Iterable[str] | None = None) -> ItemFilter:
     if not isinstance(text, str) or not text.strip():
         raise FilterError('the filter is empty; write e.g. label == "Comedy"')
     try:
-        tree = ast.parse(text.strip(), mode="eval").body
+        with warnings.catch_warnings():  # Python's own ("invalid decimal literal" for 5and)
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError:
         raise FilterError(f"filter {_cut(text)!r} is not valid: use {SYNTAX}") from None
     except (RecursionError, MemoryError):  # Python's parser gives up on deep nesting
@@ -230,10 +233,24 @@ def _compare(op: Callable[[Any, Any], Any], left: Any, right: Any, text: str) ->
                 raise FilterError(
                     f"filter {text!r}: {side.name} is {kind}; compared with {_show(other)}"
                 )
-    result = op(left, right)
-    if isinstance(result, pd.Series):
-        return result.fillna(False).to_numpy(dtype=bool)
-    return np.asarray(result, dtype=bool)
+    if isinstance(left, pd.Series) and isinstance(right, pd.Series):
+        kinds = [pd.api.types.is_numeric_dtype(side.dtype) for side in (left, right)]
+        if kinds[0] != kinds[1]:
+            described = [f"{s.name} is {'a number' if k else 'text'}"
+                         for s, k in zip((left, right), kinds, strict=True)]  # fmt: skip
+            raise FilterError(f"filter {text!r}: {described[0]}, {described[1]}")
+    try:
+        result = op(left, right)
+    except TypeError as err:  # values of one column pandas cannot order (mixed kinds)
+        raise FilterError(f"filter {text!r}: cannot compare these values ({err})") from None
+    if not isinstance(result, pd.Series):
+        return np.asarray(result, dtype=bool)
+    # a missing value never matches, ``!=`` included (pandas says NaN != x; Milvus says no)
+    out = result.fillna(False).to_numpy(dtype=bool, copy=True)
+    for side in (left, right):
+        if isinstance(side, pd.Series):
+            out &= side.notna().to_numpy()
+    return out
 
 
 __all__ = ["FilterError", "ItemFilter", "parse_filter"]
