@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from towerkit.errors import DataError
 from towerkit.types import TimeUnit
@@ -39,14 +41,19 @@ def where(path: Path, frame: pd.DataFrame, position: int) -> str:
     return f"line {label}"
 
 
+def column_names(names) -> str:
+    """Column names for a one-line message: as they are, or quoted where they hold a line break,
+    a control character or nothing at all (a header read from a damaged file)."""
+    return ", ".join(n if n.isprintable() and n.strip() else repr(n) for n in map(str, names))
+
+
 def require_columns(path: Path, frame: pd.DataFrame, wanted: Mapping[str, str]) -> None:
     """Check that each source column named in ``wanted`` (role -> column) exists."""
-    have = [str(c) for c in frame.columns]
     for role, column in wanted.items():
         if column not in frame.columns:
             raise DataError(
                 f"{path}: no column {column!r} for the {role} (the columns are: "
-                f"{', '.join(have)}); map the {role} to one of them"
+                f"{column_names(frame.columns)}); map the {role} to one of them"
             )
 
 
@@ -158,21 +165,32 @@ def check_scalar_ids(path: Path, frame: pd.DataFrame, column: str, role: str) ->
         )
 
 
+#: how an integer id is written in text: no sign but a minus, no leading zero ("007" and "7"
+#: are two ids), no exponent ("1e5"), nothing not finite ("inf"); ".0" as a float export has it
+INTEGER_SPELLING = r"\s*(?:0|-?[1-9][0-9]*)(?:\.0+)?\s*"
+
+
 def id_column(column: pd.Series) -> pd.Series:
-    """Ids stay strings unless every value is an integer, then they become int64."""
+    """Ids stay strings unless every value is an integer written as one
+    (:data:`INTEGER_SPELLING`) within int64, then they become int64: converting "007", "1e5"
+    or "-0" would merge them with "7", "100000" or "0"."""
     if not is_text(column):
         if pd.api.types.is_float_dtype(column.dtype):
-            as_int = column.astype(np.int64)
-            if (as_int == column).all():
-                return as_int
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            whole = np.isfinite(values) & (np.abs(values) <= 2**53)
+            if whole.all() and (values == np.floor(values)).all():
+                return column.astype(np.int64)
         return column
-    numeric = pd.to_numeric(column, errors="coerce")
-    if not numeric.isna().any() and (numeric == np.floor(numeric)).all():
-        text = column.astype(str)
-        # Keep ids such as "007" as strings: converting would merge them with "7".
-        if not text.str.match(r"^-?0\d").any():
-            return numeric.astype(np.int64)
-    return column.astype(str)
+    text = column.astype(str)
+    array = pa.array(text.to_numpy(dtype=object), type=pa.large_string())  # Arrow: C++ speed
+    if len(array) and pc.all(pc.match_substring_regex(array, f"^{INTEGER_SPELLING}$")).as_py():
+        digits = pc.replace_substring_regex(pc.utf8_trim_whitespace(array), r"\.0+$", "")
+        try:
+            numbers = pc.cast(digits, pa.int64())
+        except pa.ArrowInvalid:  # past int64: kept as text
+            return text
+        return pd.Series(numbers.to_numpy(), index=column.index, name=column.name)
+    return text
 
 
 def finite_numbers(path: Path, frame: pd.DataFrame, column: str, role: str) -> np.ndarray:

@@ -134,7 +134,11 @@ def read_delimited(
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning) as err:
-        raise DataError(_first_ragged_line(path, sep, header, names, encoding, err)) from None
+        try:
+            message = _first_ragged_line(path, sep, header, names, encoding, err)
+        except UnicodeDecodeError:  # a bad byte before the ragged row pandas stopped at
+            message = _first_bad_utf8_line(path, encoding)
+        raise DataError(message) from None
     # Physical line numbers: the header is line 1 when present, and a quoted field that holds
     # a line break makes its record span more than one line.
     frame.index = np.arange(len(frame)) + (2 if header else 1)

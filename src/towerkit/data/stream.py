@@ -36,7 +36,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 from tqdm.auto import tqdm
 
-from towerkit.data.cells import MAX_SECONDS, MIN_SECONDS, NA_TOKENS, id_column
+from towerkit.data.cells import MAX_SECONDS, MIN_SECONDS, NA_TOKENS, column_names, id_column
 from towerkit.data.encoding import EncodedInteractions
 from towerkit.data.readers import parquet_shards
 from towerkit.data.sequences import Sequences
@@ -84,7 +84,7 @@ def _check_schema(path: Path, schema: pa.Schema, columns: _Columns) -> None:
             continue
         if name not in schema.names:
             raise DataError(
-                f"{path}: no {role} column {name!r}; the columns are: {', '.join(schema.names)}"
+                f"{path}: no {role} column {name!r}; the columns are: {column_names(schema.names)}"
             )
         kind = schema.field(name).type
         if pa.types.is_dictionary(kind):
@@ -225,7 +225,7 @@ def stream_sequences(
     path = Path(path)
     try:
         return _stream_sequences(path, user, item, timestamp, sep, progress)
-    except pa.ArrowInvalid as err:
+    except (pa.ArrowInvalid, UnicodeDecodeError) as err:  # (a header that is not UTF-8)
         if path.is_dir() or path.suffix.lower() in (".parquet", ".pq"):
             with naming(str(path)):
                 raise
