@@ -266,7 +266,7 @@ def test_a_log_with_every_row_repeated_is_refused_naming_the_repeats(tmp_path):
 
 
 def test_eval_ks_larger_than_the_catalogue_is_refused_before_training(tmp_path):
-    log = write_log(tmp_path / "log.csv", [6] * 8, n_items=4)
+    log = write_log(tmp_path / "log.csv", [4] * 8, n_items=4)  # no user sees an item twice
     run = tmp_path / "run"
     config = config_for(log, tmp_path, eval={"ks": [10, 50]}, train={"epochs": 1})
     done = towerkit("train", str(config), "--out", str(run))
