@@ -598,6 +598,66 @@ def test_the_openapi_schema_fuzzed_gives_no_server_error(server):
         fuzz()
 
 
+def test_any_request_body_is_an_answer_or_a_4xx_naming_the_field(server):
+    """Hypothesis writes bodies from the request's own fields, each holding a plausible value
+    or JSON of another kind (a bool where a number goes, a float, a list, a huge integer,
+    nesting): the app answers 200 with at most k known items, or a 4xx whose detail names the
+    problem; never a 500. Booleans are never numbers or ids."""
+    from fastapi.testclient import TestClient
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from towerkit.serve.app import create_app
+
+    export = ExportDir(server.directory)
+    users = [int(u) for u in export.user_vocab.raw[:3]]
+    items = [int(i) for i in export.item_vocab.raw[:5]]
+    other = st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats()
+        | st.text(max_size=6),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                    max_size=2),
+        max_leaves=4,
+    )  # fmt: skip
+    ids = st.sampled_from(users) | st.integers(-5, 10**6) | st.text(max_size=4)
+    fields = {
+        "user": ids | other,
+        "history": st.lists(st.sampled_from(items) | ids, max_size=4) | other,
+        "features": st.dictionaries(st.sampled_from(["gender", "age", "height"]),
+                                    st.sampled_from(["F", "M", 1, None]), max_size=2) | other,
+        "k": st.integers(-2, 100) | other,
+        "exclude": st.lists(st.sampled_from(items), max_size=3) | other,
+        "filter": st.sampled_from(['label == "Comedy"', "count > 3", "count >", ""]) | other,
+        "filter_seen": st.booleans() | other,
+        "colour": other,
+    }  # fmt: skip
+    body = st.fixed_dictionaries({}, optional=fields) | other
+
+    with TestClient(create_app(server.directory), raise_server_exceptions=False) as client:
+
+        @settings(max_examples=300, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @given(body=body, route=st.sampled_from(["/recommend", "/similar"]))
+        def answer(body, route):
+            if route == "/similar" and isinstance(body, dict):
+                body = {("item" if k == "user" else k): v for k, v in body.items()}
+            text = json.dumps(body)  # NaN and Infinity too, which strict JSON has not
+            response = client.post(route, content=text,
+                                   headers={"content-type": "application/json"})  # fmt: skip
+            assert response.status_code in (200, 404, 413, 422), (body, response.text)
+            if response.status_code != 200:
+                detail = response.json()["detail"]
+                assert isinstance(detail, str) and detail and "\n" not in detail, detail
+                return
+            listed = response.json()["items"]
+            assert len(listed) <= body.get("k", 10)
+            assert len({i["id"] for i in listed}) == len(listed)
+            for key in ("user", "item", "k"):
+                assert not isinstance(body.get(key), bool), (body, response.text)
+
+        answer()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 def test_the_page_in_a_real_browser(server, runs):
     """Recommend for a user and for picked items, and the five defects of issue 28: results
