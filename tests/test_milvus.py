@@ -399,6 +399,14 @@ def test_a_milvus_lite_path_holding_something_else_is_one_line_and_nothing_is_ma
                "-o", f"uri={missing}", "-o", "pinned=films")  # fmt: skip
     assert read.returncode == 1 and f"{missing}: no such Milvus Lite database" in read.stderr
     assert not missing.exists()
+    # a question it cannot answer (an unknown user, a bad filter) writes no database either
+    for args, message in [
+        (["--user", "987654"], "unknown user id(s) 987654"),
+        (["--user", "1", "--filter", "genre == 1"], "unknown item attribute"),
+    ]:
+        done = cli("recommend", run, *args, "--index", "milvus", "-o", f"uri={missing}")
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+        assert not missing.exists()  # fmt: skip
 
     real = os.access  # checked with os.access, so that it holds for root too
     locked = tmp_path / "locked"

@@ -556,6 +556,7 @@ def recommend(
 ) -> None:
     """Top-K items for a known user (seen items excluded) or for a history of items. Reads the
     run directory only: no data set is fetched or prepared."""
+    from towerkit.index import make_index
     from towerkit.retrieval import Retriever, parse_id_list
 
     if not user and history is None:
@@ -568,14 +569,22 @@ def recommend(
         raise typer.BadParameter("--feature describes the new user of --history")
     index_options = _parse_options(options)
     features = _parse_options(feature, "feature")
-    retriever = Retriever.from_run(run_dir, index, **index_options)
+    make_index(index, **index_options)  # bad options fail before anything loads
+    # The ids and the filter are checked against exact search first: another index (a
+    # Milvus database) is written only for a question it can answer.
+    retriever = Retriever.from_run(run_dir)
     if where is not None:
-        where = retriever.index.parse_filter(where)  # a bad filter fails before any search
+        where = retriever.index.parse_filter(where)
+    if user:
+        retriever.encode_users(user)
+    else:
+        items = parse_id_list(retriever.item_vocab, history)
+    if index != "exact" or index_options:
+        retriever.use_index(index, **index_options)
     if user:
         labels = [f"user {u}" for u in user]
         recs = retriever.recommend(user, k, where=where)
     else:
-        items = parse_id_list(retriever.item_vocab, history)
         labels = [f"history of {len(items)} item(s)"]
         recs = retriever.recommend_history([items], k, features=[features], where=where)
     retriever.index.close()

@@ -188,6 +188,16 @@ class Retriever:
             **index_options,
         )
 
+    def use_index(self, index: str, **index_options: Any) -> None:
+        """Search through a new index of kind ``index`` over the same item vectors and
+        attributes (the one before is closed): what a caller does once it has checked its
+        ids and filter against the exact one, before writing into a vector database."""
+        built = make_index(index, self.similarity, **index_options)
+        ids = np.arange(1, len(self.item_vocab) + 1)
+        built.build(self.item_vectors, ids=ids, attributes=self.index.attributes)
+        self.index.close()
+        self.index = built
+
     def history_of(self, user_ids: Sequence[Any]) -> list[np.ndarray]:
         """Known users' raw item ids, oldest first."""
         users = self.encode_users(user_ids)
