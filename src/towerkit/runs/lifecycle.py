@@ -131,7 +131,9 @@ def _execute(
             with signals_as_interrupt():  # SIGTERM as Ctrl-C
                 try:
                     # every check before the run directory is made
-                    prepared = pipeline.checked(config, prepared, resuming=None if new else run)
+                    prepared = pipeline.checked(
+                        config, prepared, resuming=None if new else run, test=test
+                    )
                     if new and ctx.main:
                         run = RunDir.create(out, config, prepared)
                     with _train_log(run if ctx.main else None):

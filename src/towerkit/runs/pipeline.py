@@ -121,7 +121,7 @@ def train(
             never read (a search chooses on validation only; ``test`` passed to ``validate`` is
             None, and the run's metrics hold no test stage until :func:`test_run`).
     """
-    prepared = checked(config, prepared)
+    prepared = checked(config, prepared, test=test)
     if run is not None and not isinstance(run, RunDir) and distributed.context().main:
         run = RunDir.create(run, config, prepared)
     return fit(config, prepared, run, validate=validate, test=test)
@@ -169,12 +169,17 @@ def resume(
 
 
 def checked(
-    config: Config, prepared: Prepared | None = None, *, resuming: RunDir | None = None
+    config: Config,
+    prepared: Prepared | None = None,
+    *,
+    resuming: RunDir | None = None,
+    test: bool = True,
 ) -> Prepared:
     """Every check a run passes before anything of it is built or written, in one place:
     under torchrun the process group is joined; the trackers can be reached; the data
     (prepared from ``config.data`` when not given) can give a result and, for a run being
     resumed, are the data it was trained on; the run fits in memory. Returns the data.
+    ``test``: the run will rank the test stage (False: the checks never read it either).
 
     Raises:
         RuntimeError: launched by torchrun without joining its process group.
@@ -189,7 +194,7 @@ def checked(
     prepared = prepared or prepare(config.data, progress=config.train.progress)
     if resuming is not None:
         check_fingerprint(resuming, prepared)
-    check_data(config, prepared)
+    check_data(config, prepared, test=test)
     check_memory(config, prepared)
     return prepared
 

@@ -31,6 +31,7 @@ from towerkit.data import (
 )
 from towerkit.data.encoding import encode_features
 from towerkit.data.readers import read_interactions, read_side_table
+from towerkit.data.split import Stage
 from towerkit.data.vocab import Vocab
 from towerkit.errors import DataError
 from towerkit.types import FeatureKind
@@ -239,7 +240,7 @@ def _prepare_streamed(data: DataConfig, *, progress: bool) -> Prepared:
     return Prepared(encoded, make_split(data.split, sequences), titles, labels)
 
 
-def check_data(config: Config, prepared: Prepared) -> None:
+def check_data(config: Config, prepared: Prepared, *, test: bool = True) -> None:
     """Refuse, before any training, data that cannot give a result: no training sample, no
     validation or test target, or a catalogue smaller than the longest list asked for."""
     split = prepared.split
@@ -260,7 +261,8 @@ def check_data(config: Config, prepared: Prepared) -> None:
         if counts[stage] == 0:
             raise DataError(f"no user has a {stage} target under {what}")
     if config.eval.mask_seen:
-        _check_reachable(split, prepared.encoded.n_items)
+        for stage in ("valid", "test") if test else ("valid",):
+            _check_reachable(split, stage, prepared.encoded.n_items)
     n_items, k = prepared.encoded.n_items, max(config.eval.ks)
     if k > n_items:
         raise ConfigError(
@@ -269,21 +271,24 @@ def check_data(config: Config, prepared: Prepared) -> None:
         )
 
 
-def _check_reachable(split: Split, n_items: int) -> None:
-    """Refuse a test stage whose every target is an item its user saw before: eval.mask_seen
-    masks them all, and every metric would be 0 (a log with each row repeated does this)."""
+def _check_reachable(split: Split, stage: Stage, n_items: int) -> None:
+    """Refuse a stage whose every target is an item its user saw before: eval.mask_seen masks
+    them all, and every metric would be 0 (a log with each row repeated does this to the test
+    stage). The test stage is looked at only by a run that will rank it: a search never
+    reads it."""
     from towerkit.evaluation.evaluator import Queries
 
-    queries = Queries.from_split(split, "test")
+    queries = Queries.from_split(split, stage)
     if len(queries) and queries.seen_targets(split.sequences.items, n_items).all():
         duplicates = split.sequences.repeated_rows()
         cause = (
-            f"the log repeats {duplicates:,} (user, item, time) rows: drop them, or"
+            f"the log repeats {duplicates:,} (user, item, time) rows: drop them, or set"
             if duplicates
             else "set"
         )
+        name = "validation" if stage == "valid" else "test"
         raise DataError(
-            "every test target is an item its user saw before, and eval.mask_seen masks seen "
-            f"items from the ranking, so every metric would be 0; {cause} "
-            f"{'set ' if duplicates else ''}eval.mask_seen: false to rank them"
+            f"every {name} target is an item its user saw before, and eval.mask_seen masks "
+            f"seen items from the ranking, so every metric would be 0; {cause} "
+            "eval.mask_seen: false to rank them"
         )
