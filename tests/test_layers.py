@@ -18,15 +18,17 @@ import pytest
 
 SOURCE = Path(__file__).parent.parent / "src" / "towerkit"
 
-#: the root's modules: the package face, the CLI, and the neutral ground every layer may import
+#: the root's modules: the package face, the two faces (the CLI, the Python API), and the
+#: neutral ground every layer may import
 ROOT = {
-    "towerkit", "towerkit.__main__", "towerkit.cli", "towerkit.errors", "towerkit.files",
+    "towerkit", "towerkit.__main__", "towerkit.cli", "towerkit.api", "towerkit.errors",
+    "towerkit.files",
     "towerkit.types", "towerkit.sections", "towerkit.similarity", "towerkit.distributed",
 }  # fmt: skip
 
 #: packages, lowest layer first
 LAYERS: list[tuple[str, ...]] = [
-    # neutral ground (the root's modules but the CLI)
+    # neutral ground (the root's modules but the two faces)
     ("towerkit", "towerkit.errors", "towerkit.files", "towerkit.types", "towerkit.sections",
      "towerkit.similarity", "towerkit.distributed"),
     # building blocks: the data layer, known data sets, layers, indexes, the retrieval task
@@ -44,7 +46,8 @@ LAYERS: list[tuple[str, ...]] = [
     # applications of a run: retrieval and export, tuning
     ("towerkit.retrieval", "towerkit.tune"),
     ("towerkit.serve",),
-    ("towerkit.cli", "towerkit.__main__"),
+    # the faces: the command line, and the same from Python
+    ("towerkit.cli", "towerkit.__main__", "towerkit.api"),
 ]  # fmt: skip
 
 

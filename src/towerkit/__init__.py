@@ -20,7 +20,18 @@ from towerkit.errors import DataError, TowerkitError
 
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "TowerkitError", "__version__"]
+__all__ = [
+    "Config",
+    "DataError",
+    "Run",
+    "TowerkitError",
+    "__version__",
+    "compare",
+    "load_config",
+    "open_run",
+    "resume",
+    "train",
+]
 
 
 def _lazy(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list]]:
@@ -98,3 +109,14 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
     sys.meta_path.append(_MovedFinder())
+
+
+#: the public API (see :mod:`towerkit.api`), imported on first use
+__getattr__, __dir__ = _lazy(
+    __name__,
+    {
+        **dict.fromkeys(["Run", "compare", "load_config", "open_run", "resume", "train"],
+                        "towerkit.api"),
+        "Config": "towerkit.config",
+    },
+)  # fmt: skip

@@ -17,6 +17,7 @@ from towerkit import _lazy
 __all__ = ["RunDir", "RunDirError", "SavedVocabularies", "migrate", "vectors_column"]
 
 _RUNDIR = [
+    "CARRIED_LOG_FILE",
     "CHECKPOINT_FILE",
     "FEATURES_DIR",
     "FORMAT_VERSION",

@@ -45,6 +45,7 @@ def train(
     validate: pipeline.MakeValidator | None = None,
     test: bool = True,
     keep_on: tuple[type[BaseException], ...] = (),
+    log: Path | None = None,
 ) -> pipeline.RunOutcome | None:
     """Train ``config`` into a new run directory ``out`` (which must not hold anything).
 
@@ -56,6 +57,8 @@ def train(
             validates through its pruner and never reads the test stage).
         keep_on: exceptions that end the run on purpose (a pruned trial): the run directory
             is kept as it is, and the exception is raised.
+        log: a Parquet log the run directory carries (see :meth:`RunDir.create`), with
+            ``prepared`` read from it.
 
     Returns:
         the outcome (under torchrun, on every rank; ``outcome.run`` is rank 0's), or None when
@@ -66,8 +69,8 @@ def train(
         WorkersFailed: launched processes failed.
     """
     out = Path(out)
-    if nproc > 1 and (validate is not None or not test or keep_on):
-        raise ValueError("validate, test and keep_on are for a run in this process (nproc 1)")
+    if nproc > 1 and (validate is not None or not test or keep_on or log is not None):
+        raise ValueError("validate, test, keep_on and log are for a run in this process (nproc 1)")
     if nproc > 1 and not distributed.launched():
         with tempfile.TemporaryDirectory(prefix="towerkit-launch-") as folder:
             resolved = Path(folder) / "config.yaml"
@@ -76,7 +79,9 @@ def train(
                 nproc, ["train", str(resolved), "--out", str(out)], config.train.progress
             )
         return None
-    return _execute(config, None, out, prepared, validate=validate, test=test, keep_on=keep_on)
+    return _execute(
+        config, None, out, prepared, validate=validate, test=test, keep_on=keep_on, log=log
+    )
 
 
 def resume(
@@ -116,6 +121,7 @@ def _execute(
     validate: pipeline.MakeValidator | None = None,
     test: bool = True,
     keep_on: tuple[type[BaseException], ...] = (),
+    log: Path | None = None,
 ) -> pipeline.RunOutcome:
     """The run in this process: join the process group (once), prepare, train, finish."""
     new = run is None
@@ -135,7 +141,7 @@ def _execute(
                         config, prepared, resuming=None if new else run, test=test
                     )
                     if new and ctx.main:
-                        run = RunDir.create(out, config, prepared)
+                        run = RunDir.create(out, config, prepared, log=log)
                     with _train_log(run if ctx.main else None):
                         state = None if new else run.load_checkpoint()
                         outcome = pipeline.fit(

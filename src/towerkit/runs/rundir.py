@@ -90,6 +90,8 @@ ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 OUTCOMES_FILE = "outcomes.parquet"
 LOG_FILE = "train.log"
+#: the log a run trained from memory carries (``towerkit.train(config, data=frame)``)
+CARRIED_LOG_FILE = "log.parquet"
 #: ``run.json``'s record of each output file (rows, sha256), checked when it is read back
 FILES_KEY = "files"
 
@@ -376,9 +378,16 @@ class RunDir(SavedVocabularies):
         return path
 
     @classmethod
-    def create(cls, path: str | Path, config: Config, prepared: Prepared) -> RunDir:
+    def create(
+        cls, path: str | Path, config: Config, prepared: Prepared, *, log: Path | None = None
+    ) -> RunDir:
         """Start a run: its config, the prepared data's vocabularies, side features and
-        fingerprint, status ``training``. Written to a staging folder and renamed into place."""
+        fingerprint, status ``training``. Written to a staging folder and renamed into place.
+
+        Args:
+            log: a Parquet log the run carries as its own ``log.parquet`` (a log given from
+                memory, which no file holds); ``config.data.path`` must name it there.
+        """
         path = cls.check_new(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -405,6 +414,9 @@ class RunDir(SavedVocabularies):
             _save_features(encoded.item_features, staging / FEATURES_DIR / "item.parquet")
             recorded = [staging / DATA_FILE, *sorted((staging / VOCAB_DIR).iterdir()),
                         *sorted((staging / FEATURES_DIR).iterdir())]  # fmt: skip
+            if log is not None:
+                shutil.copyfile(log, staging / CARRIED_LOG_FILE)
+                recorded.append(staging / CARRIED_LOG_FILE)
             status = {
                 "format": FORMAT_VERSION,
                 **_status("training"),

@@ -1,0 +1,325 @@
+"""towerkit from Python: train, open, resume and compare runs, and use one, in a few calls.
+
+The names here are the package's face (``towerkit.train``, ``towerkit.Run``, ...), imported on
+first use. They are a thin layer over the same run directories and lifecycle as the CLI: a run
+trained here is one ``towerkit report`` or ``towerkit serve`` reads, and the other way round.
+
+::
+
+    import pandas as pd
+    import towerkit
+
+    log = pd.read_csv("log.csv")  # columns user, item, timestamp
+    run = towerkit.train({"model": {"name": "sasrec"}, "train": {"epochs": 5}}, data=log)
+    run.metrics["test"]["ndcg@10"]
+    run.recommend(["u1", "u2"], k=5)  # a DataFrame: user, rank, item, score
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from towerkit.errors import TowerkitError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from towerkit.config import Config
+    from towerkit.reports.compare import Comparison
+    from towerkit.retrieval import Recommendations, Retriever
+    from towerkit.runs import RunDir
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Run", "compare", "load_config", "open_run", "resume", "train"]
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | Config, overrides: Sequence[str] = ()
+) -> Config:
+    """A validated config from a YAML file, a dict (the same tree as the YAML) or a config,
+    with ``KEY=VALUE`` overrides applied.
+
+    ::
+
+        config = towerkit.load_config("configs/ml-1m/sasrec.yaml", ["train.epochs=3"])
+        config = towerkit.load_config({"model": {"name": "dssm"}})
+
+    Raises:
+        ConfigError: an unreadable file, an unknown key, a value out of range (one line
+            naming the key).
+    """
+    from towerkit.config import Config, config_from_dict
+    from towerkit.config import load_config as load_file
+
+    if isinstance(source, Config):
+        if not overrides:
+            return source
+        return config_from_dict(source.model_dump(mode="json"), list(overrides))
+    if isinstance(source, Mapping):
+        return config_from_dict(dict(source), list(overrides), source="the config given")
+    return load_file(source, list(overrides))
+
+
+def train(
+    config: str | Path | Mapping[str, Any] | Config,
+    data: pd.DataFrame | pa.Table | str | Path | None = None,
+    out: str | Path | None = None,
+) -> Run:
+    """Train a model and return its finished :class:`Run`.
+
+    Args:
+        config: a config, a YAML file or a dict (see :func:`load_config`); keys left out take
+            their defaults.
+        data: the log, when the config does not name it: a pandas DataFrame or a pyarrow
+            Table (its columns named as ``data.columns`` says: ``user``, ``item``,
+            ``timestamp`` by default; the run directory carries a copy, so it resumes and
+            evaluates without it), or the path of a log file. None: the config's
+            ``data.dataset`` or ``data.path`` (ML-1M when it names neither).
+        out: the run directory to write (it must not hold anything). None: a new temporary
+            directory, kept after the call (``run.path`` says where).
+
+    ::
+
+        run = towerkit.train("configs/ml-1m/youtube_dnn.yaml", out="runs/ytdnn")
+        run = towerkit.train({"train": {"epochs": 2}}, data=frame)
+
+    Raises:
+        ConfigError, DataError, RunDirError: as ``towerkit train`` reports them (one line).
+        RunInterrupted: Ctrl-C; the run directory is kept, and :func:`resume` goes on.
+    """
+    from towerkit.config import Config, config_from_dict
+    from towerkit.runs import CARRIED_LOG_FILE, lifecycle
+    from towerkit.runs.preparation import prepare
+
+    base = load_config(config) if not isinstance(config, Config) else config
+    target = Path(out) if out is not None else _temporary_run()
+    if data is None:
+        outcome = lifecycle.train(base, target)
+        return Run(outcome.run.path if outcome is not None else target)
+    tree = base.model_dump(mode="json")
+    tree["data"].pop("dataset", None)
+    if isinstance(data, str | Path):
+        tree["data"]["path"] = str(Path(data).absolute())
+        outcome = lifecycle.train(config_from_dict(tree, source="the config given"), target)
+        return Run(outcome.run.path if outcome is not None else target)
+    with tempfile.TemporaryDirectory(prefix="towerkit-log-") as folder:
+        staged = Path(folder) / CARRIED_LOG_FILE
+        _write_log(data, staged)
+        tree["data"].update(path=str(staged), format="parquet")
+        staged_config = config_from_dict(tree, source="the config given")
+        prepared = prepare(staged_config.data, progress=staged_config.train.progress)
+        # the run's config names the copy it carries, where it will be once created
+        tree["data"]["path"] = str((target / CARRIED_LOG_FILE).absolute())
+        carried = config_from_dict(tree, source="the config given")
+        outcome = lifecycle.train(carried, target, prepared=prepared, log=staged)
+    return Run(outcome.run.path if outcome is not None else target)
+
+
+def _temporary_run() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="towerkit-run-")) / "run"
+    logger.info("the run is written to %s (pass out= to choose)", path)
+    return path
+
+
+def _write_log(data: Any, path: Path) -> None:
+    """A DataFrame or Table as Parquet, as the readers read it (one clear error otherwise)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(data, pa.Table):
+        table = data
+    elif hasattr(data, "to_parquet") and hasattr(data, "columns"):  # a pandas DataFrame
+        try:
+            table = pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as err:
+            raise TowerkitError(f"data: a DataFrame Arrow cannot store ({err})") from None
+    else:
+        raise TowerkitError(
+            f"data: a pandas DataFrame, a pyarrow Table or a path, not {type(data).__name__}"
+        )
+    pq.write_table(table, path)
+
+
+def open_run(path: str | Path) -> Run:
+    """A run directory written before (by :func:`train` or ``towerkit train``).
+
+    ::
+
+        run = towerkit.open_run("runs/ytdnn")
+        run.recommend([1, 2])
+
+    Raises:
+        RunDirError: not a run directory.
+    """
+    return Run(path)
+
+
+def resume(path: str | Path) -> Run:
+    """Continue an unfinished run from its last checkpoint, and return it finished (the
+    result is the one training straight through gives).
+
+    ::
+
+        run = towerkit.resume("runs/ytdnn")
+
+    Raises:
+        RunDirError: not a run, finished already, or its data are not found.
+    """
+    from towerkit.runs import lifecycle
+
+    lifecycle.resume(path)
+    return Run(path)
+
+
+def compare(
+    a: str | Path | Run, b: str | Path | Run, *, resamples: int = 1000, seed: int = 0
+) -> Comparison:
+    """Paired comparison of run ``b`` against run ``a`` on the same test users: each metric's
+    mean difference with a bootstrap interval and a paired t-test (``b="popularity"``: ``a``
+    against its popularity baseline).
+
+    ::
+
+        result = towerkit.compare(run_a, run_b)
+        result.differences[0].mean, result.differences[0].low, result.differences[0].high
+
+    Raises:
+        ReportError: a run that cannot be read, or two runs of different data.
+    """
+    from towerkit.reports.compare import compare_runs
+
+    def where(run: str | Path | Run) -> str | Path:
+        return run.path if isinstance(run, Run) else run
+
+    return compare_runs(where(a), where(b), resamples=resamples, seed=seed)
+
+
+class Run:
+    """A finished run: its metrics and config, and the model to recommend with.
+
+    ::
+
+        run = towerkit.open_run("runs/ytdnn")
+        run.metrics["test"]          # {"hr@10": ..., "ndcg@10": ...}
+        run.recommend([1, 2], k=5)   # top items of known users
+        run.recommend(history=[1193, 661])  # of a new user's items
+        run.similar([1193])          # items nearest to items
+        run.report("report.html")
+        run.export("export/")        # ONNX tower and vectors, for towerkit serve
+
+    Raises:
+        RunDirError: not a run directory, or an unfinished run (resume it).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        from towerkit.runs import RunDir
+
+        self._dir: RunDir = RunDir(path)
+        self._dir.require_finished()
+
+    @property
+    def path(self) -> Path:
+        """The run directory."""
+        return self._dir.path
+
+    @property
+    def config(self) -> Config:
+        """The experiment config the run was trained with."""
+        return self._dir.config
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Validation and test metrics, the popularity baseline and the per-epoch log
+        (``metrics.json``)."""
+        return self._dir.metrics
+
+    def __repr__(self) -> str:
+        test = self.metrics.get("test") or {}
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in list(test.items())[:2])
+        return f"Run({str(self.path)!r}, {self.config.model.name}{', ' + shown if shown else ''})"
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        """The model over exact search (:class:`~towerkit.retrieval.Retriever`)."""
+        from towerkit.retrieval import Retriever
+
+        return Retriever.from_run(self._dir)
+
+    def recommend(
+        self,
+        users: Sequence[Any] | None = None,
+        k: int = 10,
+        *,
+        history: Sequence[Any] | None = None,
+        where: str | None = None,
+    ) -> pd.DataFrame:
+        """Top-``k`` items of known users (their seen items left out), or of one new user's
+        ``history`` (raw item ids, oldest first), as a table: ``user`` (the raw id; None for
+        a history), ``rank``, ``item``, ``title`` (when the items have one) and ``score``.
+        ``where`` filters on item attributes (``'label == "Comedy"'``).
+
+        Raises:
+            UnknownError: a user or item id the model never saw.
+            FilterError: a filter that cannot be read.
+        """
+        if (users is None) == (history is None):
+            raise TowerkitError("give users (known raw ids) or history (raw item ids), not both")
+        if users is not None:
+            users = list(users)
+            found = self.retriever.recommend(users, k, where=where)
+            return _table(found, users)
+        found = self.retriever.recommend_history([list(history or [])], k, where=where)
+        return _table(found, [None])
+
+    def similar(
+        self, items: Sequence[Any], k: int = 10, *, where: str | None = None
+    ) -> pd.DataFrame:
+        """The ``k`` items nearest to each of ``items`` (raw ids) by their vectors, the item
+        itself left out: ``query`` (the item asked about), ``rank``, ``item``, ``score``.
+
+        Raises:
+            UnknownError: an item id the model never saw.
+        """
+        import numpy as np
+
+        retriever = self.retriever
+        ids = retriever.item_vocab.encode(list(items))
+        found = retriever.similar(ids, k, [np.array([i]) for i in ids], where=where)
+        return _table(found, list(items), key="query")
+
+    def report(self, out: str | Path) -> Path:
+        """The run's report page (training curves, metrics at every K, where it fails, the
+        item map), one offline HTML file."""
+        from towerkit.reports import write_report
+
+        write_report([self.path], out)
+        return Path(out)
+
+    def export(self, out: str | Path, *, index: str | None = None, **index_options: Any) -> Path:
+        """An export directory for ``towerkit serve``: the user tower in ONNX, the vectors and
+        an index (by default the run's ``eval.index``)."""
+        from towerkit.retrieval.export import export_run
+
+        return Path(export_run(self._dir, out, index=index, index_options=index_options or None))
+
+
+def _table(found: Recommendations, queries: list[Any], key: str = "user") -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
+    rows, k = found.items.shape
+    frame = pd.DataFrame({
+        key: np.repeat(np.asarray(queries + [None] * (rows - len(queries)), dtype=object), k),
+        "rank": np.tile(np.arange(1, k + 1), rows),
+        "item": found.items.reshape(-1),
+        **({"title": found.titles.reshape(-1)} if found.titles is not None else {}),
+        "score": found.scores.reshape(-1),
+    })  # fmt: skip
+    return frame[frame["item"].notna()].reset_index(drop=True)
