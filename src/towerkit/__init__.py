@@ -34,7 +34,9 @@ __all__ = [
 ]
 
 
-def _lazy(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list]]:
+def _lazy(
+    package: str, names: dict[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """A package's ``__getattr__`` and ``__dir__`` (PEP 562) that import each of ``names``
     (name -> the module under ``package`` that defines it, or a whole ``towerkit.`` module
     name) on first use, so importing a package's light module (``towerkit.training.state``)

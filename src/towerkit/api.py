@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from towerkit.config import Config
+    from towerkit.config.schema import Config
     from towerkit.reports.compare import Comparison
-    from towerkit.retrieval import Recommendations, Retriever
-    from towerkit.runs import RunDir
+    from towerkit.retrieval.retriever import Recommendations, Retriever
+    from towerkit.runs.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +101,14 @@ def train(
     base = load_config(config) if not isinstance(config, Config) else config
     target = Path(out) if out is not None else _temporary_run()
     if data is None:
-        outcome = lifecycle.train(base, target)
-        return Run(outcome.run.path if outcome is not None else target)
+        lifecycle.train(base, target)
+        return Run(target)
     tree = base.model_dump(mode="json")
     tree["data"].pop("dataset", None)
     if isinstance(data, str | Path):
         tree["data"]["path"] = str(Path(data).absolute())
-        outcome = lifecycle.train(config_from_dict(tree, source="the config given"), target)
-        return Run(outcome.run.path if outcome is not None else target)
+        lifecycle.train(config_from_dict(tree, source="the config given"), target)
+        return Run(target)
     with tempfile.TemporaryDirectory(prefix="towerkit-log-") as folder:
         staged = Path(folder) / CARRIED_LOG_FILE
         _write_log(data, staged)
@@ -118,8 +118,8 @@ def train(
         # the run's config names the copy it carries, where it will be once created
         tree["data"]["path"] = str((target / CARRIED_LOG_FILE).absolute())
         carried = config_from_dict(tree, source="the config given")
-        outcome = lifecycle.train(carried, target, prepared=prepared, log=staged)
-    return Run(outcome.run.path if outcome is not None else target)
+        lifecycle.train(carried, target, prepared=prepared, log=staged)
+    return Run(target)
 
 
 def _temporary_run() -> Path:
@@ -219,7 +219,7 @@ class Run:
     """
 
     def __init__(self, path: str | Path) -> None:
-        from towerkit.runs import RunDir
+        from towerkit.runs.rundir import RunDir
 
         self._dir: RunDir = RunDir(path)
         self._dir.require_finished()
@@ -243,12 +243,13 @@ class Run:
     def __repr__(self) -> str:
         test = self.metrics.get("test") or {}
         shown = ", ".join(f"{k} {v:.4f}" for k, v in list(test.items())[:2])
-        return f"Run({str(self.path)!r}, {self.config.model.name}{', ' + shown if shown else ''})"
+        model = getattr(self.config.model, "name", "?")
+        return f"Run({str(self.path)!r}, {model}{', ' + shown if shown else ''})"
 
     @cached_property
     def retriever(self) -> Retriever:
         """The model over exact search (:class:`~towerkit.retrieval.Retriever`)."""
-        from towerkit.retrieval import Retriever
+        from towerkit.retrieval.retriever import Retriever
 
         return Retriever.from_run(self._dir)
 
