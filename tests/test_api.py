@@ -150,3 +150,19 @@ def test_the_readme_python_example_runs(offline_ml100k, tmp_path, monkeypatch, c
     assert (tmp_path / "runs" / "ml100k-ytdnn.html").stat().st_size > 10_000
     run = towerkit.open_run(tmp_path / "runs" / "ml100k-ytdnn")
     assert run.metrics["test"]["ndcg@10"] > run.metrics["popularity"]["ndcg@10"]
+
+
+def test_the_readme_is_short_and_its_links_lead_into_the_site():
+    """The README: the two commands, what towerkit is, the examples, the headline results and
+    links into docs/ (each to a page that exists); at most about 10 KB."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    assert len(readme.encode()) <= 10_240
+    links = re.findall(r"\]\(([^)#]+)\)", readme)
+    assert len(links) >= 12 and all((root / link).is_file() for link in links), links
+    site = (root / "mkdocs.yml").read_text()
+    pages = {p.relative_to(root / "docs").as_posix() for p in (root / "docs").rglob("*.md")}
+    assert all(page in site for page in pages), "a page the site's nav leaves out"

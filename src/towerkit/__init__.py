@@ -1,6 +1,6 @@
 """towerkit: train, evaluate and serve matching models (the retrieval stage of a recommender).
 
-The package's layers are its folders (see the README's "Development" section): ``data`` and
+The package's layers are its folders (see docs/development.md): ``data`` and
 ``datasets`` below ``task``, ``nn``, ``index``; ``models``; ``config``; ``training`` and
 ``evaluation``; ``runs``; ``reports``, ``retrieval``, ``tune``; ``serve``; the CLI on top.
 Names are imported on first use, so ``import towerkit`` loads neither torch nor pandas.

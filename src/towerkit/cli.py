@@ -302,7 +302,7 @@ def tune(
         Path | None,
         typer.Option(
             help="The space file: params: {KEY: {low: A, high: B, log: true} or "
-            "{choices: [...]}} (README: Searching settings)."
+            "{choices: [...]}} (docs: Tuning)."
         ),
     ] = None,
     trials: Annotated[
