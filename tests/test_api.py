@@ -166,3 +166,12 @@ def test_the_readme_is_short_and_its_links_lead_into_the_site():
     site = (root / "mkdocs.yml").read_text()
     pages = {p.relative_to(root / "docs").as_posix() for p in (root / "docs").rglob("*.md")}
     assert all(page in site for page in pages), "a page the site's nav leaves out"
+
+
+def test_the_api_reference_lists_every_public_name():
+    from pathlib import Path
+
+    reference = (Path(__file__).parent.parent / "docs" / "reference.md").read_text()
+    for name in towerkit.__all__:
+        if name != "__version__":
+            assert f"- {name}\n" in reference or f".{name}\n" in reference, name

@@ -436,3 +436,22 @@ def test_an_absurd_number_on_the_command_line_is_one_line_at_once(path, param, t
             lines = done.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("error: "), (value, done.stderr)
             assert "internal error" not in lines[0] and "Traceback" not in done.stderr
+
+
+def test_every_command_has_help_that_the_terminal_reflows():
+    """Each command says what it does, and its paragraphs hold no line break of their own (a
+    docstring's breaks, kept, made the help ragged at any width but the source's)."""
+    from towerkit import cli as module
+
+    commands = [*module.app.registered_commands]
+    for group in module.app.registered_groups:
+        commands += group.typer_instance.registered_commands
+    assert len(commands) >= 12
+    for command in commands:
+        assert command.help and len(command.help) > 20, command.callback
+        for paragraph in command.help.split("\n\n"):
+            lines = paragraph.splitlines()
+            if not any(line.startswith(("- ", "* ", " ")) for line in lines):
+                assert len(lines) == 1, (command.callback.__name__, paragraph)
+    wide = towerkit("--help", env={"COLUMNS": "200"})
+    assert "and write a run directory; or resume an unfinished one." in wide.stdout

@@ -11,6 +11,7 @@ before rich renders it, so ``[exp1]`` prints as itself.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import time
@@ -736,6 +737,31 @@ def _require_serving() -> None:
 
 def _error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _reflow(text: str) -> str:
+    """A docstring as help text: the lines of each paragraph joined, so that the terminal
+    wraps them at its own width (a docstring's line breaks, kept, made the help ragged);
+    paragraphs, list items and indented lines stay as written."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines = paragraph.splitlines()
+        kept = any(line.startswith(("- ", "* ", " ")) for line in lines)
+        paragraphs.append(paragraph if kept else " ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        text = command.help or (command.callback.__doc__ if command.callback else None)
+        if text:
+            command.help = _reflow(text)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
 
 
 def main() -> None:
