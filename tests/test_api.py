@@ -175,3 +175,18 @@ def test_the_api_reference_lists_every_public_name():
     for name in towerkit.__all__:
         if name != "__version__":
             assert f"- {name}\n" in reference or f".{name}\n" in reference, name
+
+
+def test_an_old_module_of_an_api_name_does_not_hide_it():
+    """towerkit.compare was a module (moved to towerkit.reports.compare, still importable by
+    its old name); importing it must not replace the function towerkit.compare."""
+    import importlib
+    import warnings
+
+    from towerkit import api
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = importlib.import_module("towerkit.compare")
+    assert old.__name__ == "towerkit.reports.compare" and hasattr(old, "compare_runs")
+    assert towerkit.compare is api.compare

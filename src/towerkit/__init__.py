@@ -12,6 +12,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -114,11 +115,24 @@ if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
 
 
 #: the public API (see :mod:`towerkit.api`), imported on first use
-__getattr__, __dir__ = _lazy(
-    __name__,
-    {
-        **dict.fromkeys(["Run", "compare", "load_config", "open_run", "resume", "train"],
-                        "towerkit.api"),
-        "Config": "towerkit.config",
-    },
-)  # fmt: skip
+_API = {
+    **dict.fromkeys(["Run", "compare", "load_config", "open_run", "resume", "train"],
+                    "towerkit.api"),
+    "Config": "towerkit.config",
+}  # fmt: skip
+__getattr__, __dir__ = _lazy(__name__, _API)
+
+
+class _Face(types.ModuleType):
+    """The package's module type: an API name is never replaced by the deprecated module of
+    the same name. (Importing the old ``towerkit.compare`` binds that module as the package's
+    attribute, which would hide the function ``towerkit.compare``; the old import path still
+    finds the module through ``sys.modules``.)"""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Face
