@@ -4,7 +4,9 @@ Every error a user can cause (a bad file, an unknown column, a config typo, an i
 saw) is raised as one of these with a message that names the problem and, where possible, what
 would fix it. The CLI turns them (and the machine's own ``OSError``: a full disk, a missing file)
 into one line on stderr and a non-zero exit; any other exception is a bug in towerkit and is shown
-as one ("internal error", with its traceback under ``-v``).
+as one ("internal error", with its traceback under ``-v``). What a dependency raises on bad
+input (SQLite, Arrow, MLflow, Milvus, a decoder) is listed in :data:`INPUT_ERRORS`, and
+:func:`naming` turns it into one of these where the input enters.
 """
 
 from __future__ import annotations

@@ -242,7 +242,8 @@ def _prepare_streamed(data: DataConfig, *, progress: bool) -> Prepared:
 
 def check_data(config: Config, prepared: Prepared, *, test: bool = True) -> None:
     """Refuse, before any training, data that cannot give a result: no training sample, no
-    validation or test target, or a catalogue smaller than the longest list asked for."""
+    validation or test target, a stage whose every target is masked as seen (``test``: the
+    test stage is looked at too), or a catalogue smaller than the longest list asked for."""
     split = prepared.split
     starts = split.sequences.offsets[:-1]
     samples = int(np.maximum(split.fit_end - starts - 1, 0).sum())
