@@ -8,6 +8,7 @@ remove its own; the next writer in the same folder removes those whose process i
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import re
@@ -71,6 +72,16 @@ def named(err: OSError, path: Path | str) -> OSError:
     if err.filename:
         return err
     return type(err)(err.errno, os_reason(err), str(path))
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file, read in chunks (a data set's download, a run's or an export's
+    files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_writable(path: Path) -> None:

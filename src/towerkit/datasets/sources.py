@@ -20,17 +20,9 @@ from tqdm.auto import tqdm
 
 from towerkit.data.interactions import Interactions
 from towerkit.errors import FetchError
-from towerkit.files import remove_stale
+from towerkit.files import remove_stale, sha256_of
 
 logger = logging.getLogger(__name__)
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ file against its sha256.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -44,7 +43,7 @@ from towerkit import __version__
 from towerkit.config import SimilarityConfig
 from towerkit.data.history import gather_history
 from towerkit.errors import TowerkitError
-from towerkit.files import os_reason, staging_dir
+from towerkit.files import os_reason, sha256_of, staging_dir
 from towerkit.index import Index, MilvusIndex, load_index, make_index
 from towerkit.models import MODELS, MultiInterestModel
 from towerkit.retrieval import Retriever, item_attributes
@@ -113,14 +112,6 @@ def migrate_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
         version += 1
         manifest["format"] = version
     return manifest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _version(package: str) -> str | None:
@@ -311,9 +302,9 @@ def _write_manifest(
 ) -> None:
     config = run.config
     files = {
-        str(p.relative_to(staging)): _sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()
+        str(p.relative_to(staging)): sha256_of(p) for p in sorted(staging.rglob("*")) if p.is_file()
     }
-    model_sha = _sha256(run.path / "model.pt")
+    model_sha = sha256_of(run.path / "model.pt")
     manifest = {
         "format": FORMAT_VERSION,
         "model": config.model.name,
@@ -360,7 +351,7 @@ class ExportDir(SavedVocabularies):
                 file = self.path / name
                 if not file.is_file():
                     raise ExportError(f"{self.path}: {name} is missing")
-                if _sha256(file) != digest:
+                if sha256_of(file) != digest:
                     raise ExportError(f"{self.path}: {name} does not match its sha256")
         self.manifest = migrate_manifest(self.manifest, self.path)
 

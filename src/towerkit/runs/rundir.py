@@ -69,7 +69,7 @@ from towerkit.config import (
 from towerkit.data.vocab import Vocab
 from towerkit.errors import DataError, TowerkitError, naming
 from towerkit.evaluation.outcomes import Outcomes
-from towerkit.files import atomic_write, os_reason, remove_stale, staging_dir
+from towerkit.files import atomic_write, os_reason, remove_stale, sha256_of, staging_dir
 from towerkit.models import MatchingModel, build_model
 from towerkit.training.state import TrainState
 from towerkit.types import FeatureTable
@@ -229,17 +229,9 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _recorded(path: Path, rows: int | None = None) -> dict[str, Any]:
     """What ``run.json`` keeps of an output file, checked when it is read back."""
-    return {"sha256": _sha256_file(path), **({"rows": rows} if rows is not None else {})}
+    return {"sha256": sha256_of(path), **({"rows": rows} if rows is not None else {})}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -566,7 +558,7 @@ class RunDir(SavedVocabularies):
         )
         if not path.is_file():
             raise RunDirError(f"{path}: missing, though the run wrote it; {again}")
-        if _sha256_file(path) == recorded["sha256"]:
+        if sha256_of(path) == recorded["sha256"]:
             self._checked[name] = recorded["sha256"]  # read once per RunDir
             return path
         rows = recorded.get("rows")
