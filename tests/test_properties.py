@@ -72,16 +72,21 @@ def check_log(frame: pd.DataFrame) -> None:
     assert frame["user"].notna().all() and frame["item"].notna().all()
 
 
-@SETTINGS
-@given(data=delimited(), suffix=st.sampled_from([".csv", ".tsv"]))
-def test_any_delimited_text_is_a_log_or_one_line_naming_the_file(data, suffix):
-    path = written(data, suffix)
+def read_or_refused(path: Path) -> None:
+    """The file reads as a log, or is refused in one line naming it."""
     try:
         frame = read_interactions(path)
     except DataError as err:
         one_line(err, path)
     else:
         check_log(frame)
+
+
+@SETTINGS
+@given(data=delimited(), suffix=st.sampled_from([".csv", ".tsv"]))
+def test_any_delimited_text_is_a_log_or_one_line_naming_the_file(data, suffix):
+    path = written(data, suffix)
+    read_or_refused(path)
 
 
 @SETTINGS
@@ -111,12 +116,7 @@ def test_the_out_of_core_reader_agrees_or_steps_aside(data):
 @given(data=st.binary(max_size=400), suffix=st.sampled_from([".csv", ".jsonl", ".parquet"]))
 def test_any_bytes_are_a_log_or_one_line_naming_the_file(data, suffix):
     path = written(data, suffix)
-    try:
-        frame = read_interactions(path)
-    except DataError as err:
-        one_line(err, path)
-    else:
-        check_log(frame)
+    read_or_refused(path)
 
 
 JSON_VALUE = st.recursive(
@@ -140,12 +140,7 @@ JSON_VALUE = st.recursive(
 def test_any_json_lines_are_a_log_or_one_line_naming_the_file(records):
     text = "".join(json.dumps(record) + "\n" for record in records)
     path = written(text.encode(), ".jsonl")
-    try:
-        frame = read_interactions(path)
-    except DataError as err:
-        one_line(err, path)
-    else:
-        check_log(frame)
+    read_or_refused(path)
 
 
 IDS = st.text(alphabet=string.ascii_letters + string.digits + "_-é", min_size=1, max_size=6)
