@@ -169,6 +169,23 @@ def launch_chromium(playwright):
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def ctrl_c_after_the_first_checkpoint():
+    """Within the block, a run is stopped as by Ctrl-C right after its first epoch's
+    checkpoint is saved (a KeyboardInterrupt from RunDir.save_checkpoint)."""
+    from towerkit.runs import RunDir
+
+    save = RunDir.save_checkpoint
+
+    def stop(run, state):
+        save(run, state)
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunDir, "save_checkpoint", stop)
+        yield
+
+
 def free_port() -> int:
     """A TCP port free on the loopback interface now."""
     with socket.socket() as sock:

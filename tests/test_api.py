@@ -14,10 +14,10 @@ import pyarrow as pa
 import pytest
 
 import towerkit
+from conftest import ctrl_c_after_the_first_checkpoint, walk_log
 from conftest import towerkit as cli
-from conftest import walk_log
 from towerkit.errors import TowerkitError
-from towerkit.runs import RunDir, RunDirError
+from towerkit.runs import RunDirError
 
 TREE = {
     "data": {"max_len": 10},
@@ -98,21 +98,13 @@ def test_a_run_recommends_finds_similar_items_reports_exports(run, tmp_path):
     assert "youtube_dnn" in repr(run) and "ndcg" in repr(run)
 
 
-def test_an_interrupted_run_resumes_from_its_carried_log(log, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_from_its_carried_log(log, tmp_path):
     from towerkit.errors import RunInterrupted
 
-    save = RunDir.save_checkpoint
-
-    def stop_after_the_first(directory, state):
-        save(directory, state)
-        raise KeyboardInterrupt  # as Ctrl-C after epoch 1's checkpoint
-
-    monkeypatch.setattr(RunDir, "save_checkpoint", stop_after_the_first)
-    with pytest.raises(RunInterrupted):
+    with ctrl_c_after_the_first_checkpoint(), pytest.raises(RunInterrupted):
         towerkit.train(TREE, data=log, out=tmp_path / "run")
     with pytest.raises(RunDirError, match="unfinished"):
         towerkit.open_run(tmp_path / "run")
-    monkeypatch.setattr(RunDir, "save_checkpoint", save)
     resumed = towerkit.resume(tmp_path / "run")
     straight = towerkit.train(TREE, data=log, out=tmp_path / "straight")
     assert resumed.metrics["test"] == straight.metrics["test"]

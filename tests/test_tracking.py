@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import ctrl_c_after_the_first_checkpoint, small_config
 from towerkit.config import ConfigError
 from towerkit.errors import MissingExtra
 from towerkit.runs import pipeline, tracking
@@ -176,27 +176,17 @@ def test_a_failing_tracker_does_not_stop_training(walk_prepared, monkeypatch, tm
                         "server went away"]  # fmt: skip
 
 
-def test_a_resumed_run_logs_to_the_same_mlflow_run(walk_prepared, monkeypatch, tmp_path):
+def test_a_resumed_run_logs_to_the_same_mlflow_run(walk_prepared, tmp_path):
     from mlflow.tracking import MlflowClient
-
-    from towerkit.runs import RunDir
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = small_config(train={"epochs": 3, "patience": 0, "track": ["mlflow"],
                                  "mlflow_uri": uri})  # fmt: skip
-    save = RunDir.save_checkpoint
-
-    def stop_after_the_first(run, state):
-        save(run, state)
-        raise KeyboardInterrupt  # as Ctrl-C after epoch 1's checkpoint
-
-    monkeypatch.setattr(RunDir, "save_checkpoint", stop_after_the_first)
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_after_the_first_checkpoint(), pytest.raises(KeyboardInterrupt):
         pipeline.train(config, walk_prepared, run=tmp_path / "run")
     client = MlflowClient(tracking_uri=uri)
     (stopped,) = client.search_runs([client.get_experiment_by_name("towerkit").experiment_id])
     assert stopped.info.status == "KILLED"
-    monkeypatch.setattr(RunDir, "save_checkpoint", save)
     pipeline.resume(tmp_path / "run", walk_prepared)
     (resumed,) = client.search_runs([client.get_experiment_by_name("towerkit").experiment_id])
     assert resumed.info.run_id == stopped.info.run_id and resumed.info.status == "FINISHED"
