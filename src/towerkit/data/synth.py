@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -89,6 +90,7 @@ class SynthSpec:
 
     @property
     def n_topics(self) -> int:
+        """The number of latent topics: ``topics``, or about ``sqrt(items) / 2`` (at least 4)."""
         return self.topics or max(4, round(np.sqrt(self.items) / 2))
 
 
@@ -120,6 +122,8 @@ class Catalogue:
 
 
 def catalogue(spec: SynthSpec, rng: np.random.Generator) -> Catalogue:
+    """The topics of ``spec``'s items (power-law sizes and popularities) and a random relabelling of
+    item ids."""
     n_topics = min(spec.n_topics, spec.items)
     sizes = 1.0 / np.arange(1, n_topics + 1) ** 0.5  # power-law topic sizes
     sizes = np.maximum(1, np.floor(sizes / sizes.sum() * spec.items)).astype(np.int64)
@@ -204,6 +208,36 @@ def generate_chunk(
     )
 
 
+def _chunks(spec: SynthSpec) -> tuple[Catalogue, Iterator[pa.Table]]:
+    """The catalogue of ``spec`` and its log, one table of whole users per shard (each shard
+    seeded on its own, so the log depends only on ``spec``)."""
+    rng = np.random.default_rng([spec.seed, 0])
+    lengths = user_lengths(spec, rng)
+    cat = catalogue(spec, rng)
+    cuts = np.searchsorted(
+        np.cumsum(lengths), np.arange(spec.shard_rows, spec.interactions, spec.shard_rows)
+    )
+    bounds = np.unique(np.concatenate([[0], cuts + 1, [spec.users]]).clip(0, spec.users))
+
+    def tables() -> Iterator[pa.Table]:
+        for index, (a, b) in enumerate(itertools.pairwise(bounds)):
+            chunk_rng = np.random.default_rng([spec.seed, 1, index])
+            yield generate_chunk(spec, cat, int(a), lengths[a:b], chunk_rng)
+
+    return cat, tables()
+
+
+def log_table(spec: SynthSpec) -> pa.Table:
+    """The log of ``spec`` in memory (``user``, ``item``, ``timestamp``): the same rows that
+    :func:`synthesize` writes.
+
+    >>> table = log_table(SynthSpec(users=100, items=40, interactions=1_000, seed=1))
+    >>> table.num_rows, table.column_names
+    (1000, ['user', 'item', 'timestamp'])
+    """
+    return pa.concat_tables(list(_chunks(spec)[1]))
+
+
 def synthesize(spec: SynthSpec, out: Path, *, progress: bool = True) -> Path:
     """Write the log of ``spec`` to ``out`` (which must not exist or be empty); see the module
     docstring for the layout. Returns ``out``."""
@@ -213,19 +247,11 @@ def synthesize(spec: SynthSpec, out: Path, *, progress: bool = True) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        rng = np.random.default_rng([spec.seed, 0])
-        lengths = user_lengths(spec, rng)
-        cat = catalogue(spec, rng)
+        cat, chunks = _chunks(spec)
         shards = tmp / "interactions"
         shards.mkdir()
-        cuts = np.searchsorted(
-            np.cumsum(lengths), np.arange(spec.shard_rows, spec.interactions, spec.shard_rows)
-        )
-        bounds = np.unique(np.concatenate([[0], cuts + 1, [spec.users]]).clip(0, spec.users))
         bar = tqdm(total=spec.interactions, unit=" rows", disable=not progress, desc="synth")
-        for index, (a, b) in enumerate(itertools.pairwise(bounds)):
-            chunk_rng = np.random.default_rng([spec.seed, 1, index])
-            table = generate_chunk(spec, cat, int(a), lengths[a:b], chunk_rng)
+        for index, table in enumerate(chunks):
             pq.write_table(table, shards / f"part-{index:05d}.parquet")
             bar.update(table.num_rows)
         bar.close()
