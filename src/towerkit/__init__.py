@@ -28,6 +28,7 @@ __all__ = [
     "TowerkitError",
     "__version__",
     "compare",
+    "example_log",
     "load_config",
     "open_run",
     "resume",
@@ -116,8 +117,10 @@ if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
 
 #: the public API (see :mod:`towerkit.api`), imported on first use
 _API = {
-    **dict.fromkeys(["Run", "compare", "load_config", "open_run", "resume", "train"],
-                    "towerkit.api"),
+    **dict.fromkeys(
+        ["Run", "compare", "example_log", "load_config", "open_run", "resume", "train"],
+        "towerkit.api",
+    ),
     "Config": "towerkit.config",
 }  # fmt: skip
 __getattr__, __dir__ = _lazy(__name__, _API)

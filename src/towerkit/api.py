@@ -4,15 +4,17 @@ The names here are the package's face (``towerkit.train``, ``towerkit.Run``, ...
 first use. They are a thin layer over the same run directories and lifecycle as the CLI: a run
 trained here is one ``towerkit report`` or ``towerkit serve`` reads, and the other way round.
 
-::
+The examples in these docstrings run as tests (``tests/test_docstrings.py``), each in an
+empty folder; a log of your own is a DataFrame with columns ``user``, ``item`` and
+``timestamp`` (``pd.read_csv("log.csv")``):
 
-    import pandas as pd
-    import towerkit
-
-    log = pd.read_csv("log.csv")  # columns user, item, timestamp
-    run = towerkit.train({"model": {"name": "sasrec"}, "train": {"epochs": 5}}, data=log)
-    run.metrics["test"]["ndcg@10"]
-    run.recommend(["u1", "u2"], k=5)  # a DataFrame: user, rank, item, score
+>>> import towerkit
+>>> log = towerkit.example_log(users=100, items=50, interactions=2_000)
+>>> run = towerkit.train({"train": {"epochs": 2, "progress": False}}, data=log, out="runs/a")
+>>> sorted(run.metrics["test"])[:3]
+['coverage@10', 'coverage@50', 'hr@10']
+>>> run.recommend([1, 2], k=3).columns.tolist()  # the top 3 of users 1 and 2
+['user', 'rank', 'item', 'score']
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Run", "compare", "load_config", "open_run", "resume", "train"]
+__all__ = ["Run", "compare", "example_log", "load_config", "open_run", "resume", "train"]
 
 
 def load_config(
@@ -46,10 +48,15 @@ def load_config(
     """A validated config from a YAML file, a dict (the same tree as the YAML) or a config,
     with ``KEY=VALUE`` overrides applied.
 
-    ::
+    >>> config = towerkit.load_config({"model": {"name": "dssm"}}, ["train.epochs=3"])
+    >>> config.model.name, config.train.epochs, config.similarity.name
+    ('dssm', 3, 'cosine')
+    >>> towerkit.load_config({"train": {"epoch": 3}})
+    Traceback (most recent call last):
+    ...
+    towerkit.config.explain.ConfigError: the config given: train.epoch: unknown key; ...
 
-        config = towerkit.load_config("configs/ml-1m/sasrec.yaml", ["train.epochs=3"])
-        config = towerkit.load_config({"model": {"name": "dssm"}})
+    A YAML file reads the same way: ``towerkit.load_config("configs/ml-1m/sasrec.yaml")``.
 
     Raises:
         ConfigError: an unreadable file, an unknown key, a value out of range (one line
@@ -85,10 +92,18 @@ def train(
         out: the run directory to write (it must not hold anything). None: a new temporary
             directory, kept after the call (``run.path`` says where).
 
-    ::
+    >>> log = towerkit.example_log(users=100, items=50, interactions=2_000)
+    >>> run = towerkit.train(
+    ...     {"model": {"name": "youtube_dnn", "embedding_dim": 16}, "train": {"epochs": 2}},
+    ...     data=log,
+    ...     out="runs/ytdnn",
+    ... )
+    >>> run.path.name, run.config.model.embedding_dim
+    ('ytdnn', 16)
+    >>> 0 < run.metrics["test"]["ndcg@10"] < 1
+    True
 
-        run = towerkit.train("configs/ml-1m/youtube_dnn.yaml", out="runs/ytdnn")
-        run = towerkit.train({"train": {"epochs": 2}}, data=frame)
+    A config file names its data: ``towerkit.train("configs/ml-1m/youtube_dnn.yaml")``.
 
     Raises:
         ConfigError, DataError, RunDirError: as ``towerkit train`` reports them (one line).
@@ -147,13 +162,42 @@ def _write_log(data: Any, path: Path) -> None:
     pq.write_table(table, path)
 
 
+def example_log(
+    users: int = 500, items: int = 200, interactions: int = 20_000, *, seed: int = 0
+) -> pd.DataFrame:
+    """A synthetic interaction log to try towerkit on, with structure a model can learn:
+    users mix a few topics of a long-tailed catalogue, and sessions follow item orders
+    (``towerkit data synth`` writes the same logs, at any size, as Parquet).
+
+    Columns ``user``, ``item`` (integer ids) and ``timestamp`` (seconds), in that order,
+    sorted by user and time; the rows depend only on the arguments.
+
+    >>> log = towerkit.example_log(users=100, items=50, interactions=1_000)
+    >>> log.shape, list(log.columns)
+    ((1000, 3), ['user', 'item', 'timestamp'])
+    >>> int(log.groupby("user").size().min())  # every user has at least 5 interactions
+    5
+
+    Raises:
+        DataError: sizes that cannot be met (fewer than 5 interactions per user).
+    """
+    from towerkit.data.synth import SynthSpec, log_table
+
+    return log_table(SynthSpec(users, items, interactions, seed=seed)).to_pandas()
+
+
 def open_run(path: str | Path) -> Run:
     """A run directory written before (by :func:`train` or ``towerkit train``).
 
-    ::
-
-        run = towerkit.open_run("runs/ytdnn")
-        run.recommend([1, 2])
+    >>> log = towerkit.example_log(users=100, items=50, interactions=2_000)
+    >>> _ = towerkit.train({"train": {"epochs": 1}}, data=log, out="runs/ytdnn")
+    >>> run = towerkit.open_run("runs/ytdnn")  # in a later session, or on another machine
+    >>> len(run.recommend([1, 2], k=5))
+    10
+    >>> towerkit.open_run("runs/missing")
+    Traceback (most recent call last):
+    ...
+    towerkit.runs.rundir.RunDirError: runs/missing: not a run directory ...
 
     Raises:
         RunDirError: not a run directory.
@@ -165,9 +209,10 @@ def resume(path: str | Path) -> Run:
     """Continue an unfinished run from its last checkpoint, and return it finished (the
     result is the one training straight through gives).
 
-    ::
+    A run stopped by Ctrl-C (or a crash, or a machine that went away) keeps its last
+    checkpoint, and goes on from it:
 
-        run = towerkit.resume("runs/ytdnn")
+    >>> run = towerkit.resume("runs/ytdnn")  # doctest: +SKIP
 
     Raises:
         RunDirError: not a run, finished already, or its data are not found.
@@ -185,10 +230,12 @@ def compare(
     mean difference with a bootstrap interval and a paired t-test (``b="popularity"``: ``a``
     against its popularity baseline).
 
-    ::
-
-        result = towerkit.compare(run_a, run_b)
-        result.differences[0].mean, result.differences[0].low, result.differences[0].high
+    >>> log = towerkit.example_log(users=100, items=50, interactions=2_000)
+    >>> a = towerkit.train({"train": {"epochs": 2}}, data=log, out="runs/a")
+    >>> result = towerkit.compare(a, "popularity", resamples=200)
+    >>> first = result.differences[0]
+    >>> first.metric, first.n, first.low <= first.mean <= first.high
+    ('hr@10', 100, True)
 
     Raises:
         ReportError: a run that cannot be read, or two runs of different data.
@@ -204,15 +251,20 @@ def compare(
 class Run:
     """A finished run: its metrics and config, and the model to recommend with.
 
-    ::
-
-        run = towerkit.open_run("runs/ytdnn")
-        run.metrics["test"]          # {"hr@10": ..., "ndcg@10": ...}
-        run.recommend([1, 2], k=5)   # top items of known users
-        run.recommend(history=[1193, 661])  # of a new user's items
-        run.similar([1193])          # items nearest to items
-        run.report("report.html")
-        run.export("export/")        # ONNX tower and vectors, for towerkit serve
+    >>> log = towerkit.example_log(users=100, items=50, interactions=2_000)
+    >>> run = towerkit.train({"train": {"epochs": 2}}, data=log, out="runs/ytdnn")
+    >>> run.metrics["test"]["hr@10"] >= run.metrics["test"]["ndcg@10"]
+    True
+    >>> run.recommend([1, 2], k=5).shape  # the top items of known users, seen ones left out
+    (10, 4)
+    >>> bool(run.recommend(history=[3, 4, 5], k=5)["user"].isna().all())  # a new user's items
+    True
+    >>> run.similar([3], k=5)["query"].tolist()  # the items nearest to item 3
+    [3, 3, 3, 3, 3]
+    >>> run.report("report.html").stat().st_size > 10_000  # one offline HTML page
+    True
+    >>> (run.export("export") / "manifest.json").is_file()  # the ONNX tower, for towerkit serve
+    True
 
     Raises:
         RunDirError: not a run directory, or an unfinished run (resume it).
