@@ -48,6 +48,7 @@ class Context:
 
     @property
     def active(self) -> bool:
+        """Whether more than one process trains."""
         return self.world > 1
 
     @property
@@ -213,6 +214,8 @@ class RankBatches:
         return self._len
 
     def epoch(self, epoch: int) -> Iterator[Any]:
+        """This rank's share of each batch of epoch ``epoch`` (a batch smaller than the world is
+        skipped by every rank alike)."""
         for indices in self.batches.batches_of(epoch):
             if len(indices) >= self.ctx.world:
                 share = np.array_split(indices, self.ctx.world)[self.ctx.rank]

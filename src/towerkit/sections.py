@@ -25,8 +25,9 @@ def unbounded(why: str) -> dict[str, str]:
     field's ``json_schema_extra``). A test walks every numeric key of the schema and fails on
     one with neither an upper bound nor this mark.
 
-    Example:
-        >>> patience: int = Field(default=3, ge=0, json_schema_extra=unbounded("epochs"))
+    Example::
+
+        patience: int = Field(default=3, ge=0, json_schema_extra=unbounded("epochs"))
     """
     return {"unbounded": why}
 
@@ -42,8 +43,9 @@ class Section(BaseModel):
         """The default of ``key``: what a constructor that also takes the section's keys one
         by one uses, so that each default is written once, in its section.
 
-        Example:
-            >>> def __init__(self, n_items: int, *, n_heads: int = SASRecConfig.default("n_heads"))
+        Example::
+
+            def __init__(self, n_items: int, *, n_heads: int = SASRecConfig.default("n_heads"))
         """
         return cls.model_fields[key].get_default(call_default_factory=True)
 

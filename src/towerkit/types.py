@@ -59,6 +59,7 @@ class SeenPolicy(str, Enum):
 
     @property
     def excludes(self) -> bool:
+        """Whether seen items are left out of a query's negatives."""
         return self is not SeenPolicy.NONE
 
 
@@ -69,14 +70,18 @@ class Vocabulary(Protocol):
     name: str
 
     @property
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """Rows an embedding table needs: ``n + 1`` (row 0 is padding)."""
 
     @property
-    def raw(self) -> np.ndarray: ...
+    def raw(self) -> np.ndarray:
+        """The raw ids in id order: ``raw[i]`` has id ``i + 1``."""
 
-    def encode(self, values: np.ndarray) -> np.ndarray: ...
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Ids of raw values (raises :class:`UnknownError` naming one it does not know)."""
 
-    def decode(self, ids: np.ndarray) -> np.ndarray: ...
+    def decode(self, ids: np.ndarray) -> np.ndarray:
+        """Raw values of ids ``1..n``."""
 
 
 @dataclass(frozen=True)
@@ -142,13 +147,19 @@ class TrainingPairs(NamedTuple):
 
 class UserEncoder(Protocol):
     #: None: ``encode_users`` gives ``[B, D]``; K: ``[B, K, D]`` (see ``MatchingModel``)
+    """What a query tower does: a batch to user vectors."""
+
     n_interests: int | None
 
-    def encode_users(self, batch: Batch) -> torch.Tensor: ...
+    def encode_users(self, batch: Batch) -> torch.Tensor:
+        """User vectors of a batch: ``[B, D]``, or ``[B, K, D]`` for K interests."""
 
 
 class PositionEncoder(Protocol):
-    def encode_positions(self, batch: SequenceBatch) -> torch.Tensor: ...
+    """What a model that trains on every position does: one query vector per position."""
+
+    def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
+        """Query vectors at the positions that count, ``[Q, D]`` (row-major over the layout)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +189,7 @@ class Batch:
         return len(self.users)
 
     def to(self, device: torch.device | str) -> Batch:
+        """The batch on ``device``."""
         features = None
         if self.user_features is not None:
             features = {name: value.to(device) for name, value in self.user_features.items()}
@@ -238,9 +250,11 @@ class SequenceBatch:
 
     @property
     def n_queries(self) -> int:
+        """Positions that count (queries the batch trains)."""
         return int(self.layout.sum())
 
     def to(self, device: torch.device | str) -> SequenceBatch:
+        """The batch on ``device``."""
         weights = None if self.weights is None else self.weights.to(device)
         before = None if self.before is None else self.before.to(device)
         return SequenceBatch(

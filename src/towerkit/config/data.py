@@ -139,6 +139,8 @@ class SideTableConfig(Section):
         return value.expanduser().absolute()
 
     def feature_configs(self) -> dict[str, FeatureConfig]:
+        """Each feature's config, a bare kind (``genres: multi``) spelled out as a
+        :class:`FeatureConfig`."""
         return {
             name: spec if isinstance(spec, FeatureConfig) else FeatureConfig(kind=spec)
             for name, spec in self.features.items()

@@ -27,6 +27,19 @@ _DEFAULT_MODEL = next(iter(MODELS.values())).config_class
 
 
 class Config(Section):
+    """The experiment config: one section per concern, each validated (an unknown key, a value
+    out of range or a cross-field conflict is one error naming the key).
+
+    Read one with :func:`towerkit.load_config` (a YAML file or a dict); keys left out take their
+    defaults, and the training page lists every key.
+
+    >>> config = towerkit.Config()  # the defaults
+    >>> config.model.name, config.similarity.name, config.temperature.value, config.train.mode
+    ('youtube_dnn', 'cosine', 0.1, <Mode.LISTWISE: 'listwise'>)
+    >>> print(config.to_yaml().splitlines()[0])
+    data:
+    """
+
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=_DEFAULT_MODEL)
     similarity: SimilarityConfig = Field(default_factory=SimilarityConfig)
@@ -58,6 +71,7 @@ class Config(Section):
         return self
 
     def to_yaml(self) -> str:
+        """The config as YAML, every key spelled out (as a run's ``config.yaml`` holds it)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def experiment(self) -> dict[str, Any]:

@@ -13,6 +13,9 @@ from towerkit.types import SamplerKind
 
 
 class SimilarityConfig(Section):
+    """How user and item vectors are compared: ``cosine``, ``dot`` or ``euclidean`` (``normalize:
+    true`` for L2-normalised vectors)."""
+
     name: SimilarityName = "cosine"
     normalize: bool = Field(default=False, description="euclidean on L2-normalised vectors")
 
@@ -35,6 +38,9 @@ _MAX_TEMPERATURE = 1000.0
 
 
 class TemperatureConfig(Section):
+    """The temperature that divides the scores before every loss: fixed at ``value``, or learned
+    within ``[min_value, max_value]``."""
+
     value: float = Field(default=0.1, gt=0, le=_MAX_TEMPERATURE)
     learnable: bool = False
     min_value: float = Field(default=0.01, gt=0, le=_MAX_TEMPERATURE)

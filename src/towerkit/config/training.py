@@ -166,6 +166,7 @@ class TrainConfig(Section):
 
     @property
     def monitor_k(self) -> int:
+        """The K of ``monitor`` (10 for ``ndcg@10``)."""
         return int(self.monitor.partition("@")[2])
 
 
@@ -195,6 +196,10 @@ MACHINE_KEYS: dict[str, tuple[str, ...]] = {"train": ("device", "threads", "prog
 
 
 class EvalConfig(Section):
+    """How runs are evaluated: the cut-offs ``ks``, the memory bound of a block of scores, the index
+    validation searches, a sample of users, seen items masked, and the depth the test stage keeps
+    for the report."""
+
     ks: list[Annotated[int, Field(ge=1, le=MAX_LENGTH)]] = Field(default_factory=lambda: [10, 50])
     max_bytes: int = Field(
         default=256 * 2**20,

@@ -38,10 +38,11 @@ class TrainingBatches:
             every epoch has its own order.
         drop_last: drop a final batch smaller than ``batch_size``.
 
-    Example:
-        >>> batches = TrainingBatches(split, batch_size=1024, max_len=50, seed=0)
-        >>> for batch in batches.epoch(0):
-        ...     batch.history.shape  # (1024, 50)
+    Example::
+
+        batches = TrainingBatches(split, batch_size=1024, max_len=50, seed=0)
+        for batch in batches.epoch(0):
+            batch.history.shape  # (1024, 50)
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class TrainingBatches:
 
     @property
     def n_samples(self) -> int:
+        """Training samples per epoch (one per target position)."""
         return len(self.positions)
 
     def __len__(self) -> int:
@@ -190,6 +192,7 @@ class SequenceBatches:
 
     @property
     def n_windows(self) -> int:
+        """Training windows per epoch."""
         return len(self.users)
 
     def __len__(self) -> int:
@@ -213,6 +216,8 @@ class SequenceBatches:
         return batches
 
     def make_batch(self, windows: np.ndarray) -> SequenceBatch:
+        """The batch of the given windows (indices into this epoch's windows): inputs, targets and
+        the positions that count."""
         items = self.split.sequences.items
         begins, ends = self.begins[windows], self.ends[windows]
         longest = int((ends - begins).max()) if self.bucket else self.max_len
@@ -237,6 +242,7 @@ class SequenceBatches:
         )
 
     def epoch(self, epoch: int) -> Iterator[SequenceBatch]:
+        """The batches of epoch ``epoch``, in the seeded order of that epoch."""
         for windows in self.batches_of(epoch):
             yield self.make_batch(windows)
 

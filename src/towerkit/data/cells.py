@@ -58,6 +58,7 @@ def require_columns(path: Path, frame: pd.DataFrame, wanted: Mapping[str, str]) 
 
 
 def is_text(column: pd.Series) -> bool:
+    """Whether a column holds text (a string dtype, or Python objects as CSV readers leave them)."""
     return pd.api.types.is_string_dtype(column.dtype) or column.dtype == object
 
 
@@ -78,6 +79,8 @@ def missing_cells(column: pd.Series) -> np.ndarray:
 
 
 def check_present(path: Path, frame: pd.DataFrame, column: str) -> None:
+    """Raise a :class:`DataError` naming the first row of ``frame`` with no value in ``column`` (by
+    its line in ``path``)."""
     missing = missing_cells(frame[column])
     if missing.any():
         pos = int(np.flatnonzero(missing)[0])

@@ -47,10 +47,12 @@ class EncodedInteractions:
 
     @property
     def n_users(self) -> int:
+        """Users in the vocabulary (ids ``1..n_users``)."""
         return len(self.user_vocab)
 
     @property
     def n_items(self) -> int:
+        """Items in the vocabulary (ids ``1..n_items``)."""
         return len(self.item_vocab)
 
     def save_vocabs(self, directory: str | Path) -> None:
@@ -160,9 +162,10 @@ def encode(
         user_features, item_features: side-table columns to encode (none by default).
         feature_kinds: kind overrides by feature name (e.g. ``{"year": "numeric"}``).
 
-    Example:
-        >>> enc = encode(inter, item_features=["genres"])
-        >>> enc.items[:3], enc.item_features.values["genres"].shape
+    Example::
+
+        enc = encode(inter, item_features=["genres"])
+        enc.items[:3], enc.item_features.values["genres"].shape
     """
     frame = interactions.frame
     order = np.argsort(frame["timestamp"].to_numpy(), kind="stable")

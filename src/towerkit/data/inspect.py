@@ -39,6 +39,7 @@ class LogReport:
 
     @property
     def density(self) -> float:
+        """Interactions per (user, item) pair: ``rows / (users x items)``."""
         return self.rows / max(self.users * self.items, 1)
 
     def rows_to_show(self) -> list[tuple[str, str]]:

@@ -50,10 +50,12 @@ class Interactions:
 
     @property
     def n_users(self) -> int:
+        """Distinct users in the log."""
         return int(self.frame["user"].nunique())
 
     @property
     def n_items(self) -> int:
+        """Distinct items in the log."""
         return int(self.frame["item"].nunique())
 
     @property

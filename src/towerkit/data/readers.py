@@ -55,6 +55,7 @@ _SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 
 
 def check_file(path: Path) -> None:
+    """Raise a :class:`DataError` when ``path`` is missing, a directory or empty."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if path.is_dir():
@@ -451,7 +452,11 @@ def read_interactions(
             range, a rating or weight that is not a finite number, a weight <= 0.
 
     Example:
+        >>> pd.DataFrame({"userId": [7, 7], "movieId": [31, 1029], "rating": [2.5, 3.0],
+        ...               "timestamp": [1260759144, 1260759179]}).to_csv("ratings.csv", index=False)
         >>> log = read_interactions("ratings.csv", user="userId", item="movieId", rating="rating")
+        >>> log.columns.tolist(), log["timestamp"].dtype.name
+        (['user', 'item', 'timestamp', 'rating'], 'int64')
     """
     path = Path(path)
     if not path.exists():

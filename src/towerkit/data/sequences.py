@@ -60,6 +60,7 @@ class Sequences:
 
     @property
     def n_users(self) -> int:
+        """Users with a sequence (ids ``1..n_users``; row 0 is padding)."""
         return len(self.offsets) - 2
 
     def repeated_rows(self) -> int:

@@ -84,6 +84,7 @@ class Split:
 
     @property
     def n_users(self) -> int:
+        """Users in the split (ids ``1..n_users``)."""
         return self.sequences.n_users
 
     def train(self) -> Sequences:

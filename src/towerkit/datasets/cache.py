@@ -30,6 +30,7 @@ def towerkit_home() -> Path:
 
 
 def cache_dir(name: str, home: Path | None = None) -> Path:
+    """Where data set ``name`` is cached: ``$TOWERKIT_HOME/datasets/NAME`` (or under ``home``)."""
     return (home or towerkit_home()) / "datasets" / name
 
 

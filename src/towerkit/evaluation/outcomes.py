@@ -67,6 +67,7 @@ class Outcomes:
 
     @property
     def n_targets(self) -> np.ndarray:
+        """Targets per user."""
         return np.diff(self.target_offsets)
 
     # -- per-user metrics -------------------------------------------------------------------
@@ -89,6 +90,8 @@ class Outcomes:
     # -- the file -----------------------------------------------------------------------------
 
     def to_table(self) -> pa.Table:
+        """The outcomes as the Arrow table ``outcomes.parquet`` stores (lists per user)."""
+
         def lists(values: np.ndarray, dtype) -> pa.Array:
             return pa.ListArray.from_arrays(pa.array(self.target_offsets.astype(np.int32)),
                                             pa.array(values.astype(dtype)))  # fmt: skip

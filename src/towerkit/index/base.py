@@ -415,6 +415,8 @@ class Index(ABC):
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    """The metadata of an index saved at ``path`` (raises :class:`IndexArgumentError` when there is
+    none)."""
     meta_file = Path(path) / META_FILE
     if not meta_file.exists():
         raise IndexArgumentError(f"{path}: not a saved index (no {META_FILE})")

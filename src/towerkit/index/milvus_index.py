@@ -421,6 +421,7 @@ class MilvusIndex(Index):
 
     @property
     def metric(self) -> str:
+        """Milvus's name of the similarity: ``COSINE``, ``IP`` or ``L2``."""
         if self.similarity.name == "euclidean":
             return "L2"
         return "COSINE" if self.similarity.name == "cosine" else "IP"

@@ -154,10 +154,12 @@ class MatchingModel(nn.Module, ABC):
         """The model ``config`` describes, sized for ``data``."""
 
     @abstractmethod
-    def encode_users(self, batch: Batch) -> torch.Tensor: ...
+    def encode_users(self, batch: Batch) -> torch.Tensor:
+        """User (query) vectors of a batch: ``[B, D]``, or ``[B, K, D]`` for K interests."""
 
     @abstractmethod
-    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor: ...
+    def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Item vectors of item ids: ``[N] -> [N, D]`` (any leading shape)."""
 
     def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
         """``[W, L, D]`` query vectors at every position of the batch's windows."""

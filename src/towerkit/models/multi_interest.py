@@ -201,6 +201,7 @@ class RoutingModel(MultiInterestModel):
         raise NotImplementedError
 
     def readout(self, interests: torch.Tensor) -> torch.Tensor:
+        """The interests as the model outputs them (MIND adds a layer; ComiRec-DR none)."""
         return interests
 
     def interests(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

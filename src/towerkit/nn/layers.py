@@ -17,6 +17,7 @@ Pooling = Literal["mean", "sum", "recency", "attention"]
 
 
 def activation_layer(name: Activation) -> nn.Module:
+    """The activation module of a name: ``relu``, ``gelu``, ``silu``, ``tanh`` or ``prelu``."""
     layers = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "prelu": nn.PReLU}
     if name not in layers:
         raise ValueError(f"unknown activation {name!r}; use one of {', '.join(layers)}")

@@ -318,6 +318,8 @@ def recommendation_chart(runs: Sequence[RunView]) -> dict[str, Any]:
 
 
 def item_map_chart(run: RunView, index: int, method: str = "pca") -> dict[str, Any]:
+    """The item map of run ``index``: the most-trained items' vectors projected to 2-D (``pca`` or
+    ``umap``), as a plotly figure dict."""
     o = run.outcomes
     counts = o.item_counts[1:]
     shown = np.argsort(-counts, kind="stable")[:MAP_ITEMS] + 1  # item ids

@@ -357,6 +357,7 @@ class ExportDir(SavedVocabularies):
 
     @property
     def version(self) -> str:
+        """The exported model's version: the first 16 hex digits of its weights' sha256."""
         return self.manifest["model_version"]
 
     def report(self) -> dict[str, Any] | None:

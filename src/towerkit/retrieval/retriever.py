@@ -1,9 +1,12 @@
 """Recommend from a trained run: raw ids in, the top-K raw item ids (with scores) out.
 
-    >>> retriever = Retriever.from_run("runs/youtube_dnn", index="annoy")
-    >>> recs = retriever.recommend([1, 42], k=10)      # known users, seen items excluded
-    >>> recs.items[0], recs.scores[0], recs.titles[0]
-    >>> retriever.recommend_history([["Toy Story (1995)", "Heat (1995)"]], k=10)  # a new user
+    >>> run = towerkit.train({"train": {"epochs": 1}}, towerkit.example_log(100, 50, 2_000), "run")
+    >>> retriever = Retriever.from_run("run", index="annoy")
+    >>> recs = retriever.recommend([1, 42], k=10)  # known users, their seen items left out
+    >>> recs.items.shape, recs.scores.shape
+    ((2, 10), (2, 10))
+    >>> retriever.recommend_history([[3, 4, 5]], k=10).items.shape  # a new user's items
+    (1, 10)
 
 A known user's query vector uses their whole history (every interaction in the data, so the
 recommendation looks past the test item) and their stored side features; an unseen user is

@@ -11,8 +11,9 @@ vectors; the negatives' vectors and logits; the evaluator's blocks). Layers' oth
 come on top, so a run the check lets through may still be tight, but one it refuses could not
 have run. The evaluator's ``max_bytes`` is this idea for one stage; this is it for the run.
 
-Example:
-    >>> check_memory(config, prepared)  # doctest: +SKIP (ml-1m, data.max_len: 1048576)
+Example (ML-1M with ``data.max_len: 1048576``)::
+
+    check_memory(config, prepared)
     ConfigError: data.max_len = 1,048,576: a training batch's history ids and vectors would take
     at least 520 GiB (1,024 samples x 1,048,576 positions x (8 bytes + 64 dims x 4 bytes x 2
     with gradients)); this machine has 22.6 GiB available: lower data.max_len (or

@@ -6,9 +6,11 @@ opens the one to resume), writes its ``train.log``, handles SIGTERM as Ctrl-C, a
 training stops early keeps what can be resumed: a new run with no finished epoch is removed,
 otherwise the message says how to resume.
 
-    >>> from towerkit.runs import lifecycle
-    >>> outcome = lifecycle.train(load_config("configs/ml-100k/youtube_dnn.yaml"), "runs/a")
-    >>> outcome = lifecycle.resume("runs/a", device="cpu")   # after Ctrl-C, on another machine
+::
+
+    from towerkit.runs import lifecycle
+    outcome = lifecycle.train(load_config("configs/ml-100k/youtube_dnn.yaml"), "runs/a")
+    outcome = lifecycle.resume("runs/a", device="cpu")   # after Ctrl-C, on another machine
 
 :mod:`towerkit.runs.pipeline` holds the steps (prepare, build, fit, finish) this module runs.
 """

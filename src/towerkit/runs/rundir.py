@@ -585,6 +585,7 @@ class RunDir(SavedVocabularies):
 
     @property
     def finished(self) -> bool:
+        """Whether training finished (``run.json`` says so)."""
         return self.status == "finished"
 
     @property

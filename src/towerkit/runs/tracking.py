@@ -189,13 +189,22 @@ def artifact_location(uri: str) -> str | None:
 
 
 class Tracker(Protocol):
-    def log_step(self, step: int, loss: float) -> None: ...
-    def log_epoch(self, log: EpochLog) -> None: ...
-    def finish(self, metrics: dict[str, Any], best_epoch: int) -> None: ...
-    def close(self, status: str = "FINISHED") -> None: ...
+    """What a run reports to: TensorBoard, MLflow, or several (:class:`Trackers`)."""
+
+    def log_step(self, step: int, loss: float) -> None:
+        """The training loss at optimiser step ``step``."""
+
+    def log_epoch(self, log: EpochLog) -> None:
+        """An epoch's loss, learning rate, temperature and validation metrics."""
+
+    def finish(self, metrics: dict[str, Any], best_epoch: int) -> None:
+        """The run's final metrics (at its best epoch), and for MLflow its files as artifacts."""
+
+    def close(self, status: str = "FINISHED") -> None:
+        """End the tracked run with ``status`` (``FINISHED``, ``KILLED``, ``FAILED``)."""
 
 
-class TensorBoardTracker:
+class TensorBoardTracker(Tracker):
     """Event files written by torch's ``SummaryWriter`` (read by TensorBoard)."""
 
     def __init__(self, config: Config, run: RunDir | None) -> None:
@@ -231,7 +240,7 @@ class TensorBoardTracker:
         self.writer.close()
 
 
-class MlflowTracker:
+class MlflowTracker(Tracker):
     """A run of an MLflow experiment, through ``MlflowClient`` (no global MLflow state).
 
     Step losses are buffered and sent with ``log_batch`` at each epoch's end (MLflow takes at
@@ -328,7 +337,7 @@ class MlflowTracker:
 TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MlflowTracker}
 
 
-class Trackers:
+class Trackers(Tracker):
     """Every tracker of ``train.track``, each dropped (with one warning) once it fails: tracking
     never stops training."""
 

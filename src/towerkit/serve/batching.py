@@ -118,4 +118,5 @@ class MicroBatcher(Generic[Job]):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
+        """Stop the worker thread; queued requests are cancelled."""
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -59,12 +59,16 @@ class RecommendRequest(_Body):
 
 
 class Item(BaseModel):
+    """One recommended item: its raw id, title (None without one) and score."""
+
     id: RawId
     title: str | None
     score: float
 
 
 class RecommendResponse(BaseModel):
+    """The answer to ``/recommend``: the items, the model version and index that gave them."""
+
     items: list[Item]
     model_version: str
     index: str
@@ -74,14 +78,20 @@ class RecommendResponse(BaseModel):
 
 
 class BatchRequest(_Body):
+    """The body of ``/recommend/batch``: up to ``MAX_BATCH_QUERIES`` recommend requests."""
+
     queries: list[RecommendRequest] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
 
 
 class BatchResponse(BaseModel):
+    """The answer to ``/recommend/batch``: one response per query, in order."""
+
     results: list[RecommendResponse]
 
 
 class SimilarRequest(_Body):
+    """The body of ``/similar``: an item, how many neighbours, items to leave out and a filter."""
+
     item: RawId
     k: StrictInt = 10
     exclude: list[RawId] = Field(default_factory=list)
@@ -89,4 +99,6 @@ class SimilarRequest(_Body):
 
 
 class ReloadRequest(_Body):
+    """The body of ``/admin/reload``: the run or export to serve next."""
+
     path: str = Field(description="a run or export directory on the server's machine")

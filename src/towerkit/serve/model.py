@@ -42,14 +42,17 @@ class Served:
 
     @property
     def max_len(self) -> int:
+        """The longest history the user tower reads (longer ones keep their last items)."""
         return self.retriever.max_len
 
     @property
     def n_items(self) -> int:
+        """Items in the catalogue."""
         return len(self.retriever.item_vocab)
 
     @property
     def max_k(self) -> int:
+        """The largest ``k`` a request may ask for."""
         return min(1000, self.n_items)
 
     @cached_property
@@ -82,6 +85,7 @@ class Served:
         ]
 
     def close(self) -> None:
+        """Release the index and any temporary files."""
         self.retriever.index.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)

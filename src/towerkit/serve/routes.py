@@ -43,6 +43,7 @@ router = APIRouter()
 
 
 def server(request: Request) -> ServerState:
+    """The server state of a request's app (a FastAPI dependency)."""
     return request.app.state.server
 
 
@@ -300,6 +301,7 @@ async def prometheus(request: Request) -> Response:
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page() -> HTMLResponse:
+    """The page to look at the model (``/``)."""
     return HTMLResponse(resources.files("towerkit.serve").joinpath("page.html").read_text())
 
 
@@ -321,6 +323,7 @@ async def report_page(request: Request) -> HTMLResponse:
 
 @router.get("/report/plotly.js", include_in_schema=False)
 async def plotly_script() -> Response:
+    """plotly.js for the page, served locally (the page works offline)."""
     from towerkit.errors import MissingExtra
     from towerkit.reports import plotly_js
 

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 
 class Metrics:
+    """The server's Prometheus metrics (``/metrics``): requests, latency, batch sizes and the model
+    served."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -69,6 +72,7 @@ class Metrics:
         count.inc()
 
     def serving(self, served: Served) -> None:
+        """Mark ``served`` as the model now served."""
         self.model.clear()
         self.model.labels(served.version, served.index, served.manifest["model"]).set(1)
 
@@ -145,6 +149,7 @@ class ServerState:
 
     @property
     def served(self) -> Served:
+        """The model served now."""
         return self.state.served
 
     async def reload(self, path: str) -> Served:
@@ -195,6 +200,7 @@ class ServerState:
             await self.reload(str(self.served.source))
 
     def close(self) -> None:
+        """Stop the micro-batcher and release the model served."""
         self.batcher.close()
         self.served.close()
 

@@ -57,6 +57,7 @@ class CatalogueSampler:
 
     @classmethod
     def uniform(cls, n_items: int) -> CatalogueSampler:
+        """Every item equally likely (padding id 0 never drawn)."""
         probs = torch.ones(n_items + 1)
         probs[0] = 0
         return cls(probs, "uniform")
@@ -85,6 +86,7 @@ class CatalogueSampler:
     def build(
         cls, kind: SamplerKind, counts: np.ndarray | torch.Tensor, alpha: float = 0.75
     ) -> CatalogueSampler:
+        """The sampler of a config's ``sampler`` kind over item ``counts`` (index 0: padding)."""
         if kind == "uniform":
             return cls.uniform(len(counts) - 1)
         if kind == "popularity":
@@ -95,6 +97,7 @@ class CatalogueSampler:
 
     @property
     def n_items(self) -> int:
+        """Items that can be drawn (ids ``1..n_items``)."""
         return len(self.probs) - 1
 
     def sample(
@@ -106,6 +109,7 @@ class CatalogueSampler:
         return ids.clamp_(1, self.n_items)
 
     def to(self, device: torch.device | str) -> CatalogueSampler:
+        """Move the probabilities to ``device``; returns the sampler."""
         self.probs, self.log_probs = self.probs.to(device), self.log_probs.to(device)
         return self
 
@@ -125,6 +129,7 @@ class Shard:
     windows: np.ndarray
 
     def offset(self, counts: np.ndarray) -> int:
+        """Where this rank's rows start in the global batch, given each rank's ``counts``."""
         return int(counts[: self.rank].sum())
 
     def rows(self, counts: np.ndarray) -> slice:

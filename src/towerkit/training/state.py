@@ -50,12 +50,14 @@ class TrainState:
     rng: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
+        """The state as plain values, for a checkpoint."""
         out = {key: getattr(self, key) for key in self.__dataclass_fields__}
         out["logs"] = [asdict(log) for log in self.logs]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """The state a checkpoint stored (:meth:`to_dict`)."""
         data = dict(data)
         data["logs"] = [EpochLog(**log) for log in data["logs"]]
         return cls(**data)

@@ -56,7 +56,8 @@ class Batches(Protocol):
 
     def __len__(self) -> int: ...
 
-    def epoch(self, epoch: int) -> Iterator[Batch | SequenceBatch]: ...
+    def epoch(self, epoch: int) -> Iterator[Batch | SequenceBatch]:
+        """The batches of epoch ``epoch``."""
 
 
 class Validator(Protocol):
@@ -66,7 +67,8 @@ class Validator(Protocol):
 
     def evaluate(
         self, model: MatchingModel, similarity: Similarity, device: torch.device
-    ) -> dict[str, float]: ...
+    ) -> dict[str, float]:
+        """Validation metrics of ``model`` (``{'ndcg@10': ...}``)."""
 
 
 @dataclass
@@ -78,10 +80,12 @@ class TrainResult:
 
     @property
     def seconds_per_epoch(self) -> float:
+        """Mean seconds per epoch."""
         return sum(e.seconds for e in self.epochs) / max(len(self.epochs), 1)
 
     @property
     def samples_per_second(self) -> float:
+        """Mean training samples per second over the epochs."""
         return sum(e.samples_per_second for e in self.epochs) / max(len(self.epochs), 1)
 
 
@@ -182,10 +186,12 @@ class Optimizer:
         return float(part.param_groups[0]["lr"]) if part is not None else float("nan")
 
     def zero_grad(self) -> None:
+        """Clear the gradients of every part."""
         for part in self.parts.values():
             part.zero_grad(set_to_none=True)
 
     def step(self) -> None:
+        """Step every part, then every schedule."""
         for part in self.parts.values():
             part.step()
         for schedule in self.schedules.values():
@@ -206,15 +212,19 @@ class Optimizer:
             obj.load_state_dict(parts[name])
 
     def state_dict(self) -> dict[str, Any]:
+        """The parts' states, by part name (for a checkpoint)."""
         return self._state(self.parts)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the parts' states from :meth:`state_dict`."""
         self._load(self.parts, state)
 
     def schedule_state_dict(self) -> dict[str, Any]:
+        """The schedules' states, by part name (for a checkpoint)."""
         return self._state(self.schedules)
 
     def load_schedule_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the schedules' states from :meth:`schedule_state_dict`."""
         self._load(self.schedules, state)
 
 
@@ -250,9 +260,10 @@ class Trainer:
         contrastive: a term added to the task's loss (:mod:`towerkit.training.contrastive`;
             built with the task from the config, :func:`towerkit.runs.components.build_loss`).
 
-    Example:
-        >>> trainer = Trainer(model, task, config.train)
-        >>> result = trainer.fit(batches, validator, on_epoch=run_dir.save_checkpoint)
+    Example::
+
+        trainer = Trainer(model, task, config.train)
+        result = trainer.fit(batches, validator, on_epoch=run_dir.save_checkpoint)
     """
 
     def __init__(

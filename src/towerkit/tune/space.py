@@ -48,6 +48,8 @@ _END = unbounded("an end of a range of a config key: each is checked as that key
 
 
 class FloatRange(_Param):
+    """A float searched in ``[low, high]`` (``log``: on a log scale; ``step``: on a grid)."""
+
     low: float = Field(json_schema_extra=_END)
     high: float = Field(json_schema_extra=_END)
     log: bool = False
@@ -61,13 +63,17 @@ class FloatRange(_Param):
         return self
 
     def suggest(self, trial: Any, key: str) -> float:
+        """This key's value in an Optuna trial."""
         return trial.suggest_float(key, self.low, self.high, log=self.log, step=self.step)
 
     def examples(self) -> list[Any]:
+        """Values the space is checked with before a search starts (its ends)."""
         return [self.low, self.high]
 
 
 class IntRange(_Param):
+    """An integer searched in ``[low, high]`` (``log``: on a log scale; ``step``: on a grid)."""
+
     low: int = Field(json_schema_extra=_END)
     high: int = Field(json_schema_extra=_END)
     log: bool = False
@@ -79,13 +85,17 @@ class IntRange(_Param):
         return self
 
     def suggest(self, trial: Any, key: str) -> int:
+        """This key's value in an Optuna trial."""
         return trial.suggest_int(key, self.low, self.high, log=self.log, step=self.step)
 
     def examples(self) -> list[Any]:
+        """Values the space is checked with before a search starts (its ends)."""
         return [self.low, self.high]
 
 
 class Choice(_Param):
+    """One of ``choices`` (scalars, lists or mappings)."""
+
     choices: list[Any] = Field(min_length=1)
 
     @property
@@ -93,6 +103,7 @@ class Choice(_Param):
         return all(isinstance(c, Scalar) for c in self.choices)
 
     def suggest(self, trial: Any, key: str) -> Any:
+        """This key's value in an Optuna trial (a list or mapping is chosen by its JSON text)."""
         if self._scalar:
             return trial.suggest_categorical(key, self.choices)
         # Optuna stores scalars only: lists and mappings are chosen by their JSON text.
@@ -100,6 +111,7 @@ class Choice(_Param):
         return json.loads(text)
 
     def examples(self) -> list[Any]:
+        """Values the space is checked with before a search starts (every choice)."""
         return list(self.choices)
 
 
@@ -131,6 +143,8 @@ class Budget(Section):
 
 class SamplerSettings(Section):
     # Optuna's samplers take numpy's 32-bit seeds, and worker k adds k
+    """The search's sampler: the seed (worker k adds k) and the random trials before TPE."""
+
     seed: int = Field(
         default=0, ge=0, le=MAX_SEED // 2, description="worker k samples with seed + k"
     )

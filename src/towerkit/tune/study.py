@@ -51,18 +51,23 @@ class StudyDir:
 
     @property
     def storage_url(self) -> str:
+        """The study's SQLite storage, as Optuna names it."""
         return f"sqlite:///{(self.path / STORAGE_FILE).absolute()}"
 
     def exists(self) -> bool:
+        """Whether the study has been created."""
         return (self.path / STORAGE_FILE).exists()
 
     def base(self) -> dict:
+        """The base config the trials vary (a dict)."""
         return yaml.safe_load((self.path / CONFIG_FILE).read_text())
 
     def space(self) -> Space:
+        """The search space."""
         return read_space(self.path / SPACE_FILE)
 
     def trial_dir(self, number: int) -> Path:
+        """The run directory of trial ``number``."""
         return self.path / TRIALS_DIR / f"{number:04d}"
 
     @contextlib.contextmanager
@@ -181,4 +186,5 @@ class StudySummary:
     popularity: dict[str, float] | None
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as plain values (paths as text), for JSON."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self).items()}
