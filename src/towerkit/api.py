@@ -167,23 +167,26 @@ def example_log(
 ) -> pd.DataFrame:
     """A synthetic interaction log to try towerkit on, with structure a model can learn:
     users mix a few topics of a long-tailed catalogue, and sessions follow item orders
-    (``towerkit data synth`` writes the same logs, at any size, as Parquet).
+    (``towerkit data synth`` writes such logs, at any size, as Parquet).
 
-    Columns ``user``, ``item`` (integer ids) and ``timestamp`` (seconds), in that order,
-    sorted by user and time; the rows depend only on the arguments.
+    Columns ``user``, ``item`` (integer ids) and ``timestamp`` (seconds), sorted by user and
+    time. Like a log of purchases or first views, a user meets an item once: of the
+    ``interactions`` drawn, repeats of a (user, item) pair are dropped (the first kept), so
+    there are somewhat fewer rows. The rows depend only on the arguments.
 
-    >>> log = towerkit.example_log(users=100, items=50, interactions=1_000)
-    >>> log.shape, list(log.columns)
-    ((1000, 3), ['user', 'item', 'timestamp'])
-    >>> int(log.groupby("user").size().min())  # every user has at least 5 interactions
-    5
+    >>> log = towerkit.example_log(users=100, items=50, interactions=2_000)
+    >>> list(log.columns), len(log) <= 2_000
+    (['user', 'item', 'timestamp'], True)
+    >>> bool(log.duplicated(["user", "item"]).any())
+    False
 
     Raises:
         DataError: sizes that cannot be met (fewer than 5 interactions per user).
     """
     from towerkit.data.synth import SynthSpec, log_table
 
-    return log_table(SynthSpec(users, items, interactions, seed=seed)).to_pandas()
+    frame = log_table(SynthSpec(users, items, interactions, seed=seed)).to_pandas()
+    return frame.drop_duplicates(["user", "item"]).reset_index(drop=True)
 
 
 def open_run(path: str | Path) -> Run:

@@ -411,15 +411,18 @@ def evaluate_run(
     return metrics
 
 
-def test_run(run_dir: RunDir | str | Path) -> dict[str, dict[str, float]]:
+def test_run(
+    run_dir: RunDir | str | Path, *, progress: bool | None = None
+) -> dict[str, dict[str, float]]:
     """Rank the test stage of a finished run trained without it (``train(..., test=False)``:
     a search's trial), once: its ``metrics.json`` gains the test and popularity metrics and
     the run its ``outcomes.parquet``, as if it had been trained with its test stage.
+    ``progress``: show the data's preparation (None: the run's own setting).
 
     Returns:
         ``{"test": ..., "popularity": ...}``.
     """
-    run, prepared, model = _open_finished(run_dir)
+    run, prepared, model = _open_finished(run_dir, progress=progress)
     config = run.config
     test = stage_evaluator(config, prepared, "test", depth=config.eval.depth)
     metrics, popularity, outcomes = _rank_test(test, model, config.similarity.build())
@@ -429,13 +432,16 @@ def test_run(run_dir: RunDir | str | Path) -> dict[str, dict[str, float]]:
     return found
 
 
-def _open_finished(run_dir: RunDir | str | Path) -> tuple[RunDir, Prepared, MatchingModel]:
+def _open_finished(
+    run_dir: RunDir | str | Path, *, progress: bool | None = None
+) -> tuple[RunDir, Prepared, MatchingModel]:
     """A finished run, its data prepared anew (the fingerprint must match) and its model."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     run.require_finished()
     run.require_data()
     run.data  # noqa: B018  (the run's own files are read, and checked, before the data)
     model = run.load_model()
-    prepared = prepare(run.config.data, progress=run.config.train.progress)
+    shown = run.config.train.progress if progress is None else progress
+    prepared = prepare(run.config.data, progress=shown)
     check_fingerprint(run, prepared)
     return run, prepared, model

@@ -107,7 +107,7 @@ def tune(
                 f"the study was stopped; its finished trials are kept in {study_dir.path}; go "
                 f"on with: towerkit tune --resume --out {study_dir.path} --trials {trials}"
             ) from None
-        return _finish(study_dir, base, space_, final=final)
+        return _finish(study_dir, base, space_, final=final, progress=progress)
 
 
 def _create(study_dir: StudyDir, config, space, overrides, optuna) -> None:
@@ -207,7 +207,7 @@ def _run_workers(study_dir: StudyDir, trials, workers, threads, deadline, progre
         )
 
 
-def _finish(study_dir: StudyDir, base: Config, space: Space, *, final: bool):
+def _finish(study_dir: StudyDir, base: Config, space: Space, *, final: bool, progress: bool):
     optuna = _optuna()
     study = study_dir.load()
     trials = [t for t in study.get_trials() if not t.user_attrs.get("interrupted")]
@@ -241,7 +241,7 @@ def _finish(study_dir: StudyDir, base: Config, space: Space, *, final: bool):
         if "test" in metrics:  # ranked once already (a resumed study whose best held)
             test, popularity = metrics["test"], metrics.get("popularity")
         else:
-            found = pipeline.test_run(run)
+            found = pipeline.test_run(run, progress=progress)
             test, popularity = found["test"], found["popularity"]
     summary = StudySummary(
         path=study_dir.path,
