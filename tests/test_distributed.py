@@ -94,40 +94,50 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def first_steps(small_log, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """Every case's first step, alone and under torchrun with 2 processes: one launch of each
+    for all the cases (starting interpreters and the rendezvous dominates a step this small)."""
+    folder = tmp_path_factory.mktemp("first-steps")
+    outs = {}
+    for case, (name, negatives, *train) in CASES.items():
+        model = {"name": name, "embedding_dim": 8, "dropout": 0.0}
+        model.update({"hidden": [16]} if name == "youtube_dnn" else {"n_layers": 1, "n_heads": 1})
+        config = folder / f"{case}.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "data": {"path": str(small_log), "max_len": 8},
+                    "model": model,
+                    "negatives": negatives,
+                    "temperature": {"value": 0.1, "learnable": True},
+                    "train": {
+                        "batch_size": 64 if name == "youtube_dnn" else 16,
+                        "progress": False,
+                        **(train[0] if train else {}),
+                    },
+                }
+            )
+        )
+        outs[case] = (folder / f"{case}.one.pt", folder / f"{case}.two.pt")
+    one = [a for case in CASES for a in (str(folder / f"{case}.yaml"), str(outs[case][0]))]
+    two = [a for case in CASES for a in (str(folder / f"{case}.yaml"), str(outs[case][1]))]
+    alone = subprocess.run(
+        [sys.executable, "ddp_first_step.py", *one],
+        capture_output=True, text=True, cwd=HERE, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    done = torchrun("--standalone", "--nproc-per-node", "2", "ddp_first_step.py", *two)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return outs
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_two_processes_step_like_one_on_the_whole_batch(case, small_log, tmp_path):
+def test_two_processes_step_like_one_on_the_whole_batch(case, first_steps):
     """In-batch candidates gathered with their gradients, sampled ones drawn for the global
     batch, each rank's loss weighted by its share: DDP's averaged gradients equal the gradients
     of one process on the concatenated batch (float64, within 1e-6 of each tensor's scale)."""
-    name, negatives, *train = CASES[case]
-    model = {"name": name, "embedding_dim": 8, "dropout": 0.0}
-    model.update({"hidden": [16]} if name == "youtube_dnn" else {"n_layers": 1, "n_heads": 1})
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "data": {"path": str(small_log), "max_len": 8},
-                "model": model,
-                "negatives": negatives,
-                "temperature": {"value": 0.1, "learnable": True},
-                "train": {
-                    "batch_size": 64 if name == "youtube_dnn" else 16,
-                    "progress": False,
-                    **(train[0] if train else {}),
-                },
-            }
-        )
-    )
-    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
-    alone = subprocess.run(
-        [sys.executable, "ddp_first_step.py", str(config), str(one)],
-        capture_output=True, text=True, cwd=HERE, env=ENV, timeout=120,
-    )  # fmt: skip
-    assert alone.returncode == 0, alone.stderr
-    done = torchrun(
-        "--standalone", "--nproc-per-node", "2", "ddp_first_step.py", str(config), str(two)
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = first_steps[case]
     a, b = torch.load(one), torch.load(two)
     assert (a["world"], b["world"]) == (1, 2)
     assert b["loss"] == pytest.approx(a["loss"], rel=1e-9)
@@ -144,19 +154,21 @@ def test_two_processes_step_like_one_on_the_whole_batch(case, small_log, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def ml100k(tmp_path_factory):
-    """An offline home with the stand-in ML-100K cache, a config, and its single-process run."""
-    from conftest import synthetic_ml100k
-    from towerkit.datasets import cache
+def walk(tmp_path_factory):
+    """An offline home, a walk log of 30,000 interactions (big enough that an epoch outlasts a
+    signal's delivery, small enough that three torchrun launches stay quick), a config, and its
+    single-process run."""
+    from conftest import walk_log
 
-    root = tmp_path_factory.mktemp("ml100k")
-    cache.write(root / "home" / "datasets" / "ml-100k", synthetic_ml100k(), "synthetic (test)")
+    root = tmp_path_factory.mktemp("walk")
+    log = root / "log.parquet"
+    walk_log(np.full(600, 50), 800, seed=2).frame[["user", "item", "timestamp"]].to_parquet(log)
     env = {**ENV, "TOWERKIT_HOME": str(root / "home")}
     config = root / "c.yaml"
     config.write_text(
         yaml.safe_dump(
             {
-                "data": {"dataset": "ml-100k", "max_len": 20},
+                "data": {"path": str(log), "max_len": 20},
                 "model": {"name": "youtube_dnn", "embedding_dim": 16, "hidden": [32]},
                 "negatives": {"kind": "mixed", "n": 16},
                 "temperature": {"value": 0.1},
@@ -175,8 +187,8 @@ def metrics_of(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-def test_two_processes_train_to_the_single_process_result(ml100k, tmp_path):
-    config, single, env = ml100k
+def test_two_processes_train_to_the_single_process_result(walk, tmp_path):
+    config, single, env = walk
     run = tmp_path / "run"
     trackers = ["--set", "train.track=[tensorboard,mlflow]",
                 "--set", f"train.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
@@ -209,11 +221,11 @@ def test_two_processes_train_to_the_single_process_result(ml100k, tmp_path):
     assert sorted(m.step for m in history) == [1, 2, 3]
 
 
-def test_a_stopped_torchrun_resumes_under_torchrun(ml100k, tmp_path):
+def test_a_stopped_torchrun_resumes_under_torchrun(walk, tmp_path):
     """SIGTERM to `towerkit train --nproc 2` after its first checkpoint stops every process;
     `--resume` under torchrun ends with the metrics of a 2-process run trained straight through
     (every rank's random state is in the checkpoint)."""
-    config, _, env = ml100k
+    config, _, env = walk
     straight = tmp_path / "straight"
     done = towerkit(
         "-q", "train", str(config), "--out", str(straight), "--nproc", "2", env=env, process=True
@@ -242,9 +254,9 @@ def test_a_stopped_torchrun_resumes_under_torchrun(ml100k, tmp_path):
     assert "resuming after epoch" in (run / "train.log").read_text()
 
 
-def test_two_nodes_on_loopback_write_one_run(ml100k, tmp_path):
+def test_two_nodes_on_loopback_write_one_run(walk, tmp_path):
     """Two torchrun agents, one process each, meet at a c10d rendezvous on 127.0.0.1."""
-    config, _, env = ml100k
+    config, _, env = walk
     run, port = tmp_path / "run", free_port()
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
