@@ -379,7 +379,8 @@ def test_a_milvus_lite_path_holding_something_else_is_one_line_and_nothing_is_ma
     runs, tmp_path, monkeypatch
 ):
     """Milvus Lite says only "Open local milvus failed" for a file or a foreign folder, and
-    makes an empty database where one is read: each is named, and nothing is created."""
+    makes an empty database where one is read: each is named, and nothing is created. (The
+    commands run in this process: each fails before any database is opened.)"""
     run = str(runs["youtube_dnn"])
     notes = tmp_path / "notes.db"
     notes.write_text("my notes")
@@ -387,7 +388,9 @@ def test_a_milvus_lite_path_holding_something_else_is_one_line_and_nothing_is_ma
     other.mkdir()
     (other / "photo.jpg").write_bytes(b"x")
     for path, message in [(notes, "(a file;"), (other, "(a folder of other files)")]:
-        done = cli("export", run, "--out", str(tmp_path / "export"), "--to", "milvus", str(path))
+        done = towerkit(
+            "export", run, "--out", str(tmp_path / "export"), "--to", "milvus", str(path)
+        )
         assert done.returncode == 1, done.stderr
         assert f"{path}: not a Milvus Lite database {message}" in done.stderr
         assert "Traceback" not in done.stderr and "Open local milvus" not in done.stderr
@@ -395,7 +398,7 @@ def test_a_milvus_lite_path_holding_something_else_is_one_line_and_nothing_is_ma
     assert notes.read_text() == "my notes" and [p.name for p in other.iterdir()] == ["photo.jpg"]
 
     missing = tmp_path / "missing.db"
-    read = cli("recommend", run, "--user", "1", "--index", "milvus",
+    read = towerkit("recommend", run, "--user", "1", "--index", "milvus",
                "-o", f"uri={missing}", "-o", "pinned=films")  # fmt: skip
     assert read.returncode == 1 and f"{missing}: no such Milvus Lite database" in read.stderr
     assert not missing.exists()
@@ -404,7 +407,7 @@ def test_a_milvus_lite_path_holding_something_else_is_one_line_and_nothing_is_ma
         (["--user", "987654"], "unknown user id(s) 987654"),
         (["--user", "1", "--filter", "genre == 1"], "unknown item attribute"),
     ]:
-        done = cli("recommend", run, *args, "--index", "milvus", "-o", f"uri={missing}")
+        done = towerkit("recommend", run, *args, "--index", "milvus", "-o", f"uri={missing}")
         assert done.returncode == 1 and message in done.stderr, done.stderr
         assert not missing.exists()  # fmt: skip
 
