@@ -350,6 +350,43 @@ class Run:
         found = retriever.similar(ids, k, [np.array([i]) for i in ids], where=where)
         return _table(found, list(items), key="query")
 
+    def recommend_all(
+        self,
+        out: str | Path,
+        k: int = 100,
+        *,
+        users: Sequence[Any] | None = None,
+        where: str | None = None,
+        shard: tuple[int, int] = (0, 1),
+        batch: int = 10_000,
+        vectors: bool = False,
+        index: str = "exact",
+        **index_options: Any,
+    ) -> Path:
+        """Write the top-``k`` items of every known user (or of ``users``, in their order),
+        seen items left out, to the Parquet file ``out``: ``user``, ``rank``, ``item``,
+        ``score``. In parts of ``batch`` users; a stopped call goes on where it stopped when
+        made again with the same arguments. ``shard=(i, n)`` writes the ``i``-th of ``n``
+        slices of the users; ``vectors`` also writes their query vectors (``OUT.vectors.parquet``).
+
+        >>> import pandas as pd
+        >>> run = towerkit.train({"train": {"epochs": 1}}, towerkit.example_log(100, 50, 2_000))
+        >>> recs = pd.read_parquet(run.recommend_all("recs.parquet", k=5))
+        >>> len(recs) == 5 * 100, recs.columns.tolist()
+        (True, ['user', 'rank', 'item', 'score'])
+
+        Raises:
+            UnknownError: a user the model never saw (nothing is written).
+            RunInterrupted: Ctrl-C (the finished parts are kept).
+        """
+        from towerkit.retrieval.bulk import UserShard, recommend_run
+
+        return recommend_run(
+            self.path, out, k=k, users=users, where=where, shard=UserShard(*shard),
+            batch=batch, vectors=vectors, index=index, index_options=index_options,
+            progress=self.config.train.progress,
+        )  # fmt: skip
+
     def report(self, out: str | Path) -> Path:
         """The run's report page (training curves, metrics at every K, where it fails, the
         item map), one offline HTML file."""

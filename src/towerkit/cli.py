@@ -554,12 +554,75 @@ def recommend(
     ] = None,
     index: IndexOption = "exact",
     options: IndexOptions = None,
+    all_users: Annotated[
+        bool,
+        typer.Option(
+            "--all-users",
+            help="Write the top K of every known user (or of --users) to --out as Parquet: "
+            "user, rank, item, score. In parts of --batch-users users; a stopped job goes on "
+            "where it stopped when run again.",
+        ),
+    ] = False,
+    users_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--users",
+            help="With --all-users: only these users, in this order (a text file of one id "
+            "per line, or a Parquet file's user column).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="With --all-users: the Parquet file to write.")
+    ] = None,
+    vectors: Annotated[
+        bool,
+        typer.Option(
+            "--vectors",
+            help="With --all-users: also write each user's query vector "
+            "(OUT.vectors.parquet: user, vector).",
+        ),
+    ] = False,
+    shard: Annotated[
+        str,
+        typer.Option(
+            "--shard",
+            help="With --all-users: write the I-th of N contiguous slices of the users "
+            "(0-based: 0/4 to 3/4); the shards concatenated in order are one whole job.",
+        ),
+    ] = "0/1",
+    batch_users: Annotated[
+        int,
+        typer.Option(
+            "--batch-users",
+            min=1,
+            max=10_000_000,
+            help="With --all-users: users per part (each part is searched and written whole).",
+        ),
+    ] = 10_000,
 ) -> None:
-    """Top-K items for a known user (seen items excluded) or for a history of items. Reads the
-    run directory only: no data set is fetched or prepared."""
+    """Top-K items for a known user (seen items excluded) or for a history of items, or with
+    --all-users for every user, into a Parquet file. Reads the run directory only: no data set
+    is fetched or prepared."""
     from towerkit.index import make_index
     from towerkit.retrieval import Retriever, parse_id_list
 
+    bulk_only = {"--users": users_file is not None, "--out": out is not None,
+                 "--vectors": vectors, "--shard": shard != "0/1",
+                 "--batch-users": batch_users != 10_000}  # fmt: skip
+    if all_users:
+        if user or history is not None or feature:
+            raise typer.BadParameter("--all-users recommends for known users: drop --user, "
+                                     "--history and --feature")  # fmt: skip
+        if out is None:
+            raise typer.BadParameter("--all-users writes a Parquet file: give --out FILE")
+        _recommend_all(
+            run_dir, out, k=k, users_file=users_file, where=where, shard=shard,
+            batch=batch_users, vectors=vectors, index=index, options=options,
+        )  # fmt: skip
+        return
+    given = [name for name, used in bulk_only.items() if used]
+    if given:
+        raise typer.BadParameter(f"{', '.join(given)}: for --all-users only")
     if not user and history is None:
         raise typer.BadParameter("give --user (one or more) or --history")
     if user and history is not None:
@@ -603,6 +666,29 @@ def recommend(
                 cells.append(escape(str(recs.titles[row, rank])))
             table.add_row(*cells, f"{recs.scores[row, rank]:.4f}")
         console.print(table)
+
+
+def _recommend_all(
+    run_dir: Path, out: Path, *, k: int, users_file: Path | None, where: str | None, shard: str,
+    batch: int, vectors: bool, index: str, options: list[str] | None,
+) -> None:  # fmt: skip
+    from towerkit.retrieval.bulk import UserShard, read_users, recommend_run, vectors_path
+
+    written = recommend_run(
+        run_dir, out, k=k, users=read_users(users_file) if users_file is not None else None,
+        where=where, shard=UserShard.parse(shard), batch=batch, vectors=vectors, index=index,
+        index_options=_parse_options(options), progress=_state["progress"],
+    )  # fmt: skip
+    rows = _pq_rows(written)
+    extra = f" and their vectors to {vectors_path(written)}" if vectors else ""
+    console.print(f"{rows:,} recommendations written to {written}{extra}", highlight=False)
+
+
+def _pq_rows(path: Path) -> int:
+    """Rows of a Parquet file, from its footer."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 @app.command()
