@@ -60,11 +60,13 @@ def test_fetch_and_info_on_a_real_data_set():
         assert expected in info.stdout
 
 
-def write_config(path, **train):
+def write_config(path, log=None, **train):
+    """A tiny YouTubeDNN config on the ML-100K stand-in, or on the log file ``log``."""
+    data = {"dataset": "ml-100k"} if log is None else {"path": str(log)}
     path.write_text(
         yaml.safe_dump(
             {
-                "data": {"dataset": "ml-100k", "max_len": 20},
+                "data": {**data, "max_len": 20},
                 "model": {"name": "youtube_dnn", "embedding_dim": 16, "hidden": [32]},
                 "temperature": {"value": 0.1},
                 "train": {"epochs": 2, "batch_size": 512, "lr": 0.005, **train},
@@ -139,14 +141,15 @@ def wait_for(predicate, timeout: float = 600.0) -> None:
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
-    """An offline home and a 3-epoch run trained straight through in it."""
-    from conftest import synthetic_ml100k
-    from towerkit.datasets import cache
+    """An offline home, a walk log of 30,000 interactions (an epoch of it outlasts a signal's
+    delivery many times over) and a 3-epoch run trained straight through on it."""
+    from conftest import walk_log
 
     root = tmp_path_factory.mktemp("straight")
     env = {**os.environ, "TOWERKIT_HOME": str(root / "home")}
-    cache.write(root / "home" / "datasets" / "ml-100k", synthetic_ml100k(), "synthetic (test)")
-    config = write_config(root / "c.yaml", epochs=3, batch_size=128, patience=0)
+    log = root / "log.parquet"
+    walk_log(np.full(600, 50), 800, seed=4).frame[["user", "item", "timestamp"]].to_parquet(log)
+    config = write_config(root / "c.yaml", log, epochs=3, batch_size=128, patience=0)
     done = towerkit("-q", "train", str(config), "--out", str(root / "run"), env=env)
     assert done.returncode == 0, done.stderr
     return config, root / "run", env
