@@ -249,10 +249,9 @@ def test_comirec_protocol_trains_on_training_users_only_and_beats_popularity(nam
 
 
 def test_a_multi_interest_run_recommends_and_exports(offline_ml100k, tmp_path):
-    import subprocess
-    import sys
-
     import yaml
+
+    from conftest import towerkit  # in this process: the command's own main()
 
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({
@@ -262,11 +261,6 @@ def test_a_multi_interest_run_recommends_and_exports(offline_ml100k, tmp_path):
         "train": {"epochs": 1, "batch_size": 512},
     }))  # fmt: skip
     run = tmp_path / "run"
-
-    def towerkit(*args):
-        return subprocess.run([sys.executable, "-m", "towerkit", *args], capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
-
     done = towerkit("-q", "train", str(config), "--out", str(run))
     assert done.returncode == 0, done.stderr
     recommended = towerkit("recommend", str(run), "--user", "1", "-k", "5")
