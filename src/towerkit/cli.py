@@ -668,6 +668,28 @@ def recommend(
         console.print(table)
 
 
+@app.command()
+def embed(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    items: Annotated[
+        Path,
+        typer.Option(
+            "--items",
+            help="New items and their side features: Parquet, CSV or TSV with an item column "
+            "and one column per item feature the model reads (multi-valued: a list, or text "
+            "joined by |).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The Parquet file to write: item, vector.")],
+) -> None:
+    """Vectors for items the run never saw, from their side features (models whose item tower
+    reads item features: dssm; sasrec and gru4rec with data.item_features)."""
+    from towerkit.retrieval.embed import embed_items
+
+    written = embed_items(run_dir, items, out)
+    console.print(f"{_pq_rows(written):,} item vector(s) written to {written}", highlight=False)
+
+
 def _recommend_all(
     run_dir: Path, out: Path, *, k: int, users_file: Path | None, where: str | None, shard: str,
     batch: int, vectors: bool, index: str, options: list[str] | None,

@@ -9,6 +9,7 @@ file and one registry line.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
@@ -16,10 +17,15 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from towerkit.errors import TowerkitError
 from towerkit.nn import FeatureEmbedding, PooledTowerOptions, padded_embedding
 from towerkit.nn.layers import Activation, Pooling
 from towerkit.sections import MAX_LENGTH, MAX_WIDTH, Section
 from towerkit.types import Batch, FeatureTable, SequenceBatch
+
+
+class UnseenItemError(TowerkitError):
+    """An item the model never saw cannot be given a vector (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,28 @@ class MatchingModel(nn.Module, ABC):
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Item vectors of item ids: ``[N] -> [N, D]`` (any leading shape)."""
 
+    def encode_unseen_items(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Vectors of items the model never saw, from their encoded side features (feature
+        name -> ``[N]`` codes or numbers, ``[N, W]`` codes of a multi-valued feature): the item
+        tower on the unknown id's row (id 0) and these features. ``[N, D]``.
+
+        Raises:
+            UnseenItemError: a model whose item tower reads no item features: an item it never
+                saw has no vector (the default here).
+        """
+        raise UnseenItemError(
+            f"{self.model_name()}: its item tower reads item ids only, so an item it never saw "
+            "has no vector (its id has no trained row and nothing else describes it); train "
+            "with data.item_features on a model whose item tower reads them (dssm, sasrec, "
+            "gru4rec) to embed new items from their features"
+        )
+
+    def _unseen_ids(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        lengths = {len(v) for v in values.values()}
+        if len(lengths) != 1:
+            raise UnseenItemError(f"feature values of different lengths: {sorted(lengths)}")
+        return torch.zeros(lengths.pop(), dtype=torch.long)
+
     def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
         """``[W, L, D]`` query vectors at every position of the batch's windows."""
         raise NotImplementedError(
@@ -212,6 +240,13 @@ class SequenceModel(MatchingModel):
             self.item_side = FeatureEmbedding(item_features, feature_dim)
             # No bias: the padding item (no features) keeps a zero vector.
             self.side_projection = nn.Linear(self.item_side.out_dim, embedding_dim, bias=False)
+
+    def encode_unseen_items(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The output table's unknown-id row (id 0: zeros) plus the side features' projection."""
+        if self.item_side is None:
+            return super().encode_unseen_items(values)
+        ids = self._unseen_ids(values)
+        return self.output_embedding(ids) + self.side_projection(self.item_side(ids, values))
 
     def embed_items(self, table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
         """``ids [...]`` -> ``[..., D]``: the id embedding, plus the side features' when the

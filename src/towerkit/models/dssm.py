@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -106,4 +107,12 @@ class DSSM(MatchingModel):
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         parts = [self.item_id(item_ids), self.item_side(item_ids)]
+        return self.item_tower(torch.cat(parts, dim=-1))  # (N, D)
+
+    def encode_unseen_items(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The item tower on the unknown id's row (id 0: zeros) and the given features."""
+        if not self.item_side.names:
+            return super().encode_unseen_items(values)
+        ids = self._unseen_ids(values)
+        parts = [self.item_id(ids), self.item_side(ids, values)]
         return self.item_tower(torch.cat(parts, dim=-1))  # (N, D)
