@@ -301,3 +301,24 @@ def test_a_file_where_a_run_directory_goes_is_named_as_a_file(tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(RunDirError, match="exists and is not empty"):
         RunDir.check_new(tmp_path / "full")
+
+
+def test_files_written_whole_get_the_mode_of_any_new_file(tmp_path):
+    """atomic_write's temporary file is private (mkstemp); the file it puts in place is not:
+    it has the mode the umask gives any new file, so another account can read a run."""
+    import os
+
+    from towerkit.files import atomic_write, current_umask, staging_dir
+
+    before = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("x"))
+        (tmp_path / "plain.txt").write_text("x")
+        staged = staging_dir(tmp_path / "run")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(before)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o640
+    assert staged.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 == 0o750

@@ -101,6 +101,20 @@ def check_writable(path: Path) -> None:
         raise PermissionError(errno.EACCES, f"cannot write in {path.parent}", str(path))
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it where the system says it
+    (``/proc/self/status``); elsewhere set and restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """``write(tmp)`` to a temporary file beside ``path``, then rename it into place: readers
     see the old file or the new one, never a part (a full disk leaves the old one).
@@ -120,6 +134,9 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     tmp = Path(name)
     try:
         write(tmp)
+        # mkstemp makes the file private (0600); the file put in place has the mode any new
+        # file gets here (0644 under the usual umask), so another account can read a run
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as err:
         raise named(err, path) from None
@@ -148,4 +165,6 @@ def staging_dir(target: Path) -> Path:
     ended processes left in the folder is removed first)."""
     remove_orphans(target.parent)
     prefix = f".{target.name}-staging-"
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}-"))
+    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{prefix}{os.getpid()}-"))
+    os.chmod(folder, 0o777 & ~current_umask())  # mkdtemp's 0700 would make the result private
+    return folder

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from towerkit.errors import DataError
+from towerkit.files import current_umask
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +247,7 @@ def synthesize(spec: SynthSpec, out: Path, *, progress: bool = True) -> Path:
         raise DataError(f"{out}: exists and is not an empty directory; pick another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would make the log private
     try:
         cat, chunks = _chunks(spec)
         shards = tmp / "interactions"
