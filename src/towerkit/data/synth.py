@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from towerkit.errors import DataError
-from towerkit.files import current_umask
+from towerkit.files import staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +245,7 @@ def synthesize(spec: SynthSpec, out: Path, *, progress: bool = True) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: exists and is not an empty directory; pick another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would make the log private
+    tmp = staging_dir(out)
     try:
         cat, chunks = _chunks(spec)
         shards = tmp / "interactions"
