@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from towerkit.data.readers import check_file
+from towerkit.data.readers import check_file, read_table
 from towerkit.data.vocab import Vocab
-from towerkit.errors import DataError, naming
+from towerkit.errors import DataError
 from towerkit.files import atomic_write, check_writable
 from towerkit.retrieval.retriever import coerce_raw
 from towerkit.runs import RunDir
@@ -40,18 +40,15 @@ LIST_SEP = "|"
 
 
 def read_items(path: str | Path) -> pd.DataFrame:
-    """The new items' table: Parquet, or CSV / TSV (by its suffix), with an ``item`` column.
+    """The new items' table, in any format the log readers read (Parquet, CSV, TSV, JSON
+    lines; by its suffix), with an ``item`` column.
 
     Raises:
         DataError: a missing, empty or unreadable file, or no ``item`` column.
     """
     path = Path(path)
     check_file(path)
-    with naming(str(path)):
-        if path.suffix == ".parquet":
-            frame = pq.read_table(path).to_pandas()
-        else:
-            frame = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".tab") else ",")
+    frame = read_table(path)
     if "item" not in frame.columns:
         raise DataError(f"{path}: no column 'item' (it has: {', '.join(map(str, frame.columns))})")
     if frame.empty:
