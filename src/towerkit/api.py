@@ -78,6 +78,8 @@ def train(
     config: str | Path | Mapping[str, Any] | Config,
     data: pd.DataFrame | pa.Table | str | Path | None = None,
     out: str | Path | None = None,
+    *,
+    warm_start: Run | str | Path | None = None,
 ) -> Run:
     """Train a model and return its finished :class:`Run`.
 
@@ -91,6 +93,10 @@ def train(
             ``data.dataset`` or ``data.path`` (ML-1M when it names neither).
         out: the run directory to write (it must not hold anything). None: a new temporary
             directory, kept after the call (``run.path`` says where).
+        warm_start: a finished run to continue on this (newer) log, as ``towerkit train
+            --from RUN`` does: its users and items keep their vectors, new ones get new rows,
+            its weights and optimiser state are loaded. The config must describe the same
+            model (model keys, ``data.max_len``, side features).
 
     >>> log = towerkit.example_log(users=100, items=50, interactions=2_000)
     >>> run = towerkit.train(
@@ -105,35 +111,51 @@ def train(
 
     A config file names its data: ``towerkit.train("configs/ml-1m/youtube_dnn.yaml")``.
 
+    The next day, on a log with new users and items, the run goes on from yesterday's:
+
+    >>> newer = towerkit.example_log(users=120, items=60, interactions=2_400, seed=1)
+    >>> later = towerkit.train(run.config, data=newer, out="runs/ytdnn-2", warm_start=run)
+    >>> Path(later.parent) == run.path.absolute(), len(later.lineage)
+    (True, 2)
+
     Raises:
         ConfigError, DataError, RunDirError: as ``towerkit train`` reports them (one line).
         RunInterrupted: Ctrl-C; the run directory is kept, and :func:`resume` goes on.
     """
     from towerkit.config import Config, config_from_dict
-    from towerkit.runs import CARRIED_LOG_FILE, lifecycle
+    from towerkit.runs import CARRIED_LOG_FILE, lifecycle, pipeline
     from towerkit.runs.preparation import prepare
 
     base = load_config(config) if not isinstance(config, Config) else config
     target = Path(out) if out is not None else _temporary_run()
+    warm = None
+    if warm_start is not None:
+        warm = pipeline.WarmStart(warm_start.path if isinstance(warm_start, Run) else warm_start)
     if data is None:
-        lifecycle.train(base, target)
+        lifecycle.train(base, target, warm=warm)
         return Run(target)
     tree = base.model_dump(mode="json")
     tree["data"].pop("dataset", None)
     if isinstance(data, str | Path):
         tree["data"]["path"] = str(Path(data).absolute())
-        lifecycle.train(config_from_dict(tree, source="the config given"), target)
+        lifecycle.train(config_from_dict(tree, source="the config given"), target, warm=warm)
         return Run(target)
     with tempfile.TemporaryDirectory(prefix="towerkit-log-") as folder:
         staged = Path(folder) / CARRIED_LOG_FILE
         _write_log(data, staged)
         tree["data"].update(path=str(staged), format="parquet")
         staged_config = config_from_dict(tree, source="the config given")
-        prepared = prepare(staged_config.data, progress=staged_config.train.progress)
+        if warm is not None:  # a bad config fails before the log is read
+            warm.check_config(staged_config)
+        prepared = prepare(
+            staged_config.data,
+            progress=staged_config.train.progress,
+            base=warm.vocabs if warm is not None else None,
+        )
         # the run's config names the copy it carries, where it will be once created
         tree["data"]["path"] = str((target / CARRIED_LOG_FILE).absolute())
         carried = config_from_dict(tree, source="the config given")
-        lifecycle.train(carried, target, prepared=prepared, log=staged)
+        lifecycle.train(carried, target, prepared=prepared, log=staged, warm=warm)
     return Run(target)
 
 
@@ -294,6 +316,18 @@ class Run:
         """Validation and test metrics, the popularity baseline and the per-epoch log
         (``metrics.json``)."""
         return self._dir.metrics
+
+    @property
+    def parent(self) -> str | None:
+        """The run this one continued (``warm_start``, ``towerkit train --from``), or None."""
+        return self._dir.parent
+
+    @property
+    def lineage(self) -> list[dict[str, Any]]:
+        """The generations of a warm-started run, the first first and this one last: each
+        one's run directory (None for this one), data fingerprint, users, items and
+        interactions. Empty for a run trained from scratch."""
+        return self._dir.lineage
 
     def __repr__(self) -> str:
         test = self.metrics.get("test") or {}

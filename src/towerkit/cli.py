@@ -240,6 +240,15 @@ def train(
             "--resume", help="Continue an unfinished run from its last checkpoint.", metavar="RUN"
         ),
     ] = None,
+    warm: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Continue a finished run on a newer log (a warm start): its ids keep their "
+            "vectors, new ids get new rows, its weights and optimiser state are loaded.",
+            metavar="RUN",
+        ),
+    ] = None,
     nproc: Annotated[
         int,
         typer.Option(
@@ -259,14 +268,17 @@ def train(
 ) -> None:
     """Fetch, prepare, train (checkpointing every epoch), evaluate on the test stage, and write
     a run directory; or resume an unfinished one. Under torchrun every process runs this same
-    command; rank 0 writes the run directory."""
+    command; rank 0 writes the run directory. With --from RUN, the new run continues a finished
+    one (yesterday's model on today's log)."""
     from towerkit.config import ConfigError, load_config
     from towerkit.runs import RunDir, lifecycle, pipeline
 
     if (config is None) == (resume is None):
         raise typer.BadParameter("give a CONFIG to start a run, or --resume RUN to continue one")
-    if resume is not None and (overrides or out):
-        raise ConfigError("--resume continues a run as it was configured: no --set or --out")
+    if resume is not None and (overrides or out or warm):
+        raise ConfigError(
+            "--resume continues a run as it was configured: no --set, --out or --from"
+        )
     progress = _state["progress"]
     if resume is not None:
         run = RunDir(resume)  # a clear error for a folder that is not a run, before any data
@@ -280,7 +292,8 @@ def train(
         if not progress:
             cfg = cfg.on_machine(progress=False)
         out = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        outcome = lifecycle.train(cfg, out, nproc=nproc)
+        parent = pipeline.WarmStart(warm) if warm is not None else None  # before any data
+        outcome = lifecycle.train(cfg, out, nproc=nproc, warm=parent)
     if outcome is None or not outcome.main:  # launched processes, or a rank other than 0
         return
     rows = {

@@ -7,7 +7,7 @@ the same order, give identical encoded data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from towerkit.data.interactions import Interactions
-from towerkit.data.vocab import Vocab
+from towerkit.data.vocab import BaseVocabs, Vocab
 from towerkit.errors import DataError
 from towerkit.types import FeatureKind, FeatureTable
 
@@ -66,6 +66,16 @@ class EncodedInteractions:
                 vocab.save(directory / f"{prefix}.{name}.parquet")
 
 
+def onto(codes: np.ndarray, vocab: Vocab, base: Vocab) -> tuple[np.ndarray, Vocab]:
+    """Codes ``1..n`` of ``vocab`` renumbered onto ``base`` extended by ``vocab``'s ids
+    (``0`` stays padding), and the extended vocab."""
+    extended = base.extend(vocab.raw)
+    if extended is base and np.array_equal(base.raw[: len(vocab)], vocab.raw):
+        return codes, base  # the same numbering (re-preparing a warm-started run's own log)
+    mapping = np.concatenate([[0], extended.encode(vocab.raw)])
+    return mapping[codes], extended
+
+
 def _kind_of(column: pd.Series) -> FeatureKind:
     values = column.dropna()
     if len(values) and isinstance(values.iloc[0], list | tuple | np.ndarray):
@@ -81,6 +91,7 @@ def encode_features(
     vocab: Vocab,
     names: Sequence[str],
     kinds: dict[str, FeatureKind] | None = None,
+    base: Mapping[str, Vocab] | None = None,
 ) -> FeatureTable:
     """Encode side-table columns into arrays indexed by the entity's encoded id.
 
@@ -91,7 +102,15 @@ def encode_features(
         names: the columns to encode.
         kinds: overrides of the inferred kind (lists -> multi, floats -> numeric, else
             categorical).
+        base: feature vocabularies (by name) to extend rather than build anew (a warm start):
+            known values keep their codes.
     """
+    base = base or {}
+
+    def vocab_of(name: str, values: pd.Series) -> Vocab:
+        found = Vocab.from_values(values, name=f"{key}.{name}")
+        return base[name].extend(found.raw) if name in base else found
+
     if not names:
         return FeatureTable()
     if table is None:
@@ -117,7 +136,7 @@ def encode_features(
             values[ids] = np.nan_to_num(numeric, nan=0.0)
         elif kind == "categorical":
             present = column.notna().to_numpy()
-            feature_vocab = Vocab.from_values(column[present], name=f"{key}.{name}")
+            feature_vocab = vocab_of(name, column[present])
             values = np.zeros(size, dtype=np.int64)
             values[ids[present]] = feature_vocab.encode(column[present])
             out.vocabs[name] = feature_vocab
@@ -125,7 +144,7 @@ def encode_features(
             lists = column.map(lambda v: v if isinstance(v, list | tuple | np.ndarray) else [])
             lengths = lists.map(len).to_numpy()
             flat = lists.explode().dropna()
-            feature_vocab = Vocab.from_values(flat, name=f"{key}.{name}")
+            feature_vocab = vocab_of(name, flat)
             codes = feature_vocab.encode(flat)
             width = max(int(lengths.max()), 1)
             values = np.zeros((size, width), dtype=np.int64)
@@ -155,12 +174,16 @@ def encode(
     user_features: Sequence[str] = (),
     item_features: Sequence[str] = (),
     feature_kinds: dict[str, FeatureKind] | None = None,
+    base: BaseVocabs | None = None,
 ) -> EncodedInteractions:
     """Sort the log by time (stable) and encode ids and the named side features.
 
     Args:
         user_features, item_features: side-table columns to encode (none by default).
         feature_kinds: kind overrides by feature name (e.g. ``{"year": "numeric"}``).
+        base: vocabularies to extend (a warm start): known ids keep their integers, new ones
+            follow in order of first appearance, and known ids absent from this log keep
+            theirs (with no interaction).
 
     Example::
 
@@ -171,6 +194,9 @@ def encode(
     order = np.argsort(frame["timestamp"].to_numpy(), kind="stable")
     user_codes, user_vocab = _codes_in_order(frame["user"], order, "user")
     item_codes, item_vocab = _codes_in_order(frame["item"], order, "item")
+    if base is not None:
+        user_codes, user_vocab = onto(user_codes, user_vocab, base.user)
+        item_codes, item_vocab = onto(item_codes, item_vocab, base.item)
     ratings = None
     if "rating" in frame.columns:
         ratings = frame["rating"].to_numpy(dtype=np.float32)[order]
@@ -186,9 +212,11 @@ def encode(
         user_vocab=user_vocab,
         item_vocab=item_vocab,
         user_features=encode_features(
-            interactions.users, "user", user_vocab, user_features, feature_kinds
+            interactions.users, "user", user_vocab, user_features, feature_kinds,
+            base.user_features if base else None,
         ),
         item_features=encode_features(
-            interactions.items, "item", item_vocab, item_features, feature_kinds
+            interactions.items, "item", item_vocab, item_features, feature_kinds,
+            base.item_features if base else None,
         ),
-    )
+    )  # fmt: skip

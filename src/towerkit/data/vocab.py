@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,29 @@ class Vocab:
         """Build a vocab whose ids follow the order of first appearance in ``values``."""
         array = _as_numpy(values)
         return cls(array[cls._first_seen(array)], name=name)
+
+    def extend(self, values: Iterable | np.ndarray) -> Vocab:
+        """This vocab with the ids of ``values`` it lacks appended, in order of first
+        appearance: every known id keeps its integer, so a table trained on this vocab keeps
+        its rows (a warm start on a newer log).
+
+        >>> Vocab.from_values(["b", "a"], name="item").extend(["c", "a", "d", "c"]).raw.tolist()
+        ['b', 'a', 'c', 'd']
+        """
+        array = _as_numpy(values)
+        if not len(array):
+            return self
+        unique = array[self._first_seen(array)]
+        new = unique[self.encode(unique, unknown="padding") == 0]
+        if not len(new):
+            return self
+        raw = self._raw
+        if len(raw) and raw.dtype.kind != new.dtype.kind:
+            raise DataError(
+                f"{self.name} ids: the vocab holds {_kind(raw)}, the new ids are {_kind(new)} "
+                f"(e.g. {_plain(new[0])!r}); read both logs with the same id type"
+            )
+        return Vocab(np.concatenate([raw, new]) if len(raw) else new, name=self.name)
 
     def __len__(self) -> int:
         """Number of real ids (padding excluded)."""
@@ -215,6 +239,27 @@ class Vocab:
         if "raw" not in table.column_names or not isinstance(meta, dict):
             raise DataError(f"{path}: not a towerkit vocabulary (no 'raw' column)")
         return cls(table.column("raw").to_numpy(zero_copy_only=False), name=meta.get("name", "id"))
+
+
+@dataclass(frozen=True)
+class BaseVocabs:
+    """The vocabularies a warm start extends (a finished run's): encoding onto them keeps every
+    known id's integer, and numbers the new ids after them (see :meth:`Vocab.extend`).
+
+    Attributes:
+        user, item: the user and item vocabularies.
+        user_features, item_features: the vocabularies of categorical and multi-valued side
+            features, by feature name.
+    """
+
+    user: Vocab
+    item: Vocab
+    user_features: Mapping[str, Vocab] = field(default_factory=dict)
+    item_features: Mapping[str, Vocab] = field(default_factory=dict)
+
+
+def _kind(array: np.ndarray) -> str:
+    return "integers" if array.dtype.kind in "iu" else "strings"
 
 
 def _plain(value: Any) -> Any:

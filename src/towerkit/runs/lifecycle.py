@@ -48,6 +48,7 @@ def train(
     test: bool = True,
     keep_on: tuple[type[BaseException], ...] = (),
     log: Path | None = None,
+    warm: pipeline.WarmStart | RunDir | str | Path | None = None,
 ) -> pipeline.RunOutcome | None:
     """Train ``config`` into a new run directory ``out`` (which must not hold anything).
 
@@ -61,6 +62,8 @@ def train(
             is kept as it is, and the exception is raised.
         log: a Parquet log the run directory carries (see :meth:`RunDir.create`), with
             ``prepared`` read from it.
+        warm: a finished run to continue from (``towerkit train --from RUN``; see
+            :mod:`towerkit.runs.warm`).
 
     Returns:
         the outcome (under torchrun, on every rank; ``outcome.run`` is rank 0's), or None when
@@ -71,19 +74,22 @@ def train(
         WorkersFailed: launched processes failed.
     """
     out = Path(out)
+    warm = pipeline.warm_start(warm)
     if nproc > 1 and (validate is not None or not test or keep_on or log is not None):
         raise ValueError("validate, test, keep_on and log are for a run in this process (nproc 1)")
     if nproc > 1 and not distributed.launched():
         with tempfile.TemporaryDirectory(prefix="towerkit-launch-") as folder:
             resolved = Path(folder) / "config.yaml"
             resolved.write_text(config.to_yaml())
-            launch_torchrun(
-                nproc, ["train", str(resolved), "--out", str(out)], config.train.progress
-            )
+            command = ["train", str(resolved), "--out", str(out)]
+            if warm is not None:
+                command += ["--from", str(warm.parent.path)]
+            launch_torchrun(nproc, command, config.train.progress)
         return None
     return _execute(
-        config, None, out, prepared, validate=validate, test=test, keep_on=keep_on, log=log
-    )
+        config, None, out, prepared, validate=validate, test=test, keep_on=keep_on, log=log,
+        warm=warm,
+    )  # fmt: skip
 
 
 def resume(
@@ -124,6 +130,7 @@ def _execute(
     test: bool = True,
     keep_on: tuple[type[BaseException], ...] = (),
     log: Path | None = None,
+    warm: pipeline.WarmStart | None = None,
 ) -> pipeline.RunOutcome:
     """The run in this process: join the process group (once), prepare, train, finish."""
     new = run is None
@@ -140,15 +147,17 @@ def _execute(
                 try:
                     # every check before the run directory is made
                     prepared = pipeline.checked(
-                        config, prepared, resuming=None if new else run, test=test
+                        config, prepared, resuming=None if new else run, test=test, warm=warm
                     )
                     if new and ctx.main:
-                        run = RunDir.create(out, config, prepared, log=log)
+                        record = warm.record(prepared, warm.moments(config)[1]) if warm else None
+                        run = RunDir.create(out, config, prepared, log=log, warm=record)
                     with _train_log(run if ctx.main else None):
                         state = None if new else run.load_checkpoint()
                         outcome = pipeline.fit(
-                            config, prepared, run, state, validate=validate, test=test
-                        )
+                            config, prepared, run, state, validate=validate, test=test,
+                            warm=warm,
+                        )  # fmt: skip
                 except keep_on:
                     raise
                 except BaseException as err:

@@ -31,6 +31,7 @@ import torch
 from towerkit import distributed
 from towerkit.config import Config, ConfigError
 from towerkit.data import Prepared
+from towerkit.data.vocab import BaseVocabs
 from towerkit.errors import RunStopped
 from towerkit.evaluation import Evaluator, query_vectors
 from towerkit.evaluation.outcomes import Outcomes
@@ -50,6 +51,7 @@ from towerkit.runs.components import (
 )
 from towerkit.runs.preparation import Log, check_data, load_log, make_split, prepare
 from towerkit.runs.tracking import Trackers, require_trackers
+from towerkit.runs.warm import WarmStart
 from towerkit.training import Trainer, TrainResult, Validator
 from towerkit.training.state import TrainState, epochs_of
 
@@ -59,6 +61,7 @@ __all__ = [
     "Log",
     "Prepared",
     "RunOutcome",
+    "WarmStart",
     "build_batches",
     "build_model",
     "build_negatives",
@@ -105,6 +108,7 @@ def train(
     run: RunDir | str | Path | None = None,
     validate: MakeValidator | None = None,
     test: bool = True,
+    warm: WarmStart | RunDir | str | Path | None = None,
 ) -> RunOutcome:
     """Train and evaluate one configuration.
 
@@ -120,11 +124,21 @@ def train(
         test: rank the test stage with the best weights at the end. False: the test stage is
             never read (a search chooses on validation only; ``test`` passed to ``validate`` is
             None, and the run's metrics hold no test stage until :func:`test_run`).
+        warm: a finished run to continue from (see :mod:`towerkit.runs.warm`): its
+            vocabularies are extended, its weights and optimiser state loaded. ``prepared``,
+            when given, must have been prepared onto its vocabularies.
     """
-    prepared = checked(config, prepared, test=test)
+    warm = warm_start(warm)
+    prepared = checked(config, prepared, test=test, warm=warm)
     if run is not None and not isinstance(run, RunDir) and distributed.context().main:
-        run = RunDir.create(run, config, prepared)
-    return fit(config, prepared, run, validate=validate, test=test)
+        record = warm.record(prepared, warm.moments(config)[1]) if warm else None
+        run = RunDir.create(run, config, prepared, warm=record)
+    return fit(config, prepared, run, validate=validate, test=test, warm=warm)
+
+
+def warm_start(warm: WarmStart | RunDir | str | Path | None) -> WarmStart | None:
+    """``warm`` as a :class:`WarmStart` (a run or its path is opened; it must be finished)."""
+    return warm if warm is None or isinstance(warm, WarmStart) else WarmStart(warm)
 
 
 def _require_process_group() -> None:
@@ -174,6 +188,7 @@ def checked(
     *,
     resuming: RunDir | None = None,
     test: bool = True,
+    warm: WarmStart | None = None,
 ) -> Prepared:
     """Every check a run passes before anything of it is built or written, in one place:
     under torchrun the process group is joined; the trackers can be reached; the data
@@ -191,12 +206,28 @@ def checked(
         if distributed.context().main:  # rank 0 writes
             resuming.require_writable()
         resuming.require_data()
-    prepared = prepared or prepare(config.data, progress=config.train.progress)
+    if warm is not None:
+        warm.check_config(config)
+    prepared = prepared or prepare(
+        config.data, progress=config.train.progress, base=base_vocabs(warm, resuming)
+    )
+    if warm is not None:
+        warm.check_data(prepared)
     if resuming is not None:
         check_fingerprint(resuming, prepared)
     check_data(config, prepared, test=test)
     check_memory(config, prepared)
     return prepared
+
+
+def base_vocabs(warm: WarmStart | None, run: RunDir | None) -> BaseVocabs | None:
+    """The vocabularies data are prepared onto: a warm start's parent's; a warm-started run's
+    own (re-preparing its log gives its ids back); None for a run trained from scratch."""
+    if warm is not None:
+        return warm.vocabs
+    if run is not None and run.parent is not None:
+        return run.base_vocabs()
+    return None
 
 
 def resumed_config(
@@ -245,10 +276,12 @@ def fit(
     *,
     validate: MakeValidator | None = None,
     test: bool = True,
+    warm: WarmStart | None = None,
 ) -> RunOutcome:
     """Build the run's components and train them (from ``state``, a checkpoint, when
-    resuming), then rank the test stage (``test``) and finish ``run``. Checks nothing: the
-    caller ran :func:`checked` (as :func:`train`, :func:`resume` and the lifecycle do).
+    resuming; from ``warm``'s weights and optimiser state, when continuing a finished run),
+    then rank the test stage (``test``) and finish ``run``. Checks nothing: the caller ran
+    :func:`checked` (as :func:`train`, :func:`resume` and the lifecycle do).
     """
     if not distributed.context().main:
         run = None  # rank 0 writes the checkpoints and the run
@@ -259,6 +292,10 @@ def fit(
     task, contrastive = build_loss(config, model, prepared)
     batches = build_batches(config, prepared, model)
     trainer = Trainer(model, task, config.train, contrastive=contrastive)
+    moments = None
+    if warm is not None and state is None:  # (a resumed warm run has its own checkpoint)
+        warm.load(model, task)
+        moments = warm.moments(config)[0]
     if test:
         valid, tester = evaluators(config, prepared)
     else:
@@ -279,6 +316,7 @@ def fit(
             state=state,
             on_epoch=on_epoch if run is not None or trackers else None,
             on_step=trackers.log_step if trackers else None,
+            moments=moments,
         )
         if tester is not None:
             outcome = _test(config, model, trainer, tester, result)
@@ -442,6 +480,6 @@ def _open_finished(
     run.data  # noqa: B018  (the run's own files are read, and checked, before the data)
     model = run.load_model()
     shown = run.config.train.progress if progress is None else progress
-    prepared = prepare(run.config.data, progress=shown)
+    prepared = prepare(run.config.data, progress=shown, base=base_vocabs(None, run))
     check_fingerprint(run, prepared)
     return run, prepared, model

@@ -29,10 +29,10 @@ from towerkit.data import (
     stream,
     temporal_split,
 )
-from towerkit.data.encoding import encode_features
+from towerkit.data.encoding import encode_features, onto
 from towerkit.data.readers import read_interactions, read_side_table
 from towerkit.data.split import Stage
-from towerkit.data.vocab import Vocab
+from towerkit.data.vocab import BaseVocabs, Vocab
 from towerkit.errors import DataError
 from towerkit.types import FeatureKind
 
@@ -186,8 +186,11 @@ def _side_table(table: SideTableConfig, key: str) -> pd.DataFrame:
     return frame
 
 
-def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
+def prepare(data: DataConfig, *, progress: bool = True, base: BaseVocabs | None = None) -> Prepared:
     """Load a known data set or one's own log, filter, encode its side features, split.
+
+    ``base``: the vocabularies of a run to continue (a warm start): its users, items and
+    feature values keep their integers, the log's new ones are numbered after them.
 
     A log of ids and whole-second times with nothing to filter (Parquet shards, one Parquet
     file, one CSV) takes the out-of-core path (:mod:`towerkit.data.stream`: record batches,
@@ -195,7 +198,7 @@ def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
     prepared data for the same log."""
     if stream.streamable(data) is None:
         try:
-            return _prepare_streamed(data, progress=progress)
+            return _prepare_streamed(data, progress=progress, base=base)
         except stream.NotStreamable as why:
             logger.info("%s: read in memory (%s)", data.path, why)
     log = load_log(data, progress=progress)
@@ -206,35 +209,56 @@ def prepare(data: DataConfig, *, progress: bool = True) -> Prepared:
             min_item_interactions=data.min_item_interactions,
             min_rating=data.min_rating,
         )
+        if base is not None:  # the side rows of known ids the filter left out stay theirs
+            interactions = dataclasses.replace(
+                interactions, users=log.interactions.users, items=log.interactions.items
+            )
     encoded = encode(
         interactions,
         user_features=log.user_features,
         item_features=log.item_features,
         feature_kinds=log.kinds,
+        base=base,
     )
     titles = _titles(interactions.items, encoded.item_vocab)
     split = make_split(data.split, Sequences.from_encoded(encoded))
     return Prepared(encoded, split, titles, item_labels(interactions.items, encoded.item_vocab))
 
 
-def _prepare_streamed(data: DataConfig, *, progress: bool) -> Prepared:
+def _prepare_streamed(
+    data: DataConfig, *, progress: bool, base: BaseVocabs | None = None
+) -> Prepared:
     c = data.columns
     timestamp = None if data.format == "sequences" else c.timestamp
     encoded, sequences = stream.stream_sequences(
         data.path, user=c.user, item=c.item, timestamp=timestamp, sep=data.sep,
         progress=progress,
     )  # fmt: skip
+    if base is not None:
+        users, user_vocab = onto(encoded.users, encoded.user_vocab, base.user)
+        items, item_vocab = onto(encoded.items, encoded.item_vocab, base.item)
+        if users is not encoded.users:  # users renumbered: regrouped (time order kept)
+            sequences = Sequences.from_arrays(
+                users, items, encoded.timestamps, len(user_vocab), encoded.weights
+            )
+        elif items is not encoded.items:  # the same grouping (the arrays are the sequences')
+            sequences = dataclasses.replace(sequences, items=items)
+        encoded = dataclasses.replace(
+            encoded, users=users, items=items, user_vocab=user_vocab, item_vocab=item_vocab
+        )
     tables, kinds = _side_tables(data)
     user_features, item_features = _feature_names(data)
     encoded = dataclasses.replace(
         encoded,
         user_features=encode_features(
-            tables["users"], "user", encoded.user_vocab, user_features, kinds
+            tables["users"], "user", encoded.user_vocab, user_features, kinds,
+            base.user_features if base else None,
         ),
         item_features=encode_features(
-            tables["items"], "item", encoded.item_vocab, item_features, kinds
+            tables["items"], "item", encoded.item_vocab, item_features, kinds,
+            base.item_features if base else None,
         ),
-    )
+    )  # fmt: skip
     titles = _titles(tables["items"], encoded.item_vocab)
     labels = item_labels(tables["items"], encoded.item_vocab)
     return Prepared(encoded, make_split(data.split, sequences), titles, labels)

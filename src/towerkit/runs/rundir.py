@@ -66,7 +66,7 @@ from towerkit.config import (
     config_from_dict,
     resolve_paths,
 )
-from towerkit.data.vocab import Vocab
+from towerkit.data.vocab import BaseVocabs, Vocab
 from towerkit.errors import DataError, TowerkitError, naming
 from towerkit.evaluation.outcomes import Outcomes
 from towerkit.files import atomic_write, os_reason, remove_stale, sha256_of, staging_dir
@@ -242,7 +242,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return tree
 
 
-def _load_torch(path: Path, what: str) -> Any:
+def load_torch(path: Path, what: str) -> Any:
     """``torch.load(weights_only=True)``, with a file that is not one (truncated, random or
     crafted bytes) reported as such rather than as an unpickling traceback. The weights-only
     unpickler fed arbitrary bytes can fail with almost any exception (``IndexError`` from its
@@ -371,7 +371,13 @@ class RunDir(SavedVocabularies):
 
     @classmethod
     def create(
-        cls, path: str | Path, config: Config, prepared: Prepared, *, log: Path | None = None
+        cls,
+        path: str | Path,
+        config: Config,
+        prepared: Prepared,
+        *,
+        log: Path | None = None,
+        warm: dict[str, Any] | None = None,
     ) -> RunDir:
         """Start a run: its config, the prepared data's vocabularies, side features and
         fingerprint, status ``training``. Written to a staging folder and renamed into place.
@@ -379,6 +385,8 @@ class RunDir(SavedVocabularies):
         Args:
             log: a Parquet log the run carries as its own ``log.parquet`` (a log given from
                 memory, which no file holds); ``config.data.path`` must name it there.
+            warm: a warm start's record for ``run.json`` (parent, lineage; see
+                :meth:`towerkit.runs.warm.WarmStart.record`).
         """
         path = cls.check_new(path)
         try:
@@ -415,6 +423,7 @@ class RunDir(SavedVocabularies):
                 "config_sha256": _sha256_text(text),
                 "machine": config.machine(),
                 "data_paths": given,
+                **(warm or {}),
                 FILES_KEY: {p.relative_to(staging).as_posix(): _recorded(p) for p in recorded},
             }
             (staging / RUN_FILE).write_text(json.dumps(status, indent=2) + "\n")
@@ -482,7 +491,7 @@ class RunDir(SavedVocabularies):
         path = self.path / CHECKPOINT_FILE
         if not path.exists():
             return None
-        return TrainState.from_dict(_load_torch(path, "checkpoint"))
+        return TrainState.from_dict(load_torch(path, "checkpoint"))
 
     def finish(
         self,
@@ -662,6 +671,28 @@ class RunDir(SavedVocabularies):
     def item_features(self) -> FeatureTable:
         return self._features("item")
 
+    @property
+    def parent(self) -> str | None:
+        """The run this one continued (a warm start; its path when it started), or None."""
+        return self._run.get("parent")
+
+    @property
+    def lineage(self) -> list[dict[str, Any]]:
+        """A warm-started run's generations, the first first and this one last: each one's run
+        (None for this one) and data fingerprint and sizes. Empty for a run trained from
+        scratch."""
+        return list(self._run.get("lineage", []))
+
+    def base_vocabs(self) -> BaseVocabs:
+        """The run's vocabularies, as a warm start extends them (and as re-preparing a
+        warm-started run's own log numbers its ids)."""
+        return BaseVocabs(
+            self.user_vocab,
+            self.item_vocab,
+            dict(self.user_features.vocabs),
+            dict(self.item_features.vocabs),
+        )
+
     def build_model(self) -> MatchingModel:
         """The run's model with freshly initialised weights (global RNG left untouched)."""
         with torch.random.fork_rng(devices=[]):
@@ -678,7 +709,7 @@ class RunDir(SavedVocabularies):
         """The trained model, in eval mode, on the CPU (the run must be finished)."""
         self.require_finished()
         model = self.build_model()
-        saved = _load_torch(self.checked(MODEL_FILE), "model")
+        saved = load_torch(self.checked(MODEL_FILE), "model")
         try:
             model.load_state_dict(saved["state_dict"])
         except (KeyError, TypeError, RuntimeError) as err:

@@ -219,6 +219,32 @@ class Optimizer:
         """Restore the parts' states from :meth:`state_dict`."""
         self._load(self.parts, state)
 
+    def load_moments(self, state: dict[str, Any]) -> None:
+        """Start from another run's moments (a warm start): each parameter's state is copied,
+        and the rows a table gained since (new ids) start at zero, as a parameter never stepped
+        does. The learning rates and the schedule stay this optimiser's.
+
+        Raises:
+            ValueError: other parts, another number of parameters, or a shape that is not the
+                same table with fewer rows.
+        """
+        parts = state.get("parts", {"dense": state})
+        if set(parts) != set(self.parts):
+            raise ValueError(f"optimiser parts {sorted(parts)} then, {sorted(self.parts)} now")
+        for name, part in self.parts.items():
+            saved = parts[name]
+            params = [p for group in part.param_groups for p in group["params"]]
+            indices = [i for group in saved["param_groups"] for i in group["params"]]
+            if len(indices) != len(params):
+                raise ValueError(f"{len(indices)} {name} parameters then, {len(params)} now")
+            own = part.state_dict()
+            own["state"] = {
+                position: {key: _grown(value, param) for key, value in saved["state"][i].items()}
+                for position, (i, param) in enumerate(zip(indices, params, strict=True))
+                if i in saved["state"]
+            }
+            part.load_state_dict(own)
+
     def schedule_state_dict(self) -> dict[str, Any]:
         """The schedules' states, by part name (for a checkpoint)."""
         return self._state(self.schedules)
@@ -226,6 +252,19 @@ class Optimizer:
     def load_schedule_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the schedules' states from :meth:`schedule_state_dict`."""
         self._load(self.schedules, state)
+
+
+def _grown(value: Any, param: torch.Tensor) -> Any:
+    """A parameter's saved optimiser state (a moment, or the step count) for ``param``: padded
+    with zero rows where ``param`` is the same table with more rows."""
+    if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape == param.shape:
+        return value
+    same_table = value.dim() == param.dim() and value.shape[1:] == param.shape[1:]
+    if same_table and value.shape[0] < param.shape[0]:
+        grown = torch.zeros(param.shape, dtype=value.dtype, device=value.device)
+        grown[: value.shape[0]] = value
+        return grown
+    raise ValueError(f"a state of shape {tuple(value.shape)} for a parameter {tuple(param.shape)}")
 
 
 class _Step(nn.Module):
@@ -303,6 +342,7 @@ class Trainer:
         state: TrainState | None = None,
         on_epoch: Callable[[TrainState], None] | None = None,
         on_step: Callable[[int, float], None] | None = None,
+        moments: dict[str, Any] | None = None,
     ) -> TrainResult:
         """Train for up to ``config.epochs`` epochs; keep the best validation weights.
 
@@ -314,6 +354,8 @@ class Trainer:
             on_epoch: called with the state after every finished epoch (checkpointing).
             on_step: called with the global step (from 1, counted over epochs) and the step's
                 loss (the global batch's, under torchrun) after every optimiser step.
+            moments: an optimiser state to start from (a warm start, see
+                :meth:`Optimizer.load_moments`); ignored when ``state`` is given.
 
         Raises:
             TrainingError: the loss became NaN or infinite (the message names the epoch and
@@ -341,6 +383,13 @@ class Trainer:
                 best_score=-math.inf, best_epoch=-1, best_valid={}, best_weights=None,
                 stale=0, stopped=False, rng={},
             )  # fmt: skip
+            if moments is not None:
+                try:
+                    optimizer.load_moments(moments)
+                except (ValueError, KeyError) as err:
+                    raise TrainingError(
+                        f"the optimiser state of the run continued from does not fit ({err})"
+                    ) from None
         else:
             self._restore(state, optimizer)
         start = time.perf_counter()
