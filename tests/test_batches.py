@@ -89,3 +89,58 @@ def test_drop_last_and_bad_arguments():
         TrainingBatches(split, batch_size=0)
     with pytest.raises(ValueError, match="max_len must be >= 1"):
         TrainingBatches(split, max_len=0)
+
+
+def test_a_split_that_trains_from_a_time_keeps_the_earlier_items_as_history():
+    """temporal_split(train_start=...): only positions at or after train_start are targets, and
+    their histories (per sample, and the inputs of windows) still reach back before it."""
+    from towerkit.data import SequenceBatches, temporal_split
+
+    # user 1: items 1..6 at times 0..5; user 2: items 7..9 at times 0, 4, 5
+    frame = pd.DataFrame(
+        {
+            "user": [1] * 6 + [2] * 3,
+            "item": [1, 2, 3, 4, 5, 6, 7, 8, 9],
+            "timestamp": [0, 1, 2, 3, 4, 5, 0, 4, 5],
+        }
+    )
+    encoded = encode(Interactions(frame))
+    split = temporal_split(Sequences.from_encoded(encoded), test_start=5, valid_start=5,
+                           train_start=3)  # fmt: skip
+    raw = encoded.item_vocab.raw
+    samples = {
+        (int(u), tuple(int(raw[i - 1]) for i in h if i), int(raw[t - 1]))
+        for u, h, t in as_samples(TrainingBatches(split, batch_size=4, max_len=3, shuffle=False))
+    }
+    # targets at times 3 and 4 only; histories of up to 3 items from before them
+    assert samples == {(1, (1, 2, 3), 4), (1, (2, 3, 4), 5), (2, (7,), 8)}
+    windows = SequenceBatches(split, batch_size=4, max_len=4, shuffle=False)
+    assert windows.n_samples == 3
+    batch = next(iter(windows.epoch(0)))
+    history, targets = batch.history.numpy(), batch.targets.numpy()
+    assert history.shape[1] == 4  # filled back to max_len with the history before train_start
+    by_user = {int(u): (h.tolist(), t.tolist()) for u, h, t in zip(batch.users, history, targets,
+                                                                   strict=True)}  # fmt: skip
+    to_raw = lambda row: [int(raw[i - 1]) if i else 0 for i in row]  # noqa: E731
+    assert (to_raw(by_user[1][0]), to_raw(by_user[1][1])) == ([1, 2, 3, 4], [0, 0, 4, 5])
+    assert (to_raw(by_user[2][0]), to_raw(by_user[2][1])) == ([0, 0, 0, 7], [0, 0, 0, 8])
+    # a replay share of users trains on its older interactions too
+    everyone = temporal_split(split.sequences, 5, 5, train_start=3, replay=1.0)
+    assert TrainingBatches(everyone, max_len=3).n_samples == 4 + 1
+
+
+def test_train_start_is_in_the_fingerprint_and_checked_in_the_config():
+    from towerkit.config import ConfigError, config_from_dict
+    from towerkit.data import Prepared, temporal_split
+
+    frame = pd.DataFrame({"user": [1, 1, 1], "item": [1, 2, 3], "timestamp": [0, 1, 2]})
+    encoded = encode(Interactions(frame))
+    seqs = Sequences.from_encoded(encoded)
+    plain = Prepared(encoded, temporal_split(seqs, 2, 2))
+    later = Prepared(encoded, temporal_split(seqs, 2, 2, train_start=1))
+    assert plain.fingerprint != later.fingerprint
+    split = {"kind": "temporal", "test_start": 10, "valid_start": 8}
+    with pytest.raises(ConfigError, match=r"train_start \(9\) must not come after"):
+        config_from_dict({"data": {"split": {**split, "train_start": 9}}})
+    with pytest.raises(ConfigError, match="replay is a share of the history before train_start"):
+        config_from_dict({"data": {"split": {**split, "replay": 0.1}}})

@@ -257,3 +257,24 @@ def test_every_model_continues(days, tmp_path, name):
 def test_ids_of_another_type_are_refused():
     with pytest.raises(DataError, match="the vocab holds integers, the new ids are strings"):
         Vocab.from_values([1, 2], name="item").extend(["3"])
+
+
+def test_a_warm_start_trains_on_what_is_new_with_the_history_as_input(runs, days, tmp_path):
+    """data.split.train_start: the parent's interactions are history, the new ones targets."""
+    import pandas as pd
+
+    monday, _ = runs
+    log = pd.read_parquet(days / "day2.parquet")
+    cut = int(log["timestamp"].quantile(0.7))
+    valid, test = int(log["timestamp"].quantile(0.85)), int(log["timestamp"].quantile(0.95))
+    split = {"kind": "temporal", "train_start": cut, "valid_start": valid, "test_start": test}
+    config = tree(days, 2)
+    config["data"]["split"] = split
+    config = config_from_dict(config)
+    prepared = pipeline.prepare(config.data, progress=False, base=monday.base_vocabs())
+    batches = pipeline.build_batches(config, prepared, build_model(config, prepared))
+    first = log.sort_values(["user", "timestamp"], kind="stable").groupby("user").cumcount() == 0
+    new = (log["timestamp"] >= cut) & (log["timestamp"] < valid) & ~first.sort_index()
+    assert batches.n_samples == int(new.sum()) < len(log) // 2
+    child = pipeline.train(config, prepared, run=tmp_path / "child", warm=monday.path)
+    assert child.metrics["test"]["hr@10"] > child.popularity["hr@10"]

@@ -21,15 +21,34 @@ class LeaveOneOutSplit(Section):
 
 class TemporalSplit(Section):
     """A global time cut: interactions at ``t >= test_start`` test, ``valid_start <= t <
-    test_start`` validate, earlier ones train. Times are epoch seconds or ISO dates."""
+    test_start`` validate, earlier ones train. Times are epoch seconds or ISO dates.
+
+    With ``train_start``, only interactions from then on are training targets; the earlier ones
+    are history (the input of every later target, never a target themselves): a warm start
+    trains on what is new since its parent, plus a ``replay`` share of users whose older
+    interactions train too."""
 
     kind: Literal["temporal"] = "temporal"
     test_start: int = Field(json_schema_extra=unbounded("a time"))
     valid_start: int | None = Field(
         default=None, description="null: no validation stage", json_schema_extra=unbounded("a time")
     )
+    train_start: int | None = Field(
+        default=None,
+        description="interactions before it are history only, never training targets "
+        "(null: all train)",
+        json_schema_extra=unbounded("a time"),
+    )
+    replay: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="with train_start: the share of users (seeded) whose older interactions "
+        "train too",
+    )
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seeds the replay sample")
 
-    @field_validator("test_start", "valid_start", mode="before")
+    @field_validator("test_start", "valid_start", "train_start", mode="before")
     @classmethod
     def _seconds(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -54,6 +73,14 @@ class TemporalSplit(Section):
                 f"valid_start ({self.valid_start}) must not come after test_start "
                 f"({self.test_start})"
             )
+        first = self.valid_start if self.valid_start is not None else self.test_start
+        if self.train_start is not None and self.train_start > first:
+            raise ValueError(
+                f"train_start ({self.train_start}) must not come after the stage that follows "
+                f"training ({first})"
+            )
+        if self.replay and self.train_start is None:
+            raise ValueError("replay is a share of the history before train_start: set it too")
         return self
 
 

@@ -67,11 +67,11 @@ class TrainingBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
-        seqs = split.sequences
-        # Training positions t >= 1 of each user: absolute positions in [start + 1, fit_end).
-        lengths = np.maximum(split.fit_end - seqs.offsets[:-1] - 1, 0)
+        # Training positions t >= 1 of each user: absolute positions in [first, fit_end), first
+        # being start + 1 (or the split's fit_start: what came before is history only).
+        first = split.first_target
+        lengths = np.maximum(split.fit_end - first, 0)
         self.users = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-        first = seqs.offsets[:-1] + 1
         self.positions = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(
             first - (np.cumsum(lengths) - lengths), lengths
         )
@@ -176,8 +176,8 @@ class SequenceBatches:
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.seen = seen
         starts = split.sequences.offsets[:-1]
-        fit_end = split.fit_end
-        n_targets = np.maximum(fit_end - starts - 1, 0)  # positions start+1 .. end-1
+        fit_end, first = split.fit_end, split.first_target
+        n_targets = np.maximum(fit_end - first, 0)  # positions first .. fit_end - 1
         n_windows = -(-n_targets // max_len)  # ceil
         self.users = np.repeat(np.arange(len(n_targets), dtype=np.int64), n_windows)
         # Window k (0 = the most recent) of a user ends (exclusive) at fit_end - k * max_len.
@@ -185,7 +185,10 @@ class SequenceBatches:
             np.cumsum(n_windows) - n_windows, n_windows
         )
         self.ends = fit_end[self.users] - back * max_len
-        self.begins = np.maximum(self.ends - max_len, starts[self.users] + 1)
+        self.begins = np.maximum(self.ends - max_len, first[self.users])
+        # A split whose training starts later than its sequences (fit_start): every window's
+        # inputs reach back max_len items, into the history before it, as a query's do.
+        self.fill = split.fit_start is not None
         self.starts = starts[self.users]
         self.n_samples = int(n_targets.sum())
         self._epoch = 0
@@ -221,8 +224,9 @@ class SequenceBatches:
         items = self.split.sequences.items
         begins, ends = self.begins[windows], self.ends[windows]
         longest = int((ends - begins).max()) if self.bucket else self.max_len
-        width = self.context + longest
-        first_input = np.maximum(begins - 1 - self.context, self.starts[windows])
+        context = max(self.context, self.max_len - longest) if self.fill else self.context
+        width = context + longest
+        first_input = np.maximum(begins - 1 - context, self.starts[windows])
         targets = gather_history(items, begins, ends, width)
         weights = self.split.sequences.weights
         if weights is not None:

@@ -79,6 +79,8 @@ class Prepared:
             add(label, np.ascontiguousarray(array, dtype=np.int64))
         if split.held_out is not None:
             add("held_out", np.ascontiguousarray(split.held_out, dtype=np.int64))
+        if split.fit_start is not None:
+            add("fit_start", np.ascontiguousarray(split.fit_start, dtype=np.int64))
         if split.sequences.weights is not None:
             add("weights", np.ascontiguousarray(split.sequences.weights))
         add_features("user_features", encoded.user_features)

@@ -11,7 +11,8 @@ is everything before its part starts: training for validation, training + valida
 
 A split may also hold users out (ComiRec's protocol, :func:`held_out_users`): a held-out user's
 "training" part is only the input of their targets and never trains the model
-(:attr:`Split.fit_end`).
+(:attr:`Split.fit_end`). It may also start training later than each sequence does
+(:attr:`Split.fit_start`: a warm start trains on what is new; what came before is history).
 """
 
 from __future__ import annotations
@@ -55,12 +56,15 @@ class Split:
         valid_end: int64 ``[n_users + 1]`` absolute position where validation ends.
         held_out: boolean ``[n_users]``: users whose training part is evaluation input only,
             never trained on (None: no user is held out).
+        fit_start: int64 ``[n_users + 1]`` absolute position where training targets begin:
+            the items before it are history only (None: the user's start).
     """
 
     sequences: Sequences
     train_end: np.ndarray
     valid_end: np.ndarray
     held_out: np.ndarray | None = None
+    fit_start: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         starts, ends = self.sequences.offsets[:-1], self.sequences.offsets[1:]
@@ -73,6 +77,11 @@ class Split:
             raise ValueError("split boundaries must satisfy start <= train_end <= valid_end <= end")
         if self.held_out is not None and self.held_out.shape != starts.shape:
             raise ValueError(f"held_out must hold one flag per user ({len(starts)})")
+        if (
+            self.fit_start is not None
+            and not ((starts <= self.fit_start) & (self.fit_start <= ends)).all()
+        ):
+            raise ValueError("fit_start must lie within each user's sequence")
 
     @property
     def fit_end(self) -> np.ndarray:
@@ -83,14 +92,24 @@ class Split:
         return np.where(self.held_out, self.sequences.offsets[:-1], self.train_end)
 
     @property
+    def first_target(self) -> np.ndarray:
+        """int64 ``[n_users]`` absolute position of each user's first training target: one
+        past the user's start (the first item has no history), or :attr:`fit_start`."""
+        first = self.sequences.offsets[:-1] + 1
+        return first if self.fit_start is None else np.maximum(first, self.fit_start)
+
+    @property
     def n_users(self) -> int:
         """Users in the split (ids ``1..n_users``)."""
         return self.sequences.n_users
 
     def train(self) -> Sequences:
         """The part of every user's sequence the model trains on, as its own CSR (empty for
-        held-out users)."""
-        return self.sequences.select(self.sequences.offsets[:-1], self.fit_end)
+        held-out users; from :attr:`fit_start`, where the split has one)."""
+        starts = self.sequences.offsets[:-1]
+        if self.fit_start is not None:
+            starts = np.minimum(self.fit_start, self.fit_end)
+        return self.sequences.select(starts, self.fit_end)
 
     def targets(self, stage: Stage) -> Targets:
         """All targets of ``"valid"`` or ``"test"`` with the end of each one's history.
@@ -137,12 +156,23 @@ def leave_one_out(sequences: Sequences) -> Split:
     return Split(sequences, train_end=train_end, valid_end=valid_end)
 
 
-def temporal_split(sequences: Sequences, test_start: int, valid_start: int | None = None) -> Split:
+def temporal_split(
+    sequences: Sequences,
+    test_start: int,
+    valid_start: int | None = None,
+    train_start: int | None = None,
+    replay: float = 0.0,
+    seed: int = 0,
+) -> Split:
     """Global time cut: interactions at ``t >= test_start`` test, ``valid_start <= t <
     test_start`` validate, earlier ones train. Without ``valid_start`` there is no validation.
 
     Args:
         test_start, valid_start: epoch seconds.
+        train_start: interactions before it are history only, never a training target (a warm
+            start trains on what is new); None: every training interaction is a target.
+        replay: with ``train_start``, the share of users (drawn with ``seed``) whose earlier
+            interactions are targets too.
     """
     if valid_start is None:
         valid_start = test_start
@@ -157,7 +187,14 @@ def temporal_split(sequences: Sequences, test_start: int, valid_start: int | Non
     offsets = sequences.offsets
     train_end = starts + before[offsets[1:]] - before[offsets[:-1]]
     valid_end = starts + before_test[offsets[1:]] - before_test[offsets[:-1]]
-    return Split(sequences, train_end=train_end, valid_end=valid_end)
+    fit_start = None
+    if train_start is not None:
+        history = np.concatenate([[0], np.cumsum(sequences.timestamps < train_start)])
+        fit_start = starts + history[offsets[1:]] - history[offsets[:-1]]
+        if replay > 0:
+            replayed = np.random.default_rng(seed).random(len(starts)) < replay
+            fit_start = np.where(replayed, starts, fit_start)
+    return Split(sequences, train_end=train_end, valid_end=valid_end, fit_start=fit_start)
 
 
 def last_fraction(sequences: Sequences, valid: float = 0.1, test: float = 0.1) -> Split:

@@ -45,7 +45,10 @@ def make_split(config: SplitConfig, sequences: Sequences) -> Split:
     """The split ``data.split`` names: leave-one-out, a global time cut, the last fraction
     of each user, or held-out users (ComiRec's protocol)."""
     if config.kind == "temporal":
-        return temporal_split(sequences, config.test_start, config.valid_start)
+        return temporal_split(
+            sequences, config.test_start, config.valid_start, config.train_start,
+            config.replay, config.seed,
+        )  # fmt: skip
     if config.kind == "last_fraction":
         return last_fraction(sequences, config.valid, config.test)
     if config.kind == "held_out_users":
@@ -269,8 +272,7 @@ def check_data(config: Config, prepared: Prepared, *, test: bool = True) -> None
     validation or test target, a stage whose every target is masked as seen (``test``: the
     test stage is looked at too), or a catalogue smaller than the longest list asked for."""
     split = prepared.split
-    starts = split.sequences.offsets[:-1]
-    samples = int(np.maximum(split.fit_end - starts - 1, 0).sum())
+    samples = int(np.maximum(split.fit_end - split.first_target, 0).sum())
     longest = int(split.sequences.lengths.max(initial=0))
     what = f"the {config.data.split.kind} split"
     # The data's own shortfalls first: a log too small to train is the cause, and a catalogue
