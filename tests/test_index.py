@@ -216,3 +216,47 @@ def test_recall_at_k_on_handmade_lists():
     # Row 0: 2 of 3 found; row 1: both real exact ids found (padding does not count).
     assert recall_at_k(approx, exact) == pytest.approx((2 / 3 + 1.0) / 2)
     assert recall_at_k(approx, exact, k=1) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("kind", ["exact", "faiss-flat", "faiss-hnsw", "faiss-ivf"])
+def test_upsert_adds_and_replaces_without_touching_the_index_it_came_from(kind, tmp_path):
+    """New ids are searched, a changed id only at its new vector (and once), the attributes
+    not given are kept, and the index searched before is as it was (requests in flight)."""
+    import pandas as pd
+
+    vectors = clustered(200, 8, seed=3)
+    ids = np.arange(1, 201)
+    attributes = pd.DataFrame({"label": ["a", "b"] * 100, "count": np.arange(200)})
+    old = make_index(kind, "cosine", **THOROUGH[kind]).build(vectors, ids, attributes)
+    query = vectors[:1] * -1  # far from item 1
+    before = old.search(query, 5)
+    new = old.upsert(np.vstack([query[0], 2 * query[0]]), [500, 1],
+                     pd.DataFrame({"label": ["c", "c"]}))  # fmt: skip
+    found, scores = new.search(query, 5)
+    assert set(found[0, :2]) == {500, 1} and list(found[0]).count(1) == 1
+    assert scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    for got, expected in zip(old.search(query, 5), before, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    only_c, _ = new.search(query, 5, where='label == "c"')
+    assert set(only_c[0, :2]) == {500, 1} and (only_c[0, 2:] == -1).all()
+    rows = new.attributes.set_index(new.ids)
+    assert rows.loc[1, "count"] == 0 and rows.loc[500, "count"] == 0  # kept; new: 0
+    assert int((new.ids > 0).sum()) == 201
+    # saved and loaded, the replaced slot stays out of every search
+    loaded = load_index(new.save(tmp_path / "index"))
+    np.testing.assert_array_equal(loaded.search(query, 5)[0], found)
+
+
+def test_annoy_cannot_add_and_says_to_build_anew():
+    index = make_index("annoy", "cosine").build(clustered(50, 4, seed=1))
+    assert not index.upserts
+    with pytest.raises(IndexArgumentError, match="cannot add vectors once built"):
+        index.upsert(np.ones((1, 4), np.float32), [99])
+
+
+def test_upsert_refuses_what_does_not_fit():
+    index = make_index("exact", "cosine").build(clustered(20, 4, seed=1), np.arange(1, 21))
+    with pytest.raises(IndexArgumentError, match="dimension 3, the index holds dimension 4"):
+        index.upsert(np.ones((1, 3), np.float32), [99])
+    with pytest.raises(IndexArgumentError, match="unique"):
+        index.upsert(np.ones((2, 4), np.float32), [99, 99])

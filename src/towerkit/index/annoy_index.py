@@ -52,6 +52,7 @@ class AnnoyIndex(Index):
     """
 
     kind = "annoy"
+    upserts = False  # its trees are fixed once built
     ranges: ClassVar[dict[str, tuple[float, float]]] = {
         "n_trees": (1, 10_000),
         "search_k": (-1, 1 << 40),  # -1: Annoy's own default

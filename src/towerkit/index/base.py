@@ -21,6 +21,7 @@ end hands the expression to the database, every other back end searches the rows
 
 from __future__ import annotations
 
+import copy
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ Exclusions = Sequence[Sequence[int] | np.ndarray] | tuple[np.ndarray, np.ndarray
 
 META_FILE = "index.json"
 IDS_FILE = "ids.npy"
+#: positions replaced by an upsert (searched no more), where an index has any
+DEAD_FILE = "dead.npy"
 ATTRIBUTES_FILE = "attributes.parquet"
 #: a filter's kept rows, remembered for this many distinct filters per index
 MASK_CACHE = 64
@@ -107,6 +110,9 @@ class Index(ABC):
     #: searches with torch: builds and searches take torch tensors as they are (on their
     #: device) instead of numpy copies
     takes_tensors: ClassVar[bool] = False
+    #: :meth:`upsert` adds and replaces vectors without a rebuild (Annoy's trees are fixed
+    #: once built: a new one is built over all the vectors instead)
+    upserts: ClassVar[bool] = True
 
     def __init__(self, similarity: str | Similarity = "cosine", *, normalize: bool = False) -> None:
         self.similarity = get_similarity(similarity, normalize=normalize)
@@ -115,6 +121,9 @@ class Index(ABC):
         #: item attributes, one row per vector (what ``where`` filters read), or None
         self.attributes: pd.DataFrame | None = None
         self._masks: dict[str, np.ndarray] = {}
+        #: positions whose vectors an upsert replaced by a new position (never searched), or
+        #: None where there are none
+        self._dead: np.ndarray | None = None
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -144,6 +153,136 @@ class Index(ABC):
         self._build(vectors)
         return self
 
+    def upsert(
+        self,
+        vectors: np.ndarray | torch.Tensor,
+        ids: np.ndarray | Sequence[int],
+        attributes: pd.DataFrame | None = None,
+    ) -> Index:
+        """Add the vectors of ids the index does not hold and replace the vectors of those it
+        does, without a rebuild; returns the index to search from now on.
+
+        The returned index is a new object (Milvus: over the same collection, changed in
+        place): this one is left as it was, so the searches that hold it finish on it, and a
+        caller swaps to the new one when it is ready. Where a back end cannot change a vector
+        in place (Faiss's graphs and lists), the new vector takes a new position and the old
+        one is never searched again.
+
+        Args:
+            attributes: one row per vector, in the index's columns (those left out, or all of
+                them when None, are missing); ignored by an index without attributes.
+
+        Raises:
+            IndexArgumentError: an index that cannot add vectors (:attr:`upserts`), or vectors,
+                ids or attributes that do not fit it.
+        """
+        import pandas as pd
+
+        if not self.upserts:
+            raise IndexArgumentError(
+                f"the {self.kind} index cannot add vectors once built: build a new one over "
+                "all of them"
+            )
+        if self.ids is None:
+            raise IndexArgumentError(f"the {self.kind} index is empty: call build() first")
+        vectors = self._matrix(vectors, "vectors")
+        ids = np.asarray(ids)
+        if ids.shape != (len(vectors),) or not np.issubdtype(ids.dtype, np.integer):
+            raise IndexArgumentError(f"got {len(ids)} integer ids for {len(vectors)} vectors")
+        ids = ids.astype(np.int64)
+        if len(np.unique(ids)) != len(ids) or (ids < 0).any():
+            raise IndexArgumentError("upserted ids must be unique and not negative")
+        if vectors.shape[1] != self.dim:
+            raise IndexArgumentError(
+                f"vectors have dimension {vectors.shape[1]}, the index holds dimension {self.dim}"
+            )
+        positions = self._positions(ids)
+        rows = self._attribute_rows(positions, attributes)
+        new = copy.copy(self)
+        new._masks = {}
+        appended = new._upsert(positions, vectors, ids, rows)
+        known = positions >= 0
+        dead = positions[known & appended]  # replaced by a new position
+        all_ids = np.concatenate([self.ids, ids[appended]])
+        all_ids[dead] = -1 - dead  # unique, never a real id, never returned (masked)
+        new._set_ids(all_ids)
+        if len(dead) or self._dead is not None:
+            flags = np.zeros(len(all_ids), dtype=bool)
+            if self._dead is not None:
+                flags[: len(self._dead)] = self._dead
+            flags[dead] = True
+            new._dead = flags
+        if rows is not None:
+            table = self.attributes.copy()
+            in_place = known & ~appended
+            if in_place.any():
+                table.iloc[positions[in_place]] = rows[in_place].to_numpy()
+            new.attributes = pd.concat([table, rows[appended]], ignore_index=True)
+        return new
+
+    def upserted_attributes(
+        self, ids: np.ndarray, attributes: pd.DataFrame | None
+    ) -> pd.DataFrame | None:
+        """The whole attribute table after an upsert of ``ids`` with ``attributes`` (one row
+        each; known ids keep the attributes not given, new ones follow in order), for an index
+        built anew over every vector (None: the index holds no attributes)."""
+        import pandas as pd
+
+        positions = self._positions(np.asarray(ids, dtype=np.int64))
+        rows = self._attribute_rows(positions, attributes)
+        if rows is None:
+            return None
+        table = self.attributes.copy()
+        known = positions >= 0
+        if known.any():
+            table.iloc[positions[known]] = rows[known].to_numpy()
+        return pd.concat([table, rows[~known]], ignore_index=True)
+
+    def _attribute_rows(
+        self, positions: np.ndarray, attributes: pd.DataFrame | None
+    ) -> pd.DataFrame | None:
+        """Upserted attribute rows, checked, in the index's columns and their types: known
+        ids (``positions`` >= 0) keep the attributes not given, new ones have them missing."""
+        import pandas as pd
+
+        if self.attributes is None:
+            return None
+        given = attributes if attributes is not None else pd.DataFrame(index=range(len(positions)))
+        unknown = sorted(set(given.columns) - set(self.attributes.columns))
+        if unknown:
+            raise IndexArgumentError(f"no item attribute {unknown[0]!r} in the index")
+        if len(given) != len(positions):
+            raise IndexArgumentError(f"got {len(given)} attribute rows for {len(positions)} ids")
+        columns = self.attributes.columns
+        rows = given.reset_index(drop=True).reindex(columns=columns).astype(object)
+        kept = [c for c in columns if c not in given.columns]
+        known = positions >= 0
+        if kept and known.any():
+            rows.loc[known, kept] = (
+                self.attributes.iloc[positions[known]][kept].astype(object).to_numpy()
+            )
+        return _typed_like(rows, self.attributes)
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """The position of each id in the index, -1 where it holds none."""
+        if not len(self.ids):
+            return np.full(len(ids), -1, dtype=np.int64)
+        slot = np.searchsorted(self._sorted_ids, ids).clip(0, len(self._sorted_ids) - 1)
+        return np.where(self._sorted_ids[slot] == ids, self._order[slot], -1)
+
+    def _upsert(
+        self,
+        positions: np.ndarray,
+        vectors: np.ndarray | torch.Tensor,
+        ids: np.ndarray,
+        rows: pd.DataFrame | None,
+    ) -> np.ndarray:
+        """Change this (new, shallow-copied) index's search structure, never the one it was
+        copied from: replace the vectors of ``ids`` at ``positions`` (-1: a new id) or append
+        them (``rows``: their attributes, or None). Returns which were appended (in order,
+        after the positions there are): the others were replaced in place."""
+        raise IndexArgumentError(f"the {self.kind} index cannot add vectors once built")
+
     def set_attributes(self, attributes: pd.DataFrame | None) -> None:
         """Give the index its item attributes (one row per vector), what filters read."""
         if attributes is not None:
@@ -170,12 +309,15 @@ class Index(ABC):
         return parse_filter(where if isinstance(where, str) else where.text, columns)
 
     def allowed(self, where: ItemFilter | None) -> np.ndarray | None:
-        """The positions a filter keeps, as a boolean mask (None: no filter)."""
+        """The positions a filter keeps, as a boolean mask (None: every position), less the
+        positions an upsert replaced."""
         if where is None:
-            return None
+            return None if self._dead is None else ~self._dead
         mask = self._masks.get(where.expression)
         if mask is None:
             mask = where.mask(self.attributes)
+            if self._dead is not None:
+                mask = mask & ~self._dead
             if len(self._masks) >= MASK_CACHE:
                 self._masks.pop(next(iter(self._masks)))
             self._masks[where.expression] = mask
@@ -279,6 +421,8 @@ class Index(ABC):
             "options": self.options(),
         }
         np.save(path / IDS_FILE, self.ids)
+        if self._dead is not None:
+            np.save(path / DEAD_FILE, self._dead)
         if self.attributes is not None:
             self.attributes.to_parquet(path / ATTRIBUTES_FILE, index=False)
         self._save(path)
@@ -294,6 +438,8 @@ class Index(ABC):
             raise IndexArgumentError(f"{path} holds a {meta['kind']} index, not {cls.kind}")
         index = cls(meta["similarity"], normalize=meta["normalize"], **meta["options"])
         index._set_ids(np.load(path / IDS_FILE))
+        if (path / DEAD_FILE).exists():
+            index._dead = np.load(path / DEAD_FILE)
         index.dim = int(meta["dim"])
         if (path / ATTRIBUTES_FILE).exists():
             import pyarrow.parquet as pq
@@ -412,6 +558,26 @@ class Index(ABC):
         new_indptr = np.zeros(n_queries + 1, dtype=np.int64)
         np.cumsum(np.bincount(row, minlength=n_queries), out=new_indptr[1:])
         return new_indptr, positions
+
+
+def _typed_like(rows: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Upserted attribute rows in the types of the index's columns: a missing integer is 0,
+    a missing flag false, a missing text empty (a vector database's fields hold no nulls)."""
+    import pandas as pd
+
+    out = {}
+    for name in table.columns:
+        column, like = rows[name], table[name]
+        if pd.api.types.is_bool_dtype(like.dtype):
+            column = column.fillna(False).astype(bool)
+        elif pd.api.types.is_integer_dtype(like.dtype):
+            column = pd.to_numeric(column).fillna(0).astype(like.dtype)
+        elif pd.api.types.is_float_dtype(like.dtype):
+            column = pd.to_numeric(column).astype(like.dtype)
+        else:
+            column = column.astype(object).where(column.notna(), "")
+        out[name] = column
+    return pd.DataFrame(out, index=rows.index)
 
 
 def read_meta(path: Path) -> dict[str, Any]:

@@ -104,6 +104,16 @@ class ExactIndex(Index):
         self._vectors = self.similarity.prepare(vectors)
         self._squared_norms = None
 
+    def _upsert(self, positions, vectors, ids, rows):
+        prepared = self.similarity.prepare(vectors.to(self._vectors.device))
+        known = torch.from_numpy(positions >= 0)
+        table = self._vectors.clone()  # the searches holding the old index keep the old table
+        if bool(known.any()):
+            table[torch.from_numpy(positions[positions >= 0])] = prepared[known]
+        self._vectors = torch.cat([table, prepared[~known]])
+        self._squared_norms = None
+        return positions < 0
+
     def _score(self, queries: torch.Tensor) -> torch.Tensor:
         """``[B, N]`` scores of prepared queries, as ``Similarity.pairwise`` defines them."""
         dots = queries @ self._vectors.T

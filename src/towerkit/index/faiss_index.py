@@ -95,6 +95,16 @@ class FaissIndex(Index):
         index.add(vectors)
         self._faiss_index = index
 
+    def _upsert(self, positions, vectors, ids, rows):
+        # A copy (the searches holding the old index keep theirs), then Faiss's own add: no
+        # graph or list is rebuilt. A changed vector takes a new position (HNSW's graph and
+        # IVF's lists cannot replace one); the old one is masked from every search.
+        faiss = _faiss()
+        index = faiss.clone_index(self._faiss_index)
+        index.add(self._prepare(np.ascontiguousarray(vectors, dtype=np.float32)))
+        self._faiss_index = index
+        return np.ones(len(positions), dtype=bool)
+
     def _search_positions(self, queries, k, excluded, where):
         faiss = _faiss()
         if self.threads:

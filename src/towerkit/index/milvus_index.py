@@ -502,6 +502,23 @@ class MilvusIndex(Index):
         logger.info("milvus: %d vectors in %s (alias %s) at %s", len(prepared), name,
                     self.collection, self.where)  # fmt: skip
 
+    def _upsert(self, positions, vectors, ids, rows):
+        """Milvus's own upsert into the collection searched (by primary key: a known id's row
+        is replaced, a new one added); the index objects before and after share it."""
+        if self.pinned is None:
+            raise IndexArgumentError("the milvus index has no collection: call build() first")
+        import pandas as pd
+
+        prepared = self._prepare(np.asarray(vectors, dtype=np.float32))
+        rows = rows if rows is not None else pd.DataFrame(index=range(len(ids)))
+        columns = {c: _attribute_values(rows[c]) for c in rows.columns}
+        data = [
+            {"id": int(ids[i]), "vector": prepared[i], **{c: v[i] for c, v in columns.items()}}
+            for i in range(len(ids))
+        ]
+        self._call(f"upsert into {self.pinned}", "upsert", self.pinned, data, long=True)
+        return positions < 0
+
     def _check_alias(self) -> None:
         if self.collection in self._call("list collections", "list_collections"):
             raise IndexArgumentError(
@@ -547,8 +564,11 @@ class MilvusIndex(Index):
             for row, found in enumerate(hits):
                 ids, values = _hit_arrays(found)
                 slot = np.searchsorted(sorted_ids, ids).clip(0, len(sorted_ids) - 1)
-                positions[row, : len(ids)] = self._order[slot]
-                scores[row, : len(ids)] = -values if self.metric == "L2" else values
+                # an id this object does not hold: upserted since (a newer object has it)
+                held = sorted_ids[slot] == ids
+                slot, values = slot[held], values[held]
+                positions[row, : len(slot)] = self._order[slot]
+                scores[row, : len(slot)] = -values if self.metric == "L2" else values
             return positions, scores
 
         most = min(len(self), MAX_LIMIT)
