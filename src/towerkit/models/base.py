@@ -167,6 +167,21 @@ class MatchingModel(nn.Module, ABC):
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Item vectors of item ids: ``[N] -> [N, D]`` (any leading shape)."""
 
+    @property
+    def reads_item_features(self) -> bool:
+        """Whether the item tower reads item side features (then :meth:`encode_items_with`
+        takes them, and items the model never saw get vectors from theirs)."""
+        return False
+
+    def encode_items_with(
+        self, item_ids: torch.Tensor, values: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Item vectors of ``item_ids [N]`` with the given side-feature values instead of the
+        stored ones (feature name -> ``[N]`` codes or numbers, ``[N, W]`` codes): what the
+        exported item tower computes. ``[N, D]``. A model whose item tower reads ids only
+        ignores ``values``."""
+        return self.encode_items(item_ids)
+
     def encode_unseen_items(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Vectors of items the model never saw, from their encoded side features (feature
         name -> ``[N]`` codes or numbers, ``[N, W]`` codes of a multi-valued feature): the item
@@ -241,12 +256,23 @@ class SequenceModel(MatchingModel):
             # No bias: the padding item (no features) keeps a zero vector.
             self.side_projection = nn.Linear(self.item_side.out_dim, embedding_dim, bias=False)
 
+    @property
+    def reads_item_features(self) -> bool:
+        return self.item_side is not None
+
+    def encode_items_with(
+        self, item_ids: torch.Tensor, values: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        if self.item_side is None:
+            return self.encode_items(item_ids)
+        side = self.side_projection(self.item_side(item_ids, values))
+        return self.output_embedding(item_ids) + side
+
     def encode_unseen_items(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The output table's unknown-id row (id 0: zeros) plus the side features' projection."""
         if self.item_side is None:
             return super().encode_unseen_items(values)
-        ids = self._unseen_ids(values)
-        return self.output_embedding(ids) + self.side_projection(self.item_side(ids, values))
+        return self.encode_items_with(self._unseen_ids(values), values)
 
     def embed_items(self, table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
         """``ids [...]`` -> ``[..., D]``: the id embedding, plus the side features' when the

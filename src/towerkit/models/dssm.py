@@ -109,10 +109,20 @@ class DSSM(MatchingModel):
         parts = [self.item_id(item_ids), self.item_side(item_ids)]
         return self.item_tower(torch.cat(parts, dim=-1))  # (N, D)
 
+    @property
+    def reads_item_features(self) -> bool:
+        return bool(self.item_side.names)
+
+    def encode_items_with(
+        self, item_ids: torch.Tensor, values: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        if not self.item_side.names:
+            return self.encode_items(item_ids)
+        parts = [self.item_id(item_ids), self.item_side(item_ids, values)]
+        return self.item_tower(torch.cat(parts, dim=-1))  # (N, D)
+
     def encode_unseen_items(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The item tower on the unknown id's row (id 0: zeros) and the given features."""
         if not self.item_side.names:
             return super().encode_unseen_items(values)
-        ids = self._unseen_ids(values)
-        parts = [self.item_id(ids), self.item_side(ids, values)]
-        return self.item_tower(torch.cat(parts, dim=-1))  # (N, D)
+        return self.encode_items_with(self._unseen_ids(values), values)

@@ -8,6 +8,9 @@
       user_tower.onnx    the user tower: (users, history, side features) -> query vectors
                          ([B, D], or [B, K, D] for a multi-interest model); dynamic batch
                          size and history length
+      item_tower.onnx    the item tower: (items, item side features) -> item vectors [N, D];
+                         id 0 with an item's features is an item the model never saw (models
+                         whose item tower reads features: a new item's vector, no PyTorch)
       items.parquet      item, title (when known), vector
       users.parquet      user, history (raw item ids, oldest first), vector: the query of the
                          whole history, what serving a known user returns (K * D numbers for
@@ -19,8 +22,9 @@
 
 The export checks itself: on a sample of known users and of their histories cut short, the ONNX
 tower in onnxruntime must give PyTorch's query vectors within ``PARITY_TOLERANCE`` (see
-:func:`parity`), else nothing is written. :class:`ExportDir` reads one back, checking every
-file against its sha256.
+:func:`parity`), and the item tower PyTorch's item vectors, of known items and of the same
+items' features on the unknown row (:func:`item_parity`), else nothing is written.
+:class:`ExportDir` reads one back, checking every file against its sha256.
 """
 
 from __future__ import annotations
@@ -47,7 +51,14 @@ from towerkit.files import os_reason, sha256_of, staging_dir
 from towerkit.index import Index, MilvusIndex, load_index, make_index
 from towerkit.models import MODELS, MultiInterestModel
 from towerkit.retrieval import Retriever, item_attributes
-from towerkit.retrieval.towers import OnnxTower, TorchTower, TowerModule, stored_features
+from towerkit.retrieval.towers import (
+    ItemTowerModule,
+    OnnxItemTower,
+    OnnxTower,
+    TorchTower,
+    TowerModule,
+    stored_features,
+)
 from towerkit.runs import (
     FEATURES_DIR,
     OUTCOMES_FILE,
@@ -64,6 +75,7 @@ FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 REPORT_FILE = "report.json"
 TOWER_FILE = "user_tower.onnx"
+ITEM_TOWER_FILE = "item_tower.onnx"
 ITEMS_FILE = "items.parquet"
 USERS_FILE = "users.parquet"
 INDEX_DIR = "index"
@@ -177,6 +189,17 @@ def export_run(
                 f"{run.path}: the ONNX user tower differs from PyTorch by {difference:.2e} "
                 f"(allowed {PARITY_TOLERANCE:g}); not exported"
             )
+        item_features = run.item_features if model.reads_item_features else FeatureTable()
+        _export_item_tower(model, item_features, staging / ITEM_TOWER_FILE)
+        items_sample = np.random.default_rng(1).permutation(np.arange(1, len(run.item_vocab) + 1))
+        item_difference = item_parity(
+            model, OnnxItemTower(staging / ITEM_TOWER_FILE, item_features), items_sample[:sample]
+        )
+        if item_difference > PARITY_TOLERANCE:
+            raise ExportError(
+                f"{run.path}: the ONNX item tower differs from PyTorch by {item_difference:.2e} "
+                f"(allowed {PARITY_TOLERANCE:g}); not exported"
+            )
         shutil.copytree(run.path / VOCAB_DIR, staging / VOCAB_DIR)
         shutil.copytree(run.path / FEATURES_DIR, staging / FEATURES_DIR)
         items = pq.read_table(run.checked(ITEMS_FILE))
@@ -195,7 +218,14 @@ def export_run(
         built.save(staging / INDEX_DIR)
         built.close()
         _write_report(run, staging / REPORT_FILE)
-        _write_manifest(staging, run, kind, built, difference, features, model.n_interests)
+        item_tower = {
+            "file": ITEM_TOWER_FILE,
+            "features": dict(item_features.kinds),
+            "parity": item_difference,
+        }
+        _write_manifest(
+            staging, run, kind, built, difference, features, model.n_interests, item_tower
+        )
         if out.exists():
             out.rmdir()  # empty (checked above)
         staging.rename(out)
@@ -251,6 +281,49 @@ def _export_tower(model: torch.nn.Module, table: FeatureTable, max_len: int, pat
         )
 
 
+def _export_item_tower(model: torch.nn.Module, table: FeatureTable, path: Path) -> None:
+    """Trace the item tower to ONNX with the item side features it reads as inputs."""
+    features = list(table.values)
+    tower = ItemTowerModule(model, features).eval()
+    items = torch.tensor([1, 0], dtype=torch.long)
+    values = [torch.from_numpy(v) for v in stored_features(table, items.numpy()).values()]
+    axes = {"items": {0: "batch"}, "vectors": {0: "batch"}}
+    for name, value in zip(features, values, strict=True):
+        axes[name] = {0: "batch", 1: "width"} if value.dim() == 2 else {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            tower,
+            (items, *values),
+            str(path),
+            dynamo=False,
+            input_names=["items", *features],
+            output_names=["vectors"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+        )
+
+
+def item_parity(model: Any, tower: OnnxItemTower, items: np.ndarray) -> float:
+    """The largest difference between the ONNX and the PyTorch item vectors, relative to their
+    scale: of known ``items`` (their stored features), and of the same items' features on the
+    unknown row (id 0: an item the model never saw, where the model reads features)."""
+    with torch.no_grad():
+        expected = model.encode_items(torch.from_numpy(items)).numpy()
+    got = tower(items)
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    worst = float(np.abs(got - expected).max(initial=0.0)) / scale
+    if model.reads_item_features:
+        values = stored_features(tower.item_features, items)
+        with torch.no_grad():
+            tensors = {name: torch.from_numpy(v) for name, v in values.items()}
+            expected = model.encode_unseen_items(tensors).numpy()
+        got = tower(np.zeros_like(items), values)
+        scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+        worst = max(worst, float(np.abs(got - expected).max(initial=0.0)) / scale)
+    return worst
+
+
 def parity(run: RunDir, reference: TorchTower, tower: OnnxTower, users: np.ndarray) -> float:
     """The largest difference between two towers' query vectors as the similarity compares
     them (L2-normalised for cosine), over ``users``' full and halved histories padded to
@@ -299,6 +372,7 @@ def _write_manifest(
     difference: float,
     features: list[str],
     interests: int | None,
+    item_tower: dict[str, Any],
 ) -> None:
     config = run.config
     files = {
@@ -321,6 +395,7 @@ def _write_manifest(
         "user_features": {name: run.user_features.kinds[name] for name in features},
         "index": {"kind": kind, "options": index.options()},
         "onnx": {"opset": OPSET, "parity": difference},
+        "item_tower": item_tower,
         "run": {"path": str(run.path.resolve()), "fingerprint": run.data["fingerprint"]},
         "versions": {name: _version(name) for name in
                      ("towerkit", "torch", "onnx", "onnxruntime")} | {"towerkit": __version__},
@@ -359,6 +434,20 @@ class ExportDir(SavedVocabularies):
     def version(self) -> str:
         """The exported model's version: the first 16 hex digits of its weights' sha256."""
         return self.manifest["model_version"]
+
+    def item_tower(self) -> OnnxItemTower | None:
+        """The exported item tower (ids and item features -> vectors), or None for an export
+        written before towerkit exported it."""
+        info = self.manifest.get("item_tower")
+        if info is None:
+            return None
+        features = self.item_features
+        features = FeatureTable(
+            values={n: features.values[n] for n in info["features"]},
+            kinds={n: features.kinds[n] for n in info["features"]},
+            vocabs={n: v for n, v in features.vocabs.items() if n in info["features"]},
+        )
+        return OnnxItemTower(self.path / info["file"], features)
 
     def report(self) -> dict[str, Any] | None:
         """The run's report charts, or None for an export without them."""

@@ -3,6 +3,10 @@
 export's ``user_tower.onnx``). Both take the same inputs, so a :class:`~towerkit.retrieval.
 Retriever` does not know which it holds; :func:`~towerkit.retrieval.export.parity` compares them.
 
+The item tower is exported too (``item_tower.onnx``, :class:`OnnxItemTower`): item ids and their
+side-feature values in, item vectors out, so a server gives new items vectors from their
+features without PyTorch.
+
 A tower returns ``[B, D]`` vectors, or ``[B, K, D]`` for a model of K interests (the model
 declares K: :attr:`~towerkit.models.MatchingModel.interests`).
 """
@@ -63,6 +67,20 @@ class TowerModule(torch.nn.Module):
         return self.model.encode_users(batch)
 
 
+class ItemTowerModule(torch.nn.Module):
+    """The item tower with side features as explicit inputs, for tracing to ONNX: ids and
+    values -> ``[N, D]`` (id 0, the unknown row, with the values of an item never seen)."""
+
+    def __init__(self, model: MatchingModel, features: list[str]) -> None:
+        super().__init__()
+        self.model, self.features = model, features
+
+    def forward(self, items: torch.Tensor, *values: torch.Tensor):
+        if not self.features:
+            return self.model.encode_items(items)
+        return self.model.encode_items_with(items, dict(zip(self.features, values, strict=True)))
+
+
 def stored_features(table: FeatureTable, users: np.ndarray) -> dict[str, np.ndarray]:
     """The encoded side-feature values of known users, as the exported tower takes them."""
     return {
@@ -107,4 +125,44 @@ class OnnxTower:
         return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
 
 
-__all__ = ["OnnxTower", "QueryTower", "TorchTower", "TowerModule", "stored_features"]
+class OnnxItemTower:
+    """The exported item tower run by onnxruntime: ``(items [N], features) -> [N, D]``.
+
+    Args:
+        path: the ONNX file.
+        item_features: the encoded item features the model was trained with (their kinds,
+            and known items' stored values).
+
+    Call it with encoded ids and encoded values (as
+    :func:`~towerkit.retrieval.embed.encode_item_features` gives them), or with ``features``
+    None for known items' stored values. Id 0 with values is an item the model never saw.
+    """
+
+    def __init__(self, path: Path, item_features: FeatureTable) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.item_features = item_features
+
+    def __call__(
+        self, items: np.ndarray, features: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        items = np.asarray(items, dtype=np.int64)
+        if features is None:
+            features = stored_features(self.item_features, items)
+        feed = {"items": items, **features}
+        return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
+
+
+__all__ = [
+    "ItemTowerModule",
+    "OnnxItemTower",
+    "OnnxTower",
+    "QueryTower",
+    "TorchTower",
+    "TowerModule",
+    "stored_features",
+]

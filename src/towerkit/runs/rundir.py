@@ -279,6 +279,10 @@ class SavedVocabularies:
     def user_features(self) -> FeatureTable:
         return self._features("user")
 
+    @cached_property
+    def item_features(self) -> FeatureTable:
+        return self._features("item")
+
     def _features(self, prefix: str) -> FeatureTable:
         path = self.checked(f"{FEATURES_DIR}/{prefix}.parquet")
         found = sorted((self.path / VOCAB_DIR).glob(f"{prefix}.*.parquet"))
@@ -666,10 +670,6 @@ class RunDir(SavedVocabularies):
     def metrics(self) -> dict[str, Any]:
         self.require_finished()
         return _read_json(self.path / METRICS_FILE)
-
-    @cached_property
-    def item_features(self) -> FeatureTable:
-        return self._features("item")
 
     @property
     def parent(self) -> str | None:
