@@ -152,6 +152,9 @@ class Retriever:
         self._items, self._offsets = histories
         self.item_vectors = np.asarray(item_vectors, dtype=np.float32)
         self.similarity, self.titles, self.user_vectors = similarity, titles, user_vectors
+        #: the items the tower knows (ids ``1..model_items``); items added since
+        #: (:meth:`with_items`) are searched, but read as unknown in a history
+        self.model_items = len(item_vocab)
         ids = np.arange(1, len(item_vocab) + 1)
         if isinstance(index, Index):
             self.index = index
@@ -200,6 +203,70 @@ class Retriever:
         built.build(self.item_vectors, ids=ids, attributes=self.index.attributes)
         self.index.close()
         self.index = built
+
+    def with_items(
+        self,
+        items: Sequence[Any],
+        vectors: np.ndarray,
+        attributes: pd.DataFrame | None = None,
+        *,
+        titles: Sequence[str | None] | None = None,
+        rebuild: bool = False,
+    ) -> Retriever:
+        """A retriever whose catalogue also holds ``items`` (raw ids, typed as the
+        catalogue's): new ones take the next ids, known ones get the new vectors (and titles
+        and attributes, where given). The index takes them through
+        :meth:`~towerkit.index.base.Index.upsert`, or, with ``rebuild`` (an index that cannot
+        add, such as Annoy), is built anew over every vector. This retriever is left as it
+        was, so the searches that hold it finish on it.
+
+        Args:
+            vectors: ``[len(items), D]``.
+            attributes: one row per item, in the index's attribute columns.
+            titles: one per item (None: keep a known item's, none for a new one).
+        """
+        import copy
+
+        raw = coerce_raw(self.item_vocab, items)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(raw), self.item_vectors.shape[1]):
+            raise ValueError(
+                f"{len(raw)} items need vectors of shape ({len(raw)}, "
+                f"{self.item_vectors.shape[1]}), got {vectors.shape}"
+            )
+        vocab = self.item_vocab.extend(raw)
+        codes = vocab.encode(raw)
+        table = np.zeros((len(vocab), vectors.shape[1]), dtype=np.float32)
+        table[: len(self.item_vectors)] = self.item_vectors
+        table[codes - 1] = vectors
+        new = copy.copy(self)
+        new.item_vocab, new.item_vectors = vocab, table
+        if self.titles is not None or titles is not None:
+            names = np.full(len(vocab) + 1, "", dtype=object)
+            if self.titles is not None:
+                names[: len(self.titles)] = self.titles
+            for code, title in zip(codes, titles or [None] * len(codes), strict=True):
+                if title is not None:
+                    names[code] = title
+            new.titles = names
+        rows = None
+        if self.index.attributes is not None:
+            import pandas as pd
+
+            rows = attributes if attributes is not None else pd.DataFrame(index=range(len(raw)))
+            rows = rows.reset_index(drop=True).copy()
+            if "item" in self.index.attributes.columns:
+                rows["item"] = raw
+            if titles is not None and "title" in self.index.attributes.columns:
+                rows["title"] = list(titles)
+        if rebuild:
+            built = make_index(self.index.kind, self.similarity, **self.index.options())
+            ids = np.arange(1, len(vocab) + 1)
+            whole = self.index.upserted_attributes(codes, rows)
+            new.index = built.build(table, ids=ids, attributes=whole)
+        else:
+            new.index = self.index.upsert(vectors, codes, rows)
+        return new
 
     def history_of(self, user_ids: Sequence[Any]) -> list[np.ndarray]:
         """Known users' raw item ids, oldest first."""
@@ -307,6 +374,8 @@ class Retriever:
         return self.search(queries, k, encoded if filter_seen else None, where)
 
     def _encode(self, users, history, features) -> np.ndarray:
+        if len(self.item_vocab) > self.model_items:  # items added since training: unknown
+            history = np.where(history > self.model_items, 0, history)
         parts = []
         for b in range(0, max(len(users), 1), 1024):
             rows = slice(b, b + 1024)

@@ -102,3 +102,45 @@ class ReloadRequest(_Body):
     """The body of ``/admin/reload``: the run or export to serve next."""
 
     path: str = Field(description="a run or export directory on the server's machine")
+
+
+#: items one ``/admin/items`` request may add or change
+MAX_UPSERT_ITEMS = 10_000
+
+
+class ItemUpsert(_Body):
+    """A new or changed item: its vector, or its side features for the exported item tower."""
+
+    id: RawId = Field(description="the item's raw id (new, or one the catalogue holds)")
+    vector: list[float] | None = Field(default=None, description="its vector, of the index's dim")
+    features: dict[str, FeatureValue | None] | None = Field(
+        default=None,
+        description="its raw side features, as the training item table spelled them (models "
+        "whose item tower reads them)",
+    )
+    title: str | None = Field(default=None, description="its title (a new item's, or a new one)")
+    attributes: dict[str, StrictStr | StrictInt | float | bool | None] = Field(
+        default_factory=dict, description="values of the attributes filters read"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ItemUpsert:
+        if (self.vector is None) == (self.features is None):
+            raise ValueError("give either vector or features")
+        return self
+
+
+class ItemsRequest(_Body):
+    """The body of ``/admin/items``: up to ``MAX_UPSERT_ITEMS`` items to add or change."""
+
+    items: list[ItemUpsert] = Field(min_length=1, max_length=MAX_UPSERT_ITEMS)
+
+
+class ItemsResponse(BaseModel):
+    """The answer to ``/admin/items``: what changed, and how the index took it."""
+
+    added: int
+    updated: int
+    items: int = Field(description="items in the catalogue now")
+    index: str
+    rebuilt: bool = Field(description="the index was built anew (Annoy), not added to")

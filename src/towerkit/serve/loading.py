@@ -78,7 +78,7 @@ def load_export(
         retriever = export.retriever(index, threads=threads, spin=False, **options)
         kind = index or export.manifest["index"]["kind"]
         served = Served(retriever, source, export.version, kind, export.manifest, tmp,
-                        export.report())  # fmt: skip
+                        export.report(), item_tower=export.item_tower())  # fmt: skip
         probe(served)
     except BaseException as err:
         if tmp is not None:

@@ -39,6 +39,9 @@ class Served:
     #: (seconds per batch, seconds per query) of batches by kind of query ("user": a known
     #: user's or an item's, a search; "history": the tower and a search), measured by the probe
     seconds: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+    #: the exported item tower (new items' vectors from their features), or None for an
+    #: export without one
+    item_tower: Any = field(default=None, repr=False)
 
     @property
     def max_len(self) -> int:

@@ -30,6 +30,8 @@ from towerkit.retrieval import encode_user_features
 from towerkit.serve.bodies import (
     BatchRequest,
     BatchResponse,
+    ItemsRequest,
+    ItemsResponse,
     RecommendRequest,
     RecommendResponse,
     ReloadRequest,
@@ -335,8 +337,15 @@ async def plotly_script() -> Response:
 
 
 def admin_routes(token: str) -> APIRouter:
-    """``POST /admin/reload`` for requests bearing ``token``."""
+    """``POST /admin/reload`` and ``POST /admin/items`` for requests bearing ``token``."""
     admin = APIRouter()
+
+    def check(authorization: str | None) -> None:
+        expected = f"Bearer {token}"
+        # as bytes: compare_digest refuses str with non-ASCII characters (a header is latin-1)
+        given = None if authorization is None else authorization.encode("utf-8", "replace")
+        if given is None or not hmac.compare_digest(given, expected.encode("utf-8")):
+            raise HTTPException(401, "a valid 'Authorization: Bearer TOKEN' is needed")
 
     @admin.post("/admin/reload")
     async def admin_reload(
@@ -346,12 +355,21 @@ def admin_routes(token: str) -> APIRouter:
     ) -> dict[str, Any]:
         """Load another run or export directory and swap it in (the old model serves
         until then, and keeps serving if the new one is refused)."""
-        expected = f"Bearer {token}"
-        # as bytes: compare_digest refuses str with non-ASCII characters (a header is latin-1)
-        given = None if authorization is None else authorization.encode("utf-8", "replace")
-        if given is None or not hmac.compare_digest(given, expected.encode("utf-8")):
-            raise HTTPException(401, "a valid 'Authorization: Bearer TOKEN' is needed")
+        check(authorization)
         new = await server(request).reload(body.path)
         return {"model_version": new.version, "index": new.index, "source": str(new.source)}
+
+    @admin.post("/admin/items", response_model=ItemsResponse)
+    async def admin_items(
+        body: ItemsRequest,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        """Add new items or change known ones, live: each with its vector, or its side
+        features for the exported item tower. They are recommended from the next request on
+        (exact, Faiss and Milvus indexes take them as they are; Annoy's is built anew first,
+        while the old one serves). A refused batch changes nothing."""
+        check(authorization)
+        return await server(request).upsert_items(body.items)
 
     return admin

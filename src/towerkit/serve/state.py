@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -20,11 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from towerkit.errors import TowerkitError
 from towerkit.retrieval.export import ExportError
+from towerkit.retrieval.retriever import coerce_raw
 from towerkit.serve.batching import MicroBatcher
 from towerkit.serve.jobs import Job, run_jobs
 from towerkit.serve.loading import is_run, load_export, load_served
@@ -54,6 +57,9 @@ class Metrics:
         )  # fmt: skip
         self.reloads = Counter(
             "towerkit_reloads", "Reloads by outcome", ["outcome"], registry=self.registry
+        )
+        self.upserts = Counter(
+            "towerkit_items_upserted", "Items added or changed live", registry=self.registry
         )
 
         # The labelled children, found once each (labels() takes a lock and builds a key).
@@ -175,6 +181,35 @@ class ServerState:
             loop.call_later(30.0, retire, old)
             return new
 
+    async def upsert_items(self, items: Sequence[Any]) -> dict[str, Any]:
+        """Add new items and change known ones (``/admin/items``), live: their vectors (given,
+        or the exported item tower's on their features) enter the index without a restart, and
+        the new model is swapped in whole, so a request sees all of them or none. An index that
+        cannot add (Annoy) is built anew off the event loop meanwhile; the old one serves until
+        then.
+
+        Raises:
+            HTTPException: 422 naming what cannot be taken (nothing changes then).
+        """
+        async with self._reload_lock:
+            served = self.served
+            loop = asyncio.get_running_loop()
+            try:
+                new, added = await loop.run_in_executor(None, upserted, served, items)
+            except (TowerkitError, ValueError, KeyError) as err:
+                raise HTTPException(422, f"items refused: {_one_line(err)}") from None
+            self.state.served = new  # (the old one shares its index and files: not retired)
+            gc.freeze()
+            self.metrics.upserts.inc(len(items))
+            logger.info("%d item(s) upserted (%d new)", len(items), added)
+            return {
+                "added": added,
+                "updated": len(items) - added,
+                "items": new.n_items,
+                "index": new.index,
+                "rebuilt": not served.retriever.index.upserts,
+            }
+
     async def _load(self, path: Path, loop: asyncio.AbstractEventLoop) -> Served:
         if not is_run(path):
             return await loop.run_in_executor(
@@ -203,6 +238,77 @@ class ServerState:
         """Stop the micro-batcher and release the model served."""
         self.batcher.close()
         self.served.close()
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def upserted(served: Served, items: Sequence[Any]) -> tuple[Served, int]:
+    """``served`` with ``items`` (:class:`~towerkit.serve.bodies.ItemUpsert`) added or
+    changed, and how many were new: a new :class:`Served` over a new retriever (see
+    :meth:`~towerkit.retrieval.Retriever.with_items`)."""
+    import pandas as pd
+
+    retriever = served.retriever
+    raw = coerce_raw(retriever.item_vocab, [item.id for item in items])
+    if len(set(raw.tolist())) != len(raw):
+        raise ValueError("an item is listed more than once")
+    dim = retriever.item_vectors.shape[1]
+    vectors = np.zeros((len(items), dim), dtype=np.float32)
+    by_features = [i for i, item in enumerate(items) if item.features is not None]
+    for i, item in enumerate(items):
+        if item.vector is not None:
+            if len(item.vector) != dim:
+                raise ValueError(f"item {item.id!r}: a vector of {len(item.vector)} numbers; "
+                                 f"the index holds {dim}")  # fmt: skip
+            vectors[i] = item.vector
+    if by_features:
+        vectors[by_features] = _tower_vectors(served, [items[i] for i in by_features],
+                                              raw[by_features])  # fmt: skip
+    if not np.isfinite(vectors).all():
+        raise ValueError("a vector holds NaN or infinite numbers")
+    known = np.asarray([value in retriever.item_vocab for value in raw.tolist()])
+    attributes = pd.DataFrame([item.attributes for item in items])
+    titles = [item.title for item in items]
+    index = retriever.index
+    new = retriever.with_items(
+        raw, vectors, attributes if len(attributes.columns) else None,
+        titles=titles if any(t is not None for t in titles) else None,
+        rebuild=not index.upserts,
+    )  # fmt: skip
+    fresh = dataclasses.replace(served, retriever=new)
+    fresh.catalogue  # noqa: B018  (built here, off the event loop, not by the next /items)
+    return fresh, int((~known).sum())
+
+
+def _tower_vectors(served: Served, items: Sequence[Any], raw: np.ndarray) -> np.ndarray:
+    """The exported item tower's vectors of items given by their raw side features (a known
+    item on its trained row, a new one on the unknown row)."""
+    import pandas as pd
+
+    from towerkit.retrieval.embed import encode_item_features
+
+    tower = served.item_tower
+    if tower is None:
+        raise ValueError("this export has no item tower (exported before towerkit wrote one): "
+                         "send vectors, or serve a new export")  # fmt: skip
+    table = tower.item_features
+    if not table.values:
+        raise ValueError(f"the {served.manifest['model']} model's item tower reads item ids "
+                         "only, so features give a new item no vector: send vectors")  # fmt: skip
+    frame = pd.DataFrame([item.features for item in items])
+    missing = [name for name in table.values if name not in frame.columns]
+    if missing:
+        raise ValueError(f"no value for the item feature(s) {', '.join(missing)} "
+                         f"(the model reads: {', '.join(table.values)})")  # fmt: skip
+    values, _ = encode_item_features(table, frame)
+    vocab = served.retriever.item_vocab
+    model_items = served.retriever.model_items
+    codes = np.asarray([int(vocab.encode([r])[0]) if r in vocab else 0 for r in raw.tolist()])
+    codes = np.where(codes > model_items, 0, codes)  # added live: no trained row either
+    return tower(codes, values)
 
 
 async def export_elsewhere(
