@@ -222,7 +222,7 @@ def test_a_key_the_model_does_not_use_is_refused_before_any_data(tmp_path):
 
 def test_resume_takes_no_other_settings(offline_ml100k, tmp_path):
     done = towerkit("train", "--resume", str(tmp_path), "--set", "train.epochs=9")
-    assert done.returncode == 1 and "no --set or --out" in done.stderr
+    assert done.returncode == 1 and "no --set, --out or --from" in done.stderr
     done = towerkit("train", "--resume", str(tmp_path))
     assert done.returncode == 1 and "not a run directory" in done.stderr
     done = towerkit("train")

@@ -210,6 +210,7 @@ def test_batch_similar_items_history_health(server, runs):
         ({"history": [1], "features": {"gender": "Q"}}, 422, "unknown value 'Q'"),
         ({"user": 1, "k": "ten"}, 422, "k: Input should be a valid integer"),
         ({"user": 1, "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
+        ({"user": 1, "a\nb": 1}, 422, "'a\\nb': Extra inputs are not permitted"),  # one line
         ({"user": [1, 2]}, 422, "user"),
         ({"user": True}, 422, "user"),  # JSON's true is not user 1
         ({"user": 1, "k": True}, 422, "k: Input should be a valid integer"),

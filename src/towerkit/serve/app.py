@@ -75,6 +75,12 @@ async def _unavailable(request: Request, err: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(err)}, status_code=503, headers={"Retry-After": "1"})
 
 
+def _shown(part: str | int) -> str:
+    """A field's name as a message shows it: quoted where it is not a plain name (an unknown
+    key of any text, a newline included, stays on the message's one line)."""
+    return str(part) if isinstance(part, int) or str(part).isidentifier() else repr(part)
+
+
 async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
     """A request that does not validate: 422 naming each field at fault."""
     problems = []
@@ -82,7 +88,7 @@ async def _invalid(request: Request, err: RequestValidationError) -> JSONRespons
         if item["type"] == "json_invalid":
             problems.append(f"the body is not valid JSON ({item['ctx']['error']})")
             continue
-        where = ".".join(str(p) for p in item["loc"] if p != "body") or "body"
+        where = ".".join(_shown(p) for p in item["loc"] if p != "body") or "body"
         problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
     return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
