@@ -187,23 +187,23 @@ def metrics_of(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-def test_two_processes_train_to_the_single_process_result(walk, tmp_path):
-    config, single, env = walk
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def two_processes(walk, tmp_path_factory):
+    """`towerkit train --nproc 2` of the walk config, tracked (TensorBoard and MLflow): the run,
+    the command's output and the MLflow database (shared: each torchrun launch costs ~20 s)."""
+    config, _, env = walk
+    root = tmp_path_factory.mktemp("two")
+    run = root / "run"
     trackers = ["--set", "train.track=[tensorboard,mlflow]",
-                "--set", f"train.mlflow_uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
-    done = towerkit(
-        "-q",
-        "train",
-        str(config),
-        "--out",
-        str(run),
-        "--nproc",
-        "2",
-        *trackers,
-        env=env,
-        process=True,
-    )
+                "--set", f"train.mlflow_uri=sqlite:///{root / 'mlflow.db'}"]  # fmt: skip
+    done = towerkit("-q", "train", str(config), "--out", str(run), "--nproc", "2", *trackers,
+                    env=env, process=True)  # fmt: skip
+    return run, done, root / "mlflow.db"
+
+
+def test_two_processes_train_to_the_single_process_result(walk, two_processes):
+    _, single, _ = walk
+    run, done, database = two_processes
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run written to") == 1  # rank 0 alone prints
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
@@ -215,21 +215,18 @@ def test_two_processes_train_to_the_single_process_result(walk, tmp_path):
     assert len(list((run / "tensorboard").iterdir())) == 1
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{database}")
     (tracked,) = client.search_runs([client.get_experiment_by_name("towerkit").experiment_id])
     history = client.get_metric_history(tracked.info.run_id, "valid/hr_at_10")
     assert sorted(m.step for m in history) == [1, 2, 3]
 
 
-def test_a_stopped_torchrun_resumes_under_torchrun(walk, tmp_path):
+def test_a_stopped_torchrun_resumes_under_torchrun(walk, two_processes, tmp_path):
     """SIGTERM to `towerkit train --nproc 2` after its first checkpoint stops every process;
     `--resume` under torchrun ends with the metrics of a 2-process run trained straight through
-    (every rank's random state is in the checkpoint)."""
+    (every rank's random state is in the checkpoint; tracking changes nothing)."""
     config, _, env = walk
-    straight = tmp_path / "straight"
-    done = towerkit(
-        "-q", "train", str(config), "--out", str(straight), "--nproc", "2", env=env, process=True
-    )
+    straight, done, _ = two_processes
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "stopped"
     job = subprocess.Popen(

@@ -423,6 +423,7 @@ def test_a_milvus_lite_path_holding_something_else_is_one_line_and_nothing_is_ma
 
 def test_recommend_with_a_filter_and_its_errors(runs, tmp_path):
     run = str(runs["youtube_dnn"])
+    cli = towerkit  # in this process: none of these commands opens a Milvus Lite file
     done = cli("recommend", run, "--user", "1", "-k", "5", "--filter", 'label == "Drama"')
     assert done.returncode == 0, done.stderr and 'label == "Drama"' in done.stdout
     bad = cli("recommend", run, "--user", "1", "--filter", "genre == 'Drama'")

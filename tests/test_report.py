@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CHROMIUM, launch_chromium, prepare_log, small_config, walk_log
+from conftest import CHROMIUM, launch_chromium, prepare_log, small_config, towerkit, walk_log
 from towerkit.data import Prepared
 from towerkit.evaluation import ranking_metrics
 from towerkit.evaluation.outcomes import (
@@ -344,8 +344,7 @@ def test_a_report_of_a_broken_run_names_the_file(broken, tmp_path, how, message)
     with pytest.raises(ReportError, match=message):
         write_report([run], tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
-    done = subprocess.run([sys.executable, "-m", "towerkit", "report", str(run), "--out",
-                           str(tmp_path / "r.html")], capture_output=True, text=True)  # fmt: skip
+    done = towerkit("report", str(run), "--out", str(tmp_path / "r.html"))  # (in-process CLI)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "r.html").exists()
@@ -367,14 +366,12 @@ def test_compare_pairs_users_and_refuses_other_data(runs, tmp_path):
     features = compare_runs(runs["seed-0"], runs["with-features"], resamples=100)
     fingerprints = {RunView.load(runs[n]).fingerprint for n in ("seed-0", "with-features")}
     assert len(fingerprints) == 2 and features.users == 400 and len(features.differences) == 8
-    done = subprocess.run([sys.executable, "-m", "towerkit", "compare", str(runs["seed-0"]),
-                           str(runs["seed-1"]), "-k", "10", "--out", str(tmp_path / "c.html")],
-                          capture_output=True, text=True)  # fmt: skip
+    done = towerkit("compare", str(runs["seed-0"]), str(runs["seed-1"]), "-k", "10",
+                    "--out", str(tmp_path / "c.html"))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "hr@10" in done.stdout and "95% interval" in done.stdout
     assert "Plotly.newPlot('compare'" in (tmp_path / "c.html").read_text()
-    refused = subprocess.run([sys.executable, "-m", "towerkit", "compare", str(runs["seed-0"]),
-                              str(runs["other-data"])], capture_output=True, text=True)  # fmt: skip
+    refused = towerkit("compare", str(runs["seed-0"]), str(runs["other-data"]))
     assert refused.returncode == 1 and "different data" in refused.stderr
     assert str(runs["seed-0"]) in refused.stderr and str(runs["other-data"]) in refused.stderr
 
@@ -464,7 +461,8 @@ def test_two_seeds_on_ml100k_differ_by_noise_and_beat_popularity(home, tmp_path)
     from towerkit.config import load_config
 
     config = load_config(Path(__file__).parent.parent / "configs" / "ml-100k" / "youtube_dnn.yaml")
-    config = config.on_machine(progress=False)
+    config = config.on_machine(progress=False)  # 3 of its 5 epochs: past popularity already
+    config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 3})})
     prepared = pipeline.prepare(config.data, progress=False)
     paths = []
     for seed in (0, 1):
@@ -484,7 +482,6 @@ def test_two_seeds_on_ml100k_differ_by_noise_and_beat_popularity(home, tmp_path)
 def test_an_out_that_cannot_be_written_is_one_line_before_any_work(runs, tmp_path, where):
     """`report` and `compare` check --out first: one line naming it (never the hidden file a
     write would go through), exit 1, nothing computed or written."""
-    from conftest import towerkit
 
     out = tmp_path / "taken" if where == "a folder" else tmp_path / "no" / "such" / "r.html"
     if where == "a folder":
@@ -505,7 +502,6 @@ def test_an_out_that_cannot_be_written_is_one_line_before_any_work(runs, tmp_pat
 def test_a_report_of_runs_tested_on_other_data_says_so(runs, tmp_path):
     """Overlaid as asked, but the page and the log say that their test metrics do not compare,
     where runs of one log (one with user features) pass without a word."""
-    from conftest import towerkit
 
     out = tmp_path / "r.html"
     done = towerkit("report", str(runs["seed-0"]), str(runs["other-data"]), "--out", str(out))
