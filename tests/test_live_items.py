@@ -116,6 +116,19 @@ def test_items_upserted_under_load_are_recommended_at_once(runs):
             assert top[0]["id"] == 9001 and top[0]["title"] == "The Perfect Match"
             assert top[0]["score"] == pytest.approx(1.0, abs=1e-5)  # cosine with its own query
             assert changed not in [item["id"] for item in top]
+            # the item embedded from its features is recommended with the item tower's vector
+            only = server.post("/recommend", {"user": user, "k": 1, "filter": "item == 9002"})
+            (found,) = only.json()["items"]
+            tower = ExportDir(export).item_tower()
+            genres = tower.item_features.vocabs["genres"]
+            width = tower.item_features.values["genres"].shape[1]
+            codes = np.zeros((1, width), dtype=np.int64)
+            codes[0, 0] = genres.encode(["Comedy"])[0]
+            vector = tower(
+                np.zeros(1, np.int64), {"genres": codes, "year": np.array([1984.0], np.float32)}
+            )[0]
+            cosine = vector @ query / np.linalg.norm(vector) / np.linalg.norm(query)
+            assert found["id"] == 9002 and found["score"] == pytest.approx(cosine, abs=1e-5)
             # the new items are items like any other: neighbours, autocomplete, histories
             similar = server.post("/similar", {"item": 9002, "k": 3}).json()["items"]
             assert len(similar) == 3 and 9002 not in [item["id"] for item in similar]
