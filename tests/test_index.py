@@ -242,6 +242,10 @@ def test_upsert_adds_and_replaces_without_touching_the_index_it_came_from(kind, 
     rows = new.attributes.set_index(new.ids)
     assert rows.loc[1, "count"] == 0 and rows.loc[500, "count"] == 0  # kept; new: 0
     assert int((new.ids > 0).sum()) == 201
+    # a missing cell keeps the known id's value; a given one replaces it
+    again = new.upsert(query * 3, [1], pd.DataFrame({"label": [None], "count": [9]}))
+    row = again.attributes.set_index(again.ids).loc[1]
+    assert (row["label"], row["count"]) == ("c", 9)
     # saved and loaded, the replaced slot stays out of every search
     loaded = load_index(new.save(tmp_path / "index"))
     np.testing.assert_array_equal(loaded.search(query, 5)[0], found)

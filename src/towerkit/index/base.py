@@ -242,7 +242,8 @@ class Index(ABC):
         self, positions: np.ndarray, attributes: pd.DataFrame | None
     ) -> pd.DataFrame | None:
         """Upserted attribute rows, checked, in the index's columns and their types: known
-        ids (``positions`` >= 0) keep the attributes not given, new ones have them missing."""
+        ids (``positions`` >= 0) keep the attributes not given (a column left out, or a
+        missing cell), new ones have them missing."""
         import pandas as pd
 
         if self.attributes is None:
@@ -255,12 +256,11 @@ class Index(ABC):
             raise IndexArgumentError(f"got {len(given)} attribute rows for {len(positions)} ids")
         columns = self.attributes.columns
         rows = given.reset_index(drop=True).reindex(columns=columns).astype(object)
-        kept = [c for c in columns if c not in given.columns]
         known = positions >= 0
-        if kept and known.any():
-            rows.loc[known, kept] = (
-                self.attributes.iloc[positions[known]][kept].astype(object).to_numpy()
-            )
+        if known.any():  # a known id keeps every attribute not given (a missing cell)
+            mine = rows.loc[known]
+            old = self.attributes.iloc[positions[known]].astype(object)
+            rows.loc[known] = mine.where(mine.notna(), old.set_axis(mine.index))
         return _typed_like(rows, self.attributes)
 
     def _positions(self, ids: np.ndarray) -> np.ndarray:
