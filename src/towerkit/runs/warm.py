@@ -33,6 +33,7 @@ from towerkit.config import Config, ConfigError
 from towerkit.data import Prepared
 from towerkit.data.vocab import BaseVocabs
 from towerkit.runs.rundir import MODEL_FILE, RunDir, RunDirError, load_torch
+from towerkit.training.state import TrainState
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class WarmStart:
         saved = load_torch(self.parent.checked(MODEL_FILE), "model")["state_dict"]
         grown = transplant(model, saved)
         checkpoint = self._checkpoint
-        best = (checkpoint or {}).get("best_weights") or {}
+        best = (checkpoint.best_weights if checkpoint is not None else None) or {}
         if best.get("task") and _fits(task, best["task"]):
             transplant(task, best["task"])
         if grown:
@@ -123,9 +124,8 @@ class WarmStart:
             logger.info("warm start from %s: no new ids", self.parent.path)
 
     @cached_property
-    def _checkpoint(self) -> dict[str, Any] | None:
-        path = self.parent.path / "checkpoint.pt"
-        return load_torch(path, "checkpoint") if path.exists() else None
+    def _checkpoint(self) -> TrainState | None:
+        return self.parent.load_checkpoint()
 
     def moments(self, config: Config) -> tuple[dict[str, Any] | None, str]:
         """The parent's optimiser state, when the optimiser matches, and what was decided (for
@@ -139,7 +139,7 @@ class WarmStart:
         ):
             if old != new:
                 return None, f"not loaded: {key} was {old}, is {new} (another optimiser)"
-        return self._checkpoint["optimizer"], "loaded"
+        return self._checkpoint.optimizer, "loaded"
 
     def record(self, prepared: Prepared, optimizer: str) -> dict[str, Any]:
         """What ``run.json`` records of the warm start: the parent, the generations (each

@@ -269,7 +269,7 @@ def upserted(served: Served, items: Sequence[Any]) -> tuple[Served, int]:
                                               raw[by_features])  # fmt: skip
     if not np.isfinite(vectors).all():
         raise ValueError("a vector holds NaN or infinite numbers")
-    known = np.asarray([value in retriever.item_vocab for value in raw.tolist()])
+    known = retriever.item_vocab.encode(raw, unknown="padding") > 0
     attributes = pd.DataFrame([item.attributes for item in items])
     titles = [item.title for item in items]
     index = retriever.index
@@ -304,10 +304,8 @@ def _tower_vectors(served: Served, items: Sequence[Any], raw: np.ndarray) -> np.
         raise ValueError(f"no value for the item feature(s) {', '.join(missing)} "
                          f"(the model reads: {', '.join(table.values)})")  # fmt: skip
     values, _ = encode_item_features(table, frame)
-    vocab = served.retriever.item_vocab
-    model_items = served.retriever.model_items
-    codes = np.asarray([int(vocab.encode([r])[0]) if r in vocab else 0 for r in raw.tolist()])
-    codes = np.where(codes > model_items, 0, codes)  # added live: no trained row either
+    codes = served.retriever.item_vocab.encode(raw, unknown="padding")
+    codes = np.where(codes > served.retriever.model_items, 0, codes)  # added live: no row either
     return tower(codes, values)
 
 
