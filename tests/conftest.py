@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -121,6 +122,24 @@ def small_config(**sections) -> object:
     for key, value in sections.items():
         tree[key] = {**tree.get(key, {}), **value} if key != "model" else value
     return config_from_dict(tree)
+
+
+def item_feature_runs(root: Path, users: int, seed: int) -> dict[str, Path]:
+    """Two runs on a walk log of ``users`` users over 60 items: a DSSM whose item tower reads
+    the items' genres (multi-valued) and year (numeric), and a YouTubeDNN (ids only)."""
+    from towerkit.runs import pipeline
+
+    log = walk_log(np.random.default_rng(seed).integers(10, 30, users), 60, seed=seed)
+    dssm = small_config(
+        data={"item_features": ["genres", "year"]},
+        model={"name": "dssm", "embedding_dim": 16, "id_dim": 16, "hidden": [32]},
+    )
+    prepared = prepare_log(log, item_features=["genres", "year"], feature_kinds={"year": "numeric"})
+    youtube = small_config(model={"name": "youtube_dnn", "embedding_dim": 16, "hidden": [32]})
+    return {
+        "dssm": pipeline.train(dssm, prepared, run=root / "dssm").run.path,
+        "youtube_dnn": pipeline.train(youtube, prepare_log(log), run=root / "yt").run.path,
+    }
 
 
 # ML-100K's pinned counts: a stand-in cache must hold exactly these to count as valid.

@@ -10,26 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import prepare_log, small_config, towerkit, walk_log
-from towerkit.runs import RunDir, pipeline
+from conftest import item_feature_runs, towerkit
+from towerkit.runs import RunDir
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A DSSM reading the items' genres (multi-valued) and year (numeric), and a YouTubeDNN
     (ids only), on a walk log of 60 items."""
-    log = walk_log(np.random.default_rng(2).integers(10, 30, 200), 60, seed=2)
-    root = tmp_path_factory.mktemp("embed")
-    dssm = small_config(
-        data={"item_features": ["genres", "year"]},
-        model={"name": "dssm", "embedding_dim": 16, "id_dim": 16, "hidden": [32]},
-    )
-    prepared = prepare_log(log, item_features=["genres", "year"], feature_kinds={"year": "numeric"})
-    youtube = small_config(model={"name": "youtube_dnn", "embedding_dim": 16, "hidden": [32]})
-    return {
-        "dssm": pipeline.train(dssm, prepared, run=root / "dssm").run.path,
-        "youtube_dnn": pipeline.train(youtube, prepare_log(log), run=root / "yt").run.path,
-    }
+    return item_feature_runs(tmp_path_factory.mktemp("embed"), users=200, seed=2)
 
 
 def test_a_new_item_is_the_tower_on_the_unknown_row_and_its_features(runs, tmp_path):

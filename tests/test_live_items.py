@@ -5,20 +5,17 @@ kind takes them (exact, Faiss by adding, Milvus by its upsert, Annoy by a new bu
 
 from __future__ import annotations
 
-import threading
-
-import httpx
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import prepare_log, small_config, towerkit, walk_log
-from test_serve import TOKEN, Server
+from conftest import item_feature_runs, towerkit
+from test_serve import TOKEN, Server, under_load
 from towerkit.retrieval.export import ExportDir, export_run
 from towerkit.retrieval.towers import OnnxItemTower
-from towerkit.runs import RunDir, pipeline
+from towerkit.runs import RunDir
 from towerkit.serve.bodies import ItemUpsert
 from towerkit.serve.loading import load_export
 from towerkit.serve.state import upserted
@@ -30,18 +27,8 @@ BEARER = {"authorization": f"Bearer {TOKEN}"}
 def runs(tmp_path_factory):
     """A DSSM whose item tower reads genres (multi-valued) and year (numeric), and a
     YouTubeDNN (ids only), each exported."""
-    log = walk_log(np.random.default_rng(3).integers(10, 30, 300), 60, seed=3)
     root = tmp_path_factory.mktemp("live")
-    dssm = small_config(
-        data={"item_features": ["genres", "year"]},
-        model={"name": "dssm", "embedding_dim": 16, "id_dim": 16, "hidden": [32]},
-    )
-    prepared = prepare_log(log, item_features=["genres", "year"], feature_kinds={"year": "numeric"})
-    youtube = small_config(model={"name": "youtube_dnn", "embedding_dim": 16, "hidden": [32]})
-    out = {
-        "dssm": pipeline.train(dssm, prepared, run=root / "dssm").run.path,
-        "youtube_dnn": pipeline.train(youtube, prepare_log(log), run=root / "yt").run.path,
-    }
+    out = item_feature_runs(root, users=300, seed=3)
     for name in list(out):
         out[f"{name}-export"] = export_run(out[name], root / f"{name}-export")
     return out
@@ -87,20 +74,8 @@ def test_items_upserted_under_load_are_recommended_at_once(runs):
         query = retriever.user_queries(retriever.encode_users([user]))[0]
         before = server.post("/recommend", {"user": user, "k": 5}).json()["items"]
         changed = before[0]["id"]  # a known item, given the opposite of the user's query
-        failures, done = [], threading.Event()
-
-        def load():
-            with httpx.Client(timeout=30) as client:
-                while not done.is_set():
-                    for body in ({"user": user, "k": 10}, {"history": [1, 2, 3]}):
-                        response = client.post(f"{server.url}/recommend", json=body)
-                        if response.status_code != 200:
-                            failures.append(response.text)
-
-        workers = [threading.Thread(target=load) for _ in range(3)]
-        for worker in workers:
-            worker.start()
-        try:
+        bodies = [{"user": user, "k": 10}, {"history": [1, 2, 3]}]
+        with under_load(server.url, bodies, clients=3) as load:
             body = {"items": [
                 {"id": 9001, "vector": (query * 3).tolist(), "title": "The Perfect Match",
                  "attributes": {"count": 7}},
@@ -144,11 +119,7 @@ def test_items_upserted_under_load_are_recommended_at_once(runs):
             assert refused.status_code == 422 and "no value for the item feature(s) year" in (
                 refused.text)  # fmt: skip
             assert server.post("/similar", {"item": 9003}).status_code in (404, 422)
-        finally:
-            done.set()
-            for worker in workers:
-                worker.join()
-        assert not failures
+        assert not load.failures
         metrics = server.get("/metrics").text
         assert "towerkit_items_upserted_total 3.0" in metrics
     finally:

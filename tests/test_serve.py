@@ -12,7 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -126,6 +128,37 @@ class Server:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+@contextmanager
+def under_load(url: str, bodies: list[dict], clients: int = 4, seconds: float = 120):
+    """``clients`` threads posting to ``url``'s /recommend (client ``i`` sends
+    ``bodies[i % len(bodies)]``) until the block ends, or ``seconds`` have passed. Yields what
+    they saw: ``failures`` (the text of every answer that was not 200), ``sent`` and
+    ``slowest`` (seconds)."""
+    seen = SimpleNamespace(failures=[], sent=0, slowest=0.0)
+    done = threading.Event()
+
+    def client(worker: int) -> None:
+        deadline = time.monotonic() + seconds
+        with httpx.Client(timeout=30) as http:
+            while not done.is_set() and time.monotonic() < deadline:
+                start = time.perf_counter()
+                response = http.post(f"{url}/recommend", json=bodies[worker % len(bodies)])
+                seen.slowest = max(seen.slowest, time.perf_counter() - start)
+                seen.sent += 1
+                if response.status_code != 200:
+                    seen.failures.append(response.text)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
 
 
 @pytest.fixture(scope="module")
@@ -256,19 +289,7 @@ def test_hot_reload_swaps_models_without_failing_a_request(server, runs, tmp_pat
     first = server.get("/readyz").json()["model_version"]
     assert server.post("/admin/reload", {"path": str(other)}).status_code == 401
     bearer = {"authorization": f"Bearer {TOKEN}"}
-    failures, done = [], threading.Event()
-
-    def load():
-        with httpx.Client(timeout=30) as client:
-            while not done.is_set():
-                response = client.post(f"{server.url}/recommend", json={"user": 1})
-                if response.status_code != 200:
-                    failures.append(response.text)
-
-    workers = [threading.Thread(target=load) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    try:
+    with under_load(server.url, [{"user": 1}]) as load:
         versions = []
         for target in [other, server.directory, other]:
             swap = server.post("/admin/reload", {"path": str(target)}, headers=bearer)
@@ -291,11 +312,7 @@ def test_hot_reload_swaps_models_without_failing_a_request(server, runs, tmp_pat
         (broken / "user_tower.onnx").write_bytes(b"garbage")
         refused = server.post("/admin/reload", {"path": str(broken)}, headers=bearer)
         assert refused.status_code == 422 and "still serving the old model" in refused.text
-    finally:
-        done.set()
-        for worker in workers:
-            worker.join()
-    assert not failures
+    assert not load.failures
     assert versions[1] == first != versions[0] == versions[2]
     assert server.get("/readyz").json()["model_version"] == versions[2]  # the broken one refused
     server.process.send_signal(signal.SIGHUP)  # reloads the directory served now
@@ -368,39 +385,20 @@ def test_ten_reloads_under_load_fail_no_request_and_stall_none(server, runs, tmp
     run = RunDir(runs["youtube_dnn"])
     history = [int(i) for i in run.item_vocab.raw[[3, 9, 4, 7]]]
     bodies = [{"user": int(run.user_vocab.raw[0])}, {"history": history, "k": 5}]
-    failures, slowest, sent, done = [], [0.0], [0], threading.Event()
-
-    def load(worker: int):
-        with httpx.Client(timeout=30) as client:
-            while not done.is_set():
-                start = time.perf_counter()
-                response = client.post(f"{server.url}/recommend", json=bodies[worker % 2])
-                slowest[0] = max(slowest[0], time.perf_counter() - start)
-                sent[0] += 1
-                if response.status_code != 200:
-                    failures.append(response.text)
-
     before = _latencies(server)
-    workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
-    for worker in workers:
-        worker.start()
-    try:
+    with under_load(server.url, bodies) as load:
         versions = []
         for attempt in range(10):
             target = other if attempt % 2 == 0 else server.directory
             swap = server.post("/admin/reload", {"path": str(target)}, headers=bearer)
             assert swap.status_code == 200, swap.text
             versions.append(swap.json()["model_version"])
-    finally:
-        done.set()
-        for worker in workers:
-            worker.join()
-    assert not failures and sent[0] > 100
+    assert not load.failures and load.sent > 100
     assert len(set(versions)) == 2 and versions[-1] == ExportDir(server.directory).version
-    assert slowest[0] < 2.5, f"a request took {slowest[0] * 1e3:.0f} ms"
+    assert load.slowest < 2.5, f"a request took {load.slowest * 1e3:.0f} ms"
     after = _latencies(server)
     count, within = (after[b] - before[b] for b in ("+Inf", "0.25"))
-    assert count >= sent[0] - 4 and within == count  # the server's view: every one under 250 ms
+    assert count >= load.sent - 4 and within == count  # the server's view: every one under 250 ms
 
 
 def _latencies(server: Server) -> dict[str, float]:
