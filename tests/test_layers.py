@@ -22,15 +22,15 @@ SOURCE = Path(__file__).parent.parent / "src" / "towerkit"
 #: neutral ground every layer may import
 ROOT = {
     "towerkit", "towerkit.__main__", "towerkit.cli", "towerkit.api", "towerkit.errors",
-    "towerkit.files",
+    "towerkit.files", "towerkit.storage",
     "towerkit.types", "towerkit.sections", "towerkit.similarity", "towerkit.distributed",
 }  # fmt: skip
 
 #: packages, lowest layer first
 LAYERS: list[tuple[str, ...]] = [
     # neutral ground (the root's modules but the two faces)
-    ("towerkit", "towerkit.errors", "towerkit.files", "towerkit.types", "towerkit.sections",
-     "towerkit.similarity", "towerkit.distributed"),
+    ("towerkit", "towerkit.errors", "towerkit.files", "towerkit.storage", "towerkit.types",
+     "towerkit.sections", "towerkit.similarity", "towerkit.distributed"),
     # building blocks: the data layer, known data sets, layers, indexes, the retrieval task
     ("towerkit.data", "towerkit.datasets", "towerkit.nn", "towerkit.index", "towerkit.task"),
     # models: each owns its config section

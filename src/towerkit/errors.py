@@ -28,6 +28,12 @@ class FetchError(TowerkitError):
     """A data set could not be fetched from any of its sources."""
 
 
+class StorageError(TowerkitError):
+    """Object storage (a bucket) that cannot be read or written: one line naming the object's
+    URL (bucket and key) and the reason (no such bucket or key, access denied, a network
+    failure, a request still throttled after its retries)."""
+
+
 class UnknownError(TowerkitError, KeyError):
     """An id, a side-feature value or a name that towerkit was never given (a user id the model
     never saw, an unknown data set). A ``KeyError``, so ``str()`` quotes the message: show

@@ -23,6 +23,12 @@ logger = logging.getLogger(__name__)
 _PID = re.compile(r"[.-](\d+)[.-]")
 
 
+def towerkit_home() -> Path:
+    """``$TOWERKIT_HOME``, or ``~/.cache/towerkit``: known data sets, and the local copies of
+    objects read from a bucket."""
+    return Path(os.environ.get("TOWERKIT_HOME") or Path.home() / ".cache" / "towerkit")
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id exists (on this machine)."""
     try:

@@ -16,17 +16,12 @@ import pyarrow.parquet as pq
 
 from towerkit.data.interactions import Interactions
 from towerkit.datasets.sources import sha256_of
-from towerkit.files import remove_stale, staging_dir
+from towerkit.files import remove_stale, staging_dir, towerkit_home
 
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 _TABLES = ("interactions", "users", "items")
-
-
-def towerkit_home() -> Path:
-    """``$TOWERKIT_HOME``, or ``~/.cache/towerkit``."""
-    return Path(os.environ.get("TOWERKIT_HOME") or Path.home() / ".cache" / "towerkit")
 
 
 def cache_dir(name: str, home: Path | None = None) -> Path:
