@@ -140,6 +140,37 @@ class ColumnsConfig(Section):
     timestamp_unit: TimeUnit = Field(default="s", description="of numeric timestamps")
 
 
+def _location(value: Any) -> Any:
+    """A URL (``s3://…``, any fsspec filesystem) stays the string it is; a local path becomes
+    absolute (``~`` expanded)."""
+    from towerkit.storage import is_url, location
+
+    if isinstance(value, str | Path) and not is_url(value):
+        return Path(location(value)).expanduser().absolute()
+    return value
+
+
+def _partition_value(value: Any) -> Any:
+    """A partition value as the text its folder name holds (YAML reads 2026-12-01 as a date,
+    9 as a number)."""
+    if isinstance(value, dt.date | int | float) and not isinstance(value, bool):
+        return value.isoformat() if isinstance(value, dt.date) else str(value)
+    return value
+
+
+class PartitionRange(Section):
+    """The partition values from ``min`` to ``max``, both included (either may be left out);
+    numbers compare as numbers, anything else as text (ISO dates sort as text)."""
+
+    min: str | None = None
+    max: str | None = None
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return _partition_value(value)
+
+
 class FeatureConfig(Section):
     """How a side-table column is encoded."""
 
@@ -150,7 +181,7 @@ class FeatureConfig(Section):
 class SideTableConfig(Section):
     """A user or item side table of a log given by path."""
 
-    path: Path
+    path: Path | str = Field(description="a local file, or a URL (s3://bucket/key)")
     key: str = Field(description="the column of the user or item id")
     format: Format | None = None
     sep: str | None = None
@@ -160,10 +191,10 @@ class SideTableConfig(Section):
     )
     title: str | None = Field(default=None, description="items: the column to show by ids")
 
-    @field_validator("path", mode="after")
+    @field_validator("path", mode="before")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().absolute()
+    def _absolute(cls, value: Any) -> Any:
+        return _location(value)
 
     def feature_configs(self) -> dict[str, FeatureConfig]:
         """Each feature's config, a bare kind (``genres: multi``) spelled out as a
@@ -174,7 +205,7 @@ class SideTableConfig(Section):
         }
 
 
-_PATH_ONLY = ("format", "sep", "columns", "users", "items")
+_PATH_ONLY = ("format", "sep", "columns", "users", "items", "partitions")
 
 
 class DataConfig(Section):
@@ -184,8 +215,15 @@ class DataConfig(Section):
     dataset: str | None = Field(
         default=None, description="a known data set (towerkit data list); default ml-1m"
     )
-    path: Path | None = Field(
-        default=None, description="a log file or a directory of Parquet shards, instead"
+    path: Path | str | None = Field(
+        default=None,
+        description="a log file or a directory of Parquet shards, instead; local, or a URL "
+        "(s3://bucket/events/, any fsspec filesystem)",
+    )
+    partitions: dict[str, list[str] | PartitionRange] | None = Field(
+        default=None,
+        description="the Hive partitions (dt=.../ folders) to read, by column: a list of values "
+        "or {min, max}; the others are never read (nor downloaded)",
     )
     format: Format | None = Field(
         default=None, description="csv, tsv, parquet, jsonl or sequences; default: the suffix"
@@ -238,10 +276,29 @@ class DataConfig(Section):
             raise ValueError(f"unknown data set; known data sets: {', '.join(sorted(DATASETS))}")
         return value
 
-    @field_validator("path", mode="after")
+    @field_validator("path", mode="before")
     @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser().absolute()
+    def _absolute(cls, value: Any) -> Any:
+        return _location(value)
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _partition_values(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {
+            key: [_partition_value(v) for v in wanted] if isinstance(wanted, list) else wanted
+            for key, wanted in value.items()
+        }
+
+    def partition_spec(self) -> dict[str, dict[str, Any]] | None:
+        """``partitions`` as :func:`towerkit.data.partitions.partition_filter` takes it."""
+        if not self.partitions:
+            return None
+        return {
+            key: {"in": list(wanted)} if isinstance(wanted, list) else wanted.model_dump()
+            for key, wanted in self.partitions.items()
+        }
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

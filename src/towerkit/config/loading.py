@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from towerkit.config.explain import ConfigError, explain
 from towerkit.config.schema import Config
+from towerkit.storage import is_url
 
 
 def set_key(tree: dict, dotted: str, value: Any) -> None:
@@ -106,11 +107,18 @@ def resolve_paths(tree: dict, base: Path) -> dict:
     if not isinstance(data, dict):
         return tree
     data = dict(data)
-    if isinstance(data.get("path"), str) and not Path(data["path"]).expanduser().is_absolute():
+
+    def relative(value: Any) -> bool:
+        return (
+            isinstance(value, str)
+            and not is_url(value)
+            and not Path(value).expanduser().is_absolute()
+        )
+
+    if relative(data.get("path")):
         data["path"] = os.path.normpath(base / data["path"])
     for side in ("users", "items"):
         table = data.get(side)
-        relative = isinstance(table, dict) and isinstance(table.get("path"), str)
-        if relative and not Path(table["path"]).expanduser().is_absolute():
+        if isinstance(table, dict) and relative(table.get("path")):
             data[side] = {**table, "path": os.path.normpath(base / table["path"])}
     return {**tree, "data": data}

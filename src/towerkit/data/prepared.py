@@ -31,12 +31,17 @@ class Prepared:
         labels: ``(name, values)``: one categorical side attribute of each item by item id
             (e.g. ML-1M's genre), which reports colour items by; None where the item table
             has none. Training does not read it (it is not in the fingerprint).
+        objects: the objects read from a bucket (URL, size, ETag), which ``data.json``
+            records beside the fingerprint; empty for local files. The fingerprint itself is
+            of the bytes' content, which an ETag stands for: a log rewritten with the same rows
+            keeps it, one object changed changes it.
     """
 
     encoded: EncodedInteractions
     split: Split
     titles: np.ndarray | None = None
     labels: tuple[str, np.ndarray] | None = None
+    objects: tuple[dict, ...] = ()
 
     @property
     def train_counts(self) -> np.ndarray:
@@ -87,8 +92,9 @@ class Prepared:
         add_features("item_features", encoded.item_features)
         return digest.hexdigest()
 
-    def summary(self) -> dict[str, int | str]:
-        """Sizes and fingerprint, as a run directory records them."""
+    def summary(self) -> dict[str, object]:
+        """Sizes and fingerprint, as a run directory records them (and the objects read from
+        a bucket, each with its URL, size and ETag)."""
         counts = self.split.counts()
         return {
             "fingerprint": self.fingerprint,
@@ -96,4 +102,5 @@ class Prepared:
             "n_items": self.encoded.n_items,
             "interactions": len(self.encoded),
             **{f"{part}_interactions": n for part, n in counts.items()},
+            **({"objects": list(self.objects)} if self.objects else {}),
         }

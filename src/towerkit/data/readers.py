@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ from towerkit.types import Format, TimeUnit
 logger = logging.getLogger(__name__)
 
 PathLike = str | Path
+#: a predicate on a shard's path relative to its log's directory (a partition filter)
+Keep = Callable[[str], bool]
 
 
 _SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
@@ -229,9 +231,10 @@ def _first_ragged_line(
     return f"{path}: ragged row: {detail}"
 
 
-def parquet_shards(directory: Path) -> list[Path]:
+def parquet_shards(directory: Path, keep: Keep | None = None) -> list[Path]:
     """The Parquet files under a directory that hold rows, in name order (both readers, in
-    memory and out of core, read these).
+    memory and out of core, read these); with ``keep``, those whose path relative to the
+    directory it accepts (a partition filter, :func:`towerkit.data.partitions.partition_filter`).
 
     An empty file (a writer that died before its first byte) and a shard of zero rows are
     skipped, each with a warning naming it: they hold nothing to lose. Only the footers are
@@ -245,6 +248,10 @@ def parquet_shards(directory: Path) -> list[Path]:
     found = sorted(directory.rglob("*.parquet")) + sorted(directory.rglob("*.pq"))
     if not found:
         raise DataError(f"{directory}: a directory without .parquet files")
+    if keep is not None:
+        found = [p for p in found if keep(p.relative_to(directory).as_posix())]
+        if not found:
+            raise DataError(f"{directory}: no shard is in the partitions data.partitions asks for")
     shards: list[Path] = []
     first: tuple[Path, pa.Schema] | None = None
     for path in found:
@@ -291,14 +298,24 @@ def _schema_difference(this: pa.Schema, first: pa.Schema) -> str:
     return "; ".join(parts)
 
 
-def read_parquet(path: PathLike) -> pd.DataFrame:
+def shards_dataset(directory: Path, keep: Keep | None = None) -> pads.Dataset:
+    """The Parquet shards under ``directory`` as one dataset (shards in name order), with the
+    values of Hive-style partition folders (``dt=2026-12-01/``) as columns."""
+    shards = parquet_shards(directory, keep)
+    return pads.dataset(
+        [str(s) for s in shards], format="parquet", partitioning="hive",
+        partition_base_dir=str(directory),
+    )  # fmt: skip
+
+
+def read_parquet(path: PathLike, keep: Keep | None = None) -> pd.DataFrame:
     """Read a Parquet file, or a directory of Parquet shards (read as one table, shards in
-    name order). The index holds the 1-based row number."""
+    name order; Hive partition folders as columns; ``keep``: see :func:`parquet_shards`). The
+    index holds the 1-based row number."""
     path = Path(path)
     if path.is_dir():
-        shards = parquet_shards(path)
         try:
-            table = pads.dataset([str(s) for s in shards], format="parquet").to_table()
+            table = shards_dataset(path, keep).to_table()
         except (pa.ArrowInvalid, OSError) as err:
             raise DataError(
                 f"{path}: the Parquet shards cannot be read as one table ({err})"
@@ -391,14 +408,23 @@ def detect_format(path: PathLike, sep: str | None = None) -> Format:
     )
 
 
-def read_table(path: PathLike, *, format: Format | None = None, sep: str | None = None):
-    """Any supported file as a frame whose index names each row's line (or row) number."""
+def read_table(
+    path: PathLike,
+    *,
+    format: Format | None = None,
+    sep: str | None = None,
+    keep: Keep | None = None,
+):
+    """Any supported file as a frame whose index names each row's line (or row) number
+    (``keep``: which shards of a directory, see :func:`parquet_shards`)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     format = format or detect_format(path, sep)
+    if keep is not None and not (format == "parquet" and path.is_dir()):
+        raise DataError(f"{path}: data.partitions filters the shards of a directory, not a file")
     if format == "parquet":
-        return read_parquet(path)
+        return read_parquet(path, keep)
     if format == "jsonl":
         return read_jsonl(path)
     if format == "sequences":
@@ -424,6 +450,7 @@ def read_interactions(
     format: Format | None = None,
     sep: str | None = None,
     timestamp_unit: TimeUnit = "s",
+    keep: Keep | None = None,
 ) -> pd.DataFrame:
     """Read an interaction log with a column mapping.
 
@@ -438,6 +465,8 @@ def read_interactions(
             suffix (a directory: Parquet shards).
         sep: the separator of a text file; by default taken from the format or suffix.
         timestamp_unit: the unit of numeric timestamps (``s``, ``ms``, ``us``, ``ns``).
+        keep: a directory's shards to read, by relative path (a partition filter; the
+            others are never opened).
 
     Returns:
         A frame with columns ``user``, ``item``, ``timestamp`` (int64 epoch seconds; without a
@@ -462,7 +491,7 @@ def read_interactions(
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     format = format or detect_format(path, sep)
-    frame = read_table(path, format=format, sep=sep)
+    frame = read_table(path, format=format, sep=sep, keep=keep)
     if format == "sequences":
         if timestamp is not None and timestamp != "timestamp":
             raise DataError(f"{path}: a sequences file has no time column (items are in order)")

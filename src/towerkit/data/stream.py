@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from towerkit.data.cells import MAX_SECONDS, MIN_SECONDS, NA_TOKENS, column_names, id_column
 from towerkit.data.encoding import EncodedInteractions
-from towerkit.data.readers import parquet_shards
+from towerkit.data.readers import Keep, shards_dataset
 from towerkit.data.sequences import Sequences
 from towerkit.data.vocab import Vocab
 from towerkit.errors import DataError, detail, naming
@@ -48,14 +48,19 @@ logger = logging.getLogger(__name__)
 BATCH_ROWS = 1 << 20
 
 
-def open_dataset(path: Path, sep: str | None = None, text: tuple[str, ...] = ()) -> pads.Dataset:
-    """A Parquet file or directory of shards (shards in name order), or one CSV / TSV file
-    (the ``text`` columns read as text, as the in-memory reader reads ids)."""
+def open_dataset(
+    path: Path, sep: str | None = None, text: tuple[str, ...] = (), keep: Keep | None = None
+) -> pads.Dataset:
+    """A Parquet file or directory of shards (shards in name order, Hive partition folders as
+    columns, ``keep``: which shards, by relative path), or one CSV / TSV file (the ``text``
+    columns read as text, as the in-memory reader reads ids)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
+    if keep is not None and not path.is_dir():
+        raise DataError(f"{path}: data.partitions filters the shards of a directory, not a file")
     if path.is_dir():
-        return pads.dataset([str(s) for s in parquet_shards(path)], format="parquet")
+        return shards_dataset(path, keep)
     if path.suffix.lower() in (".parquet", ".pq"):
         return pads.dataset(str(path), format="parquet")
     delimiter = sep or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
@@ -212,6 +217,7 @@ def stream_sequences(
     timestamp: str | None = "timestamp",
     sep: str | None = None,
     progress: bool = True,
+    keep: Keep | None = None,
 ) -> tuple[EncodedInteractions, Sequences]:
     """Read a log in record batches into an :class:`EncodedInteractions` whose arrays are
     grouped by user (time order within each user) and the CSR :class:`Sequences` over the same
@@ -224,7 +230,7 @@ def stream_sequences(
     """
     path = Path(path)
     try:
-        return _stream_sequences(path, user, item, timestamp, sep, progress)
+        return _stream_sequences(path, user, item, timestamp, sep, progress, keep)
     except (pa.ArrowInvalid, UnicodeDecodeError) as err:  # (a header that is not UTF-8)
         if path.is_dir() or path.suffix.lower() in (".parquet", ".pq"):
             with naming(str(path)):
@@ -235,9 +241,15 @@ def stream_sequences(
 
 
 def _stream_sequences(
-    path: Path, user: str, item: str, timestamp: str | None, sep: str | None, progress: bool
+    path: Path,
+    user: str,
+    item: str,
+    timestamp: str | None,
+    sep: str | None,
+    progress: bool,
+    keep: Keep | None,
 ) -> tuple[EncodedInteractions, Sequences]:
-    dataset = open_dataset(path, sep, text=(user, item))
+    dataset = open_dataset(path, sep, text=(user, item), keep=keep)
     columns = _Columns(user, item, timestamp)
     _check_schema(path, dataset.schema, columns)
     names = [user, item] + ([timestamp] if timestamp else [])

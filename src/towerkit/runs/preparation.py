@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from towerkit import datasets
+from towerkit import datasets, storage
 from towerkit.config import Config, ConfigError, DataConfig, SideTableConfig, SplitConfig
 from towerkit.data import (
     Interactions,
@@ -30,10 +30,12 @@ from towerkit.data import (
     temporal_split,
 )
 from towerkit.data.encoding import encode_features, onto
+from towerkit.data.partitions import describe, partition_filter
 from towerkit.data.readers import read_interactions, read_side_table
 from towerkit.data.split import Stage
 from towerkit.data.vocab import BaseVocabs, Vocab
 from towerkit.errors import DataError
+from towerkit.storage import is_url
 from towerkit.types import FeatureKind
 
 logger = logging.getLogger(__name__)
@@ -66,9 +68,45 @@ class Log:
     kinds: dict[str, FeatureKind]
 
 
+def localised(data: DataConfig, *, progress: bool = True) -> tuple[DataConfig, tuple[dict, ...]]:
+    """``data`` with each URL (the log, its side tables) replaced by a local view of the
+    objects it names (:func:`towerkit.storage.fetch`: each object downloaded once, by ETag),
+    and the record of those objects. A log's prefix gives its Parquet objects in the partitions
+    asked for: the others are never downloaded.
+
+    Raises:
+        StorageError: a missing bucket or key, access denied, a network failure.
+        DataError: a prefix without a Parquet object in the partitions asked for.
+    """
+    keep = partition_filter(data.partition_spec())
+    objects: list[dict] = []
+    update: dict[str, object] = {}
+    if is_url(data.path):
+
+        def shard(relative: str) -> bool:
+            is_parquet = relative.lower().endswith((".parquet", ".pq"))
+            return is_parquet and (keep is None or keep(relative))
+
+        fetched = storage.fetch(str(data.path), shard, progress=progress)
+        if not fetched.objects:
+            asked = f" in the partitions asked for ({describe(data.partition_spec())})"
+            raise DataError(f"{data.path}: no Parquet object{asked if keep else ''}")
+        update["path"] = fetched.path
+        objects += fetched.records()
+    for side in ("users", "items"):
+        table = getattr(data, side)
+        if table is not None and is_url(table.path):
+            fetched = storage.fetch(str(table.path), progress=progress)
+            update[side] = table.model_copy(update={"path": fetched.path})
+            objects += fetched.records()
+    return (data.model_copy(update=update) if update else data), tuple(objects)
+
+
 def load_log(data: DataConfig, *, progress: bool = True) -> Log:
     """The interactions and side tables of ``data``: a known data set, or files of one's own
-    read with the config's column map and declared features."""
+    (local, or fetched from a bucket) read with the config's column map and declared
+    features."""
+    data, _ = localised(data, progress=progress)
     if data.dataset is not None:
         spec = datasets.get_spec(data.dataset)
         return Log(
@@ -81,6 +119,7 @@ def load_log(data: DataConfig, *, progress: bool = True) -> Log:
     frame = read_interactions(
         data.path, user=c.user, item=c.item, timestamp=c.timestamp, rating=c.rating,
         weight=c.weight, format=data.format, sep=data.sep, timestamp_unit=c.timestamp_unit,
+        keep=partition_filter(data.partition_spec()),
     )  # fmt: skip
     tables, kinds = _side_tables(data)
     has_time = c.timestamp is not None and data.format != "sequences"
@@ -198,10 +237,13 @@ def prepare(data: DataConfig, *, progress: bool = True, base: BaseVocabs | None 
     A log of ids and whole-second times with nothing to filter (Parquet shards, one Parquet
     file, one CSV) takes the out-of-core path (:mod:`towerkit.data.stream`: record batches,
     never a frame of the whole log); anything else is read into memory. Both give the same
-    prepared data for the same log."""
+    prepared data for the same log. A log in a bucket is downloaded first (see
+    :func:`localised`), and the objects read are recorded with the prepared data."""
+    data, objects = localised(data, progress=progress)
     if stream.streamable(data) is None:
         try:
-            return _prepare_streamed(data, progress=progress, base=base)
+            prepared = _prepare_streamed(data, progress=progress, base=base)
+            return dataclasses.replace(prepared, objects=objects)
         except stream.NotStreamable as why:
             logger.info("%s: read in memory (%s)", data.path, why)
     log = load_log(data, progress=progress)
@@ -225,7 +267,8 @@ def prepare(data: DataConfig, *, progress: bool = True, base: BaseVocabs | None 
     )
     titles = _titles(interactions.items, encoded.item_vocab)
     split = make_split(data.split, Sequences.from_encoded(encoded))
-    return Prepared(encoded, split, titles, item_labels(interactions.items, encoded.item_vocab))
+    labels = item_labels(interactions.items, encoded.item_vocab)
+    return Prepared(encoded, split, titles, labels, objects)
 
 
 def _prepare_streamed(
@@ -235,7 +278,7 @@ def _prepare_streamed(
     timestamp = None if data.format == "sequences" else c.timestamp
     encoded, sequences = stream.stream_sequences(
         data.path, user=c.user, item=c.item, timestamp=timestamp, sep=data.sep,
-        progress=progress,
+        progress=progress, keep=partition_filter(data.partition_spec()),
     )  # fmt: skip
     if base is not None:
         users, user_vocab = onto(encoded.users, encoded.user_vocab, base.user)
