@@ -91,8 +91,10 @@ def train(
             ``timestamp`` by default; the run directory carries a copy, so it resumes and
             evaluates without it), or the path of a log file. None: the config's
             ``data.dataset`` or ``data.path`` (ML-1M when it names neither).
-        out: the run directory to write (it must not hold anything). None: a new temporary
-            directory, kept after the call (``run.path`` says where).
+        out: the run directory to write (it must not hold anything), or a URL
+            (``s3://bucket/runs/a``: an empty prefix; published there with its manifest
+            last). None: a new temporary directory, kept after the call (``run.path`` says
+            where).
         warm_start: a finished run to continue on this (newer) log, as ``towerkit train
             --from RUN`` does: its users and items keep their vectors, new ones get new rows,
             its weights and optimiser state are loaded. The config must describe the same
@@ -122,12 +124,13 @@ def train(
         ConfigError, DataError, RunDirError: as ``towerkit train`` reports them (one line).
         RunInterrupted: Ctrl-C; the run directory is kept, and :func:`resume` goes on.
     """
+    from towerkit import storage
     from towerkit.config import Config, config_from_dict
     from towerkit.runs import CARRIED_LOG_FILE, lifecycle, pipeline
     from towerkit.runs.preparation import prepare
 
     base = load_config(config) if not isinstance(config, Config) else config
-    target = Path(out) if out is not None else _temporary_run()
+    target = storage.location(out) if out is not None else _temporary_run()
     warm = None
     if warm_start is not None:
         warm = pipeline.WarmStart(warm_start.path if isinstance(warm_start, Run) else warm_start)
@@ -137,7 +140,8 @@ def train(
     tree = base.model_dump(mode="json")
     tree["data"].pop("dataset", None)
     if isinstance(data, str | Path):
-        tree["data"]["path"] = str(Path(data).absolute())
+        given = storage.location(data)
+        tree["data"]["path"] = given if storage.is_url(given) else str(Path(given).absolute())
         lifecycle.train(config_from_dict(tree, source="the config given"), target, warm=warm)
         return Run(target)
     with tempfile.TemporaryDirectory(prefix="towerkit-log-") as folder:
@@ -153,7 +157,8 @@ def train(
             base=warm.vocabs if warm is not None else None,
         )
         # the run's config names the copy it carries, where it will be once created
-        tree["data"]["path"] = str((target / CARRIED_LOG_FILE).absolute())
+        local = storage.work_path(str(target)) if storage.is_url(target) else Path(target)
+        tree["data"]["path"] = str((local / CARRIED_LOG_FILE).absolute())
         carried = config_from_dict(tree, source="the config given")
         lifecycle.train(carried, target, prepared=prepared, log=staged, warm=warm)
     return Run(target)

@@ -17,7 +17,9 @@ otherwise the message says how to resume.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -25,13 +27,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from towerkit import distributed
+from towerkit import distributed, storage
 from towerkit.config import Config
-from towerkit.errors import RunInterrupted, WorkersFailed
-from towerkit.files import os_reason
+from towerkit.errors import RunInterrupted, StorageError, WorkersFailed
+from towerkit.files import os_reason, sha256_of
 from towerkit.runs import pipeline
 from towerkit.runs.processes import launch_torchrun, signals_as_interrupt
-from towerkit.runs.rundir import LOG_FILE, RunDir, RunDirError
+from towerkit.runs.rundir import CHECKPOINT_FILE, LOG_FILE, RUN_FILE, RunDir, RunDirError
+from towerkit.storage import is_url
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,11 @@ def train(
     log: Path | None = None,
     warm: pipeline.WarmStart | RunDir | str | Path | None = None,
 ) -> pipeline.RunOutcome | None:
-    """Train ``config`` into a new run directory ``out`` (which must not hold anything).
+    """Train ``config`` into a new run directory ``out`` (which must not hold anything): a
+    local path, or a URL (``s3://bucket/runs/a``, an empty prefix). A run whose home is a
+    bucket is written in a local working copy, its files uploaded after every epoch's
+    checkpoint (so it resumes on another machine) and published with its manifest last once
+    it finished (readers never see a half-written run).
 
     Args:
         nproc: train in this many processes on this machine (``torchrun --standalone``); the
@@ -73,7 +80,11 @@ def train(
         RunInterrupted: Ctrl-C or SIGTERM (the message says how to resume).
         WorkersFailed: launched processes failed.
     """
-    out = Path(out)
+    url = str(out) if is_url(out) else None
+    first = int(os.environ.get("RANK", "0")) == 0  # (before the process group is joined)
+    if url is not None and first:
+        _check_new_prefix(url)
+    out = storage.work_path(url) if url is not None else Path(out)
     warm = pipeline.warm_start(warm)
     if nproc > 1 and (validate is not None or not test or keep_on or log is not None):
         raise ValueError("validate, test, keep_on and log are for a run in this process (nproc 1)")
@@ -81,15 +92,36 @@ def train(
         with tempfile.TemporaryDirectory(prefix="towerkit-launch-") as folder:
             resolved = Path(folder) / "config.yaml"
             resolved.write_text(config.to_yaml())
-            command = ["train", str(resolved), "--out", str(out)]
+            command = ["train", str(resolved), "--out", url or str(out)]
             if warm is not None:
-                command += ["--from", str(warm.parent.path)]
+                command += ["--from", warm.parent.location]
             launch_torchrun(nproc, command, config.train.progress)
         return None
     return _execute(
         config, None, out, prepared, validate=validate, test=test, keep_on=keep_on, log=log,
-        warm=warm,
+        warm=warm, url=url,
     )  # fmt: skip
+
+
+def _check_new_prefix(url: str) -> None:
+    """Refuse a prefix that holds a run (finished, or one to resume); remove what an attempt
+    that failed before its first checkpoint left there.
+
+    Raises:
+        RunDirError: naming what is there and what to do.
+    """
+    names = set(storage.objects_under(url))
+    if not names:
+        return
+    if storage.MANIFEST_NAME in names:
+        raise RunDirError(f"{url}: holds a finished run already; a new run needs an empty prefix")
+    if RUN_FILE in names and CHECKPOINT_FILE in names:
+        raise RunDirError(
+            f"{url}: holds an unfinished run; resume it with: towerkit train --resume {url} "
+            "(or pick an empty prefix)"
+        )
+    logger.info("%s: removing what an attempt that stopped before its first epoch left", url)
+    storage.remove_prefix(url)
 
 
 def resume(
@@ -103,21 +135,75 @@ def resume(
     """Continue an unfinished run from its last checkpoint, on this machine (``device``: by
     default the run's own; a GPU run resumes on a CPU with ``device="cpu"``).
 
+    A run whose home is a bucket (``run`` a URL) is downloaded as the bucket holds it (its last
+    uploaded checkpoint), resumed, and published. One that finished training but whose upload
+    was cut off is only published: the call then returns None.
+
     Raises:
         RunDirError: not a run, finished already, or its data are not found.
         ConfigError: a device this machine lacks.
         RunInterrupted, WorkersFailed: as for :func:`train`.
+        StorageError: the bucket cannot be read or written.
     """
+    url = str(run) if not isinstance(run, RunDir) and is_url(run) else None
+    if url is not None:
+        run = _download_unfinished(url)
+        if run.finished:  # trained to the end; only its upload was cut off
+            uploaded(run.uploader, run.path, url)
+            logger.info("%s: the run was finished; its upload is complete now", url)
+            return None
     run = run if isinstance(run, RunDir) else RunDir(run)
     if run.finished:
-        raise RunDirError(f"{run.path}: the run is finished already; there is nothing to resume")
+        where = run.location
+        raise RunDirError(f"{where}: the run is finished already; there is nothing to resume")
     config = pipeline.resumed_config(run, device=device, progress=progress)
     if nproc > 1 and not distributed.launched():
         run.require_data()  # before starting processes (in this one, pipeline.checked does)
-        command = ["train", "--resume", str(run.path), "--device", config.train.device]
+        command = ["train", "--resume", url or str(run.path), "--device", config.train.device]
         launch_torchrun(nproc, command, config.train.progress)
         return None
-    return _execute(config, run, None, prepared)
+    return _execute(config, run, None, prepared, url=url)
+
+
+def _download_unfinished(url: str) -> RunDir:
+    """A run in a bucket with no manifest (unfinished, or its upload cut off), downloaded into
+    a fresh working copy with an uploader that knows what the bucket holds already.
+
+    Raises:
+        RunDirError: a finished run (its manifest is there), or not a run.
+    """
+    with contextlib.suppress(StorageError):
+        storage.read_manifest(url)
+        raise RunDirError(f"{url}: the run is finished already; there is nothing to resume")
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun, each process reads its own copy
+    local = storage.working_copy(url + (f"#rank{rank}" if rank else ""))
+    names = storage.download_prefix(url, local)
+    if RUN_FILE not in names:
+        shutil.rmtree(local, ignore_errors=True)
+        raise RunDirError(f"{url}: not a run (no {RUN_FILE} under it)")
+    run = RunDir(local)
+    if rank == 0:  # (rank 0 alone writes, and uploads)
+        run.uploader = storage.Uploader(url)
+        run.uploader.sent = {name: sha256_of(local / name) for name in names}
+    return run
+
+
+def uploaded(uploader: storage.Uploader | None, local: Path, url: str) -> None:
+    """Publish a finished run's working copy (its manifest last); a failure says where the
+    run is kept and how to finish the upload.
+
+    Raises:
+        StorageError: one line naming the object, the reason and the way on.
+    """
+    if uploader is None:
+        return
+    try:
+        uploader.publish(local, last=[RUN_FILE], what="run")
+    except StorageError as err:
+        raise StorageError(
+            f"{err}; the run is trained (kept in {local}); finish its upload with: towerkit "
+            f"train --resume {url}"
+        ) from None
 
 
 def _execute(
@@ -131,8 +217,10 @@ def _execute(
     keep_on: tuple[type[BaseException], ...] = (),
     log: Path | None = None,
     warm: pipeline.WarmStart | None = None,
+    url: str | None = None,
 ) -> pipeline.RunOutcome:
-    """The run in this process: join the process group (once), prepare, train, finish."""
+    """The run in this process: join the process group (once), prepare, train, finish (and,
+    for a run whose home is ``url``, publish it there)."""
     new = run is None
     ctx = distributed.setup(config.train.device)
     try:
@@ -142,6 +230,8 @@ def _execute(
             if new:
                 out = distributed.broadcast_object(out)  # the default name holds rank 0's clock
                 if ctx.main:
+                    if url is not None:
+                        storage.working_copy(url)  # emptied: a crashed attempt's copy goes
                     RunDir.check_new(out)
             with signals_as_interrupt():  # SIGTERM as Ctrl-C
                 try:
@@ -152,6 +242,9 @@ def _execute(
                     if new and ctx.main:
                         record = warm.record(prepared, warm.moments(config)[1]) if warm else None
                         run = RunDir.create(out, config, prepared, log=log, warm=record)
+                        if url is not None:
+                            run.uploader = storage.Uploader(url)
+                            run.push()
                     with _train_log(run if ctx.main else None):
                         state = None if new else run.load_checkpoint()
                         outcome = pipeline.fit(
@@ -161,8 +254,10 @@ def _execute(
                 except keep_on:
                     raise
                 except BaseException as err:
-                    _stopped(run if ctx.main else None, new, err, ctx.main)
+                    _stopped(run if ctx.main else None, new, err, ctx.main, url)
                     raise
+            if ctx.main and url is not None:
+                uploaded(run.uploader, run.path, url)
     finally:
         distributed.teardown()
     outcome.main = ctx.main
@@ -241,10 +336,14 @@ class RunLogHandler(logging.FileHandler):
         logger.warning("%s: cannot write the log (%s); it stops here", self.baseFilename, reason)
 
 
-def _stopped(run: RunDir | None, new: bool, err: BaseException, main: bool) -> None:
+def _stopped(
+    run: RunDir | None, new: bool, err: BaseException, main: bool, url: str | None = None
+) -> None:
     """After training stopped early (Ctrl-C, SIGTERM, an error): keep what can be resumed,
     remove a new run that holds no finished epoch, and say which. Raises
-    :class:`RunInterrupted` for an interrupt."""
+    :class:`RunInterrupted` for an interrupt. A run whose home is a bucket keeps what its
+    last checkpoint uploaded there (no manifest: no reader takes it for a run), and resumes
+    from the bucket."""
     interrupted = isinstance(err, KeyboardInterrupt)
     if not main:
         if interrupted:
@@ -257,16 +356,21 @@ def _stopped(run: RunDir | None, new: bool, err: BaseException, main: bool) -> N
     done = run.epochs_done
     if done == 0 and new:
         shutil.rmtree(run.path, ignore_errors=True)
+        if url is not None:
+            storage.remove_prefix(url)
         if interrupted:
             raise RunInterrupted(
                 "interrupted before the first epoch finished; nothing was kept"
             ) from None
         return
+    if url is not None and isinstance(err, StorageError):
+        return  # the store's one line says it all; the bucket keeps the last upload
     if interrupted or done:
         epochs = run.config.train.epochs
+        where = url or run.path
         message = (
             f"{'interrupted' if interrupted else 'stopped'}: {done} of {epochs} epochs are "
-            f"saved in {run.path}; resume with: towerkit train --resume {run.path}"
+            f"saved in {where}; resume with: towerkit train --resume {where}"
         )
         if interrupted:
             raise RunInterrupted(message) from None

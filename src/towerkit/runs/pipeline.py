@@ -410,7 +410,7 @@ def _finish(run: RunDir, outcome: RunOutcome, prepared: Prepared, device: torch.
         timing=timing,
         outcomes=outcome.outcomes,
     )
-    logger.info("run written to %s", run.path)
+    logger.info("run written to %s", run.location)
 
 
 def evaluate_run(

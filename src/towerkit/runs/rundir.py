@@ -58,7 +58,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from towerkit import __version__
+from towerkit import __version__, storage
 from towerkit.config import (
     MACHINE_KEYS,
     Config,
@@ -71,6 +71,7 @@ from towerkit.errors import DataError, TowerkitError, naming
 from towerkit.evaluation.outcomes import Outcomes
 from towerkit.files import atomic_write, os_reason, remove_stale, sha256_of, staging_dir
 from towerkit.models import MatchingModel, build_model
+from towerkit.storage import Uploader, is_url
 from towerkit.training.state import TrainState
 from towerkit.types import FeatureTable
 
@@ -325,14 +326,22 @@ class RunDir(SavedVocabularies):
     """An existing run directory (see the module docstring).
 
     Args:
-        path: the directory written by :meth:`create` (``towerkit train``).
+        path: the directory written by :meth:`create` (``towerkit train``), or the URL of a run
+            published to a bucket (``s3://bucket/runs/a``): a local snapshot of it is read,
+            downloaded once and checked against its manifest (:func:`towerkit.storage.pull`).
 
     Raises:
         RunDirError: the directory is missing or is not a run directory.
+        StorageError: a URL with no finished run (no manifest), or a failure of the store.
     """
 
+    #: where the run's files are uploaded as they are written (a run whose home is a bucket),
+    #: set by its lifecycle; None for a local run
+    uploader: Uploader | None = None
+
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.url = str(path) if is_url(path) else None
+        self.path = storage.pull(str(path), what="run") if self.url else Path(path)
         self._checked: dict[str, str] = {}  # outputs whose sha256 matched, by name
         if not (self.path / RUN_FILE).is_file():
             what = "does not exist" if not self.path.exists() else f"no {RUN_FILE}"
@@ -351,7 +360,21 @@ class RunDir(SavedVocabularies):
             remove_stale(self.path, f".{name}.")
 
     def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r}, status={self.status!r})"
+        return f"RunDir({self.location!r}, status={self.status!r})"
+
+    @property
+    def location(self) -> str:
+        """Where the run lives: its URL (read from, or written to, a bucket), or its local
+        path."""
+        if self.url is None and self.uploader is not None:
+            return self.uploader.url
+        return self.url or str(self.path)
+
+    def push(self) -> None:
+        """Upload what changed in the run since the last push (a run whose home is a bucket;
+        ``run.json`` last, so that its status never runs ahead of the files it describes)."""
+        if self.uploader is not None:
+            self.uploader.push(self.path, last=[RUN_FILE])
 
     # -- creating and training ----------------------------------------------------------------
 
@@ -404,7 +427,7 @@ class RunDir(SavedVocabularies):
             tree, given = config.experiment(), {}
             for keys in DATA_PATH_KEYS:  # relative to the run: a run moved with its data works
                 value = _get(tree["data"], keys)
-                if value is not None:
+                if value is not None and not is_url(value):  # (a URL is the same everywhere)
                     given[".".join(("data", *keys))] = value
                     _set(tree["data"], keys, os.path.relpath(value, path.absolute()))
             text = yaml.safe_dump(tree, sort_keys=False)
@@ -489,6 +512,7 @@ class RunDir(SavedVocabularies):
         """Write the training state after an epoch (atomically: the old one stays whole until
         the new one is complete)."""
         _write_torch(self.path / CHECKPOINT_FILE, state.to_dict())
+        self.push()  # a run in a bucket resumes on another machine from this checkpoint
 
     def load_checkpoint(self) -> TrainState | None:
         """The last checkpoint, or None when no epoch finished."""
@@ -630,7 +654,9 @@ class RunDir(SavedVocabularies):
         for dotted, given in self._run.get("data_paths", {}).items():
             keys = tuple(dotted.split("."))[1:]
             here = _get(tree.get("data") or {}, keys)
-            if here is not None and not Path(here).exists() and Path(given).exists():
+            if here is None or is_url(here):
+                continue
+            if not Path(here).exists() and Path(given).exists():
                 _set(tree["data"], keys, given)
         try:
             return config_from_dict(tree, source=str(self.path / CONFIG_FILE), machine=False)
@@ -653,7 +679,7 @@ class RunDir(SavedVocabularies):
         given = self._run.get("data_paths", {})
         for keys in DATA_PATH_KEYS:
             value = _get(data.model_dump(), keys)
-            if value is not None and not Path(value).exists():
+            if value is not None and not is_url(value) and not Path(value).exists():
                 dotted = ".".join(("data", *keys))
                 also = f" nor at {given[dotted]}" if dotted in given else ""
                 raise RunDirError(

@@ -33,6 +33,7 @@ from towerkit.config import Config, ConfigError
 from towerkit.data import Prepared
 from towerkit.data.vocab import BaseVocabs
 from towerkit.runs.rundir import MODEL_FILE, RunDir, RunDirError, load_torch
+from towerkit.storage import is_url
 from towerkit.training.state import TrainState
 
 logger = logging.getLogger(__name__)
@@ -147,10 +148,10 @@ class WarmStart:
         ids kept and added."""
         parent = self.parent
         # the parent's own generation is the last of its lineage (run None there: "this one")
-        generations = [*parent.lineage[:-1], _generation(parent.path, parent.data)]
+        generations = [*parent.lineage[:-1], _generation(parent.location, parent.data)]
         vocabs, encoded = self.vocabs, prepared.encoded
         return {
-            "parent": str(parent.path.absolute()),
+            "parent": parent.url or str(parent.path.absolute()),
             "lineage": [*generations, _generation(None, prepared.summary())],
             "warm_start": {
                 "users_kept": len(vocabs.user),
@@ -162,9 +163,10 @@ class WarmStart:
         }
 
 
-def _generation(path: Path | None, data: Mapping[str, Any]) -> dict[str, Any]:
+def _generation(where: str | None, data: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("fingerprint", "n_users", "n_items", "interactions")
-    return {"run": None if path is None else str(path.absolute()), **{k: data[k] for k in keys}}
+    run = None if where is None or is_url(where) else str(Path(where).absolute())
+    return {"run": where if is_url(where) else run, **{k: data[k] for k in keys}}
 
 
 def _shown(kinds: Mapping[str, str]) -> dict[str, str] | str:
