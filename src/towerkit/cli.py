@@ -232,16 +232,20 @@ def train(
         typer.Option("--set", help="Override a key: --set train.epochs=3 (repeatable)."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="The run directory (default runs/CONFIG-TIMESTAMP).")
+        str | None,
+        typer.Option(
+            help="The run directory (default runs/CONFIG-TIMESTAMP), or a URL: s3://bucket/runs/a "
+            "(an empty prefix; published with its manifest last)."
+        ),
     ] = None,
     resume: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--resume", help="Continue an unfinished run from its last checkpoint.", metavar="RUN"
         ),
     ] = None,
     warm: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--from",
             help="Continue a finished run on a newer log (a warm start): its ids keep their "
@@ -272,6 +276,7 @@ def train(
     one (yesterday's model on today's log)."""
     from towerkit.config import ConfigError, load_config
     from towerkit.runs import RunDir, lifecycle, pipeline
+    from towerkit.storage import is_url
 
     if (config is None) == (resume is None):
         raise typer.BadParameter("give a CONFIG to start a run, or --resume RUN to continue one")
@@ -280,7 +285,14 @@ def train(
             "--resume continues a run as it was configured: no --set, --out or --from"
         )
     progress = _state["progress"]
-    if resume is not None:
+    if resume is not None and is_url(resume):  # downloaded as the bucket holds it, then resumed
+        outcome = lifecycle.resume(resume, device=device, progress=progress, nproc=nproc)
+        if outcome is None:
+            if nproc == 1:
+                console.print(escape(f"{resume}: the run was finished; its upload is complete now"))
+            return
+        cfg = outcome.config
+    elif resume is not None:
         run = RunDir(resume)  # a clear error for a folder that is not a run, before any data
         if run.finished:
             raise ConfigError(f"{resume}: the run is finished already; there is nothing to resume")
@@ -291,7 +303,7 @@ def train(
         cfg = load_config(config, overrides)  # a bad config fails before any data is read
         if not progress:
             cfg = cfg.on_machine(progress=False)
-        out = out or Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = out or str(Path("runs") / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
         parent = pipeline.WarmStart(warm) if warm is not None else None  # before any data
         outcome = lifecycle.train(cfg, out, nproc=nproc, warm=parent)
     if outcome is None or not outcome.main:  # launched processes, or a rank other than 0
@@ -303,7 +315,7 @@ def train(
     }
     title = f"{cfg.model.name}, {cfg.train.mode.value}, {cfg.negatives.kind} negatives"
     console.print(_metrics_table(title, rows, cfg.eval.ks))
-    console.print(f"run written to {escape(str(outcome.run.path))}")
+    console.print(f"run written to {escape(outcome.run.location)}")
 
 
 @app.command()
@@ -325,7 +337,10 @@ def tune(
             min=1, max=MAX_TRIALS, help="The study's size: trials in all, over every session."
         ),
     ] = 20,
-    out: Annotated[Path | None, typer.Option(help="The study directory.")] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(help="The study directory, or a URL (s3://bucket/studies/a)."),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -385,6 +400,8 @@ def tune(
             f"run: {summary.best_run}"
         )
     )
+    if out is not None and "://" in out:
+        console.print(escape(f"study published to {out} (each finished trial under trials/)"))
 
 
 @app.command("tune-worker", hidden=True)
@@ -439,7 +456,9 @@ def _parse_options(items: list[str] | None, what: str = "index option") -> dict:
 
 @app.command()
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `towerkit train`.")],
+    run_dir: Annotated[
+        str, typer.Argument(help="A run directory written by `towerkit train` (or its URL).")
+    ],
     index: IndexOption = "exact",
     options: IndexOptions = None,
     save: Annotated[
@@ -471,7 +490,9 @@ def evaluate(
 
 @app.command()
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="One or more finished run directories.")],
+    runs: Annotated[
+        list[str], typer.Argument(help="One or more finished run directories (or their URLs).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path(
         "report.html"
     ),
@@ -493,7 +514,7 @@ def report(
 
 @app.command()
 def compare(
-    run_a: Annotated[Path, typer.Argument(help="Run A (the reference).")],
+    run_a: Annotated[str, typer.Argument(help="Run A (the reference; a directory or a URL).")],
     run_b: Annotated[
         str, typer.Argument(help="Run B, or `popularity` for A's popularity baseline.")
     ],
@@ -535,7 +556,9 @@ def compare(
 
 @app.command()
 def recommend(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `towerkit train`.")],
+    run_dir: Annotated[
+        str, typer.Argument(help="A run directory written by `towerkit train` (or its URL).")
+    ],
     user: Annotated[
         list[str] | None, typer.Option("--user", "-u", help="A known user's raw id (repeatable).")
     ] = None,
@@ -683,7 +706,7 @@ def recommend(
 
 @app.command()
 def embed(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    run_dir: Annotated[str, typer.Argument(help="A finished run directory (or its URL).")],
     items: Annotated[
         Path,
         typer.Option(
@@ -704,7 +727,7 @@ def embed(
 
 
 def _recommend_all(
-    run_dir: Path, out: Path, *, k: int, users_file: Path | None, where: str | None, shard: str,
+    run_dir: str, out: Path, *, k: int, users_file: Path | None, where: str | None, shard: str,
     batch: int, vectors: bool, index: str, options: list[str] | None,
 ) -> None:  # fmt: skip
     from towerkit.retrieval.bulk import UserShard, read_users, recommend_run, vectors_path
@@ -728,9 +751,14 @@ def _pq_rows(path: Path) -> int:
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    run_dir: Annotated[str, typer.Argument(help="A finished run directory (or its URL).")],
     out: Annotated[
-        Path | None, typer.Option("--out", help="The export directory to write.")
+        str | None,
+        typer.Option(
+            "--out",
+            help="The export directory to write, or a URL (s3://bucket/exports/a: published "
+            "with its manifest last; an export there before is replaced).",
+        ),
     ] = None,
     to: Annotated[
         tuple[str, str] | None,
@@ -781,8 +809,8 @@ def export(
     _require_serving()
     from towerkit.retrieval.export import ExportDir, export_run
 
-    export_run(run_dir, out, index=index, index_options=index_options)
-    manifest = ExportDir(out).manifest
+    written = export_run(run_dir, out, index=index, index_options=index_options)
+    manifest = ExportDir(written).manifest
     where = ""
     if manifest["index"]["kind"] == "milvus":
         shipped = manifest["index"]["options"]
@@ -799,7 +827,13 @@ def export(
 
 @app.command()
 def serve(
-    directory: Annotated[Path, typer.Argument(help="A run or export directory.")],
+    directory: Annotated[
+        str,
+        typer.Argument(
+            help="A run or export directory, or its URL (s3://bucket/exports/a: downloaded to "
+            "a local cache, checked against its manifest; a reload takes a newer one)."
+        ),
+    ],
     index: Annotated[
         str | None,
         typer.Option(

@@ -23,6 +23,7 @@ from towerkit.evaluation.outcomes import PER_USER_METRICS, Difference, compare_o
 from towerkit.files import atomic_write
 from towerkit.reports.page import page, table
 from towerkit.reports.views import ReportError, RunView, same_evaluation, unique_names
+from towerkit.storage import location
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +58,13 @@ def compare_runs(
     """
     if resamples < 10:
         raise ReportError(f"--resamples {resamples}: use at least 10 (1,000 is the default)")
-    a_path = Path(a)
+    a_path = location(a)
     versus_popularity = str(b) == POPULARITY and not Path(b).exists()
     if versus_popularity:
         run_a = RunView.load(a_path)
         run_b, name_b = run_a, f"{POPULARITY} ({run_a.name})"
     else:
-        name_a, name_b = unique_names([a_path, Path(b)])
+        name_a, name_b = unique_names([a_path, location(b)])
         run_a, run_b = RunView.load(a_path, name_a), RunView.load(b, name_b)
         if run_a.fingerprint != run_b.fingerprint:
             if not same_evaluation(run_a.outcomes, run_b.outcomes):

@@ -45,6 +45,7 @@ from towerkit.reports.charts import (
 )
 from towerkit.reports.page import page, plotly_js, table
 from towerkit.reports.views import ReportError, RunView, same_evaluation, unique_names
+from towerkit.storage import location
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ def write_report(
     plotly_js()  # the extras are there before any work
     check_projection(projection)
     check_writable(Path(out))
-    paths = [Path(p) for p in paths]
+    paths = [location(p) for p in paths]
     runs = [RunView.load(p, n) for p, n in zip(paths, unique_names(paths), strict=True)]
     data = report_data(runs, projection=projection)
     for warning in data["warnings"]:

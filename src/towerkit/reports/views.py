@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from towerkit.runs import (
     RunDir,
     RunDirError,
 )
+from towerkit.storage import is_url
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,16 @@ class RunView:
             ReportError: the run is unfinished, or one of its files is missing or damaged
                 (the message names the file, in one line).
         """
-        path = Path(path)
-        if not path.is_dir():
-            raise ReportError(f"{path}: not a run directory (it does not exist)")
         try:
-            run = RunDir(path)
+            if is_url(path):  # a snapshot of the run published there, read like a folder
+                run = RunDir(str(path))
+                name = name or unique_names([str(path)])[0]
+                path = run.path
+            else:
+                path = Path(path)
+                if not path.is_dir():
+                    raise ReportError(f"{path}: not a run directory (it does not exist)")
+                run = RunDir(path)
             run.require_finished()
             config = run.config
             fingerprint = str(run.data["fingerprint"])
@@ -119,11 +125,13 @@ def _read(path: Path, reader):
         raise ReportError(f"{path}: damaged ({type(err).__name__}: {err})") from None
 
 
-def unique_names(paths: Sequence[Path]) -> list[str]:
-    """Short names for runs: the folder name, with its parent where two share one."""
-    names = [p.name for p in paths]
+def unique_names(paths: Sequence[str | Path]) -> list[str]:
+    """Short names for runs: the folder name (a URL's last segment), with its parent where two
+    share one."""
+    pure = [PurePosixPath(str(p).rstrip("/")) if is_url(p) else Path(p) for p in paths]
+    names = [p.name for p in pure]
     if len(set(names)) < len(names):
-        names = [f"{p.parent.name}/{p.name}" for p in paths]
+        names = [f"{p.parent.name}/{p.name}" for p in pure]
     return names
 
 

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from towerkit import __version__
+from towerkit import __version__, storage
 from towerkit.config import SimilarityConfig
 from towerkit.data.history import gather_history
 from towerkit.errors import TowerkitError
@@ -67,6 +67,7 @@ from towerkit.runs import (
     SavedVocabularies,
     vectors_column,
 )
+from towerkit.storage import is_url
 from towerkit.types import FeatureTable
 
 logger = logging.getLogger(__name__)
@@ -144,8 +145,12 @@ def export_run(
     """Write a finished run as an export directory (see the module docstring).
 
     Args:
-        run: the run directory.
-        out: the export directory (must not exist, or be empty).
+        run: the run directory (or its URL).
+        out: the export directory (must not exist, or be empty), or a URL
+            (``s3://bucket/exports/a``): the export is written to a local working copy
+            (returned), then uploaded with :func:`towerkit.storage.Uploader.publish`, its
+            manifest last. An export published there before loses its manifest first: a
+            reader sees the old one, none, then the new one.
         index: the index to build and ship (default: the run's ``eval.index``).
         index_options: its options (default: the run's ``eval.index_options`` when the kind is
             the run's).
@@ -156,6 +161,14 @@ def export_run(
         ExportError: the ONNX tower differs from PyTorch by more than ``PARITY_TOLERANCE``,
             or ``out`` holds something.
     """
+    if is_url(out):  # written locally, then published: files first, its manifest last
+        url = str(out)
+        local = storage.working_copy(url)
+        export_run(run, local, index=index, index_options=index_options, sample=sample)
+        uploader = storage.Uploader(url)
+        uploader.unpublish()  # an export there before stops being whole now, not midway
+        uploader.publish(local, last=[MANIFEST_FILE], what="export")
+        return local
     run = run if isinstance(run, RunDir) else RunDir(run)
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -413,7 +426,8 @@ class ExportDir(SavedVocabularies):
     """
 
     def __init__(self, path: str | Path, *, verify: bool = True) -> None:
-        self.path = Path(path)
+        self.url = str(path) if is_url(path) else None  # a snapshot of it is read
+        self.path = storage.pull(str(path), what="export") if self.url else Path(path)
         manifest = self.path / MANIFEST_FILE
         if not manifest.is_file():
             raise ExportError(f"{self.path}: not an export directory (no {MANIFEST_FILE})")

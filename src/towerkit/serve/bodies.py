@@ -101,7 +101,12 @@ class SimilarRequest(_Body):
 class ReloadRequest(_Body):
     """The body of ``/admin/reload``: the run or export to serve next."""
 
-    path: str = Field(description="a run or export directory on the server's machine")
+    path: str | None = Field(
+        default=None,
+        description="a run or export directory on the server's machine, or a URL "
+        "(s3://bucket/exports/a); default: the one served now (a URL: what is published "
+        "there now)",
+    )
 
 
 #: items one ``/admin/items`` request may add or change

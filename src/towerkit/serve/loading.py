@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from towerkit import storage
 from towerkit.errors import TowerkitError
 from towerkit.retrieval.export import (
     MANIFEST_FILE,
@@ -25,6 +26,7 @@ from towerkit.retrieval.export import (
 from towerkit.runs import RUN_FILE, RunDir
 from towerkit.serve.jobs import Job, run_jobs
 from towerkit.serve.model import Served, plain
+from towerkit.storage import is_url
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ def load_served(
     path: str | Path, index: str | None = None, threads: int = 1, **options: Any
 ) -> Served:
     """A run directory (exported to a temporary directory first, in this process) or an export
-    directory, probed (:func:`probe`).
+    directory, probed (:func:`probe`); a URL is read from a local snapshot of what is published
+    there (:func:`towerkit.storage.pull`).
 
     Args:
         threads: onnxruntime's threads for the user tower.
@@ -47,9 +50,12 @@ def load_served(
         ExportError, RunDirError: not a usable directory (unfinished, broken, changed, or an
             export whose tower does not answer as its manifest says).
     """
+    source: str | Path = str(path) if is_url(path) else Path(path)
+    if is_url(path):  # a local snapshot, checked against the manifest (the URL is served)
+        path = storage.pull(str(path), what="run or export")
     path = Path(path)
     if not is_run(path):
-        return load_export(path, path, index, threads, **options)
+        return load_export(path, source, index, threads, **options)
     run = RunDir(path)
     run.require_finished()
     tmp = Path(tempfile.mkdtemp(prefix="towerkit-serve-"))
@@ -58,12 +64,12 @@ def load_served(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return load_export(tmp / "export", path, index, threads, tmp=tmp, **options)
+    return load_export(tmp / "export", source, index, threads, tmp=tmp, **options)
 
 
 def load_export(
     directory: Path,
-    source: Path,
+    source: str | Path,
     index: str | None = None,
     threads: int = 1,
     *,

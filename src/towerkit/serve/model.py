@@ -29,7 +29,7 @@ class Served:
     """
 
     retriever: Retriever
-    source: Path
+    source: str | Path
     version: str
     index: str
     manifest: dict[str, Any]

@@ -319,7 +319,8 @@ async def report_page(request: Request) -> HTMLResponse:
             "the loaded model has no report: its run has no per-user outcomes (towerkit "
             "evaluate RUN --save, then export again)",
         )
-    title = f"towerkit report: {served.source.name} (model {served.version})"
+    name = str(served.source).rstrip("/").rsplit("/", 1)[-1]
+    title = f"towerkit report: {name} (model {served.version})"
     return HTMLResponse(render_html(served.report, title, script_src="report/plotly.js"))
 
 
@@ -353,10 +354,12 @@ def admin_routes(token: str) -> APIRouter:
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        """Load another run or export directory and swap it in (the old model serves
-        until then, and keeps serving if the new one is refused)."""
+        """Load another run or export directory (or what is published at the URL served now:
+        a newer export) and swap it in (the old model serves until then, and keeps serving if
+        the new one is refused)."""
         check(authorization)
-        new = await server(request).reload(body.path)
+        state = server(request)
+        new = await state.reload(body.path or str(state.served.source))
         return {"model_version": new.version, "index": new.index, "source": str(new.source)}
 
     @admin.post("/admin/items", response_model=ItemsResponse)

@@ -25,6 +25,7 @@ import numpy as np
 from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from towerkit import storage
 from towerkit.errors import TowerkitError
 from towerkit.retrieval.export import ExportError
 from towerkit.retrieval.retriever import coerce_raw
@@ -32,6 +33,7 @@ from towerkit.serve.batching import MicroBatcher
 from towerkit.serve.jobs import Job, run_jobs
 from towerkit.serve.loading import is_run, load_export, load_served
 from towerkit.serve.model import Served
+from towerkit.storage import is_url
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +168,7 @@ class ServerState:
         async with self._reload_lock:
             loop = asyncio.get_running_loop()
             try:
-                new = await self._load(Path(path), loop)
+                new = await self._load(path, loop)
             except (TowerkitError, ValueError, KeyError, OSError) as err:
                 self.metrics.reloads.labels("refused").inc()
                 logger.warning("reload of %s refused: %s", path, err)
@@ -210,10 +212,17 @@ class ServerState:
                 "rebuilt": not served.retriever.index.upserts,
             }
 
-    async def _load(self, path: Path, loop: asyncio.AbstractEventLoop) -> Served:
+    async def _load(self, where: str, loop: asyncio.AbstractEventLoop) -> Served:
+        source: str | Path = where if is_url(where) else Path(where)
+        if is_url(where):  # what is published there now (a newer export: a new snapshot)
+            path = await loop.run_in_executor(
+                None, lambda: storage.pull(where, what="run or export")
+            )
+        else:
+            path = Path(where)
         if not is_run(path):
             return await loop.run_in_executor(
-                None, lambda: load_export(path, path, self.index, self.threads, **self.options)
+                None, lambda: load_export(path, source, self.index, self.threads, **self.options)
             )
         tmp = Path(tempfile.mkdtemp(prefix="towerkit-serve-"))
         try:
@@ -224,7 +233,7 @@ class ServerState:
         return await loop.run_in_executor(
             None,
             lambda: load_export(
-                tmp / "export", path, self.index, self.threads, tmp=tmp, **self.options
+                tmp / "export", source, self.index, self.threads, tmp=tmp, **self.options
             ),
         )
 

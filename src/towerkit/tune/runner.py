@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from towerkit import storage
 from towerkit.config import (
     Config,
     config_from_dict,
@@ -22,8 +23,9 @@ from towerkit.config import (
 )
 from towerkit.errors import RunInterrupted
 from towerkit.files import atomic_write
-from towerkit.runs import pipeline
+from towerkit.runs import RUN_FILE, RunDir, pipeline
 from towerkit.runs.processes import cores, run_workers, signals_as_interrupt, towerkit_command
+from towerkit.storage import MANIFEST_NAME, is_url
 from towerkit.tune.page import write_page
 from towerkit.tune.space import Space, TuneError, check_space, read_space, trial_config
 from towerkit.tune.study import (
@@ -33,6 +35,7 @@ from towerkit.tune.study import (
     SPACE_FILE,
     STUDY_NAME,
     SUMMARY_FILE,
+    TRIALS_DIR,
     WORKERS_DIR,
     StudyDir,
     StudySummary,
@@ -78,6 +81,11 @@ def tune(
     optuna = _optuna()
     if trials < 1 or workers < 1:
         raise TuneError(f"--trials and --workers must be at least 1 (got {trials}, {workers})")
+    if is_url(out):
+        return _tune_remote(
+            str(out), config, space, trials=trials, workers=workers, timeout=timeout,
+            resume=resume, overrides=overrides, final=final, progress=progress,
+        )  # fmt: skip
     study_dir = StudyDir(Path(out))
     if resume:
         _check_resume(study_dir, config, space, overrides)
@@ -108,6 +116,40 @@ def tune(
                 f"on with: towerkit tune --resume --out {study_dir.path} --trials {trials}"
             ) from None
         return _finish(study_dir, base, space_, final=final, progress=progress)
+
+
+def _tune_remote(url: str, config, space, *, trials: int, resume: bool, **kwargs) -> StudySummary:
+    """A study whose home is a bucket: run in a local working copy (with ``resume``: the
+    bucket's, downloaded), then published: each finished trial as a run of its own
+    (``URL/trials/NNNN``, readable by ``recommend`` and ``compare``), the study last. Stopped
+    early, what it holds is uploaded without a manifest, to go on from with ``--resume``."""
+    local = storage.working_copy(url)
+    if resume:
+        storage.download_prefix(url, local, skip=lambda name: name.endswith(MANIFEST_NAME))
+    elif storage.objects_under(url):
+        raise TuneError(f"{url}: holds objects already; pick a new --out")
+    study_dir = StudyDir(local)
+    uploader = storage.Uploader(url)
+    try:
+        summary = tune(config, space, local, trials=trials, resume=resume, **kwargs)
+    except RunInterrupted:
+        if study_dir.exists():
+            uploader.unpublish()
+            uploader.push(local)
+        raise RunInterrupted(
+            f"the study was stopped; its finished trials are kept in {url}; go on with: "
+            f"towerkit tune --resume --out {url} --trials {trials}"
+        ) from None
+    uploader.unpublish()
+    for trial in sorted((local / TRIALS_DIR).glob("*")):
+        if (trial / RUN_FILE).is_file() and RunDir(trial).finished:
+            name = trial.relative_to(local).as_posix()
+            part = storage.Uploader(storage.join(url, name))
+            part.publish(trial, last=[RUN_FILE], what="run")
+            uploader.sent.update({f"{name}/{n}": digest for n, digest in part.sent.items()})
+    uploader.publish(local, what="study")
+    logger.info("study published to %s", url)
+    return summary
 
 
 def _create(study_dir: StudyDir, config, space, overrides, optuna) -> None:
@@ -235,8 +277,6 @@ def _finish(study_dir: StudyDir, base: Config, space: Space, *, final: bool, pro
     run = study_dir.path / best.user_attrs["run"]
     test = popularity = None
     if final:
-        from towerkit.runs import RunDir
-
         metrics = RunDir(run).metrics
         if "test" in metrics:  # ranked once already (a resumed study whose best held)
             test, popularity = metrics["test"], metrics.get("popularity")
