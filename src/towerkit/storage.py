@@ -246,6 +246,7 @@ def list_objects(url: str, keep: Callable[[str], bool] | None = None) -> list[St
     """
     fs, root = filesystem(url)
     scheme = _protocol(fs)
+    fs.invalidate_cache(root)  # (a listing cached earlier in this process may be stale)
     with failures(url):
         info = fs.info(root)
         if info.get("type") != "directory":
@@ -437,6 +438,7 @@ def objects_under(url: str) -> list[str]:
         StorageError: no such bucket, access denied, a network failure.
     """
     fs, root = filesystem(url)
+    fs.invalidate_cache(root)
     with failures(url):
         try:
             found = fs.find(root)
