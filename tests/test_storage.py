@@ -8,12 +8,9 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -296,8 +293,10 @@ def test_a_run_stopped_after_an_epoch_resumes_from_the_buckets_checkpoint(
     assert run.finished and len(run.metrics["train"]["epochs"]) == 3
 
 
-def test_export_to_the_bucket_then_serve_it_and_reload_a_newer_one(s3, bucket_run, tmp_path):
-    from conftest import free_port
+def test_export_to_the_bucket_then_serve_it_and_reload_a_newer_one(
+    s3, bucket_run, tmp_path, monkeypatch
+):
+    from test_serve import Server
 
     url, _ = bucket_run
     export = "s3://runs/exports/current"
@@ -305,18 +304,12 @@ def test_export_to_the_bucket_then_serve_it_and_reload_a_newer_one(s3, bucket_ru
     assert done.returncode == 0, done.stderr
     manifest = json.loads(_objects("runs/exports/current")["runs/exports/current/_manifest.json"])
     assert "user_tower.onnx" in manifest["files"] and "manifest.json" in manifest["files"]
-    port = free_port()
-    env = {**os.environ, "TOWERKIT_HOME": str(tmp_path / "serving-home")}  # its own cache
-    server = subprocess.Popen(
-        [sys.executable, "-m", "towerkit.cli", "-q", "serve", export, "--port", str(port),
-         "--admin-token", "t0ken"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    with monkeypatch.context() as patch:  # the server's own cache (its environment only)
+        patch.setenv("TOWERKIT_HOME", str(tmp_path / "serving-home"))
+        server = Server(export, "--admin-token", "t0ken")
     try:
-        _ready(server, base)
-        first = httpx.post(f"{base}/recommend", json={"user": "7", "k": 5}, timeout=30).json()
-        version = httpx.get(f"{base}/readyz", timeout=30).json()["model_version"]
+        first = server.post("/recommend", {"user": "7", "k": 5}).json()
+        version = server.get("/readyz").json()["model_version"]
         # a newer model exported to the same prefix; the admin route's reload takes it
         other = tmp_path / "other.yaml"
         _config(tmp_path, "other.yaml")
@@ -325,24 +318,20 @@ def test_export_to_the_bucket_then_serve_it_and_reload_a_newer_one(s3, bucket_ru
         other.write_text(yaml.safe_dump(tree))
         assert towerkit("-q", "train", str(other), "--out", "s3://runs/b").returncode == 0
         assert towerkit("-q", "export", "s3://runs/b", "--out", export).returncode == 0
-        reloaded = httpx.post(
-            f"{base}/admin/reload", json={}, headers={"Authorization": "Bearer t0ken"}, timeout=60
+        reloaded = server.post(
+            "/admin/reload", {}, headers={"Authorization": "Bearer t0ken"}, timeout=60
         )
         assert reloaded.status_code == 200, reloaded.text
         assert reloaded.json()["source"] == export
         assert reloaded.json()["model_version"] != version
-        second = httpx.post(f"{base}/recommend", json={"user": "7", "k": 5}, timeout=30).json()
+        second = server.post("/recommend", {"user": "7", "k": 5}).json()
         assert second["model_version"] != first["model_version"]
         # SIGHUP with nothing new published: the same snapshot, the same model
-        server.send_signal(signal.SIGHUP)
+        server.process.send_signal(signal.SIGHUP)
         time.sleep(1)
-        assert (
-            httpx.get(f"{base}/readyz", timeout=30).json()["model_version"]
-            == (reloaded.json()["model_version"])
-        )
+        assert server.get("/readyz").json()["model_version"] == reloaded.json()["model_version"]
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        server.stop()
     snapshots = list((tmp_path / "serving-home" / "remote").glob("*/*"))
     assert len(snapshots) == 2  # the first export and the newer one, each checked
 
@@ -365,19 +354,6 @@ def test_a_study_in_the_bucket_publishes_each_trial_as_a_run(s3, tmp_path):
         assert RunDir(f"s3://runs/study/trials/{trial}").finished
     manifest = json.loads(_objects("runs/study")["runs/study/_manifest.json"])
     assert "trials/0001/model.pt" in manifest["files"]
-
-
-def _ready(server: subprocess.Popen, base: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server ended: {server.stderr.read()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise TimeoutError("the server did not become ready")
 
 
 def test_credentials_are_written_nowhere(s3, bucket_run, tmp_path):
