@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _results import write_keeping_notes  # benchmarks/_results.py
+from _results import matmul_gflops, write_keeping_notes  # benchmarks/_results.py
 from towerkit.data.sequences import Sequences
 from towerkit.data.synth import SynthSpec, _chunks
 from towerkit.data.vocab import Vocab
@@ -104,18 +104,6 @@ def bulk(retriever: Retriever, users: int, folder: Path, name: str) -> float:
         progress=False,
     )  # fmt: skip
     return time.perf_counter() - start
-
-
-def matmul_gflops(rows: int, inner: int, cols: int, repeats: int = 3) -> float:
-    """Best of ``repeats`` of ``[rows, inner] @ [inner, cols]`` in float32, GFLOP/s."""
-    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
-    torch.mm(a, b)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * rows * inner * cols / best / 1e9
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _results import write_keeping_notes  # benchmarks/_results.py
+from _results import matmul_gflops, write_keeping_notes  # benchmarks/_results.py
 
 RESULTS = Path(__file__).parent / "results" / "roofline.md"
 ROOT = Path(__file__).parent.parent
@@ -44,17 +44,9 @@ CONFIGS = [*sorted((ROOT / "configs" / "ml-1m").glob("*.yaml")), ROOT / "configs
 
 
 def peak(dtype: torch.dtype, threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of an n x n matrix product (best of ``repeats``)."""
+    """FLOP/s of an n x n matrix product at ``threads`` threads (best of ``repeats``)."""
     torch.set_num_threads(threads)
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    torch.matmul(a, b)  # warm-up: the kernel chosen, the pages touched
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    return matmul_gflops(n, n, n, repeats, dtype) * 1e9
 
 
 @dataclass
@@ -83,7 +75,7 @@ def measure(path: Path, steps: int | None) -> Row:
     from towerkit.config import load_config
     from towerkit.runs import pipeline
     from towerkit.runs.components import build_batches, build_loss, build_model, evaluators
-    from towerkit.training.trainer import Optimizer, Trainer
+    from towerkit.training.trainer import Trainer
 
     config = load_config(path).on_machine(progress=False)
     prepared = pipeline.prepare(config.data, progress=False)
@@ -94,10 +86,8 @@ def measure(path: Path, steps: int | None) -> Row:
     trainer = Trainer(model, task, config.train, contrastive=contrastive)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    params = [p for p in (*model.parameters(), *task.parameters()) if p.requires_grad]
-    dense = [p for p in params if all(p is not q for q in trainer.sparse)]
     c = config.train
-    optimizer = Optimizer(dense, trainer.sparse, c, total_steps=c.epochs * len(batches))
+    optimizer, _ = trainer.build_optimizer(len(batches))
     valid, _ = evaluators(config, prepared)
     model.train()
     times = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}

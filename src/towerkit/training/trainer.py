@@ -334,6 +334,17 @@ class Trainer:
         this rank's share of the global batch's loss (see :mod:`towerkit.distributed`)."""
         return self.step(batch)
 
+    def build_optimizer(self, steps_per_epoch: int) -> tuple[Optimizer, list[nn.Parameter]]:
+        """The optimiser of the model's and the task's trainable parameters (AdamW, and
+        SparseAdam over the sparse id tables), its schedule over ``train.epochs`` epochs of
+        ``steps_per_epoch`` steps; and those parameters."""
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        params += [p for p in self.task.parameters() if p.requires_grad]
+        dense = [p for p in params if all(p is not q for q in self.sparse)]
+        optimizer = Optimizer(dense, self.sparse, c, total_steps=c.epochs * steps_per_epoch)
+        return optimizer, params
+
     def fit(
         self,
         batches: Batches,
@@ -366,10 +377,7 @@ class Trainer:
             torch.set_num_threads(c.threads)
         if self.ctx.active and not isinstance(batches, RankBatches):
             batches = RankBatches(batches, self.ctx)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        params += [p for p in self.task.parameters() if p.requires_grad]
-        dense = [p for p in params if all(p is not q for q in self.sparse)]
-        optimizer = Optimizer(dense, self.sparse, c, total_steps=c.epochs * len(batches))
+        optimizer, params = self.build_optimizer(len(batches))
         if self.ctx.active:
             logger.info(
                 "training in %d processes (%s): each trains 1/%d of every global batch",
