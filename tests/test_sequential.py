@@ -96,6 +96,25 @@ def test_no_position_sees_the_future(model):
     assert not torch.allclose(a[:, -1], b[:, -1])
 
 
+@pytest.mark.parametrize("model", models(), ids=IDS)
+def test_the_last_position_alone_equals_the_whole_sequences_last_row(model):
+    # encode_users (evaluation, serving, the exported tower) runs SASRec's last block for the
+    # most recent position only; it must be what the whole sequence gives there.
+    model.eval()
+    history = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 9, 10, 11],
+                            [1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 0, 12]])  # fmt: skip
+    whole = model.encode_sequence(history)[:, -1]
+    torch.testing.assert_close(model.encode_last(history), whole, rtol=1e-5, atol=1e-6)
+    batch = Batch(torch.zeros(4, dtype=torch.long), history, torch.zeros(4, dtype=torch.long))
+    torch.testing.assert_close(model.encode_users(batch), whole, rtol=1e-5, atol=1e-6)
+    if isinstance(model, SASRec):  # and the last block really ran one position
+        seen = []
+        hook = model.blocks[-1].ffn.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+        model.encode_last(history)
+        hook.remove()
+        assert seen == [torch.Size([4, 1, 16])]
+
+
 @pytest.mark.parametrize("model", models(max_len=12), ids=IDS)
 def test_extra_left_padding_does_not_change_a_users_vector(model):
     model.eval()

@@ -288,11 +288,16 @@ class SequenceModel(MatchingModel):
         """``[B, L]`` left-padded item ids -> ``[B, L, D]``: position ``j`` has seen items up
         to ``j`` only."""
 
+    def encode_last(self, history: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` -> ``[B, D]``: the most recent position of :meth:`encode_sequence`. A
+        model that can skip the other positions' last layer overrides it (SASRec)."""
+        return self.encode_sequence(history)[:, -1]
+
     def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
         return self.encode_sequence(batch.history)
 
     def encode_users(self, batch: Batch) -> torch.Tensor:
-        return self.encode_sequence(batch.history)[:, -1]  # (B, D): the most recent position
+        return self.encode_last(batch.history)  # (B, D): the most recent position
 
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         return self.embed_items(self.output_embedding, item_ids)

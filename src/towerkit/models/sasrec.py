@@ -138,12 +138,22 @@ class SASRec(SequenceModel):
     def encode_sequence(self, history: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` left-padded item ids -> ``[B, L, D]``: position ``j`` encodes items up to
         ``j``. Sequences longer than ``max_len`` keep their last ``max_len`` items."""
+        return self._encode(history, last=False)
+
+    def encode_last(self, history: torch.Tensor) -> torch.Tensor:
+        """The most recent position alone, ``[B, D]``: every block but the last runs every
+        position (the last one's keys and values need them), the last block only the most
+        recent. Equal to ``encode_sequence(history)[:, -1]`` at about half its cost for the
+        shipped depths."""
+        return self._encode(history, last=True)[:, -1]
+
+    def _encode(self, history: torch.Tensor, last: bool) -> torch.Tensor:
         history = history[:, -self.max_len :]
         real = history > 0
         x = self.input_dropout(
             self.embed_items(self.item_embedding, history)
         )  # padding rows are zero
         mask = causal_padding_mask(real)
-        for block in self.blocks:
-            x = block(x, mask, real)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, real, last=last and i == len(self.blocks) - 1)
         return self.final_norm(x)

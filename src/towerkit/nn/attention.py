@@ -73,7 +73,9 @@ class FrequencyFilter(nn.Module):
         self.register_buffer("kernel", low_pass_kernel(max_len, frequencies), persistent=False)
         self.sqrt_beta = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, real: torch.Tensor, last: bool = False) -> torch.Tensor:
+        """``x [B, L, D]`` -> ``[B, L, D]``, or ``[B, 1, D]`` (the last position) with
+        ``last``."""
         length = x.shape[1]
         position = torch.arange(length, device=x.device)
         weights = torch.where(
@@ -81,8 +83,10 @@ class FrequencyFilter(nn.Module):
             self.kernel[distances(length, x.device)],
             torch.zeros((), device=x.device),
         )  # (L, L): lower-triangular Toeplitz
+        if last:
+            weights = weights[-1:]  # (1, L): the last position's row
         low = weights @ (x * real[..., None].to(x.dtype))
-        return low + self.sqrt_beta**2 * (x - low)
+        return low + self.sqrt_beta**2 * (x[:, -low.shape[1] :] - low)
 
 
 class SelfAttentionBlock(nn.Module):
@@ -125,11 +129,18 @@ class SelfAttentionBlock(nn.Module):
         self.filter_mix = filter_mix
         self.filter = FrequencyFilter(dim, max_len, filter_frequencies) if filter_mix > 0 else None
 
-    def _attend(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor, mask: torch.Tensor, last: bool = False) -> torch.Tensor:
         b, length, dim = x.shape
-        q, k, v = self.qkv(x).view(b, length, 3, self.n_heads, dim // self.n_heads).unbind(2)
+        heads = (self.n_heads, dim // self.n_heads)
         bias = self.distance_bias[:, distances(length, x.device)]  # (H, L, L)
-        logits_bias = torch.where(mask, bias[None], float("-inf"))  # (B, H, L, L)
+        if last:  # one query, the last position: its key and value projections over all
+            weight, b_ = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, -1:], weight[:dim], b_[:dim]).view(b, 1, *heads)
+            k, v = F.linear(x, weight[dim:], b_[dim:]).view(b, length, 2, *heads).unbind(2)
+            bias, mask, length = bias[:, -1:], mask[:, :, -1:], 1
+        else:
+            q, k, v = self.qkv(x).view(b, length, 3, *heads).unbind(2)
+        logits_bias = torch.where(mask, bias[None], float("-inf"))  # (B, H, L or 1, L)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
@@ -139,22 +150,33 @@ class SelfAttentionBlock(nn.Module):
         )  # (B, H, L, D/H)
         return self.out(out.transpose(1, 2).reshape(b, length, dim))
 
-    def _mix(self, x: torch.Tensor, mask: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    def _mix(
+        self, x: torch.Tensor, mask: torch.Tensor, real: torch.Tensor | None, last: bool
+    ) -> torch.Tensor:
         if self.filter is None:
-            return self._attend(x, mask)
+            return self._attend(x, mask, last)
         if real is None:
             raise ValueError("a block with a frequency filter needs the real-item mask")
         a = self.filter_mix
-        filtered = self.filter(x, real)
-        return filtered if a == 1.0 else a * filtered + (1 - a) * self._attend(x, mask)
+        filtered = self.filter(x, real, last)
+        return filtered if a == 1.0 else a * filtered + (1 - a) * self._attend(x, mask, last)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor, real: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        real: torch.Tensor | None = None,
+        last: bool = False,
     ) -> torch.Tensor:
         """``x [B, L, D]``, ``mask`` from :func:`causal_padding_mask`, ``real [B, L]`` (which
-        positions hold an item; needed by the frequency filter)."""
+        positions hold an item; needed by the frequency filter) -> ``[B, L, D]``.
+
+        With ``last``, only the last position is computed (its query reads every position's
+        key and value): ``[B, 1, D]``, equal to the last row of the whole output. A tower
+        that reads the most recent position only runs its last block this way."""
+        tail = x[:, -1:] if last else x
         if self.layer_norm == "pre":
-            x = x + self.drop(self._mix(self.norm1(x), mask, real))
-            return x + self.drop(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.drop(self._mix(x, mask, real)))
-        return self.norm2(x + self.drop(self.ffn(x)))
+            tail = tail + self.drop(self._mix(self.norm1(x), mask, real, last))
+            return tail + self.drop(self.ffn(self.norm2(tail)))
+        tail = self.norm1(tail + self.drop(self._mix(x, mask, real, last)))
+        return self.norm2(tail + self.drop(self.ffn(tail)))

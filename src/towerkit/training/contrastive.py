@@ -166,13 +166,13 @@ class ContrastiveTerm(nn.Module):
         c = self.config
         history = batch.history[:, -model.max_len :]  # (B, L): right-aligned, last column real
         if c.views == "augment":
-            a = model.encode_sequence(augment(history, self.ratios))[:, -1]  # (B, D)
-            b = model.encode_sequence(augment(history, self.ratios))[:, -1]  # (B, D)
+            a = model.encode_last(augment(history, self.ratios))  # (B, D)
+            b = model.encode_last(augment(history, self.ratios))  # (B, D)
             same = None
         else:
             targets = batch.targets[:, -1]  # (B,): each window's next item
             partners = same_target_partners(targets)
-            both = model.encode_sequence(torch.cat([history, history[partners]]))[:, -1]
+            both = model.encode_last(torch.cat([history, history[partners]]))
             a, b = both.split(len(history))
             same = targets[:, None] == targets[None, :]
         return c.weight * info_nce(a, b, self.similarity, c.temperature, same=same)
