@@ -103,6 +103,17 @@ class TrainConfig(Section):
     seed: int = Field(
         default=0, ge=0, le=MAX_SEED, description="seeds initialisation, dropout and negatives"
     )
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        default="fp32",
+        description="the towers' precision: fp32, bf16 (autocast; the scores against the "
+        "catalogue, the loss and the optimizer stay fp32) or auto (bf16 where the device "
+        "computes it faster: a bf16 GPU, a CPU whose bf16 products are measured faster)",
+    )
+    compile: bool = Field(
+        default=False,
+        description="run the training step through torch.compile (eagerly, with a warning "
+        "saying why, where compiling fails)",
+    )
     device: str = "cpu"
     threads: int = Field(default=0, ge=0, le=1024, description="torch threads; 0 = torch's default")
     progress: bool = True

@@ -137,7 +137,7 @@ def query_vectors(
         batch = Batch(  # the user tower never reads targets
             torch.from_numpy(users[sl]), history, torch.zeros(len(history), dtype=torch.long)
         )
-        out.append(model.encode_users(batch.to(device)))
+        out.append(model.encode_users(batch.to(device)).float())  # fp32 under autocast too
     if not out:
         return torch.zeros(0, getattr(model, "embedding_dim", 0), device=device)
     return torch.cat(out)
@@ -301,7 +301,7 @@ class Evaluator:
         self, model: torch.nn.Module, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
         """``[n_items, D]`` vectors of items ``1..n_items``."""
-        return model.encode_items(torch.arange(1, self.n_items + 1, device=device))
+        return model.encode_items(torch.arange(1, self.n_items + 1, device=device)).float()
 
     @torch.no_grad()
     def evaluate(
@@ -316,11 +316,14 @@ class Evaluator:
             if ctx.active:
                 metrics = self._evaluate_shared(model, similarity, device, ctx)
             else:
+                # The towers run at the caller's precision (bf16 under the trainer's autocast),
+                # the vectors come out in fp32, and the ranking is computed in fp32.
                 users = self.user_vectors(model, device)
                 items = self.item_vectors(model, device)
-                metrics = self.evaluate_vectors(
-                    users, items, similarity, interests=model.n_interests
-                )
+                with torch.autocast(torch.device(device).type, enabled=False):
+                    metrics = self.evaluate_vectors(
+                        users, items, similarity, interests=model.n_interests
+                    )
         finally:
             model.train(was_training)
         self.last_seconds = time.perf_counter() - start
@@ -355,10 +358,11 @@ class Evaluator:
             indptr, seen = self.exclude
             exclude = (indptr[begin : end + 1] - indptr[begin], seen[indptr[begin] : indptr[end]])
         index = self.make_index(similarity)
-        ranked = [self._search(index, users, items, model.n_interests, exclude)]
-        if not index.is_exact:
-            exact = self.make_index(similarity, "exact")
-            ranked.append(self._search(exact, users, items, model.n_interests, exclude))
+        with torch.autocast(torch.device(device).type, enabled=False):  # ranked in fp32
+            ranked = [self._search(index, users, items, model.n_interests, exclude)]
+            if not index.is_exact:
+                exact = self.make_index(similarity, "exact")
+                ranked.append(self._search(exact, users, items, model.n_interests, exclude))
         gathered = [
             distributed.gather(torch.from_numpy(ids).to(device))[0].cpu().numpy() for ids in ranked
         ]

@@ -175,7 +175,9 @@ class ContrastiveTerm(nn.Module):
             both = model.encode_last(torch.cat([history, history[partners]]))
             a, b = both.split(len(history))
             same = targets[:, None] == targets[None, :]
-        return c.weight * info_nce(a, b, self.similarity, c.temperature, same=same)
+        with torch.autocast(a.device.type, enabled=False):  # the term in fp32 under bf16
+            return c.weight * info_nce(a.float(), b.float(), self.similarity, c.temperature,
+                                       same=same)  # fmt: skip
 
 
 def contrastive_term(config: ContrastiveConfig, similarity: Similarity) -> ContrastiveTerm | None:

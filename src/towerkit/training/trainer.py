@@ -39,6 +39,7 @@ from towerkit.models.base import MatchingModel
 from towerkit.similarity import Similarity
 from towerkit.task import RetrievalTask
 from towerkit.training.contrastive import ContrastiveTerm
+from towerkit.training.speed import CompiledStep, Precision, fp32, full_precision, resolve_precision
 from towerkit.training.state import EpochLog, TrainState
 from towerkit.types import Batch, SequenceBatch
 
@@ -270,22 +271,31 @@ def _grown(value: Any, param: torch.Tensor) -> Any:
 class _Step(nn.Module):
     """A training step's forward pass as one module (model, task and any contrastive term), so
     that DDP sees one ``forward`` per step and reduces the gradients of every parameter it
-    reaches."""
+    reaches.
+
+    The towers run at the run's precision; the query vectors, the scores against the
+    catalogue and the loss are fp32 (see :mod:`towerkit.training.speed`)."""
 
     def __init__(
         self,
         model: MatchingModel,
         task: RetrievalTask,
         contrastive: ContrastiveTerm | None = None,
+        precision: Precision | None = None,
     ) -> None:
         super().__init__()
         self.model, self.task, self.contrastive = model, task, contrastive
+        self.precision = precision or fp32()
 
     def forward(self, batch: Batch | SequenceBatch) -> torch.Tensor:
-        loss = self.task.loss(batch.training_pairs(self.model))
-        if self.contrastive is not None:
-            loss = loss + self.contrastive(self.model, batch)
-        return loss
+        with self.precision.autocast():
+            pairs = batch.training_pairs(self.model)
+            extra = self.contrastive(self.model, batch) if self.contrastive is not None else None
+        if self.precision.bf16:
+            pairs = pairs._replace(queries=pairs.queries.float())
+        with full_precision(self.precision.device_type):
+            loss = self.task.loss(pairs)
+        return loss if extra is None else loss + extra
 
 
 class Trainer:
@@ -321,18 +331,25 @@ class Trainer:
         # Before DDP wraps the model: it reads which tables give sparse gradients when built.
         self.sparse = _sparse_tables(self.model) if self.config.sparse else []
         self.contrastive = contrastive
-        self.step = _Step(self.model, self.task, self.contrastive)
+        self.precision = resolve_precision(self.config.precision, self.device)
+        if self.config.precision != "fp32":
+            logger.info(
+                "precision: %s%s", self.precision.name,
+                f" ({self.precision.reason})" if self.precision.reason else "",
+            )  # fmt: skip
+        self.step = _Step(self.model, self.task, self.contrastive, self.precision)
         if self.ctx.active:  # rank 0's weights are broadcast; gradients are averaged
             self.step = DistributedDataParallel(
                 self.step,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 **_NO_BUFFER_SYNC,  # buffers are fixed item features: no copy every step
             )
+        self._forward = CompiledStep(self.step, self.device) if self.config.compile else self.step
 
     def step_loss(self, batch: Batch | SequenceBatch) -> torch.Tensor:
         """The loss of one batch (the whole forward pass, no optimiser step); under torchrun
         this rank's share of the global batch's loss (see :mod:`towerkit.distributed`)."""
-        return self.step(batch)
+        return self._forward(batch)
 
     def build_optimizer(self, steps_per_epoch: int) -> tuple[Optimizer, list[nn.Parameter]]:
         """The optimiser of the model's and the task's trainable parameters (AdamW, and
@@ -405,7 +422,8 @@ class Trainer:
         while epoch < c.epochs and not state.stopped:
             log = self._train_epoch(batches, epoch, optimizer, params, on_step)
             if validator is not None:
-                log.valid = validator.evaluate(self.model, self.task.similarity, self.device)
+                with self.precision.autocast():  # the towers at the training's precision
+                    log.valid = validator.evaluate(self.model, self.task.similarity, self.device)
                 log.eval_seconds = validator.last_seconds
             epoch += 1
             self._log(log)

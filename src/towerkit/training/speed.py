@@ -1,0 +1,189 @@
+"""Faster steps with the same model: bf16 autocast (``train.precision``) and ``torch.compile``
+(``train.compile``).
+
+**Precision.** ``bf16`` runs the towers under :func:`torch.autocast` in bfloat16: their matrix
+products, attention and recurrences. The rest stays in fp32, where accuracy needs it:
+
+- the weights and the optimizer (autocast casts copies, never the parameters);
+- the query vectors, before the task scores them against the catalogue;
+- the scores and the softmax over the catalogue, the loss and any contrastive term.
+
+Validation during training encodes users and items at the training's precision and ranks in
+fp32. ``auto`` picks bf16 where it pays: a CUDA device with bf16 support, or a CPU with bf16
+instructions whose bf16 matrix product is measured faster than fp32 (a probe of a few tenths of
+a second). Some CPUs list ``avx512_bf16`` and still multiply bf16 at half the fp32 rate
+(``benchmarks/results/roofline.md``). Otherwise ``auto`` gives fp32 and logs why.
+
+**Compile.** The training step (model, task and contrastive term) goes through
+:func:`torch.compile`. When compiling fails (no C++ compiler for inductor on a CPU, a Python
+torch cannot compile on, an operation it cannot trace) the step runs eagerly, and a warning
+says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from towerkit.errors import TowerkitError
+
+logger = logging.getLogger(__name__)
+
+PrecisionSetting = Literal["fp32", "bf16", "auto"]
+
+
+class PrecisionError(TowerkitError):
+    """``train.precision: bf16`` on a device without bf16 support."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a run computes its towers in.
+
+    Attributes:
+        name: ``"fp32"`` or ``"bf16"``.
+        device_type: ``"cpu"`` or ``"cuda"`` (what :func:`torch.autocast` is given).
+        reason: why ``auto`` chose it ("" for an explicit setting).
+    """
+
+    name: Literal["fp32", "bf16"]
+    device_type: str
+    reason: str = ""
+
+    @property
+    def bf16(self) -> bool:
+        """Whether the towers run under bf16 autocast."""
+        return self.name == "bf16"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context the towers run in: bf16 autocast, or nothing."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16)
+
+
+def fp32(device: torch.device | str = "cpu") -> Precision:
+    """Full precision on ``device`` (no autocast)."""
+    return Precision("fp32", torch.device(device).type)
+
+
+@contextlib.contextmanager
+def full_precision(device_type: str) -> Iterator[None]:
+    """Autocast off (in fp32) inside, whatever the caller runs under."""
+    with torch.autocast(device_type, enabled=False):
+        yield
+
+
+def bf16_support(device: torch.device) -> str | None:
+    """None if ``device`` computes bf16 in hardware; else why not."""
+    if device.type == "cuda":
+        return None if torch.cuda.is_bf16_supported() else "this GPU has no bf16 support"
+    if device.type == "cpu":
+        supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        if supported is not None and supported():
+            return None
+        return "this CPU has no bf16 instructions (avx512_bf16 or AMX)"
+    return f"bf16 autocast is not supported on {device.type}"
+
+
+@functools.lru_cache(maxsize=4)
+def cpu_bf16_speedup(threads: int, n: int = 1024, repeats: int = 3) -> float:
+    """How many times faster a bf16 ``n x n`` matrix product runs than an fp32 one on this CPU
+    at ``threads`` threads (best of ``repeats`` each, after a warm-up)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        seconds = {}
+        generator = torch.Generator().manual_seed(0)  # (the global random state is the run's)
+        for dtype in (torch.float32, torch.bfloat16):
+            a, b = (torch.randn(n, n, generator=generator).to(dtype) for _ in range(2))
+            a @ b  # warm-up
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                a @ b
+                best = min(best, time.perf_counter() - start)
+            seconds[dtype] = best
+        return seconds[torch.float32] / seconds[torch.bfloat16]
+    finally:
+        torch.set_num_threads(before)
+
+
+def resolve_precision(setting: str, device: torch.device | str) -> Precision:
+    """The precision ``train.precision`` gives on ``device``.
+
+    Raises:
+        PrecisionError: ``bf16`` asked for on a device without bf16 support.
+    """
+    device = torch.device(device)
+    if setting == "fp32":
+        return Precision("fp32", device.type)
+    missing = bf16_support(device)
+    if setting == "bf16":
+        if missing is not None:
+            raise PrecisionError(f"train.precision bf16: {missing}; use fp32 or auto")
+        return Precision("bf16", device.type)
+    if setting != "auto":
+        raise ValueError(f"unknown precision {setting!r}; use fp32, bf16 or auto")
+    if missing is not None:
+        return Precision("fp32", device.type, missing)
+    if device.type == "cuda":
+        return Precision("bf16", "cuda", "this GPU computes bf16")
+    speedup = cpu_bf16_speedup(torch.get_num_threads())
+    if speedup > 1.1:
+        return Precision("bf16", "cpu", f"bf16 matrix products run {speedup:.2f}x fp32 here")
+    return Precision(
+        "fp32", "cpu", f"bf16 matrix products run only {speedup:.2f}x fp32 on this CPU"
+    )
+
+
+def compile_blocker(device: torch.device) -> str | None:
+    """Why ``torch.compile`` cannot run here, found before trying; None if nothing is known."""
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile does not support this Python"
+    if device.type == "cpu" and not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+        return "no C++ compiler for inductor's CPU kernels (install g++)"
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class CompiledStep:
+    """A module's call through :func:`torch.compile`, or eagerly once compiling failed.
+
+    The first failure (while compiling or running the compiled graph) is logged as a warning
+    with its reason; that call and every later one run the module eagerly. An error of the
+    step itself is raised again by the eager call.
+    """
+
+    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        self.module = module
+        self.fallback: str | None = compile_blocker(device)
+        self.compiled: Callable[..., Any] | None = None
+        if self.fallback is None:
+            self.compiled = torch.compile(module)
+        else:
+            logger.warning("train.compile: running eagerly: %s", self.fallback)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as err:  # any failure of the compiler
+                self.fallback, self.compiled = _first_line(err), None
+                logger.warning(
+                    "train.compile: compiling the training step failed, running eagerly: %s",
+                    self.fallback,
+                )
+        return self.module(*args)
