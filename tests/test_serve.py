@@ -20,7 +20,15 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import CHROMIUM, free_port, launch_chromium, prepare_log, small_config, walk_log
+from conftest import (
+    CHROMIUM,
+    free_port,
+    launch_chromium,
+    prepare_log,
+    small_config,
+    towerkit,
+    walk_log,
+)
 from towerkit.retrieval import Retriever
 from towerkit.retrieval.export import ExportDir, ExportError, export_run, parity
 from towerkit.retrieval.towers import OnnxTower, TorchTower
@@ -85,6 +93,51 @@ def test_a_changed_export_is_refused(runs, tmp_path):
         export_run(runs["sasrec"], out)
     with pytest.raises(ExportError, match="not an export directory"):
         ExportDir(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp16"])
+def test_a_quantized_tower_has_fewer_bits_is_measured_and_recommends_alike(runs, tmp_path, kind):
+    plain = ExportDir(export_run(runs["sasrec"], tmp_path / "fp32"))
+    done = towerkit("export", str(runs["sasrec"]), "--out", str(tmp_path / kind),
+                    "--quantize", kind)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"user tower {kind}:" in done.stdout and "top-10 agreement with fp32" in done.stdout
+    export = ExportDir(tmp_path / kind)
+    shrunk = export.manifest["onnx"]["quantized"]
+    size = (tmp_path / kind / "user_tower.onnx").stat().st_size
+    assert shrunk["bytes"] == size
+    assert shrunk["fp32_bytes"] == (tmp_path / "fp32" / "user_tower.onnx").stat().st_size
+    # The largest table is stored in 8 or 16 bits (sizes shrink on real catalogues, not here:
+    # this tower's tables are too small to outweigh the scales int8 adds).
+    import onnx
+
+    tables = onnx.load(tmp_path / kind / "user_tower.onnx").graph.initializer
+    largest = max(tables, key=lambda t: np.prod(t.dims))
+    bits = {"int8": {onnx.TensorProto.INT8, onnx.TensorProto.UINT8},
+            "fp16": {onnx.TensorProto.FLOAT16}}  # fmt: skip
+    assert largest.data_type in bits[kind]
+    # Measured, not assumed: a quantized tower differs, a little.
+    assert 0 < shrunk["parity"] < {"int8": 0.1, "fp16": 0.01}[kind]
+    assert shrunk["agreement@10"] >= 0.8
+    assert export.manifest["onnx"]["parity"] <= 1e-5  # the fp32 tower it came from
+    # Histories go through the quantized tower; known users keep their stored fp32 vectors.
+    run = RunDir(runs["sasrec"])
+    histories = [[int(i) for i in run.item_vocab.raw[[3, 9, 4, 7]]], [int(run.item_vocab.raw[1])]]
+    ours, theirs = (e.retriever().recommend_history(histories, 10) for e in (export, plain))
+    shared = [len(set(a) & set(b)) / 10 for a, b in zip(ours.items, theirs.items, strict=True)]
+    assert np.mean(shared) >= 0.7
+    users = run.user_vocab.raw[:20]
+    np.testing.assert_array_equal(
+        export.retriever().recommend(users, 10).items, plain.retriever().recommend(users, 10).items
+    )
+
+
+def test_an_unknown_quantization_is_one_line_and_writes_nothing(runs, tmp_path):
+    done = towerkit("export", str(runs["sasrec"]), "--out", str(tmp_path / "q"),
+                    "--quantize", "int4")  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip() == "error: quantize 'int4': use one of int8, fp16"
+    assert not (tmp_path / "q").exists()
 
 
 # --------------------------------------------------------------------------------------------

@@ -434,12 +434,21 @@ class Run:
         write_report([self.path], out)
         return Path(out)
 
-    def export(self, out: str | Path, *, index: str | None = None, **index_options: Any) -> Path:
-        """An export directory for ``towerkit serve``: the user tower in ONNX, the vectors and
-        an index (by default the run's ``eval.index``)."""
+    def export(
+        self,
+        out: str | Path,
+        *,
+        index: str | None = None,
+        quantize: str | None = None,
+        **index_options: Any,
+    ) -> Path:
+        """An export directory for ``towerkit serve``: the user tower in ONNX (``quantize``:
+        ``"int8"`` or ``"fp16"`` for a smaller one), the vectors and an index (by default the
+        run's ``eval.index``)."""
         from towerkit.retrieval.export import export_run
 
-        return Path(export_run(self._dir, out, index=index, index_options=index_options or None))
+        return Path(export_run(self._dir, out, index=index, quantize=quantize,
+                               index_options=index_options or None))  # fmt: skip
 
 
 def _table(found: Recommendations, queries: list[Any], key: str = "user") -> pd.DataFrame:
