@@ -17,9 +17,17 @@ In one run:
    training uses today), for the step (forward + backward + optimizer + data), the epoch
    (evaluation included) and the evaluation alone.
 
+``--variants`` measures each config again with a faster setting: ``bf16``
+(``train.precision=bf16``) or ``compile`` (``train.compile=true``). Every variant's first step is
+a warm-up (torch.compile compiles there), timed apart and left out of the parts; with ``--steps``
+below an epoch, the epoch is the measured steps' mean times the epoch's steps, plus the
+validation.
+
 Run:
     TOWERKIT_DATA_MIRROR=../shared/data python benchmarks/roofline.py   # results/roofline.md
     python benchmarks/roofline.py --configs configs/ml-1m/sasrec.yaml --steps 200
+    python benchmarks/roofline.py --configs configs/ml-1m/youtube_dnn.yaml \
+        --variants fp32 bf16 compile
 """
 
 from __future__ import annotations
@@ -41,6 +49,11 @@ from _results import matmul_gflops, write_keeping_notes  # benchmarks/_results.p
 RESULTS = Path(__file__).parent / "results" / "roofline.md"
 ROOT = Path(__file__).parent.parent
 CONFIGS = [*sorted((ROOT / "configs" / "ml-1m").glob("*.yaml")), ROOT / "configs/s3rec/sasrec.yaml"]
+VARIANTS = {
+    "fp32": [],
+    "bf16": ["train.precision=bf16"],
+    "compile": ["train.compile=true"],
+}
 
 
 def peak(dtype: torch.dtype, threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -52,7 +65,10 @@ def peak(dtype: torch.dtype, threads: int, n: int = 2048, repeats: int = 5) -> f
 @dataclass
 class Row:
     name: str
+    variant: str
     steps: int
+    total_steps: int
+    first_step: float
     step_flops: float
     data: float
     forward: float
@@ -67,17 +83,18 @@ class Row:
 
     @property
     def epoch_seconds(self) -> float:
-        return self.train_seconds + self.eval_seconds
+        """The epoch's steps at the measured steps' mean, and the validation."""
+        return self.train_seconds * self.total_steps / self.steps + self.eval_seconds
 
 
-def measure(path: Path, steps: int | None) -> Row:
+def measure(path: Path, steps: int | None, variant: str = "fp32") -> Row:
     """One epoch of the config at ``path`` (or its first ``steps`` steps), timed by part."""
     from towerkit.config import load_config
     from towerkit.runs import pipeline
     from towerkit.runs.components import build_batches, build_loss, build_model, evaluators
     from towerkit.training.trainer import Trainer
 
-    config = load_config(path).on_machine(progress=False)
+    config = load_config(path, VARIANTS[variant]).on_machine(progress=False)
     prepared = pipeline.prepare(config.data, progress=False)
     torch.manual_seed(config.train.seed)
     model = build_model(config, prepared)
@@ -91,9 +108,19 @@ def measure(path: Path, steps: int | None) -> Row:
     valid, _ = evaluators(config, prepared)
     model.train()
     times = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-    flops = 0.0
-    done = 0
     iterator = iter(batches.epoch(0))
+    batch = next(iterator).to(trainer.device)
+    with FlopCounterMode(display=False) as counter:  # eager: what the step computes
+        loss = trainer.step(batch)
+        loss.backward()
+    flops = counter.get_total_flops()
+    optimizer.zero_grad()
+    start = time.perf_counter()  # the warm-up: torch.compile compiles here
+    loss = trainer.step_loss(batch)
+    loss.backward()
+    optimizer.step()
+    first = time.perf_counter() - start
+    done = 0
     while steps is None or done < steps:
         t0 = time.perf_counter()
         batch = next(iterator, None)
@@ -101,13 +128,6 @@ def measure(path: Path, steps: int | None) -> Row:
             break
         batch = batch.to(trainer.device)
         t1 = time.perf_counter()
-        if done == 1:  # (the first step builds what later ones reuse)
-            with FlopCounterMode(display=False) as counter:
-                loss = trainer.step_loss(batch)
-                loss.backward()
-            flops = counter.get_total_flops()
-            optimizer.zero_grad()
-            t1 = time.perf_counter()
         loss = trainer.step_loss(batch)
         float(loss.detach())  # (as the trainer reads it: the step's end on any device)
         t2 = time.perf_counter()
@@ -126,17 +146,19 @@ def measure(path: Path, steps: int | None) -> Row:
         valid.evaluate(model, task.similarity, trainer.device)
     eval_flops = counter.get_total_flops()
     start = time.perf_counter()
-    valid.evaluate(model, task.similarity, trainer.device)
+    with trainer.precision.autocast():  # as the trainer validates
+        valid.evaluate(model, task.similarity, trainer.device)
     eval_seconds = time.perf_counter() - start
     name = f"{path.parent.name}/{path.stem}"
-    return Row(name, done, float(flops), **times, eval_seconds=eval_seconds,
-               eval_flops=float(eval_flops))  # fmt: skip
+    return Row(name, variant, done, len(batches) - 1, first, float(flops), **times,
+               eval_seconds=eval_seconds, eval_flops=float(eval_flops))  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", type=Path, default=CONFIGS)
     parser.add_argument("--steps", type=int, default=None, help="steps per config (an epoch)")
+    parser.add_argument("--variants", nargs="+", default=["fp32"], choices=list(VARIANTS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     load = os.getloadavg()[0]
@@ -150,8 +172,8 @@ def main() -> None:
         print(key, f"{value / 1e9:.1f} GFLOP/s", flush=True)
     torch.set_num_threads(cores)
     rows: list[Row] = []
-    for path in args.configs:
-        rows.append(measure(path, args.steps))
+    for path, variant in ((p, v) for p in args.configs for v in args.variants):
+        rows.append(measure(path, args.steps, variant))
         print(rows[-1], flush=True)
         write(rows, peaks, cores, load)  # after every row: a failure keeps the rows done
     print(f"written to {RESULTS}")
@@ -176,24 +198,31 @@ def write(rows: list[Row], peaks: dict, cores: int, load: float) -> None:
         )
     lines += [
         "",
-        f"## Each config, one epoch at {cores} threads in fp32 (the fraction: of the fp32 peak at "
+        f"## Each config, one epoch at {cores} threads (the fraction: of the fp32 peak at "
         f"{cores} threads, {reference / 1e9:.0f} GFLOP/s)",
         "",
         "FLOPs are `torch.utils.flop_counter`'s (matrix products, attention; not the "
         "element-wise work, the embedding lookups or the optimizer). A step's time is data + "
-        "forward + backward + optimizer; the epoch adds the validation ranking.",
+        "forward + backward + optimizer; the epoch adds the validation ranking. The first step "
+        "is a warm-up (`first s`: torch.compile compiles there), left out of the parts; "
+        "`steps` are those measured, and an epoch of fewer measured steps than it has is "
+        "their mean times its steps.",
         "",
-        "| config | steps | GFLOP per step | step GFLOP/s | of peak | epoch s | epoch of peak "
-        "| eval s | eval GFLOP/s | eval of peak | data | forward | backward | optimizer | eval |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| config | variant | steps | first s | GFLOP per step | step GFLOP/s | of peak | epoch s "
+        "| epoch of peak | eval s | eval GFLOP/s | eval of peak | data | forward | backward "
+        "| optimizer | eval |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         step = r.step_flops * r.steps / r.train_seconds
-        epoch = (r.step_flops * r.steps + r.eval_flops) / r.epoch_seconds
+        epoch = (r.step_flops * r.total_steps + r.eval_flops) / r.epoch_seconds
         evaluation = r.eval_flops / r.eval_seconds
-        share = [r.data, r.forward, r.backward, r.optimizer, r.eval_seconds]
+        scale = r.total_steps / r.steps
+        share = [r.data * scale, r.forward * scale, r.backward * scale, r.optimizer * scale,
+                 r.eval_seconds]  # fmt: skip
         lines.append(
-            f"| {r.name} | {r.steps:,} | {r.step_flops / 1e9:.2f} | {step / 1e9:.1f} | "
+            f"| {r.name} | {r.variant} | {r.steps:,} | {r.first_step:.1f} | "
+            f"{r.step_flops / 1e9:.2f} | {step / 1e9:.1f} | "
             f"{step / reference:.1%} | {r.epoch_seconds:.1f} | {epoch / reference:.1%} | "
             f"{r.eval_seconds:.1f} | {evaluation / 1e9:.1f} | {evaluation / reference:.1%} | "
             + " | ".join(f"{s / r.epoch_seconds:.0%}" for s in share)

@@ -11,10 +11,17 @@ server process's CPU time per request (user + system, from /proc). It also recor
 in-process cost of the same work (no HTTP), the thread settings the server chose against the
 others, and the requests (failed, slowest) while the server reloads 10 times under load.
 
+With ``--towers fp32 int8 fp16`` each export is also written with its user tower quantized
+(``towerkit export --quantize``) and every row is measured per tower; a table gives each tower's
+size, its top-10 agreement with fp32 and the test HR@10 / NDCG@10 it serves on the run's data
+(the ONNX tower on each test user's history, ranked exactly, seen items masked).
+
 Run (needs Debian's wrk; the server and wrk share this machine's cores):
     python benchmarks/serve_load.py --run runs/yt --run runs/sasrec
+    python benchmarks/serve_load.py --run runs/yt --run runs/sasrec --index exact \
+        --connections 1 32 --towers fp32 int8 fp16 --results benchmarks/results/serve_towers.md
 
-Writes benchmarks/results/serve_load.md.
+Writes benchmarks/results/serve_load.md (or ``--results``).
 """
 
 from __future__ import annotations
@@ -268,12 +275,54 @@ def threads(directory: Path, run: RunDir, bare: Server, rng, seconds: int) -> li
     return out
 
 
+class OnnxModel:
+    """An export's ONNX user tower and stored item vectors, as the evaluator calls a model."""
+
+    training = False
+
+    def __init__(self, directory: Path) -> None:
+        import torch
+
+        from towerkit.retrieval.export import ExportDir
+
+        retriever = ExportDir(directory).retriever()
+        self.tower, self.n_interests = retriever.tower, retriever.interests
+        self.items = torch.from_numpy(np.asarray(retriever.item_vectors, dtype=np.float32))
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def encode_users(self, batch):
+        import torch
+
+        return torch.from_numpy(self.tower(batch.users.numpy(), batch.history.numpy(), None))
+
+    def encode_items(self, ids):
+        return self.items[ids - 1]
+
+
+def served_quality(directory: Path, run: RunDir) -> dict[str, float]:
+    """Test metrics of the export's user tower (ONNX) from each test user's history, ranked
+    exactly against the export's item vectors, as the run's test stage is."""
+    from towerkit.runs.components import stage_evaluator
+    from towerkit.runs.pipeline import _open_finished
+
+    _, prepared, _ = _open_finished(run.path)
+    test = stage_evaluator(run.config, prepared, "test")
+    return test.evaluate(OnnxModel(directory), run.config.similarity.build())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", type=Path)
     parser.add_argument("--index", nargs="*", default=["exact", "faiss-hnsw"])
     parser.add_argument("--connections", nargs="*", type=int, default=[1, 8, 32, 64])
     parser.add_argument("--seconds", type=int, default=4, help="seconds per measurement")
+    parser.add_argument("--towers", nargs="*", default=["fp32"], choices=["fp32", "int8", "fp16"])
+    parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--bare-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_port:
@@ -285,16 +334,20 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     rng = np.random.default_rng(0)
-    rows, inprocess, reload_rows, thread_rows = [], [], [], []
+    rows, inprocess, reload_rows, thread_rows, towers = [], [], [], [], []
     load_before = os.getloadavg()
     bare = Server(None)  # measured just before each row, with the row's bodies
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for run in [RunDir(r) for r in args.run]:
                 name = run.config.model.name
-                for index in args.index:
-                    directory = export_run(run, Path(tmp) / f"{name}-{index}", index=index)
-                    inprocess.append((name, index, in_process(directory, run, rng)))
+                for index, tower in ((i, t) for i in args.index for t in args.towers):
+                    directory = export_run(run, Path(tmp) / f"{name}-{index}-{tower}", index=index,
+                                           quantize=None if tower == "fp32" else tower)  # fmt: skip
+                    label = name if len(args.towers) == 1 else f"{name} {tower}"
+                    inprocess.append((label, index, in_process(directory, run, rng)))
+                    if index == args.index[0] and len(args.towers) > 1:
+                        towers.append((name, tower, directory, served_quality(directory, run)))
                     server = Server(directory)
                     try:
                         for kind, path in KINDS.items():
@@ -302,31 +355,31 @@ def main() -> None:
                             for c in args.connections:
                                 reference = wrk(bare, path, work, c, args.seconds)
                                 summary = wrk(server, path, work, c, args.seconds)
-                                rows.append((name, index, kind, c, summary, reference))
-                                log.info("%s %s %s c=%d: %s (bare %s)", name, index, kind, c,
+                                rows.append((label, index, kind, c, summary, reference))
+                                log.info("%s %s %s c=%d: %s (bare %s)", label, index, kind, c,
                                          summary, reference)  # fmt: skip
-                        if index == "exact":
+                        if index == "exact" and tower == "fp32":
                             other = export_run(run, Path(tmp) / f"{name}-again", index=index)
                             reload_rows.append((name, reload_under_load(
                                 server, [other, directory], bodies(run, "history", 500, rng), 30
                             )))  # fmt: skip
                     finally:
                         server.stop()
-                    if index == "exact" and not thread_rows:
+                    if index == "exact" and tower == "fp32" and not thread_rows:
                         thread_rows = threads(directory, run, bare, rng, args.seconds)
     finally:
         bare.stop()
-    write(rows, inprocess, reload_rows, thread_rows, args, load_before, os.getloadavg())
-    print(RESULTS.read_text())
+    write(rows, inprocess, reload_rows, thread_rows, towers, args, load_before, os.getloadavg())
+    print(args.results.read_text())
 
 
-def write(rows, inprocess, reload_rows, thread_rows, args, load_before, load_after):
+def write(rows, inprocess, reload_rows, thread_rows, towers, args, load_before, load_after):
     def load(values) -> str:
         return ", ".join(f"{v:.2f}" for v in values)
 
     lines = [
         "# Serving under load: requests/s and latency on loopback\n",
-        f"`python benchmarks/serve_load.py {' '.join(f'--run {r}' for r in args.run)}` "
+        f"`python benchmarks/serve_load.py {' '.join(sys.argv[1:])}` "
         f"({date.today()}: {platform.machine()}, {os.cpu_count()} cores; load average "
         f"{load(load_before)} before, {load(load_after)} after; nothing else ran). The server "
         "(one uvicorn process: the event loop, and one worker thread for the tower and the "
@@ -351,6 +404,30 @@ def write(rows, inprocess, reload_rows, thread_rows, args, load_before, load_aft
             f"{s['cpu_ms']:.2f} | {b['cpu_ms']:.2f} | {s['cpu_ms'] / b['cpu_ms']:.2f} | "
             f"{s['errors']} |"
         )
+    if towers:
+        from towerkit.retrieval.export import ExportDir
+
+        lines += [
+            "\n## The user towers\n",
+            "Each export's user tower: fp32 (checked against PyTorch), or quantized by "
+            "`towerkit export --quantize` (int8: onnxruntime's dynamic quantization; fp16). "
+            "Agreement: the share of each sampled user's exact top 10 that the tower's query "
+            "finds too, against fp32 (from the manifest). Served test metrics: the tower on "
+            "each test user's history, ranked exactly against the stored item vectors, seen "
+            "items masked.\n",
+            "| model | tower | file MB | agreement@10 | largest difference | served test HR@10 "
+            "| NDCG@10 |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, tower, directory, metrics in towers:
+            onnx = ExportDir(directory).manifest["onnx"]
+            shrunk = onnx.get("quantized") or {}
+            size = (directory / "user_tower.onnx").stat().st_size / 1e6
+            lines.append(
+                f"| {name} | {tower} | {size:.2f} | {shrunk.get('agreement@10', 1.0):.3f} | "
+                f"{shrunk.get('parity', onnx['parity']):.1e} | {metrics['hr@10']:.4f} | "
+                f"{metrics['ndcg@10']:.4f} |"
+            )
     lines += [
         "\n## The same work in process (no HTTP)\n",
         "Median milliseconds of the server's encoding and job runner in the benchmark's process "
@@ -387,7 +464,7 @@ def write(rows, inprocess, reload_rows, thread_rows, args, load_before, load_aft
             f"| {name} | {r['reloads']} | {r['reload_seconds']:.1f} | {r['requests']:,} "
             f"| {r['failed']} | {r['p99']:.1f} | {r['max']:.1f} |"
         )
-    RESULTS.write_text("\n".join(lines) + "\n")
+    args.results.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,52 @@ def test_exclusions_as_csr_equal_exclusions_as_lists(kind):
     np.testing.assert_array_equal(a[0], b[0])
 
 
+@pytest.mark.parametrize("kind", ["faiss-flat", "faiss-hnsw", "faiss-ivf"])
+@pytest.mark.parametrize("filtered", [False, True])
+def test_many_exclusions_are_skipped_by_faiss_not_over_fetched(kind, filtered, monkeypatch):
+    """A user with hundreds of seen items: Faiss skips them as it searches (a selector), so no
+    search asks for more than k plus the few exclusions of the other rows; the answers still
+    agree with exact search, the filter applied too."""
+    import pandas as pd
+
+    from towerkit.index import faiss_index
+
+    n, k = 2000, 10
+    vectors, queries = clustered(n, 16, seed=4), clustered(30, 16, seed=5)
+    ids = np.arange(n, dtype=np.int64) + 1
+    attributes = pd.DataFrame({"parity": ids % 2})
+    rng = np.random.default_rng(6)
+    # Every third user has seen 300-900 items (among them its exact top 10), the rest 0-10.
+    exact = make_index("exact", "cosine").build(vectors, ids, attributes)
+    top, _ = exact.search(queries, 50)
+    exclude = []
+    for row in range(len(queries)):
+        many = row % 3 == 0
+        seen = rng.choice(ids, size=rng.integers(300, 900) if many else rng.integers(0, 10),
+                          replace=False)  # fmt: skip
+        exclude.append(np.union1d(seen, top[row, :10]) if many else seen)
+    where = "parity == 0" if filtered else None
+    index = make_index(kind, "cosine", **THOROUGH[kind]).build(vectors, ids, attributes)
+    fetched = []
+    params = type(index)._search_params
+
+    def counted(self, n_fetch, selector):
+        fetched.append(n_fetch)
+        return params(self, n_fetch, selector)
+
+    monkeypatch.setattr(type(index), "_search_params", counted)
+    got, scores = index.search(queries, k, exclude, where=where)
+    expected, _ = exact.search(queries, k, exclude, where=where)
+    assert max(fetched) <= k + 10 and len(fetched) >= 10  # each heavy row searched alone
+    assert recall_at_k(got, expected) >= 0.97
+    assert (got >= 0).all() and (np.diff(scores, axis=1) <= 1e-5).all()
+    for row, found in enumerate(got):
+        assert not set(found) & set(exclude[row].tolist())
+        if filtered:
+            assert (found % 2 == 0).all()
+    assert faiss_index.SELECT_ABOVE < 300
+
+
 @pytest.mark.parametrize("kind", list(INDEXES))
 def test_bad_arguments_raise_clear_errors(kind, tmp_path):
     index = make_index(kind, "cosine")

@@ -17,6 +17,7 @@ from towerkit.index.base import (
     Index,
     IndexArgumentError,
     check_sizes,
+    exclusion_counts,
     filter_candidates,
     normalized,
     over_fetch,
@@ -25,6 +26,10 @@ from towerkit.index.base import (
 from towerkit.similarity import Similarity
 
 FAISS_FILE = "faiss.index"
+
+
+#: a query excluding more than max(k, this) ids is searched alone, its exclusions in a selector
+SELECT_ABOVE = 32
 
 
 def _faiss():
@@ -42,7 +47,10 @@ class FaissIndex(Index):
 
     Exclusions are applied by over-fetching: queries are searched in chunks ordered by their
     number of exclusions, each chunk asking for ``k`` plus its largest exclusion count, and
-    the excluded ids are dropped.
+    the excluded ids are dropped. A query that excludes more than ``max(k, 32)`` ids (a known
+    user with many seen items) is searched alone instead, with its exclusions as a Faiss
+    selector: Faiss skips them while it searches, so it asks for ``k`` only (HNSW explores
+    ``ef_search`` candidates, not ``k`` plus thousands).
     """
 
     kind = "faiss"
@@ -123,11 +131,55 @@ class FaissIndex(Index):
                 values = -values  # squared L2 distance -> towerkit's euclidean score
             return found, np.where(found >= 0, values, -np.inf)
 
-        positions, scores = over_fetch(
-            len(queries), k, excluded, len(self), self.query_chunk, search_rows
-        )
+        counts = exclusion_counts(excluded, len(queries))
+        alone = counts > max(k, SELECT_ABOVE)
+        if not alone.any():
+            positions, scores = over_fetch(
+                len(queries), k, excluded, len(self), self.query_chunk, search_rows
+            )
+        else:
+            positions, scores = self._search_split(
+                queries, k, excluded, counts, alone, selector, search_rows
+            )
         del bitmap  # the selector read it until here
         return filter_candidates(positions, scores, k, excluded, allowed)
+
+    def _search_split(self, queries, k, excluded, counts, alone, selector, search_rows):
+        """Rows of few exclusions over-fetched together; each row of many searched alone with
+        its exclusions in the selector (and the filter's, when there is one)."""
+        faiss = _faiss()
+        n = len(counts)
+        width = int(min(k + counts[~alone].max(initial=0), len(self)))
+        positions = np.full((n, max(width, k)), -1, dtype=np.int64)
+        scores = np.full(positions.shape, -np.inf, dtype=np.float32)
+        indptr, banned = excluded
+        few = np.flatnonzero(~alone)
+        if len(few):
+            lengths = np.diff(indptr)[few]
+            starts = np.repeat(indptr[few] - np.concatenate([[0], np.cumsum(lengths)[:-1]]),
+                               lengths)  # fmt: skip
+            sub = (np.concatenate([[0], np.cumsum(lengths)]),
+                   banned[np.arange(lengths.sum()) + starts])  # fmt: skip
+            found, values = over_fetch(
+                len(few), k, sub, len(self), self.query_chunk,
+                lambda rows, n_fetch: search_rows(few[rows], n_fetch),
+            )  # fmt: skip
+            positions[few, : found.shape[1]], scores[few, : found.shape[1]] = found, values
+        fetch = min(k, len(self))
+        for row in np.flatnonzero(alone):
+            ids = np.ascontiguousarray(banned[indptr[row] : indptr[row + 1]], dtype=np.int64)
+            batch = faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
+            keep = faiss.IDSelectorNot(batch)
+            both = faiss.IDSelectorAnd(keep, selector) if selector is not None else keep
+            values, found = self._faiss_index.search(
+                queries[row : row + 1], fetch, params=self._search_params(fetch, both)
+            )
+            if self._metric == faiss.METRIC_L2:
+                values = -values
+            positions[row, :fetch] = found[0]
+            scores[row, :fetch] = np.where(found[0] >= 0, values[0], -np.inf)
+            del both, keep, batch, ids  # the selectors read them until here
+        return positions, scores
 
     def _save(self, path: Path) -> None:
         _faiss().write_index(self._faiss_index, str(path / FAISS_FILE))
