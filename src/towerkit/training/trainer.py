@@ -290,12 +290,14 @@ class _Step(nn.Module):
     def forward(self, batch: Batch | SequenceBatch) -> torch.Tensor:
         with self.precision.autocast():
             pairs = batch.training_pairs(self.model)
-            extra = self.contrastive(self.model, batch) if self.contrastive is not None else None
         if self.precision.bf16:
             pairs = pairs._replace(queries=pairs.queries.float())
         with full_precision(self.precision.device_type):
             loss = self.task.loss(pairs)
-        return loss if extra is None else loss + extra
+        if self.contrastive is not None:  # (after the loss: the random draws keep their order)
+            with self.precision.autocast():
+                loss = loss + self.contrastive(self.model, batch)
+        return loss
 
 
 class Trainer:
