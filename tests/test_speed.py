@@ -100,7 +100,8 @@ def test_bf16_learns_the_cycle_and_validates_at_its_precision(monkeypatch):
         return evaluate(model, similarity, device)
 
     monkeypatch.setattr(valid, "evaluate", spy)
-    t.fit(TrainingBatches(split, batch_size=16, max_len=5, seed=0), valid)
+    result = t.fit(TrainingBatches(split, batch_size=16, max_len=5, seed=0), valid)
+    assert result.precision == "bf16" and result.compiled is None
     assert calls and all(calls)  # the towers validated under bf16 autocast
     test = Evaluator(split, "test", enc.n_items, ks=(1, 10), max_len=5)
     assert test.evaluate(t.model, Cosine())["hr@1"] > 0.8
@@ -117,6 +118,8 @@ def test_compile_trains_the_same_model(walk_prepared):
     eager, fast = (runs[c].result.epochs for c in (False, True))
     for a, b in zip(eager, fast, strict=True):
         assert b.loss == pytest.approx(a.loss, rel=1e-3)
+    assert (runs[False].result.compiled, runs[True].result.compiled) == (None, "compiled")
+    assert runs[True].result.precision == "fp32"
     test, pop = runs[True].metrics["test"], runs[True].popularity
     assert test["ndcg@10"] > 1.5 * pop["ndcg@10"], (test, pop, runs[False].metrics["test"])
 
@@ -145,6 +148,9 @@ def test_a_failed_compile_falls_back_to_eager_and_says_why(monkeypatch, caplog):
         "train.compile: compiling the training step failed, running eagerly: "
         "RuntimeError: inductor exploded"
     ]
+    assert fallen.fit(TrainingBatches(split, batch_size=32, max_len=5)).compiled == (
+        "eager: RuntimeError: inductor exploded"
+    )
     # Known before trying: no C++ compiler for inductor.
     caplog.clear()
     monkeypatch.setattr(speed.shutil, "which", lambda name: None)

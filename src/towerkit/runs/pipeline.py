@@ -400,6 +400,8 @@ def _finish(run: RunDir, outcome: RunOutcome, prepared: Prepared, device: torch.
         "test_eval_seconds": outcome.eval_seconds,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "precision": result.precision,
+        "compile": result.compiled,
     }
     run.finish(
         model,

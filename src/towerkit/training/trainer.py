@@ -78,6 +78,10 @@ class TrainResult:
     best_epoch: int
     best_valid: dict[str, float]
     train_seconds: float
+    #: the towers' precision (``fp32``, ``bf16``) and, with ``train.precision: auto``, why
+    precision: str = "fp32"
+    #: with ``train.compile``: ``"compiled"``, or ``"eager: REASON"`` after a fallback
+    compiled: str | None = None
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -437,9 +441,17 @@ class Trainer:
         if state.best_weights is not None:
             self.model.load_state_dict(state.best_weights["model"])
             self.task.load_state_dict(state.best_weights["task"])
-        return TrainResult(
-            state.logs, state.best_epoch, state.best_valid, time.perf_counter() - start
+        precision = self.precision.name + (
+            f" ({self.precision.reason})" if self.precision.reason else ""
         )
+        compiled = None
+        if isinstance(self._forward, CompiledStep):
+            fallback = self._forward.fallback
+            compiled = "compiled" if fallback is None else f"eager: {fallback}"
+        return TrainResult(
+            state.logs, state.best_epoch, state.best_valid, time.perf_counter() - start,
+            precision, compiled,
+        )  # fmt: skip
 
     def _train_epoch(self, batches, epoch, optimizer: Optimizer, params, on_step) -> EpochLog:
         c = self.config
