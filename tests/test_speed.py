@@ -27,18 +27,47 @@ def test_fp32_is_the_default_and_unknown_settings_are_refused():
     assert resolve_precision("fp32", "cpu").name == "fp32"
 
 
-def test_auto_picks_bf16_only_where_it_is_measured_faster(monkeypatch):
+def test_auto_keeps_bf16_only_where_the_runs_own_steps_are_measured_faster(monkeypatch):
     monkeypatch.setattr(speed, "bf16_support", lambda device: None)
-    monkeypatch.setattr(speed, "cpu_bf16_speedup", lambda threads: 0.56)
-    slow = resolve_precision("auto", "cpu")
-    assert slow.name == "fp32"
-    assert slow.reason == "bf16 matrix products run only 0.56x fp32 on this CPU"
-    monkeypatch.setattr(speed, "cpu_bf16_speedup", lambda threads: 1.9)
-    fast = resolve_precision("auto", "cpu")
-    assert (fast.name, fast.reason) == ("bf16", "bf16 matrix products run 1.90x fp32 here")
-    # Asked for outright, bf16 is taken even where it is slower: the user measured their own.
-    monkeypatch.setattr(speed, "cpu_bf16_speedup", lambda threads: 0.56)
-    assert resolve_precision("bf16", "cpu").name == "bf16"
+    assert resolve_precision("auto", "cpu").measure  # the trainer times its first steps
+    fast = speed.measured(1.0, 0.5, "cpu")
+    assert (fast.name, fast.reason) == ("bf16", "bf16 steps ran 2.00x fp32 here")
+    slow = speed.measured(1.0, 1.5, "cpu")
+    assert (slow.name, slow.reason) == ("fp32", "bf16 steps ran only 0.67x fp32 here")
+    assert speed.measured(1.0, 1.0 / 1.05, "cpu").name == "fp32"  # a gain below 1.1x
+
+
+def test_auto_times_the_first_steps_and_trains_as_if_it_had_started_so(monkeypatch, caplog):
+    """The probe updates nothing and restores every random state: the run equals one started
+    in the precision it chose. A resumed run keeps that choice without measuring again."""
+    from towerkit.training import trainer as trainer_module
+
+    monkeypatch.setattr(speed, "bf16_support", lambda device: None)
+    probed = []
+
+    def forced(fp32_over_bf16, one, kind):
+        probed.append(fp32_over_bf16)
+        return speed.Precision("bf16", kind, "forced by the test")
+
+    monkeypatch.setattr(trainer_module, "measured", forced)
+    enc, split = synthetic_split()
+    states = []
+    auto = trainer(enc.n_items, epochs=2, precision="auto")
+    with caplog.at_level(logging.INFO, logger="towerkit.training.trainer"):
+        result = auto.fit(TrainingBatches(split, batch_size=16, max_len=5, seed=0),
+                          on_epoch=states.append)  # fmt: skip
+    assert len(probed) == 1 and probed[0] > 0
+    assert result.precision == "bf16 (forced by the test)"
+    assert "precision: bf16 (forced by the test)" in caplog.messages
+    explicit = trainer(enc.n_items, epochs=2, precision="bf16")
+    explicit.fit(TrainingBatches(split, batch_size=16, max_len=5, seed=0))
+    for (name, a), b in zip(auto.model.state_dict().items(), explicit.model.state_dict().values(),
+                            strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert [s.precision for s in states] == ["bf16", "bf16"]
+    resumed = trainer(enc.n_items, epochs=2, precision="auto")
+    again = resumed.fit(TrainingBatches(split, batch_size=16, max_len=5, seed=0), state=states[0])
+    assert again.precision == "bf16 (chosen at the start)" and len(probed) == 1
 
 
 def test_bf16_without_hardware_support_is_one_clear_error(monkeypatch):
@@ -46,16 +75,11 @@ def test_bf16_without_hardware_support_is_one_clear_error(monkeypatch):
     with pytest.raises(PrecisionError, match=r"^train\.precision bf16: this CPU has no bf16 "):
         resolve_precision("bf16", "cpu")
     auto = resolve_precision("auto", "cpu")
-    assert (auto.name, auto.reason) == ("fp32", "this CPU has no bf16 instructions")
-
-
-def test_the_speed_probe_leaves_the_random_state_alone():
-    speed.cpu_bf16_speedup.cache_clear()
-    torch.manual_seed(3)
-    expected = torch.rand(4)
-    torch.manual_seed(3)
-    assert speed.cpu_bf16_speedup(1, n=64, repeats=1) > 0
-    torch.testing.assert_close(torch.rand(4), expected)
+    assert (auto.name, auto.reason, auto.measure) == (
+        "fp32",
+        "this CPU has no bf16 instructions",
+        False,
+    )
 
 
 def test_a_bf16_step_runs_the_tower_in_bf16_and_the_loss_in_fp32(monkeypatch):

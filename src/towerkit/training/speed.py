@@ -9,10 +9,12 @@ products, attention and recurrences. The rest stays in fp32, where accuracy need
 - the scores and the softmax over the catalogue, the loss and any contrastive term.
 
 Validation during training encodes users and items at the training's precision and ranks in
-fp32. ``auto`` picks bf16 where it pays: a CUDA device with bf16 support, or a CPU with bf16
-instructions whose bf16 matrix product is measured faster than fp32 (a probe of a few tenths of
-a second). Some CPUs list ``avx512_bf16`` and still multiply bf16 at half the fp32 rate
-(``benchmarks/results/roofline.md``). Otherwise ``auto`` gives fp32 and logs why.
+fp32. ``auto`` picks bf16 where it pays: on a CUDA device with bf16 support; on a CPU with bf16
+instructions, when the run's own first training steps, timed in both precisions before the first
+epoch (forward and backward, no update, every random state restored), run at least 1.1x faster
+in bf16. The instructions alone do not say: some CPUs list ``avx512_bf16`` and still multiply
+large bf16 matrices at half the fp32 rate (``benchmarks/results/roofline.md``). Otherwise
+``auto`` gives fp32 and logs why. A resumed run keeps the precision it chose.
 
 **Compile.** The training step (model, task and contrastive term) goes through
 :func:`torch.compile`. When compiling fails (no C++ compiler for inductor on a CPU, a Python
@@ -23,10 +25,8 @@ says why.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -57,6 +57,9 @@ class Precision:
     name: Literal["fp32", "bf16"]
     device_type: str
     reason: str = ""
+    #: ``auto`` on a CPU with bf16 instructions: the trainer times its first steps in both
+    #: precisions and keeps the faster (:func:`measured`)
+    measure: bool = False
 
     @property
     def bf16(self) -> bool:
@@ -94,29 +97,6 @@ def bf16_support(device: torch.device) -> str | None:
     return f"bf16 autocast is not supported on {device.type}"
 
 
-@functools.lru_cache(maxsize=4)
-def cpu_bf16_speedup(threads: int, n: int = 1024, repeats: int = 3) -> float:
-    """How many times faster a bf16 ``n x n`` matrix product runs than an fp32 one on this CPU
-    at ``threads`` threads (best of ``repeats`` each, after a warm-up)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        seconds = {}
-        generator = torch.Generator().manual_seed(0)  # (the global random state is the run's)
-        for dtype in (torch.float32, torch.bfloat16):
-            a, b = (torch.randn(n, n, generator=generator).to(dtype) for _ in range(2))
-            a @ b  # warm-up
-            best = float("inf")
-            for _ in range(repeats):
-                start = time.perf_counter()
-                a @ b
-                best = min(best, time.perf_counter() - start)
-            seconds[dtype] = best
-        return seconds[torch.float32] / seconds[torch.bfloat16]
-    finally:
-        torch.set_num_threads(before)
-
-
 def resolve_precision(setting: str, device: torch.device | str) -> Precision:
     """The precision ``train.precision`` gives on ``device``.
 
@@ -137,12 +117,23 @@ def resolve_precision(setting: str, device: torch.device | str) -> Precision:
         return Precision("fp32", device.type, missing)
     if device.type == "cuda":
         return Precision("bf16", "cuda", "this GPU computes bf16")
-    speedup = cpu_bf16_speedup(torch.get_num_threads())
-    if speedup > 1.1:
-        return Precision("bf16", "cpu", f"bf16 matrix products run {speedup:.2f}x fp32 here")
-    return Precision(
-        "fp32", "cpu", f"bf16 matrix products run only {speedup:.2f}x fp32 on this CPU"
-    )
+    return Precision("fp32", "cpu", "not measured yet", measure=True)
+
+
+#: how much faster bf16 steps must run for ``auto`` to take them
+BF16_GAIN = 1.1
+
+
+def measured(fp32_seconds: float, bf16_seconds: float, device_type: str) -> Precision:
+    """``auto``'s choice from the median seconds of the same steps in each precision: bf16
+    where it runs at least ``BF16_GAIN`` times faster. A CPU's bf16 instructions do not say:
+    on one that lists ``avx512_bf16`` a large bf16 matrix product ran at half the fp32 rate,
+    while a small-matrix model's whole bf16 step ran 1.4x faster
+    (``benchmarks/results/roofline.md``)."""
+    speedup = fp32_seconds / bf16_seconds
+    if speedup >= BF16_GAIN:
+        return Precision("bf16", device_type, f"bf16 steps ran {speedup:.2f}x fp32 here")
+    return Precision("fp32", device_type, f"bf16 steps ran only {speedup:.2f}x fp32 here")
 
 
 def compile_blocker(device: torch.device) -> str | None:

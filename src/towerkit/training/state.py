@@ -48,6 +48,8 @@ class TrainState:
     stale: int
     stopped: bool
     rng: dict[str, Any]
+    #: the towers' precision the run chose (``train.precision: auto`` keeps it on resume)
+    precision: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         """The state as plain values, for a checkpoint."""

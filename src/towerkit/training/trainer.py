@@ -39,7 +39,14 @@ from towerkit.models.base import MatchingModel
 from towerkit.similarity import Similarity
 from towerkit.task import RetrievalTask
 from towerkit.training.contrastive import ContrastiveTerm
-from towerkit.training.speed import CompiledStep, Precision, fp32, full_precision, resolve_precision
+from towerkit.training.speed import (
+    CompiledStep,
+    Precision,
+    fp32,
+    full_precision,
+    measured,
+    resolve_precision,
+)
 from towerkit.training.state import EpochLog, TrainState
 from towerkit.types import Batch, SequenceBatch
 
@@ -338,19 +345,56 @@ class Trainer:
         self.sparse = _sparse_tables(self.model) if self.config.sparse else []
         self.contrastive = contrastive
         self.precision = resolve_precision(self.config.precision, self.device)
-        if self.config.precision != "fp32":
-            logger.info(
-                "precision: %s%s", self.precision.name,
-                f" ({self.precision.reason})" if self.precision.reason else "",
-            )  # fmt: skip
-        self.step = _Step(self.model, self.task, self.contrastive, self.precision)
+        if self.config.precision != "fp32" and not self.precision.measure:
+            self._log_precision()
+        self._step = _Step(self.model, self.task, self.contrastive, self.precision)
+        self.step: nn.Module = self._step
         if self.ctx.active:  # rank 0's weights are broadcast; gradients are averaged
             self.step = DistributedDataParallel(
-                self.step,
+                self._step,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 **_NO_BUFFER_SYNC,  # buffers are fixed item features: no copy every step
             )
         self._forward = CompiledStep(self.step, self.device) if self.config.compile else self.step
+
+    def _log_precision(self) -> None:
+        reason = f" ({self.precision.reason})" if self.precision.reason else ""
+        logger.info("precision: %s%s", self.precision.name, reason)
+
+    def _use(self, precision: Precision) -> None:
+        self.precision = self._step.precision = precision
+
+    def choose_precision(self, batches: Batches, optimizer: Optimizer, steps: int = 3) -> None:
+        """``train.precision: auto`` on a CPU with bf16 instructions: time the first ``steps``
+        batches' forward and backward in fp32 and in bf16, alternately, after one warm-up
+        round, and keep the faster (:func:`~towerkit.training.speed.measured`). Nothing is
+        updated and every random state is restored, so the run trains as if it had started
+        in the chosen precision. Under torchrun the ranks' times are averaged: every rank
+        chooses alike."""
+        rng = _rng_state(self.task)
+        kind = self.device.type
+        candidates = {"fp32": Precision("fp32", kind), "bf16": Precision("bf16", kind)}
+        seconds: dict[str, list[float]] = {name: [] for name in candidates}
+        probe = []
+        for batch in batches.epoch(0):
+            probe.append(batch.to(self.device))
+            if len(probe) == steps:
+                break
+        self.model.train()
+        for round_ in range(2):  # the first round warms up (and compiles, with train.compile)
+            for batch in probe:
+                for name, precision in candidates.items():
+                    self._use(precision)
+                    start = time.perf_counter()
+                    self.step_loss(batch).backward()
+                    if round_:
+                        seconds[name].append(time.perf_counter() - start)
+                    optimizer.zero_grad()
+        _set_rng_state(self.task, rng)
+        median = {name: float(np.median(times)) for name, times in seconds.items()}
+        ratio = distributed.all_reduce_mean(median["fp32"] / median["bf16"])
+        self._use(measured(ratio, 1.0, kind))
+        self._log_precision()
 
     def step_loss(self, batch: Batch | SequenceBatch) -> torch.Tensor:
         """The loss of one batch (the whole forward pass, no optimiser step); under torchrun
@@ -409,10 +453,12 @@ class Trainer:
         if state is None:
             torch.manual_seed(c.seed + self.ctx.rank)  # dropout differs by rank
             self.task.negatives.manual_seed(c.seed)  # negatives are drawn alike on every rank
+            if self.precision.measure:  # (before any random draw: restored anyway)
+                self.choose_precision(batches, optimizer)
             state = TrainState(
                 epoch=0, model={}, task={}, optimizer={}, scheduler={}, logs=[],
                 best_score=-math.inf, best_epoch=-1, best_valid={}, best_weights=None,
-                stale=0, stopped=False, rng={},
+                stale=0, stopped=False, rng={}, precision=self.precision.name,
             )  # fmt: skip
             if moments is not None:
                 try:
@@ -423,6 +469,9 @@ class Trainer:
                     ) from None
         else:
             self._restore(state, optimizer)
+            if self.precision.measure:  # the choice the run made when it started
+                self._use(Precision(state.precision, self.device.type, "chosen at the start"))
+                self._log_precision()
         start = time.perf_counter()
         epoch = state.epoch
         while epoch < c.epochs and not state.stopped:
@@ -547,8 +596,8 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "scheduler": optimizer.schedule_state_dict(),
         }
-        return TrainState(**{**vars(state), **copy.deepcopy(live), "rng": rng,
-                             "logs": list(state.logs)})  # fmt: skip
+        fresh = {"rng": rng, "logs": list(state.logs), "precision": self.precision.name}
+        return TrainState(**{**vars(state), **copy.deepcopy(live), **fresh})
 
     def _restore(self, state: TrainState, optimizer: Optimizer) -> None:
         try:
