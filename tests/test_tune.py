@@ -248,6 +248,39 @@ params:
     assert values["negatives.n"] == 32 and values["model.hidden"] == [128, 64]
 
 
+def test_the_base_config_is_trial_0_where_the_space_can_take_its_values(tmp_path):
+    space = read_space(
+        _space(
+            tmp_path,
+            """
+params:
+  train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
+  model.dropout: {low: 0.3, high: 0.6, step: 0.05}
+  model.n_layers: {low: 1, high: 3}
+  negatives.kind: {choices: [full, sampled]}
+  negatives.n: {low: 16, high: 256, log: true, when: {negatives.kind: sampled}}
+  model.ffn_dim: {choices: [64, 128]}
+  model.embedding_dim: {low: 16, high: 64, step: 16}
+""",
+        )
+    )
+    config = config_from_dict({}, ["model.name=sasrec", "train.lr=0.002", "model.dropout=0.45",
+                                   "model.n_layers=2", "model.embedding_dim=40"])  # fmt: skip
+    # embedding_dim 40 is off the grid of 16, ffn_dim (None) is no choice, negatives.n does not
+    # apply to full negatives: the sampler draws those.
+    assert space.base_values(config) == {
+        "train.lr": 0.002, "model.dropout": 0.45, "model.n_layers": 2, "negatives.kind": "full"
+    }  # fmt: skip
+    off = config_from_dict({}, ["model.name=sasrec", "model.dropout=0.42", "train.lr=0.5"])
+    assert not {"model.dropout", "train.lr"} & set(space.base_values(off))
+    lists = read_space(_space(tmp_path, "params: {model.hidden: {choices: [[64], [256]]}}"))
+    assert lists.base_values(config_from_dict({}, ["model.hidden=[256]"])) == {
+        "model.hidden": "[256]"  # as Optuna stores a list choice
+    }
+    chosen = lists.sample(optuna.trial.FixedTrial({"model.hidden": "[256]"}))
+    assert chosen == {"model.hidden": [256]}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -402,6 +435,9 @@ def test_a_search_never_reads_the_test_stage(study_log, tmp_path, monkeypatch):
     monkeypatch.setattr(Split, "targets", guarded)
     summary = tune(config, space, tmp_path / "study", trials=3, final=False, progress=False)
     assert summary.test is None and summary.complete >= 1
+    first = _trials(tmp_path / "study")[0]  # the base config (model.dropout is its default)
+    assert first.params == {"train.lr": 0.005, "model.dropout": 0.1} and first.user_attrs["base"]
+    assert summary.base_trial == 0
     metrics = json.loads((tmp_path / "study" / summary.best_run / "metrics.json").read_text())
     assert "test" not in metrics and not (tmp_path / summary.best_run / "outcomes.parquet").exists()
     assert (Path(summary.best_run) / "train.log").exists()  # trained by the run lifecycle

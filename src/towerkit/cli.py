@@ -384,6 +384,9 @@ def tune(
     table.add_row("budget", escape(summary.budget))
     table.add_row("wall time", f"{summary.wall_seconds:.0f} s")
     table.add_row("best trial", f"{summary.best_trial}: {summary.metric} {summary.best_value:.4f}")
+    if summary.base_trial is not None:
+        value = "pruned" if summary.base_value is None else f"{summary.base_value:.4f}"
+        table.add_row("base config", f"{summary.base_trial}: {summary.metric} {value}")
     for key, value in summary.best_params.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         table.add_row(escape(key), escape(shown))

@@ -55,6 +55,9 @@ def write_page(study: Any, summary: StudySummary, out: Path) -> None:
         ("best trial", f"{summary.best_trial}: {summary.metric} {summary.best_value:.4f}"),
         ("best settings", _params_text(summary.best_params)),
     ]
+    if summary.base_trial is not None:
+        value = "pruned" if summary.base_value is None else f"{summary.base_value:.4f}"
+        rows.append(("base config", f"{summary.base_trial}: {summary.metric} {value}"))
     if summary.test is not None:
         rows.append(("test (once, best trial)", _metrics_text(summary.test)))
     if summary.popularity:

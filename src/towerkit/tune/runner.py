@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -168,7 +169,21 @@ def _create(study_dir: StudyDir, config, space, overrides, optuna) -> None:
     (study_dir.path / SPACE_FILE).write_text(
         yaml.safe_dump(space_.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
     )
-    optuna.create_study(study_name=STUDY_NAME, storage=study_dir.storage_url, direction="maximize")
+    study = optuna.create_study(
+        study_name=STUDY_NAME, storage=study_dir.storage_url, direction="maximize"
+    )
+    # Trial 0 is the base config, where the space can take its values: the search starts from
+    # what it is to improve on, and the summary shows what it gained.
+    base = space_.base_values(config_from_dict(base_tree, source=str(config)))
+    if base:
+        study.enqueue_trial(base, user_attrs={"base": True})
+        others = [key for key in space_.params if key not in base]
+        logger.info(
+            "trial 0 is the base config (%s)%s",
+            ", ".join(f"{key}={value}" for key, value in base.items()),
+            f"; {', '.join(others)} sampled (outside the space or not applicable)"
+            if others else "",
+        )  # fmt: skip
 
 
 def _base_tree(config: str | Path, overrides) -> dict:
@@ -300,12 +315,21 @@ def _finish(study_dir: StudyDir, base: Config, space: Space, *, final: bool, pro
         best_run=str(run),
         test=test,
         popularity=popularity,
+        **_base_trial(trials),
     )
     data = summary.to_dict()
     text = json.dumps(data, indent=2)
     atomic_write(study_dir.path / SUMMARY_FILE, lambda tmp: tmp.write_text(text))
     write_page(study, summary, study_dir.path / PAGE_FILE)
     return summary
+
+
+def _base_trial(trials: list) -> dict[str, Any]:
+    """The base config's trial and its value (None: pruned, failed or running)."""
+    for trial in trials:
+        if trial.user_attrs.get("base"):
+            return {"base_trial": trial.number, "base_value": trial.value}
+    return {}
 
 
 def _span(trials: list) -> float:

@@ -66,6 +66,19 @@ class FloatRange(_Param):
         """This key's value in an Optuna trial."""
         return trial.suggest_float(key, self.low, self.high, log=self.log, step=self.step)
 
+    def stored(self, value: Any) -> float | None:
+        """``value`` as Optuna stores it for this param, or None where the space cannot take
+        it (not a number, outside the range, off the grid)."""
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None
+        if not self.low - 1e-12 <= value <= self.high + 1e-12:
+            return None
+        if self.step is not None:
+            steps = (value - self.low) / self.step
+            if abs(steps - round(steps)) > 1e-6:
+                return None
+        return float(value)
+
     def examples(self) -> list[Any]:
         """Values the space is checked with before a search starts (its ends)."""
         return [self.low, self.high]
@@ -88,6 +101,15 @@ class IntRange(_Param):
         """This key's value in an Optuna trial."""
         return trial.suggest_int(key, self.low, self.high, log=self.log, step=self.step)
 
+    def stored(self, value: Any) -> int | None:
+        """``value`` as Optuna stores it for this param, or None where the space cannot take
+        it."""
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        if not self.low <= value <= self.high or (value - self.low) % self.step:
+            return None
+        return value
+
     def examples(self) -> list[Any]:
         """Values the space is checked with before a search starts (its ends)."""
         return [self.low, self.high]
@@ -109,6 +131,13 @@ class Choice(_Param):
         # Optuna stores scalars only: lists and mappings are chosen by their JSON text.
         text = trial.suggest_categorical(key, [json.dumps(c) for c in self.choices])
         return json.loads(text)
+
+    def stored(self, value: Any) -> Any:
+        """``value`` as Optuna stores it for this param (a list or mapping: its JSON text), or
+        None where it is not a choice."""
+        if value not in self.choices:
+            return None
+        return value if self._scalar else json.dumps(value)
 
     def examples(self) -> list[Any]:
         """Values the space is checked with before a search starts (every choice)."""
@@ -197,6 +226,25 @@ class Space(Section):
             if key in self.fixed:
                 raise ValueError(f"{key} is both a param and fixed")
         return self
+
+    def base_values(self, config: Any) -> dict[str, Any]:
+        """The params ``config`` (a validated :class:`~towerkit.config.Config`) sets to a value
+        the space can take, as Optuna stores them: the study's trial 0
+        (:meth:`optuna.Study.enqueue_trial`), so that a search starts from the config it
+        improves on. A value outside the space is left to the sampler."""
+        tree = config.model_dump(mode="json")
+        values: dict[str, Any] = {}
+        stored: dict[str, Any] = {}
+        for key, param in self.params.items():
+            if not param.applies(values):
+                continue
+            value: Any = tree
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            kept = param.stored(value)
+            if kept is not None:
+                values[key], stored[key] = value, kept
+        return stored
 
     def sample(self, trial: Any) -> dict[str, Any]:
         """The values of one trial (conditional params only where their condition holds)."""

@@ -184,6 +184,10 @@ class StudySummary:
     best_run: str
     test: dict[str, float] | None
     popularity: dict[str, float] | None
+    #: the base config's trial (trial 0, where the space can take its values): its validation
+    #: value, None when it was pruned or failed or the study has no such trial
+    base_trial: int | None = None
+    base_value: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as plain values (paths as text), for JSON."""
