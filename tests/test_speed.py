@@ -70,6 +70,16 @@ def test_auto_times_the_first_steps_and_trains_as_if_it_had_started_so(monkeypat
     assert again.precision == "bf16 (chosen at the start)" and len(probed) == 1
 
 
+def test_bf16_asked_for_where_the_device_lacks_it_is_a_config_error(monkeypatch):
+    from towerkit.config import training
+
+    monkeypatch.setattr(training, "bf16_problem", lambda device: "this CPU has no bf16 insts")
+    message = r"train\.precision: this CPU has no bf16 insts; use fp32 or auto"
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({}, ["train.precision=bf16"])
+    config_from_dict({}, ["train.precision=auto"])  # auto falls back to fp32 instead
+
+
 def test_bf16_without_hardware_support_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(speed, "bf16_support", lambda device: "this CPU has no bf16 instructions")
     with pytest.raises(PrecisionError, match=r"^train\.precision bf16: this CPU has no bf16 "):

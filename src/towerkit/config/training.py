@@ -103,20 +103,20 @@ class TrainConfig(Section):
     seed: int = Field(
         default=0, ge=0, le=MAX_SEED, description="seeds initialisation, dropout and negatives"
     )
+    device: str = "cpu"
+    threads: int = Field(default=0, ge=0, le=1024, description="torch threads; 0 = torch's default")
+    progress: bool = True
     precision: Literal["fp32", "bf16", "auto"] = Field(
         default="fp32",
         description="the towers' precision: fp32, bf16 (autocast; the scores against the "
-        "catalogue, the loss and the optimizer stay fp32) or auto (bf16 where the device "
-        "computes it faster: a bf16 GPU, a CPU whose bf16 products are measured faster)",
+        "catalogue, the loss and the optimizer stay fp32) or auto (bf16 on a bf16 GPU; on a "
+        "CPU with bf16 instructions where the run's first steps are measured faster in it)",
     )
     compile: bool = Field(
         default=False,
         description="run the training step through torch.compile (eagerly, with a warning "
         "saying why, where compiling fails)",
     )
-    device: str = "cpu"
-    threads: int = Field(default=0, ge=0, le=1024, description="torch threads; 0 = torch's default")
-    progress: bool = True
     track: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list,
         description="experiment trackers to log to: the config as parameters, the loss of every "
@@ -165,6 +165,16 @@ class TrainConfig(Section):
                 raise ValueError(problem)
         return value
 
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, value: str, info: ValidationInfo) -> str:
+        # (device is declared before precision: validated already, in info.data)
+        if value == "bf16" and (info.context or {}).get("machine", True):
+            problem = bf16_problem(str((info.data or {}).get("device", "cpu")))
+            if problem:
+                raise ValueError(f"{problem}; use fp32 or auto")
+        return value
+
     @field_validator("monitor")
     @classmethod
     def _monitor(cls, value: str) -> str:
@@ -198,6 +208,21 @@ def device_problem(device: str) -> str | None:
     if kind.type == "cuda" and kind.index is not None and kind.index >= count:
         return f"this machine has {count} CUDA device(s)"
     return None
+
+
+def bf16_problem(device: str) -> str | None:
+    """Why ``device`` cannot compute bf16 in hardware (None: it can)."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return None if torch.cuda.is_bf16_supported() else "this GPU has no bf16 support"
+    if kind == "cpu":
+        supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        if supported is not None and supported():
+            return None
+        return "this CPU has no bf16 instructions (avx512_bf16 or AMX)"
+    return f"bf16 autocast is not supported on {kind}"
 
 
 #: Settings of the machine a config trains on, not of the experiment: a run directory saves its

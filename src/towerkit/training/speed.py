@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import torch
 
+from towerkit.config.training import bf16_problem
 from towerkit.errors import TowerkitError
 
 logger = logging.getLogger(__name__)
@@ -87,14 +88,7 @@ def full_precision(device_type: str) -> Iterator[None]:
 
 def bf16_support(device: torch.device) -> str | None:
     """None if ``device`` computes bf16 in hardware; else why not."""
-    if device.type == "cuda":
-        return None if torch.cuda.is_bf16_supported() else "this GPU has no bf16 support"
-    if device.type == "cpu":
-        supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-        if supported is not None and supported():
-            return None
-        return "this CPU has no bf16 instructions (avx512_bf16 or AMX)"
-    return f"bf16 autocast is not supported on {device.type}"
+    return bf16_problem(str(device))
 
 
 def resolve_precision(setting: str, device: torch.device | str) -> Precision:
