@@ -440,30 +440,32 @@ def write(rows, inprocess, reload_rows, thread_rows, towers, args, load_before, 
     for name, index, ms in inprocess:
         lines.append(f"| {name} | {index} | {ms['id']:.2f} | {ms['history']:.2f} | "
                      f"{ms['batch-id']:.1f} | {ms['batch']:.1f} |")  # fmt: skip
-    lines += [
-        "\n## Thread settings\n",
-        f"{rows[0][0] if rows else ''} with the exact index, 32 connections; each setting is a "
-        "fresh server, beside the bare endpoint just before.\n",
-        "| setting | request | requests/s | x bare | p50 ms | p99 ms | CPU ms |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for label, kind, s, b in thread_rows:
-        lines.append(f"| {label} | {kind} | {s['rps']:,.0f} | {s['rps'] / b['rps']:.2f} | "
-                     f"{s['p50']:.2f} | {s['p99']:.1f} | {s['cpu_ms']:.2f} |")  # fmt: skip
-    lines += [
-        "\n## Hot reload under load\n",
-        "wrk sends history requests on 16 connections for 30 s while the admin endpoint reloads "
-        "10 times, one after another, alternating between two exports of the run (each load "
-        "probed before it is swapped in).\n",
-        "| model | reloads done | seconds for the 10 | requests | failed requests | p99 ms "
-        "| slowest ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, r in reload_rows:
-        lines.append(
-            f"| {name} | {r['reloads']} | {r['reload_seconds']:.1f} | {r['requests']:,} "
-            f"| {r['failed']} | {r['p99']:.1f} | {r['max']:.1f} |"
-        )
+    if thread_rows:  # (measured with the exact index and the fp32 tower only)
+        lines += [
+            "\n## Thread settings\n",
+            f"{rows[0][0] if rows else ''} with the exact index, 32 connections; each setting "
+            "is a fresh server, beside the bare endpoint just before.\n",
+            "| setting | request | requests/s | x bare | p50 ms | p99 ms | CPU ms |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for label, kind, s, b in thread_rows:
+            lines.append(f"| {label} | {kind} | {s['rps']:,.0f} | {s['rps'] / b['rps']:.2f} | "
+                         f"{s['p50']:.2f} | {s['p99']:.1f} | {s['cpu_ms']:.2f} |")  # fmt: skip
+    if reload_rows:
+        lines += [
+            "\n## Hot reload under load\n",
+            "wrk sends history requests on 16 connections for 30 s while the admin endpoint "
+            "reloads 10 times, one after another, alternating between two exports of the run "
+            "(each load probed before it is swapped in).\n",
+            "| model | reloads done | seconds for the 10 | requests | failed requests | p99 ms "
+            "| slowest ms |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, r in reload_rows:
+            lines.append(
+                f"| {name} | {r['reloads']} | {r['reload_seconds']:.1f} | {r['requests']:,} "
+                f"| {r['failed']} | {r['p99']:.1f} | {r['max']:.1f} |"
+            )
     args.results.write_text("\n".join(lines) + "\n")
 
 

@@ -130,6 +130,12 @@ def test_a_quantized_tower_has_fewer_bits_is_measured_and_recommends_alike(runs,
     np.testing.assert_array_equal(
         export.retriever().recommend(users, 10).items, plain.retriever().recommend(users, 10).items
     )
+    # The server's load probe takes it (within four times its measured difference) and still
+    # refuses a tower that is not this model's.
+    from towerkit.serve.loading import load_served, probe_tolerance
+
+    assert probe_tolerance(export.manifest) == pytest.approx(max(1e-4, 4 * shrunk["parity"]))
+    load_served(tmp_path / kind, threads=1).close()
 
 
 def test_an_unknown_quantization_is_one_line_and_writes_nothing(runs, tmp_path):

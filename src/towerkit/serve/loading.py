@@ -103,6 +103,17 @@ def load_export(
 PROBE_TOLERANCE = 10 * PARITY_TOLERANCE
 
 
+def probe_tolerance(manifest: dict) -> float:
+    """How far the probe lets the tower's vectors lie from the stored ones: a quantized tower
+    (``towerkit export --quantize``) differs from fp32 by what its export measured, so four
+    times that; any other ``PROBE_TOLERANCE``. Never more than 0.25, where another model's
+    tower would pass (normalised vectors of two models differ by about 1)."""
+    quantized = manifest.get("onnx", {}).get("quantized")
+    if not quantized:
+        return PROBE_TOLERANCE
+    return min(0.25, max(PROBE_TOLERANCE, 4 * float(quantized["parity"])))
+
+
 def probe(served: Served) -> None:
     """Check a loaded model before it answers anyone, and build what its first requests would
     otherwise build on the event loop (the id lookups, the catalogue of ``/items``).
@@ -137,11 +148,12 @@ def probe(served: Served) -> None:
     expected = similarity.prepare(torch.from_numpy(stored))
     difference = float((similarity.prepare(torch.from_numpy(got)) - expected).abs().max())
     difference /= max(1.0, float(expected.abs().max()))
-    if not difference <= PROBE_TOLERANCE:  # NaN too
+    if not difference <= probe_tolerance(manifest):  # NaN too
+        onnx = manifest["onnx"]
+        said = onnx.get("quantized", onnx)["parity"]
         raise ExportError(
             f"{where}: the user tower does not match the export's user vectors (they differ by "
-            f"{difference:.2e}; the manifest says {manifest['onnx']['parity']:.1e}): not the "
-            "tower of this model"
+            f"{difference:.2e}; the manifest says {said:.1e}): not the tower of this model"
         )
     # One query of each kind, by raw ids as a request gives them (building the id lookups).
     user = int(users[0])
@@ -176,4 +188,4 @@ def _seconds(job: Job, repeats: int = 3) -> tuple[float, float]:
     return max(0.0, best[1] - per_query), per_query
 
 
-__all__ = ["PROBE_TOLERANCE", "is_run", "load_export", "load_served", "probe"]
+__all__ = ["PROBE_TOLERANCE", "is_run", "load_export", "load_served", "probe", "probe_tolerance"]

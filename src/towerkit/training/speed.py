@@ -120,9 +120,9 @@ BF16_GAIN = 1.1
 
 def measured(fp32_seconds: float, bf16_seconds: float, device_type: str) -> Precision:
     """``auto``'s choice from the median seconds of the same steps in each precision: bf16
-    where it runs at least ``BF16_GAIN`` times faster. A CPU's bf16 instructions do not say:
-    on one that lists ``avx512_bf16`` a large bf16 matrix product ran at half the fp32 rate,
-    while a small-matrix model's whole bf16 step ran 1.4x faster
+    where it runs at least ``BF16_GAIN`` times faster. A CPU's bf16 instructions do not say it:
+    on this project's 2-core machines, which list ``avx512_bf16``, a 2048 x 2048 bf16 product
+    runs at half the fp32 rate and the ML-1M YouTubeDNN and SASRec steps at 0.93-0.96x
     (``benchmarks/results/roofline.md``)."""
     speedup = fp32_seconds / bf16_seconds
     if speedup >= BF16_GAIN:
