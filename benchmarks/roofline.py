@@ -7,8 +7,9 @@ In one run:
    every thread (best of 5 after a warm-up): the FLOP/s a dense kernel reaches here.
 2. **Each shipped ML-1M and S3-Rec config** (``configs/ml-1m/*.yaml``, ``configs/s3rec/sasrec.yaml``
    on Amazon Beauty), built as ``towerkit train`` builds it, for one whole epoch:
-   - one training step's FLOPs, counted by ``torch.utils.flop_counter.FlopCounterMode`` (forward
-     and backward; matrix products, attention, convolutions: what the counter knows);
+   - every step's FLOPs, counted by ``torch.utils.flop_counter.FlopCounterMode`` in an untimed
+     eager pass of the same batch (forward and backward; matrix products, attention,
+     convolutions: what the counter knows), averaged: windows differ in length by batch;
    - every step timed in its parts: data (the next batch, moved to the device), forward (the
      loss), backward, optimizer (clipping, the step, the schedule);
    - the validation ranking after the epoch, timed and counted alone.
@@ -110,11 +111,7 @@ def measure(path: Path, steps: int | None, variant: str = "fp32") -> Row:
     times = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     iterator = iter(batches.epoch(0))
     batch = next(iterator).to(trainer.device)
-    with FlopCounterMode(display=False) as counter:  # eager: what the step computes
-        loss = trainer.step(batch)
-        loss.backward()
-    flops = counter.get_total_flops()
-    optimizer.zero_grad()
+    flops = 0.0  # summed over the measured steps: windows differ in length from batch to batch
     start = time.perf_counter()  # the warm-up: torch.compile compiles here
     loss = trainer.step_loss(batch)
     loss.backward()
@@ -127,6 +124,11 @@ def measure(path: Path, steps: int | None, variant: str = "fp32") -> Row:
         if batch is None:
             break
         batch = batch.to(trainer.device)
+        data = time.perf_counter() - t0
+        with FlopCounterMode(display=False) as counter:  # untimed, eager: what it computes
+            trainer.step(batch).backward()
+        flops += counter.get_total_flops()
+        optimizer.zero_grad()
         t1 = time.perf_counter()
         loss = trainer.step_loss(batch)
         float(loss.detach())  # (as the trainer reads it: the step's end on any device)
@@ -138,7 +140,7 @@ def measure(path: Path, steps: int | None, variant: str = "fp32") -> Row:
             torch.nn.utils.clip_grad_norm_(optimizer.dense, c.clip_norm)
         optimizer.step()
         t4 = time.perf_counter()
-        for part, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        for part, seconds in zip(times, (data, t2 - t1, t3 - t2, t4 - t3), strict=True):
             times[part] += seconds
         done += 1
     model.eval()
@@ -150,7 +152,7 @@ def measure(path: Path, steps: int | None, variant: str = "fp32") -> Row:
         valid.evaluate(model, task.similarity, trainer.device)
     eval_seconds = time.perf_counter() - start
     name = f"{path.parent.name}/{path.stem}"
-    return Row(name, variant, done, len(batches) - 1, first, float(flops), **times,
+    return Row(name, variant, done, len(batches) - 1, first, flops / max(done, 1), **times,
                eval_seconds=eval_seconds, eval_flops=float(eval_flops))  # fmt: skip
 
 
@@ -202,7 +204,8 @@ def write(rows: list[Row], peaks: dict, cores: int, load: float) -> None:
         f"{cores} threads, {reference / 1e9:.0f} GFLOP/s)",
         "",
         "FLOPs are `torch.utils.flop_counter`'s (matrix products, attention; not the "
-        "element-wise work, the embedding lookups or the optimizer). A step's time is data + "
+        "element-wise work, the embedding lookups or the optimizer), counted on every measured "
+        "step in an untimed eager pass and averaged. A step's time is data + "
         "forward + backward + optimizer; the epoch adds the validation ranking. The first step "
         "is a warm-up (`first s`: torch.compile compiles there), left out of the parts; "
         "`steps` are those measured, and an epoch of fewer measured steps than it has is "

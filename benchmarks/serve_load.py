@@ -46,7 +46,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from towerkit.retrieval.export import export_run
+from towerkit.retrieval.export import ExportDir, export_run
 from towerkit.runs import RunDir
 from towerkit.serve.bodies import BatchRequest, RecommendRequest
 
@@ -347,7 +347,9 @@ def main() -> None:
                     label = name if len(args.towers) == 1 else f"{name} {tower}"
                     inprocess.append((label, index, in_process(directory, run, rng)))
                     if index == args.index[0] and len(args.towers) > 1:
-                        towers.append((name, tower, directory, served_quality(directory, run)))
+                        onnx = ExportDir(directory).manifest["onnx"]
+                        size = (directory / "user_tower.onnx").stat().st_size / 1e6
+                        towers.append((name, tower, onnx, size, served_quality(directory, run)))
                     server = Server(directory)
                     try:
                         for kind, path in KINDS.items():
@@ -405,8 +407,6 @@ def write(rows, inprocess, reload_rows, thread_rows, towers, args, load_before, 
             f"{s['errors']} |"
         )
     if towers:
-        from towerkit.retrieval.export import ExportDir
-
         lines += [
             "\n## The user towers\n",
             "Each export's user tower: fp32 (checked against PyTorch), or quantized by "
@@ -419,10 +419,8 @@ def write(rows, inprocess, reload_rows, thread_rows, towers, args, load_before, 
             "| NDCG@10 |",
             "|---|---|---:|---:|---:|---:|---:|",
         ]
-        for name, tower, directory, metrics in towers:
-            onnx = ExportDir(directory).manifest["onnx"]
+        for name, tower, onnx, size, metrics in towers:
             shrunk = onnx.get("quantized") or {}
-            size = (directory / "user_tower.onnx").stat().st_size / 1e6
             lines.append(
                 f"| {name} | {tower} | {size:.2f} | {shrunk.get('agreement@10', 1.0):.3f} | "
                 f"{shrunk.get('parity', onnx['parity']):.1e} | {metrics['hr@10']:.4f} | "
