@@ -340,7 +340,9 @@ def test_a_study_in_the_bucket_publishes_each_trial_as_a_run(s3, tmp_path):
     from towerkit.runs import RunDir
 
     space = tmp_path / "space.yaml"
-    space.write_text("params:\n  train.lr: {low: 0.001, high: 0.03, log: true}\n")
+    space.write_text(  # no pruner: both trials finish (trial 0, the base config, leads)
+        "params:\n  train.lr: {low: 0.001, high: 0.03, log: true}\nbudget: {pruner: none}\n"
+    )
     config = _config(tmp_path)
     done = towerkit(
         "-q", "tune", str(config), "--space", str(space), "--trials", "2", "--set",
