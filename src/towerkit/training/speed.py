@@ -38,8 +38,6 @@ from towerkit.errors import TowerkitError
 
 logger = logging.getLogger(__name__)
 
-PrecisionSetting = Literal["fp32", "bf16", "auto"]
-
 
 class PrecisionError(TowerkitError):
     """``train.precision: bf16`` on a device without bf16 support."""
