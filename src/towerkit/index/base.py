@@ -394,12 +394,7 @@ class Index(ABC):
         users, interests, dim = queries.shape
         excluded = self._exclusions(exclude, users)
         if excluded is not None:  # the user's row, once for each of its interests
-            lengths = np.repeat(np.diff(excluded[0]), interests)
-            indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=indptr[1:])
-            rows = np.repeat(np.arange(users), interests)
-            starts = np.repeat(excluded[0][rows] - indptr[:-1], lengths)
-            excluded = (indptr, excluded[1][np.arange(indptr[-1]) + starts])
+            excluded = csr_rows(excluded, np.repeat(np.arange(users), interests))
         exclude_ids = None if excluded is None else (excluded[0], self.ids[excluded[1]])
         ids, scores = self.search(queries.reshape(users * interests, dim), k, exclude_ids, where)
         return merge_interests(ids, scores, interests, k)
@@ -624,6 +619,17 @@ def filter_candidates(
         out_pos = np.pad(out_pos, ((0, 0), (0, pad)), constant_values=-1)
         out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
     return out_pos, out_scores
+
+
+def csr_rows(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR ``(indptr, values)`` of ``csr``'s rows ``rows``, in that order (a row may come
+    more than once)."""
+    indptr, values = csr
+    lengths = np.diff(indptr)[rows]
+    out = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    starts = np.repeat(indptr[rows] - out[:-1], lengths)
+    return out, values[np.arange(out[-1]) + starts]
 
 
 def exclusion_counts(excluded: tuple[np.ndarray, np.ndarray] | None, n: int) -> np.ndarray:

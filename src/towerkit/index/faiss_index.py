@@ -17,6 +17,7 @@ from towerkit.index.base import (
     Index,
     IndexArgumentError,
     check_sizes,
+    csr_rows,
     exclusion_counts,
     filter_candidates,
     normalized,
@@ -155,13 +156,8 @@ class FaissIndex(Index):
         indptr, banned = excluded
         few = np.flatnonzero(~alone)
         if len(few):
-            lengths = np.diff(indptr)[few]
-            starts = np.repeat(indptr[few] - np.concatenate([[0], np.cumsum(lengths)[:-1]]),
-                               lengths)  # fmt: skip
-            sub = (np.concatenate([[0], np.cumsum(lengths)]),
-                   banned[np.arange(lengths.sum()) + starts])  # fmt: skip
             found, values = over_fetch(
-                len(few), k, sub, len(self), self.query_chunk,
+                len(few), k, csr_rows(excluded, few), len(self), self.query_chunk,
                 lambda rows, n_fetch: search_rows(few[rows], n_fetch),
             )  # fmt: skip
             positions[few, : found.shape[1]], scores[few, : found.shape[1]] = found, values
