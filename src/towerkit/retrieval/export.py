@@ -221,7 +221,9 @@ def export_run(
             )
         quantized = None
         if quantize is not None:
-            quantized = _quantize(staging / TOWER_FILE, quantize, run, retriever, sampled[:sample])
+            quantized = _quantize(
+                staging / TOWER_FILE, tower, quantize, run, retriever, sampled[:sample]
+            )
         item_features = run.item_features if model.reads_item_features else FeatureTable()
         _export_item_tower(model, item_features, staging / ITEM_TOWER_FILE)
         items_sample = np.random.default_rng(1).permutation(np.arange(1, len(run.item_vocab) + 1))
@@ -384,13 +386,18 @@ def parity(run: RunDir, reference: TorchTower, tower: OnnxTower, users: np.ndarr
 
 
 def _quantize(
-    path: Path, kind: str, run: RunDir, retriever: Retriever, users: np.ndarray
+    path: Path,
+    reference: OnnxTower,
+    kind: str,
+    run: RunDir,
+    retriever: Retriever,
+    users: np.ndarray,
 ) -> dict[str, Any]:
-    """Replace the fp32 user tower at ``path`` by its ``kind`` version; what it changed."""
+    """Replace the checked fp32 user tower at ``path`` (``reference``: it, loaded) by its
+    ``kind`` version; what it changed."""
     import onnx
 
     fp32_bytes = path.stat().st_size
-    reference = OnnxTower(path, run.user_features)
     smaller = path.with_name(f"{kind}-{path.name}")
     with warnings.catch_warnings():  # onnxruntime's advice on pre-processing, every call
         warnings.simplefilter("ignore")
