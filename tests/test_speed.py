@@ -28,7 +28,7 @@ def test_fp32_is_the_default_and_unknown_settings_are_refused():
 
 
 def test_auto_keeps_bf16_only_where_the_runs_own_steps_are_measured_faster(monkeypatch):
-    monkeypatch.setattr(speed, "bf16_support", lambda device: None)
+    monkeypatch.setattr(speed, "bf16_problem", lambda device: None)
     assert resolve_precision("auto", "cpu").measure  # the trainer times its first steps
     fast = speed.measured(1.0, 0.5, "cpu")
     assert (fast.name, fast.reason) == ("bf16", "bf16 steps ran 2.00x fp32 here")
@@ -42,7 +42,7 @@ def test_auto_times_the_first_steps_and_trains_as_if_it_had_started_so(monkeypat
     in the precision it chose. A resumed run keeps that choice without measuring again."""
     from towerkit.training import trainer as trainer_module
 
-    monkeypatch.setattr(speed, "bf16_support", lambda device: None)
+    monkeypatch.setattr(speed, "bf16_problem", lambda device: None)
     probed = []
 
     def forced(fp32_over_bf16, one, kind):
@@ -81,7 +81,7 @@ def test_bf16_asked_for_where_the_device_lacks_it_is_a_config_error(monkeypatch)
 
 
 def test_bf16_without_hardware_support_is_one_clear_error(monkeypatch):
-    monkeypatch.setattr(speed, "bf16_support", lambda device: "this CPU has no bf16 instructions")
+    monkeypatch.setattr(speed, "bf16_problem", lambda device: "this CPU has no bf16 instructions")
     with pytest.raises(PrecisionError, match=r"^train\.precision bf16: this CPU has no bf16 "):
         resolve_precision("bf16", "cpu")
     auto = resolve_precision("auto", "cpu")
@@ -93,7 +93,7 @@ def test_bf16_without_hardware_support_is_one_clear_error(monkeypatch):
 
 
 def test_a_bf16_step_runs_the_tower_in_bf16_and_the_loss_in_fp32(monkeypatch):
-    monkeypatch.setattr(speed, "bf16_support", lambda device: None)  # autocast emulates it
+    monkeypatch.setattr(speed, "bf16_problem", lambda device: None)  # autocast emulates it
     enc, split = synthetic_split()
     batch = next(iter(TrainingBatches(split, batch_size=32, max_len=5, shuffle=False)))
     full, half = trainer(enc.n_items), trainer(enc.n_items, precision="bf16")
@@ -122,7 +122,7 @@ def test_a_bf16_step_runs_the_tower_in_bf16_and_the_loss_in_fp32(monkeypatch):
 
 
 def test_bf16_learns_the_cycle_and_validates_at_its_precision(monkeypatch):
-    monkeypatch.setattr(speed, "bf16_support", lambda device: None)
+    monkeypatch.setattr(speed, "bf16_problem", lambda device: None)
     enc, split = synthetic_split()
     t = trainer(enc.n_items, epochs=15, precision="bf16")
     valid = Evaluator(split, "valid", enc.n_items, ks=(1, 10), max_len=5)

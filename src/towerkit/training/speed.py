@@ -84,11 +84,6 @@ def full_precision(device_type: str) -> Iterator[None]:
         yield
 
 
-def bf16_support(device: torch.device) -> str | None:
-    """None if ``device`` computes bf16 in hardware; else why not."""
-    return bf16_problem(str(device))
-
-
 def resolve_precision(setting: str, device: torch.device | str) -> Precision:
     """The precision ``train.precision`` gives on ``device``.
 
@@ -98,7 +93,7 @@ def resolve_precision(setting: str, device: torch.device | str) -> Precision:
     device = torch.device(device)
     if setting == "fp32":
         return Precision("fp32", device.type)
-    missing = bf16_support(device)
+    missing = bf16_problem(str(device))
     if setting == "bf16":
         if missing is not None:
             raise PrecisionError(f"train.precision bf16: {missing}; use fp32 or auto")

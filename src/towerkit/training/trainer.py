@@ -344,10 +344,10 @@ class Trainer:
         # Before DDP wraps the model: it reads which tables give sparse gradients when built.
         self.sparse = _sparse_tables(self.model) if self.config.sparse else []
         self.contrastive = contrastive
-        self.precision = resolve_precision(self.config.precision, self.device)
-        if self.config.precision != "fp32" and not self.precision.measure:
+        precision = resolve_precision(self.config.precision, self.device)
+        self._step = _Step(self.model, self.task, self.contrastive, precision)
+        if self.config.precision != "fp32" and not precision.measure:
             self._log_precision()
-        self._step = _Step(self.model, self.task, self.contrastive, self.precision)
         self.step: nn.Module = self._step
         if self.ctx.active:  # rank 0's weights are broadcast; gradients are averaged
             self.step = DistributedDataParallel(
@@ -361,8 +361,13 @@ class Trainer:
         reason = f" ({self.precision.reason})" if self.precision.reason else ""
         logger.info("precision: %s%s", self.precision.name, reason)
 
+    @property
+    def precision(self) -> Precision:
+        """What the towers compute in (the step's; ``auto`` settles it before training)."""
+        return self._step.precision
+
     def _use(self, precision: Precision) -> None:
-        self.precision = self._step.precision = precision
+        self._step.precision = precision
 
     def choose_precision(self, batches: Batches, optimizer: Optimizer, steps: int = 3) -> None:
         """``train.precision: auto`` on a CPU with bf16 instructions: time the first ``steps``
