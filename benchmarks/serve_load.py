@@ -27,6 +27,7 @@ Writes benchmarks/results/serve_load.md (or ``--results``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -304,15 +305,21 @@ class OnnxModel:
         return self.items[ids - 1]
 
 
-def served_quality(directory: Path, run: RunDir) -> dict[str, float]:
-    """Test metrics of the export's user tower (ONNX) from each test user's history, ranked
-    exactly against the export's item vectors, as the run's test stage is."""
+@functools.cache
+def _test_stage(path: Path):
+    """The test stage's evaluator of the run at ``path`` (its data prepared once, checked
+    against the run's fingerprint, for every tower of the run)."""
     from towerkit.runs.components import stage_evaluator
     from towerkit.runs.pipeline import _open_finished
 
-    _, prepared, _ = _open_finished(run.path)
-    test = stage_evaluator(run.config, prepared, "test")
-    return test.evaluate(OnnxModel(directory), run.config.similarity.build())
+    run, prepared, _ = _open_finished(path)
+    return stage_evaluator(run.config, prepared, "test")
+
+
+def served_quality(directory: Path, run: RunDir) -> dict[str, float]:
+    """Test metrics of the export's user tower (ONNX) from each test user's history, ranked
+    exactly against the export's item vectors, as the run's test stage is."""
+    return _test_stage(run.path).evaluate(OnnxModel(directory), run.config.similarity.build())
 
 
 def main() -> None:
