@@ -331,6 +331,68 @@ def test_malformed_and_oversized_bodies(server, runs):
     assert [i["id"] for i in answer["items"]] == [i["id"] for i in tail.json()["items"]]
 
 
+def test_a_body_sent_in_chunks_is_limited_too(server):
+    """No content-length to refuse it by: the body is cut off once it passes the limit."""
+    chunks = (b'{"history": [' + b"1," * 100_000 for _ in range(8))  # 1.6 MB, chunked
+    huge = httpx.post(f"{server.url}/recommend", content=chunks)
+    assert huge.status_code == 413 and "at most 1048576 bytes" in huge.json()["detail"]
+    assert 'endpoint="(too large)",status="413"' in server.get("/metrics").text
+
+
+def test_the_hot_path_answers_as_the_documented_route(server, runs, monkeypatch):
+    """POST /recommend, /recommend/batch and /similar are answered before FastAPI's stack
+    (towerkit.serve.app.Towerkit); through FastAPI's routes, every answer is the same."""
+    from fastapi import FastAPI
+    from fastapi.routing import APIRoute
+    from fastapi.testclient import TestClient
+
+    from towerkit.serve.app import Towerkit, create_app
+
+    routed = []  # the requests FastAPI's router handed to a route
+    handle = APIRoute.handle
+
+    async def counted(self, scope, receive, send):
+        routed.append(self.path)
+        await handle(self, scope, receive, send)
+
+    monkeypatch.setattr(APIRoute, "handle", counted)
+
+    run = RunDir(runs["youtube_dnn"])
+    user, item = int(run.user_vocab.raw[0]), int(run.item_vocab.raw[0])
+    requests = [
+        ("/recommend", {"user": user, "k": 3}),
+        ("/recommend", {"history": [item], "k": 2, "filter": "count > 1"}),
+        ("/recommend", {"user": 987654}),
+        ("/recommend", {"user": user, "k": "ten", "colour": 1}),
+        ("/recommend", "{not json"),
+        ("/recommend", {"user": user, "filter": "count >"}),
+        ("/recommend/batch", {"queries": [{"user": user}, {"history": [item], "k": 1}]}),
+        ("/recommend/batch", {"queries": [{"user": user}, {"history": [424242]}]}),
+        ("/similar", {"item": item, "k": 4}),
+        ("/similar", {"item": 424242}),
+    ]
+
+    def answers() -> list:
+        with TestClient(create_app(server.directory)) as client:
+            out = []
+            for path, body in requests:
+                text = body if isinstance(body, str) else json.dumps(body)
+                response = client.post(path, content=text)
+                out.append((response.status_code, response.headers["content-type"],
+                            response.json()))  # fmt: skip
+            metrics = client.get("/metrics").text
+            assert 'towerkit_requests_total{endpoint="/recommend",status="404"} 1.0' in metrics
+            assert 'towerkit_requests_total{endpoint="/similar",status="200"} 1.0' in metrics
+        return out
+
+    hot = answers()
+    assert [status for status, _, _ in hot] == [200, 200, 404, 422, 422, 422, 200, 422, 200, 404]
+    assert routed == ["/metrics"]
+    monkeypatch.setattr(Towerkit, "__call__", FastAPI.__call__)  # FastAPI's routes
+    assert answers() == hot
+    assert len(routed) == 1 + len(requests) + 1
+
+
 @pytest.mark.parametrize(
     "header", [b"Bearer t\xe9st", b"Bearer \xff\xfe", b"Basic dG9rZW4=", b"", b"Bearer"]
 )

@@ -12,7 +12,7 @@ is wrong; a 500 is a bug.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Annotated, Any, TypeVar
 
@@ -50,30 +50,30 @@ def server(request: Request) -> ServerState:
 
 
 Body = TypeVar("Body", bound=BaseModel)
-#: the request bodies read by :func:`_body`, documented in the OpenAPI schema by
+#: the request bodies read by :func:`_parse`, documented in the OpenAPI schema by
 #: :func:`document_bodies`
 BODIES = (RecommendRequest, BatchRequest, SimilarRequest)
 
 
 def _documented(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` of a route whose body :func:`_body` reads."""
+    """``openapi_extra`` of a route whose body :func:`_parse` reads."""
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-async def _body(request: Request, model: type[Body]) -> Body:
+def _parse(raw: bytes, model: type[Body]) -> Body:
     """The JSON body, parsed and validated by pydantic in one pass (its own JSON parser).
     FastAPI's way (``json.loads``, the content type read by ``email``, dependency solving, then
     validation) cost a by-id request a tenth of its time on the event loop. A body that does
     not validate is a 422 naming each field, as FastAPI's would be."""
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(raw)
     except ValidationError as err:
         raise RequestValidationError(err.errors(include_url=False)) from None
 
 
 def document_bodies(schema: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI schema with the bodies :func:`_body` reads in its components."""
+    """The OpenAPI schema with the bodies :func:`_parse` reads in its components."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in BODIES:
         body = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -190,41 +190,31 @@ def _answer(served: Served, items: Any, truncated: bool, where: str = "") -> dic
             "history_truncated": truncated}  # fmt: skip
 
 
-@router.post(
-    "/recommend", response_model=RecommendResponse, openapi_extra=_documented(RecommendRequest)
-)
-async def recommend(request: Request) -> Response:
-    """Top-k items for a known user or for a history of items."""
-    body = await _body(request, RecommendRequest)
-    served: Served = request.app.state.served
+async def recommend_payload(app: Any, raw: bytes) -> dict[str, Any]:
+    """``POST /recommend``'s answer to a raw body (4xx as :class:`HTTPException`)."""
+    body = _parse(raw, RecommendRequest)
+    served: Served = app.served
     ((job, truncated),) = _jobs(served, [body], numbered=False)
-    (items,) = await server(request).batcher.submit_many([job])
-    return _json(_answer(served, items, truncated))
+    (items,) = await app.server.batcher.submit_many([job])
+    return _answer(served, items, truncated)
 
 
-@router.post(
-    "/recommend/batch", response_model=BatchResponse, openapi_extra=_documented(BatchRequest)
-)
-async def recommend_batch(request: Request) -> Response:
-    """Many queries in one call (each validated as for /recommend), answered in the same
-    micro-batches as single requests."""
-    body = await _body(request, BatchRequest)
-    served: Served = request.app.state.served
+async def batch_payload(app: Any, raw: bytes) -> dict[str, Any]:
+    """``POST /recommend/batch``'s answer to a raw body."""
+    body = _parse(raw, BatchRequest)
+    served: Served = app.served
     jobs = _jobs(served, body.queries, numbered=True)
-    results = await server(request).batcher.submit_many([job for job, _ in jobs])
-    return _json({"results": [
+    results = await app.server.batcher.submit_many([job for job, _ in jobs])
+    return {"results": [
         _answer(served, items, truncated, f"queries[{position}]: ")
         for position, ((_, truncated), items) in enumerate(zip(jobs, results, strict=True))
-    ]})  # fmt: skip
+    ]}  # fmt: skip
 
 
-@router.post(
-    "/similar", response_model=RecommendResponse, openapi_extra=_documented(SimilarRequest)
-)
-async def similar(request: Request) -> Response:
-    """The items nearest to an item (itself left out)."""
-    body = await _body(request, SimilarRequest)
-    served: Served = request.app.state.served
+async def similar_payload(app: Any, raw: bytes) -> dict[str, Any]:
+    """``POST /similar``'s answer to a raw body."""
+    body = _parse(raw, SimilarRequest)
+    served: Served = app.served
     _check_k(served, body.k)
     where = _filter(served, body.filter)
     retriever = served.retriever
@@ -237,8 +227,43 @@ async def similar(request: Request) -> Response:
     except KeyError as err:
         raise HTTPException(422, f"exclude: {_message(err)}") from None
     job = Job(served, body.k, np.concatenate([[item], exclude]), where, item=item)
-    (items,) = await server(request).batcher.submit_many([job])
-    return _json(_answer(served, items, False))
+    (items,) = await app.server.batcher.submit_many([job])
+    return _answer(served, items, False)
+
+
+#: The hot endpoints: ``path -> (app state, raw body) -> payload``. The app answers them
+#: before FastAPI's stack (:class:`towerkit.serve.app.HotPaths`); the routes below document
+#: them in the OpenAPI schema and answer them wherever the fast path does not apply.
+HOT: dict[str, Callable[[Any, bytes], Awaitable[dict[str, Any]]]] = {
+    "/recommend": recommend_payload,
+    "/recommend/batch": batch_payload,
+    "/similar": similar_payload,
+}
+
+
+@router.post(
+    "/recommend", response_model=RecommendResponse, openapi_extra=_documented(RecommendRequest)
+)
+async def recommend(request: Request) -> Response:
+    """Top-k items for a known user or for a history of items."""
+    return _json(await recommend_payload(request.app.state, await request.body()))
+
+
+@router.post(
+    "/recommend/batch", response_model=BatchResponse, openapi_extra=_documented(BatchRequest)
+)
+async def recommend_batch(request: Request) -> Response:
+    """Many queries in one call (each validated as for /recommend), answered in the same
+    micro-batches as single requests."""
+    return _json(await batch_payload(request.app.state, await request.body()))
+
+
+@router.post(
+    "/similar", response_model=RecommendResponse, openapi_extra=_documented(SimilarRequest)
+)
+async def similar(request: Request) -> Response:
+    """The items nearest to an item (itself left out)."""
+    return _json(await similar_payload(request.app.state, await request.body()))
 
 
 @router.get("/items")
