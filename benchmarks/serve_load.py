@@ -203,6 +203,25 @@ def wrk(server: Server, path: str, lines: list[str], connections: int, seconds: 
     return summary
 
 
+def interleaved(
+    bare: Server,
+    server: Server,
+    path: str,
+    lines: list[str],
+    connections: int,
+    seconds: int,
+    rounds: int,
+) -> tuple[dict, dict]:
+    """``rounds`` rounds of the bare endpoint then the server, with the same bodies; the round
+    whose ratio (server requests/s over bare) is the median: its two summaries."""
+    measured = []
+    for _ in range(rounds):
+        reference = wrk(bare, path, lines, connections, seconds)
+        measured.append((wrk(server, path, lines, connections, seconds), reference))
+    measured.sort(key=lambda pair: pair[0]["rps"] / pair[1]["rps"])
+    return measured[(len(measured) - 1) // 2]
+
+
 def in_process(directory: Path, run: RunDir, rng: np.random.Generator) -> dict[str, float]:
     """Milliseconds of the same work without HTTP: the server's encoding and job runner, one
     thread for the tower and the index (the server's choice on two cores)."""
@@ -328,6 +347,12 @@ def main() -> None:
     parser.add_argument("--index", nargs="*", default=["exact", "faiss-hnsw"])
     parser.add_argument("--connections", nargs="*", type=int, default=[1, 8, 32, 64])
     parser.add_argument("--seconds", type=int, default=4, help="seconds per measurement")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of bare then server per row; the median round is kept",
+    )
     parser.add_argument("--towers", nargs="*", default=["fp32"], choices=["fp32", "int8", "fp16"])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--bare-port", type=int, help=argparse.SUPPRESS)
@@ -362,8 +387,9 @@ def main() -> None:
                         for kind, path in KINDS.items():
                             work = bodies(run, kind, 2000, rng)
                             for c in args.connections:
-                                reference = wrk(bare, path, work, c, args.seconds)
-                                summary = wrk(server, path, work, c, args.seconds)
+                                summary, reference = interleaved(
+                                    bare, server, path, work, c, args.seconds, args.rounds
+                                )
                                 rows.append((label, index, kind, c, summary, reference))
                                 log.info("%s %s %s c=%d: %s (bare %s)", label, index, kind, c,
                                          summary, reference)  # fmt: skip
@@ -399,8 +425,9 @@ def write(rows, inprocess, reload_rows, thread_rows, towers, args, load_before, 
         "`bare`: a bare FastAPI endpoint under the same uvicorn settings (the same bodies, "
         "validated by the same request models, answered with ten fixed items through FastAPI's "
         "own response path: `bare_app` in the script), measured with the same bodies and "
-        "connections just before each row; `x bare`: the row's requests/s as a multiple of "
-        "its. `CPU ms`: the server process's CPU time (user + system, all threads) per "
+        "connections just before the server; `x bare`: the row's requests/s as a multiple of "
+        f"its. Each row is the median of {args.rounds} round(s) of bare then server, by that "
+        "ratio. `CPU ms`: the server process's CPU time (user + system, all threads) per "
         "request.\n",
         "| model | index | request | connections | requests/s | bare | x bare | p50 ms | p95 ms "
         "| p99 ms | CPU ms | bare CPU ms | x bare CPU | errors |",
