@@ -1,4 +1,4 @@
-"""Sequential user towers (SASRec, GRU4Rec) and position-wise training windows."""
+"""Sequential user towers (SASRec, GRU4Rec, HSTU) and position-wise training windows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from towerkit.config import TrainConfig
 from towerkit.data import Sequences, leave_one_out
 from towerkit.data.batches import Batch, SequenceBatches, TrainingBatches
-from towerkit.models import GRU4Rec, SASRec
+from towerkit.models import HSTU, GRU4Rec, SASRec
 from towerkit.nn import PooledTowerOptions, causal_padding_mask
 from towerkit.similarity import Cosine
 from towerkit.task import RetrievalTask
@@ -44,10 +44,11 @@ def models(max_len=8):
         SASRec(N_ITEMS, embedding_dim=16, max_len=max_len, layer_norm="post", dropout=0.0),
         SASRec(N_ITEMS, embedding_dim=16, max_len=max_len, dropout=0.0, filter_mix=0.6),
         GRU4Rec(N_ITEMS, embedding_dim=16, n_layers=2, dropout=0.0, max_len=max_len),
+        HSTU(N_ITEMS, embedding_dim=16, max_len=max_len, n_layers=2, n_heads=2, dropout=0.0),
     ]
 
 
-IDS = ["sasrec-pre", "sasrec-post", "sasrec-filter", "gru4rec"]
+IDS = ["sasrec-pre", "sasrec-post", "sasrec-filter", "gru4rec", "hstu"]
 
 
 def test_windows_hold_every_training_position_once_with_its_previous_item():
@@ -110,6 +111,12 @@ def test_the_last_position_alone_equals_the_whole_sequences_last_row(model):
     if isinstance(model, SASRec):  # and the last block really ran one position
         seen = []
         hook = model.blocks[-1].ffn.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+        model.encode_last(history)
+        hook.remove()
+        assert seen == [torch.Size([4, 1, 16])]
+    if isinstance(model, HSTU):  # its last layer: one position's output
+        seen = []
+        hook = model.layers[-1].out.register_forward_hook(lambda m, i, o: seen.append(o.shape))
         model.encode_last(history)
         hook.remove()
         assert seen == [torch.Size([4, 1, 16])]

@@ -41,6 +41,7 @@ MODELS = {
     "sasrec": {"name": "sasrec", "embedding_dim": 16, "n_heads": 2},
     "sasrec-filter": {"name": "sasrec", "embedding_dim": 16, "filter_mix": 0.5},
     "gru4rec": {"name": "gru4rec", "embedding_dim": 16, "hidden_size": 24},
+    "hstu": {"name": "hstu", "embedding_dim": 16, "n_heads": 2},
     "comirec_sa": {"name": "comirec_sa", "embedding_dim": 16, "interests": 3},
     "comirec_dr": {"name": "comirec_dr", "embedding_dim": 16, "interests": 3},
     "mind": {"name": "mind", "embedding_dim": 16, "interests": 3},

@@ -139,6 +139,7 @@ RESUME_CASES = {
     "youtube_dnn-full": {},
     "youtube_dnn-sampled": {"negatives": {"kind": "sampled", "n": 8, "sampler": "popularity"}},
     "sasrec-full": {"model": {"name": "sasrec", "embedding_dim": 16}},
+    "hstu-full": {"model": {"name": "hstu", "embedding_dim": 16, "n_heads": 2}},
     "sasrec-sampled": {
         "model": {"name": "sasrec", "embedding_dim": 16},
         "negatives": {"kind": "sampled", "n": 8, "sampler": "popularity"},

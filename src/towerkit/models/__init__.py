@@ -19,6 +19,7 @@ from towerkit.models.base import (
 )
 from towerkit.models.dssm import DSSM, DSSMConfig
 from towerkit.models.gru4rec import GRU4Rec, GRU4RecConfig
+from towerkit.models.hstu import HSTU, HSTUConfig
 from towerkit.models.multi_interest import (
     MIND,
     ComiRecDR,
@@ -35,11 +36,12 @@ from towerkit.types import FeatureTable
 #: model name (``model.name`` in a config) -> class; the first is the default model.
 MODELS: dict[str, type[MatchingModel]] = {
     model.model_name(): model
-    for model in (YouTubeDNN, DSSM, SASRec, GRU4Rec, ComiRecSA, ComiRecDR, MIND)
+    for model in (YouTubeDNN, DSSM, SASRec, GRU4Rec, HSTU, ComiRecSA, ComiRecDR, MIND)
 }
 
 __all__ = [
     "DSSM",
+    "HSTU",
     "MIND",
     "MODELS",
     "ComiRecDR",
@@ -50,6 +52,7 @@ __all__ = [
     "DataShape",
     "GRU4Rec",
     "GRU4RecConfig",
+    "HSTUConfig",
     "MINDConfig",
     "MatchingModel",
     "ModelSection",

@@ -1,7 +1,8 @@
 """Building blocks shared by the models: MLP, history pooling, side-feature embeddings, the
-pooled-history user tower and causal self-attention."""
+pooled-history user tower, causal self-attention and HSTU's layer."""
 
 from towerkit.nn.attention import SelfAttentionBlock, causal_padding_mask
+from towerkit.nn.hstu import HSTULayer
 from towerkit.nn.layers import (
     MLP,
     FeatureEmbedding,
@@ -14,6 +15,7 @@ from towerkit.nn.towers import PooledHistoryTower, PooledTowerOptions
 __all__ = [
     "MLP",
     "FeatureEmbedding",
+    "HSTULayer",
     "HistoryPooling",
     "PooledHistoryTower",
     "PooledTowerOptions",

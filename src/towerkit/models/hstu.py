@@ -1,0 +1,136 @@
+"""HSTU (Zhai et al., ICML 2024): the generative recommenders' sequence encoder, as a user tower.
+
+A stack of :class:`~towerkit.nn.hstu.HSTULayer` (pointwise aggregated attention, gating, a
+relative position bias, no feed-forward block) over the item embeddings scaled by sqrt(D). The
+user tower is the output at the most recent position; training uses every position of a window,
+as SASRec does. Written from the paper and Meta's reference code (``generative-recommenders``,
+``modeling/sequential/hstu.py``), not taken from it; the reference trains with sampled softmax
+and L2-normalised vectors, which here are ``negatives`` and ``similarity: cosine``.
+
+Not here yet: the paper's relative *time* bias (bucketed log time gaps), which needs the
+interactions' timestamps in the training windows and as a second input of the exported tower.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from towerkit.models.base import DataShape, SequenceModel, SequenceSection
+from towerkit.nn.hstu import HSTULayer
+from towerkit.sections import MAX_LAYERS, MAX_WIDTH
+from towerkit.types import FeatureTable
+
+
+class HSTUConfig(SequenceSection):
+    """HSTU: pointwise aggregated attention with gating over the item sequence."""
+
+    name: Literal["hstu"] = "hstu"
+    n_layers: int = Field(default=2, ge=1, le=MAX_LAYERS, description="HSTU layers")
+    n_heads: int = Field(default=1, ge=1, le=MAX_LAYERS, description="attention heads")
+    attention_dim: int | None = Field(
+        default=None, ge=1, le=MAX_WIDTH, description="query and key width per head (D / heads)"
+    )
+    value_dim: int | None = Field(
+        default=None, ge=1, le=MAX_WIDTH, description="value and gate width per head (D / heads)"
+    )
+
+    @model_validator(mode="after")
+    def _heads(self) -> HSTUConfig:
+        if (self.attention_dim is None or self.value_dim is None) and (
+            self.embedding_dim % self.n_heads
+        ):
+            raise ValueError(
+                f"embedding_dim {self.embedding_dim} must be divisible by n_heads {self.n_heads} "
+                "unless attention_dim and value_dim are given"
+            )
+        return self
+
+    def attention(self) -> tuple[int, int] | None:
+        return self.n_heads, self.n_layers
+
+
+class HSTU(SequenceModel):
+    """HSTU user tower; the item tower is the item embedding table.
+
+    Args:
+        n_items: catalogue size (ids ``1..n_items``; 0 is padding).
+        embedding_dim: D.
+        max_len: the longest sequence (distances are learned up to it; the attention's
+            normaliser).
+        n_layers: HSTU layers.
+        n_heads: attention heads per layer.
+        attention_dim, value_dim: query/key and value/gate widths per head (default D / H).
+        dropout: on the input embeddings and on each layer's gated output.
+        share_embeddings: score items with the input embedding table (default).
+        item_features, feature_dim: item side features added to each item's vector (see
+            :class:`~towerkit.models.base.SequenceModel`).
+    """
+
+    config_class = HSTUConfig
+
+    @classmethod
+    def from_config(cls, config: HSTUConfig, data: DataShape) -> HSTU:
+        return cls(
+            data.n_items,
+            embedding_dim=config.embedding_dim,
+            max_len=data.max_len,
+            n_layers=config.n_layers,
+            n_heads=config.n_heads,
+            attention_dim=config.attention_dim,
+            value_dim=config.value_dim,
+            dropout=config.dropout,
+            share_embeddings=config.share_embeddings,
+            item_features=data.item_features,
+            feature_dim=config.feature_dim,
+        )
+
+    def __init__(
+        self,
+        n_items: int,
+        *,
+        embedding_dim: int = HSTUConfig.default("embedding_dim"),
+        max_len: int = 200,
+        n_layers: int = HSTUConfig.default("n_layers"),
+        n_heads: int = HSTUConfig.default("n_heads"),
+        attention_dim: int | None = HSTUConfig.default("attention_dim"),
+        value_dim: int | None = HSTUConfig.default("value_dim"),
+        dropout: float = HSTUConfig.default("dropout"),
+        share_embeddings: bool = HSTUConfig.default("share_embeddings"),
+        item_features: FeatureTable | None = None,
+        feature_dim: int = HSTUConfig.default("feature_dim"),
+    ) -> None:
+        if (attention_dim is None or value_dim is None) and embedding_dim % n_heads:
+            raise ValueError(
+                f"embedding_dim {embedding_dim} must be divisible by n_heads {n_heads}"
+            )
+        super().__init__(
+            n_items, embedding_dim, max_len, dropout, share_embeddings, item_features, feature_dim
+        )
+        width = embedding_dim // n_heads
+        self.layers = torch.nn.ModuleList(
+            HSTULayer(embedding_dim, n_heads, attention_dim or width, value_dim or width, dropout,
+                      max_len)
+            for _ in range(n_layers)
+        )  # fmt: skip
+        self.scale = embedding_dim**0.5
+
+    def encode_sequence(self, history: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` left-padded item ids -> ``[B, L, D]``: position ``j`` encodes items up to
+        ``j``. Sequences longer than ``max_len`` keep their last ``max_len`` items."""
+        return self._encode(history, last=False)
+
+    def encode_last(self, history: torch.Tensor) -> torch.Tensor:
+        """The most recent position alone, ``[B, D]``: the last layer computes only its gate
+        and query (every position's keys and values still enter)."""
+        return self._encode(history, last=True)[:, -1]
+
+    def _encode(self, history: torch.Tensor, last: bool) -> torch.Tensor:
+        history = history[:, -self.max_len :]
+        real = history > 0
+        x = self.input_dropout(self.embed_items(self.item_embedding, history) * self.scale)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, real, last=last and i == len(self.layers) - 1)
+        return x
