@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 FeatureKind = Literal["categorical", "multi", "numeric"]
 #: the formats of a log file (``data.format``); the readers define how each is read
 Format = Literal["csv", "tsv", "parquet", "jsonl", "sequences"]
+#: the order of interactions with equal times: ``stable`` keeps their file order; ``hstu``
+#: reproduces HSTU's preprocessing (``pandas.DataFrame.sort_values`` by time over the whole log,
+#: an unstable quicksort, then grouped by user)
+Ties = Literal["stable", "hstu"]
 #: the unit of numeric timestamps (``data.columns.timestamp_unit``)
 TimeUnit = Literal["s", "ms", "us", "ns"]
 #: the catalogue distributions sampled negatives are drawn from (``negatives.sampler``)

@@ -10,13 +10,21 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from towerkit.sections import MAX_LENGTH, MAX_SEED, Section, tagged, unbounded
-from towerkit.types import FeatureKind, Format, TimeUnit
+from towerkit.types import FeatureKind, Format, Ties, TimeUnit
 
 
 class LeaveOneOutSplit(Section):
-    """DESIGN.md's protocol: per user, the last interaction tests, the one before validates."""
+    """DESIGN.md's protocol: per user, the last interaction tests, the one before validates.
+
+    ``ties: hstu`` orders interactions with equal times as HSTU's preprocessing does (an
+    unstable sort of the whole log by time, then grouped by user), to compare with numbers
+    published under it; ``stable`` (the default) keeps their file order."""
 
     kind: Literal["leave_one_out"] = "leave_one_out"
+    ties: Ties = Field(
+        default="stable",
+        description="order of equal times: stable (file order) or hstu (HSTU's preprocessing)",
+    )
 
 
 class TemporalSplit(Section):

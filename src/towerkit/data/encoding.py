@@ -17,7 +17,7 @@ import pandas as pd
 from towerkit.data.interactions import Interactions
 from towerkit.data.vocab import BaseVocabs, Vocab
 from towerkit.errors import DataError
-from towerkit.types import FeatureKind, FeatureTable
+from towerkit.types import FeatureKind, FeatureTable, Ties
 
 
 @dataclass(frozen=True)
@@ -175,11 +175,15 @@ def encode(
     item_features: Sequence[str] = (),
     feature_kinds: dict[str, FeatureKind] | None = None,
     base: BaseVocabs | None = None,
+    ties: Ties = "stable",
 ) -> EncodedInteractions:
     """Sort the log by time (stable) and encode ids and the named side features.
 
     Args:
         user_features, item_features: side-table columns to encode (none by default).
+        ties: the order of equal times: ``stable`` (the log's) or ``hstu`` (numpy's quicksort
+            of the whole log, as HSTU's preprocessing sorts; see
+            :meth:`~towerkit.data.Sequences.from_arrays`).
         feature_kinds: kind overrides by feature name (e.g. ``{"year": "numeric"}``).
         base: vocabularies to extend (a warm start): known ids keep their integers, new ones
             follow in order of first appearance, and known ids absent from this log keep
@@ -191,7 +195,9 @@ def encode(
         enc.items[:3], enc.item_features.values["genres"].shape
     """
     frame = interactions.frame
-    order = np.argsort(frame["timestamp"].to_numpy(), kind="stable")
+    order = np.argsort(
+        frame["timestamp"].to_numpy(), kind="stable" if ties == "stable" else "quicksort"
+    )
     user_codes, user_vocab = _codes_in_order(frame["user"], order, "user")
     item_codes, item_vocab = _codes_in_order(frame["item"], order, "item")
     if base is not None:

@@ -24,6 +24,9 @@ class LogReport:
             validation and a test interaction under leave-one-out (they get no training
             history, or no validation target).
         time_span: first and last time (UTC), or None for a log without times.
+        ties_change_targets: users whose last interaction (the leave-one-out test target)
+            differs between the stable order of equal times and HSTU's (``data.split.ties``);
+            None for a log without times.
     """
 
     rows: int
@@ -36,6 +39,7 @@ class LogReport:
     short_users: int
     time_span: tuple[pd.Timestamp, pd.Timestamp] | None
     ratings: dict[str, float] | None
+    ties_change_targets: int | None = None
 
     @property
     def density(self) -> float:
@@ -66,6 +70,10 @@ class LogReport:
             ("repeated (user, item) at another time", f"{self.repeated_pairs:,}"),
             ("users with fewer than 3 interactions", f"{self.short_users:,}"),
         ]
+        if self.ties_change_targets is not None:
+            share = self.ties_change_targets / max(self.users, 1)
+            out.append(("test targets HSTU's tie order changes",
+                        f"{self.ties_change_targets:,} ({share:.1%} of users)"))  # fmt: skip
         if self.ratings is not None:
             r = self.ratings
             out.append(("ratings", f"min {r['min']:g}, mean {r['mean']:.2f}, max {r['max']:g}"))
@@ -98,4 +106,22 @@ def inspect_log(interactions: Interactions) -> LogReport:
         short_users=int((per_user < 3).sum()),
         time_span=interactions.time_span,
         ratings=ratings,
-    )
+        ties_change_targets=None if interactions.time_span is None else ties_change_targets(
+            frame["user"].to_numpy(), frame["item"].to_numpy(), frame["timestamp"].to_numpy()
+        ),
+    )  # fmt: skip
+
+
+def ties_change_targets(users: np.ndarray, items: np.ndarray, times: np.ndarray) -> int:
+    """How many users' last interaction (their leave-one-out test target) differs between
+    the stable order of equal times and HSTU's (:class:`~towerkit.data.Sequences`, ``ties``)."""
+    users, items = pd.factorize(users)[0], pd.factorize(items)[0]
+    times = np.asarray(times).astype(np.int64)  # datetimes as their integer nanoseconds
+    last = []
+    for kind in ("stable", "quicksort"):  # the sort by time of each order, then by user
+        by_time = np.argsort(times, kind=kind)
+        order = by_time[np.argsort(users[by_time], kind="stable")]
+        grouped = users[order]
+        ends = np.flatnonzero(np.append(grouped[1:] != grouped[:-1], True))
+        last.append(items[order[ends]])
+    return int((last[0] != last[1]).sum())

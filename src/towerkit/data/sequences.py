@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from towerkit.data.encoding import EncodedInteractions
+from towerkit.types import Ties
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class Sequences:
 
     @classmethod
     def from_encoded(cls, encoded: EncodedInteractions) -> Sequences:
-        """Group the time-ordered log by user, keeping time order within each user."""
+        """Group the time-ordered log by user, keeping its order within each user (the order
+        of equal times :func:`~towerkit.data.encode` chose)."""
         return cls.from_arrays(
             encoded.users, encoded.items, encoded.timestamps, encoded.n_users, encoded.weights
         )
@@ -43,10 +45,16 @@ class Sequences:
         timestamps: np.ndarray,
         n_users: int,
         weights: np.ndarray | None = None,
+        *,
+        ties: Ties = "stable",
     ) -> Sequences:
         """Build from parallel arrays. Rows are first sorted by time, then grouped by user; both
-        sorts are stable, so equal timestamps keep their input order."""
-        by_time = np.argsort(timestamps, kind="stable")
+        sorts are stable, so equal timestamps keep their input order. With ``ties="hstu"`` the
+        sort by time is numpy's quicksort over the whole log in input order, as HSTU's
+        preprocessing sorts (``DataFrame.sort_values``): equal times end in the order that sort
+        leaves them, which depends on numpy's version and the processor (an AVX-512 machine
+        sorts with another kernel)."""
+        by_time = np.argsort(timestamps, kind="stable" if ties == "stable" else "quicksort")
         by_user = by_time[np.argsort(users[by_time], kind="stable")]
         counts = np.bincount(users, minlength=n_users + 1)
         offsets = np.zeros(n_users + 2, dtype=np.int64)

@@ -355,4 +355,6 @@ def streamable(data) -> str | None:
         return f"times in {c.timestamp_unit}"
     if data.min_user_interactions or data.min_item_interactions or data.min_rating is not None:
         return "filters (min_rating, k-core)"
+    if getattr(data.split, "ties", "stable") != "stable":
+        return "HSTU's tie order (data.split.ties), which sorts the whole log as read"
     return None

@@ -264,6 +264,8 @@ def prepare(data: DataConfig, *, progress: bool = True, base: BaseVocabs | None 
         item_features=log.item_features,
         feature_kinds=log.kinds,
         base=base,
+        # HSTU's tie order sorts the log as read; the grouping by user below keeps it
+        ties=getattr(data.split, "ties", "stable"),
     )
     titles = _titles(interactions.items, encoded.item_vocab)
     split = make_split(data.split, Sequences.from_encoded(encoded))
