@@ -135,6 +135,20 @@ def test_missing_file_and_unknown_suffix(tmp_path):
     assert len(read_interactions(path, sep=",")) == 1
 
 
+def test_a_txt_file_of_sequences_is_recognised(tmp_path):
+    """The SASRec and S3-Rec files (``Beauty.txt``: ``user item item ...``) need no
+    ``--format``; a .txt log of one event per line still asks for its format."""
+    path = write(tmp_path / "Beauty.txt", "1 5 6 7\n2 5 9\n3 8 6 5 4 10\n")
+    log = read_interactions(path)
+    assert log["user"].tolist() == [1] * 3 + [2] * 2 + [3] * 5
+    assert log["item"].tolist() == [5, 6, 7, 5, 9, 8, 6, 5, 4, 10]
+    assert log["timestamp"].is_monotonic_increasing  # the file order is the time order
+    for text in ("1 5 100\n2 6 101\n3 7 102\n", "1 5\n", "1 5 6\n2 7;8\n"):
+        events = write(tmp_path / "events.txt", text)
+        with pytest.raises(DataError, match="cannot tell the format"):
+            read_interactions(events)
+
+
 def test_corrupt_parquet(tmp_path):
     path = write(tmp_path / "log.parquet", "this is not parquet")
     with pytest.raises(DataError, match="not a readable Parquet file"):

@@ -387,9 +387,29 @@ def read_sequences(path: PathLike) -> pd.DataFrame:
     return pd.DataFrame({"user": users, "item": items}, index=np.asarray(numbers))
 
 
+def _looks_like_sequences(path: Path, lines: int = 200) -> bool:
+    """Whether a ``.txt`` file reads as ``user item item ...`` lines (the SASRec and S3-Rec
+    files): its first lines hold whitespace-separated tokens only, at least two each, in
+    varying numbers (a log of one event per line has as many fields on every line)."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(1 << 16)
+    except OSError:
+        return False
+    rows = [line.split() for line in head.splitlines()[:lines] if line.strip()]
+    if len(rows) > 1 and len(head) == 1 << 16:
+        rows = rows[:-1]  # the last line read may be cut
+    return (
+        len(rows) > 1
+        and not any(mark in head for mark in (b",", b"\t", b";", b"|"))
+        and all(len(tokens) >= 2 for tokens in rows)
+        and len({len(tokens) for tokens in rows}) > 1
+    )
+
+
 def detect_format(path: PathLike, sep: str | None = None) -> Format:
     """The format of a file by its suffix (a directory: Parquet shards; any other suffix with a
-    separator given: delimited text)."""
+    separator given: delimited text; a ``.txt`` of ``user item item ...`` lines: sequences)."""
     path = Path(path)
     if path.is_dir():
         return "parquet"
@@ -402,6 +422,8 @@ def detect_format(path: PathLike, sep: str | None = None) -> Format:
         return "tsv" if _SEPARATORS[suffix] == "\t" else "csv"
     if sep is not None:
         return "csv"
+    if suffix == ".txt" and _looks_like_sequences(path):
+        return "sequences"
     raise DataError(
         f"{path}: cannot tell the format from the suffix {suffix!r}; name it (csv, tsv, "
         "parquet, jsonl, or sequences for 'user item item ...' lines)"
