@@ -45,8 +45,7 @@ CONFIGS = Path(__file__).parent.parent / "configs" / "ml-1m"
 OLD = ["model.embedding_dim=64", "model.dropout=0.2", "model.n_layers=2",
        "negatives.exclude_seen=false"]  # fmt: skip
 HSTU_FULL = [
-    "negatives.kind=full",
-    "negatives.exclude_seen=window",
+    "negatives={kind: full, exclude_seen: window}",
     "train.batch_size=64",
     "train.lr=0.002",
     "train.schedule=cosine",
