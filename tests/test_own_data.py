@@ -73,6 +73,25 @@ def own_files(tmp_path_factory) -> Path:
     return root
 
 
+def test_a_txt_file_of_sequences_needs_no_format(tmp_path):
+    """``towerkit data inspect Beauty.txt``: read as sequences (no times: the file order), and
+    the starter config it writes reads the file the same way."""
+    from towerkit.runs import pipeline
+
+    log = tmp_path / "Beauty.txt"
+    log.write_text("".join(f"u{u} " + " ".join(f"i{(u * 7 + j) % 40}" for j in range(5 + u % 4))
+                           + "\n" for u in range(60)))  # fmt: skip
+    starter_file = tmp_path / "starter.yaml"
+    inspect = towerkit("data", "inspect", str(log), "--write-config", str(starter_file))
+    assert inspect.returncode == 0, inspect.stderr
+    assert "no times (the file order is the time order)" in inspect.stdout
+    starter = load_config(starter_file)
+    assert starter.data.format is None and starter.data.columns.timestamp is None
+    prepared = pipeline.prepare(starter.data, progress=False)
+    sequences = prepared.split.sequences
+    assert sequences.n_users == 60 and len(sequences.items) == 60 * 5 + 15 * (1 + 2 + 3)
+
+
 def test_csv_with_string_ids_and_iso_times_end_to_end(own_files, tmp_path):
     starter_file = tmp_path / "starter.yaml"
     inspect = towerkit("data", "inspect", str(own_files / "log.csv"), "--timestamp", "when",

@@ -147,7 +147,7 @@ def data_inspect(
     per item, time span, duplicates, users too short to split; and a starter config."""
     from towerkit.config import ConfigError
     from towerkit.config.starter import starter_config
-    from towerkit.data.readers import read_interactions
+    from towerkit.data.readers import detect_format, read_interactions
 
     if write_config is not None and write_config.exists():
         raise ConfigError(f"{write_config}: exists already; pick another file")
@@ -156,7 +156,8 @@ def data_inspect(
         interactions = datasets.load(log, progress=_state["progress"])
         data = {"dataset": log}
     else:
-        if format == "sequences" or no_time:
+        # a .txt file of sequences is recognised by its lines: it has no times either
+        if (format or (path.exists() and detect_format(path, sep))) == "sequences" or no_time:
             timestamp = None
         frame = read_interactions(
             path, user=user, item=item, timestamp=timestamp, rating=rating, weight=weight,
