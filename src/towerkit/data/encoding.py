@@ -177,17 +177,18 @@ def encode(
     base: BaseVocabs | None = None,
     ties: Ties = "stable",
 ) -> EncodedInteractions:
-    """Sort the log by time (stable) and encode ids and the named side features.
+    """Sort the log by time (stable, unless ``ties`` says otherwise) and encode ids and the
+    named side features.
 
     Args:
         user_features, item_features: side-table columns to encode (none by default).
-        ties: the order of equal times: ``stable`` (the log's) or ``hstu`` (numpy's quicksort
-            of the whole log, as HSTU's preprocessing sorts; see
-            :meth:`~towerkit.data.Sequences.from_arrays`).
         feature_kinds: kind overrides by feature name (e.g. ``{"year": "numeric"}``).
         base: vocabularies to extend (a warm start): known ids keep their integers, new ones
             follow in order of first appearance, and known ids absent from this log keep
             theirs (with no interaction).
+        ties: the order of equal times: ``stable`` (the log's) or ``hstu`` (numpy's quicksort
+            of the whole log, as HSTU's preprocessing sorts; see
+            :meth:`~towerkit.data.Sequences.from_arrays`).
 
     Example::
 

@@ -2,7 +2,8 @@
 
 :func:`create_app` assembles it: the state (:mod:`towerkit.serve.state`: the model, swapped
 whole on reload, metrics, the micro-batcher), the routes (:mod:`towerkit.serve.routes`), a
-middleware that counts requests and refuses oversized bodies, and 422s that name the field.
+middleware that counts requests and refuses oversized bodies, and 422s that name the field. The
+app is a :class:`Towerkit`, which answers the hot endpoints itself, ahead of all of that.
 """
 
 from __future__ import annotations
