@@ -36,6 +36,14 @@ logger = logging.getLogger(__name__)
 MAX_BODY = 1 << 20  # bytes
 
 
+def _declared_too_large(scope: Scope, max_body: int) -> str | None:
+    """Why a request's declared body (its content-length) is refused, or None."""
+    size = dict(scope["headers"]).get(b"content-length", b"")
+    if size.isdigit() and int(size) > max_body:
+        return f"the body is {int(size)} bytes; at most {max_body}"
+    return None
+
+
 class Observe:
     """ASGI middleware: refuses a body declared larger than ``max_body`` (413) and counts every
     request by route template and status, with its latency. Plain ASGI rather than
@@ -49,10 +57,9 @@ class Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        size = dict(scope["headers"]).get(b"content-length", b"")
-        if size.isdigit() and int(size) > self.max_body:
+        detail = _declared_too_large(scope, self.max_body)
+        if detail is not None:
             self.metrics.requests.labels("(too large)", "413").inc()
-            detail = f"the body is {int(size)} bytes; at most {self.max_body}"
             await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
             return
         start, status = time.perf_counter(), 500
@@ -162,9 +169,9 @@ class Towerkit(FastAPI):
     async def _read(self, scope: Scope, receive: Receive) -> bytes | None:
         """The request's body, refused (413) past ``max_body`` bytes, declared or sent (None:
         the client disconnected)."""
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
-                raise _TooLarge(f"the body is {int(value)} bytes; at most {self.max_body}")
+        declared = _declared_too_large(scope, self.max_body)
+        if declared is not None:
+            raise _TooLarge(declared)
         chunks, size = [], 0
         while True:
             message = await receive()
