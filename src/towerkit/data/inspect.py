@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from towerkit.data.interactions import Interactions
+from towerkit.data.sequences import Sequences
 
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
@@ -114,14 +115,13 @@ def inspect_log(interactions: Interactions) -> LogReport:
 
 def ties_change_targets(users: np.ndarray, items: np.ndarray, times: np.ndarray) -> int:
     """How many users' last interaction (their leave-one-out test target) differs between
-    the stable order of equal times and HSTU's (:class:`~towerkit.data.Sequences`, ``ties``)."""
-    users, items = pd.factorize(users)[0], pd.factorize(items)[0]
+    the stable order of equal times and HSTU's (:meth:`Sequences.from_arrays`, ``ties``)."""
+    users = pd.factorize(users)[0] + 1  # ids 1..n, as sequences number users
+    items = pd.factorize(items)[0] + 1
     times = np.asarray(times).astype(np.int64)  # datetimes as their integer nanoseconds
+    n_users = int(users.max(initial=0))
     last = []
-    for kind in ("stable", "quicksort"):  # the sort by time of each order, then by user
-        by_time = np.argsort(times, kind=kind)
-        order = by_time[np.argsort(users[by_time], kind="stable")]
-        grouped = users[order]
-        ends = np.flatnonzero(np.append(grouped[1:] != grouped[:-1], True))
-        last.append(items[order[ends]])
+    for ties in ("stable", "hstu"):
+        sequences = Sequences.from_arrays(users, items, times, n_users, ties=ties)
+        last.append(sequences.items[sequences.offsets[2:] - 1])
     return int((last[0] != last[1]).sum())
