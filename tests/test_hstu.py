@@ -163,3 +163,112 @@ def test_the_tie_order_is_a_split_option(tmp_path):
     assert ours == theirs.to_dict()
     stable = frame.sort_values(by=["timestamp"], kind="stable").groupby("user").item.last()
     assert (stable != theirs).any()  # the orders disagree on this log
+
+
+# The relative time bias (model.time_bias).
+def test_time_buckets_by_hand():
+    from towerkit.nn.hstu import TIME_BUCKETS, time_buckets
+
+    at = torch.tensor([[3_600 + 100, 100]])
+    times = torch.tensor([[100, 99, 98, 100 - 86_400 * 365, 0]])
+    got = time_buckets(at, times)[0].tolist()
+    expected = [[int(math.log(max(abs(a - t), 1)) / 0.301) for t in times[0].tolist()]
+                for a in at[0].tolist()]  # fmt: skip
+    assert got == expected
+    assert got[0][0] == 27 and got[1][0] == 0 and got[1][1] == 0 and got[1][2] == 2
+    assert got[1][3] == 57  # a year
+    assert time_buckets(torch.tensor([[10**18]]), torch.tensor([[0]])).item() == TIME_BUCKETS
+
+
+def test_the_time_bias_against_a_hand_computation():
+    """The first hand computation's layer with a time bias: each logit gains the value of its
+    gap's bucket (one table, shared by the heads)."""
+    from towerkit.nn.hstu import time_buckets
+
+    layer = HSTULayer(2, 1, 1, 2, dropout=0.0, max_len=4, time_bias=True)
+    w = [[0.5, -0.3], [0.1, 0.4], [0.8, 0.1], [0.3, -0.6], [-0.4, 0.9], [0.2, 0.7]]
+    table = [0.01 * (i % 7) - 0.02 for i in range(129)]
+    with torch.no_grad():
+        layer.uvqk.weight.copy_(torch.tensor(w))
+        layer.out.weight.copy_(torch.tensor([[1.0, 0.5], [-0.5, 2.0]]))
+        layer.out.bias.zero_()
+        layer.position_bias.copy_(torch.tensor([0.3, -0.1, 0.05, 0.0]))
+        layer.time_bias.copy_(torch.tensor(table))
+    x = [[0.0, 0.0], [1.0, 2.0], [-1.0, 0.5]]
+    real = [False, True, True]
+    times, at = [0, 1_000, 1_000 + 7_200], [1_000, 8_200, 8_200 + 90_000]
+    bias = [0.3, -0.1, 0.05, 0.0]
+    normed = [layer_norm(row) for row in x]
+    proj = [[silu(sum(a * b for a, b in zip(row, n, strict=True))) for row in w] for n in normed]
+    expected = []
+
+    def gap(i, j):
+        return table[int(math.log(max(abs(at[i] - times[j]), 1)) / 0.301)]
+
+    for i in range(3):
+        attended = [sum(silu(proj[i][4] * proj[j][5] + bias[i - j] + gap(i, j)) / 4 * proj[j][2 + c]
+                        for j in range(i + 1) if real[j]) for c in range(2)]  # fmt: skip
+        gated = [proj[i][c] * n for c, n in enumerate(layer_norm(attended))]
+        out = [[1.0, 0.5], [-0.5, 2.0]]
+        expected.append([x[i][r] + sum(out[r][c] * gated[c] for c in range(2)) for r in range(2)])
+    buckets = time_buckets(torch.tensor([at]), torch.tensor([times]))
+    got = layer(torch.tensor([x]), torch.tensor([real]), buckets=buckets)[0]
+    torch.testing.assert_close(got, torch.tensor(expected), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="time buckets"):
+        layer(torch.tensor([x]), torch.tensor([real]))
+
+
+def test_the_time_bias_reads_gaps_only_and_the_towers_agree():
+    """A user's query (``encode_users``: the history's times and when the query is made) is the
+    training query at the last position (``encode_positions``: each position's target time);
+    moving every time by a constant changes nothing, moving one gap changes the vector."""
+    from towerkit.types import Batch, SequenceBatch
+
+    torch.manual_seed(0)
+    model = HSTU(30, embedding_dim=8, n_heads=2, max_len=6, time_bias=True).eval()
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.time_bias.normal_(std=1.0)  # large enough to matter
+    history = torch.tensor([[0, 0, 3, 7, 9, 4], [5, 6, 7, 8, 9, 10]])
+    times = torch.tensor([[0, 0, 100, 4_000, 90_000, 90_030],
+                          [10, 20, 30, 40, 50, 60]])  # fmt: skip
+    at = torch.tensor([200_000, 70])
+    users = torch.zeros(2, dtype=torch.long)
+    query = model.encode_users(Batch(users, history, users, times=times, at=at))
+    target_times = torch.cat([times[:, 1:], at[:, None]], dim=1)
+    window = SequenceBatch(users, history, history, times=times, at=target_times)
+    torch.testing.assert_close(query, model.encode_positions(window)[:, -1])
+    shifted = model.encode_users(Batch(users, history, users, times=times + 10**6, at=at + 10**6))
+    torch.testing.assert_close(query, shifted)
+    later = model.encode_users(Batch(users, history, users, times=times, at=at + 10**7))
+    assert (later - query).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="time_bias"):
+        model.encode_users(Batch(users, history, users))
+
+
+def test_the_time_bias_needs_times_and_no_contrastive_views():
+    with_time = {"model": {"name": "hstu", "time_bias": True}}
+    assert config_from_dict(with_time).model.time_bias
+    with pytest.raises(Exception, match="has none"):
+        config_from_dict({**with_time, "data": {"dataset": "amazon-beauty"}})
+    with pytest.raises(Exception, match="views carry no times"):
+        config_from_dict({**with_time, "train": {"contrastive": {"weight": 0.1}}})
+
+
+def test_a_short_run_with_the_time_bias(walk_prepared, tmp_path):
+    """Trains on windows with their times, evaluates with the stages' times, beats popularity;
+    retrieval and export, which pass items only, refuse it by name."""
+    from towerkit.retrieval import Retriever
+    from towerkit.retrieval.export import ExportError, export_run
+    from towerkit.runs import RunDir, pipeline
+
+    config = small_config(model={"name": "hstu", "embedding_dim": 16, "n_heads": 2,
+                                 "dropout": 0.1, "time_bias": True},
+                          train={"epochs": 6, "batch_size": 16})  # fmt: skip
+    outcome = pipeline.train(config, walk_prepared, run=tmp_path / "run")
+    assert outcome.model.reads_times
+    assert outcome.metrics["test"]["hr@10"] > 2 * outcome.popularity["hr@10"]
+    with pytest.raises(ValueError, match="time_bias"):
+        Retriever.from_run(tmp_path / "run")
+    with pytest.raises(ExportError, match="time_bias"):
+        export_run(RunDir(tmp_path / "run"), tmp_path / "export")

@@ -166,6 +166,10 @@ class PositionEncoder(Protocol):
         """Query vectors at the positions that count, ``[Q, D]`` (row-major over the layout)."""
 
 
+def _to(tensor: torch.Tensor | None, device: torch.device | str) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
+
+
 @dataclass(frozen=True)
 class Batch:
     """Independent samples.
@@ -180,6 +184,10 @@ class Batch:
         weights: float ``[B]`` weights of the targets' interactions, or None.
         seen: what the samples' training pairs say they have seen (:class:`SeenPolicy`; any
             policy but ``NONE``: their history).
+        times: int64 ``[B, L]`` epoch seconds of the history's items (0 under padding), for a
+            model that reads them (``reads_times``), else None.
+        at: int64 ``[B]`` epoch seconds at which each query is made (the time of the target
+            it predicts; at serving, now), with ``times``.
     """
 
     users: torch.Tensor
@@ -188,6 +196,8 @@ class Batch:
     user_features: Mapping[str, torch.Tensor] | None = None
     weights: torch.Tensor | None = None
     seen: SeenPolicy = SeenPolicy.NONE
+    times: torch.Tensor | None = None
+    at: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -197,14 +207,15 @@ class Batch:
         features = None
         if self.user_features is not None:
             features = {name: value.to(device) for name, value in self.user_features.items()}
-        weights = None if self.weights is None else self.weights.to(device)
         return Batch(
             self.users.to(device),
             self.history.to(device),
             self.targets.to(device),
             features,
-            weights,
+            _to(self.weights, device),
             self.seen,
+            _to(self.times, device),
+            _to(self.at, device),
         )
 
     def training_pairs(self, model: UserEncoder, seen: bool | None = None) -> TrainingPairs:
@@ -235,6 +246,10 @@ class SequenceBatch:
         before: int64 ``[W, P]`` the user's items before the window's inputs (left-padded
             with 0), under the ``HISTORY`` seen policy, or None.
         seen: what the positions' training pairs say they have seen (:class:`SeenPolicy`).
+        times: int64 ``[W, L]`` epoch seconds of the inputs (0 under padding), for a model that
+            reads them (``reads_times``), else None.
+        at: int64 ``[W, L]`` epoch seconds at which each position's query is made: the time of
+            its target (0 under padding), with ``times``.
     """
 
     users: torch.Tensor
@@ -243,6 +258,8 @@ class SequenceBatch:
     weights: torch.Tensor | None = None
     before: torch.Tensor | None = None
     seen: SeenPolicy = SeenPolicy.NONE
+    times: torch.Tensor | None = None
+    at: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -259,11 +276,10 @@ class SequenceBatch:
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         """The batch on ``device``."""
-        weights = None if self.weights is None else self.weights.to(device)
-        before = None if self.before is None else self.before.to(device)
         return SequenceBatch(
-            self.users.to(device), self.history.to(device), self.targets.to(device), weights,
-            before, self.seen,
+            self.users.to(device), self.history.to(device), self.targets.to(device),
+            _to(self.weights, device), _to(self.before, device), self.seen,
+            _to(self.times, device), _to(self.at, device),
         )  # fmt: skip
 
     def training_pairs(self, model: PositionEncoder, seen: bool | None = None) -> TrainingPairs:

@@ -308,6 +308,14 @@ class DataConfig(Section):
             for key, wanted in self.partitions.items()
         }
 
+    @property
+    def has_time(self) -> bool:
+        """Whether the log has times (a known data set's say so; an own log's timestamp
+        column, unless it is a sequence file)."""
+        if self.dataset is not None:
+            return _known_has_time(self.dataset)
+        return self.columns.timestamp is not None and self.format != "sequences"
+
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if self.dataset is not None and self.path is not None:
@@ -320,9 +328,7 @@ class DataConfig(Section):
                     f"{', '.join(given)} describe a log given by path; data set "
                     f"{self.dataset} knows its own"
                 )
-            has_time = _known_has_time(self.dataset)
         else:
-            has_time = self.columns.timestamp is not None and self.format != "sequences"
             if self.min_rating is not None and self.columns.rating is None:
                 raise ValueError("min_rating needs a rating column: set columns.rating")
             for side, names in (("users", self.user_features), ("items", self.item_features)):
@@ -334,7 +340,7 @@ class DataConfig(Section):
                         f"{side[:-1]}_features {missing} are not declared in {side}.features "
                         f"({', '.join(sorted(declared)) or 'none declared'})"
                     )
-        if self.split.kind == "temporal" and not has_time:
+        if self.split.kind == "temporal" and not self.has_time:
             raise ValueError(
                 "a temporal split needs timestamps, and this log has none (its order is the "
                 "file's); use leave_one_out or last_fraction"

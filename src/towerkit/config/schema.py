@@ -67,6 +67,17 @@ class Config(Section):
                 f"train.contrastive compares views of a sequence: it applies to sequential "
                 f"models (sasrec, gru4rec), not {self.model.name}; leave its weight at 0"
             )
+        if getattr(self.model, "time_bias", False):
+            if not self.data.has_time:
+                raise ValueError(
+                    "model.time_bias reads the times of the log, and this log has none (its "
+                    "order is the file's); set model.time_bias: false"
+                )
+            if self.train.contrastive.weight:
+                raise ValueError(
+                    "train.contrastive's views carry no times, and model.time_bias needs them: "
+                    "leave one of the two off"
+                )
         self.model.check(self.data.max_len)
         return self
 

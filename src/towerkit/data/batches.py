@@ -55,6 +55,7 @@ class TrainingBatches:
         seed: int = 0,
         drop_last: bool = False,
         seen: SeenPolicy = SeenPolicy.NONE,
+        times: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -150,6 +151,8 @@ class SequenceBatches:
         seen: the seen-items policy the batches carry (:class:`~towerkit.types.SeenPolicy`);
             ``HISTORY`` also gives each batch the user's items before each window's inputs
             (:attr:`SequenceBatch.before`).
+        times: give each batch its inputs' and targets' times (:attr:`SequenceBatch.times`,
+            :attr:`SequenceBatch.at`), for a model that reads them.
     """
 
     def __init__(
@@ -164,6 +167,7 @@ class SequenceBatches:
         drop_last: bool = False,
         bucket: bool = True,
         seen: SeenPolicy = SeenPolicy.NONE,
+        times: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -174,7 +178,7 @@ class SequenceBatches:
         self.split, self.batch_size, self.max_len = split, batch_size, max_len
         self.context, self.bucket = context, bucket
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
-        self.seen = seen
+        self.seen, self.times = seen, times
         starts = split.sequences.offsets[:-1]
         fit_end, first = split.fit_end, split.first_target
         n_targets = np.maximum(fit_end - first, 0)  # positions first .. fit_end - 1
@@ -236,6 +240,11 @@ class SequenceBatches:
             starts = self.starts[windows]
             longest_before = max(int((first_input - starts).max()), 1)
             before = torch.from_numpy(gather_history(items, starts, first_input, longest_before))
+        times = at = None
+        if self.times:
+            stamps = self.split.sequences.timestamps
+            times = torch.from_numpy(gather_history(stamps, first_input, ends - 1, width))
+            at = torch.from_numpy(gather_history(stamps, begins, ends, width))
         return SequenceBatch(
             users=torch.from_numpy(self.users[windows]),
             history=torch.from_numpy(gather_history(items, first_input, ends - 1, width)),
@@ -243,6 +252,8 @@ class SequenceBatches:
             weights=weights,
             before=before,
             seen=self.seen,
+            times=times,
+            at=at,
         )
 
     def epoch(self, epoch: int) -> Iterator[SequenceBatch]:

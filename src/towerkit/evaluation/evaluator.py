@@ -127,16 +127,31 @@ def query_vectors(
     max_len: int,
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
+    timestamps: np.ndarray | None = None,
+    at: np.ndarray | None = None,
 ) -> torch.Tensor:
     """``[U, D]`` query vectors of ``users``, each from its history ``items[start:end]``
-    (the last ``max_len`` items), computed ``batch_size`` users at a time."""
+    (the last ``max_len`` items), computed ``batch_size`` users at a time.
+
+    A model that reads times (``reads_times``) needs ``timestamps``, aligned with ``items``,
+    and ``at [U]``: the time each query is made (the time of the target it predicts)."""
+    reads_times = getattr(model, "reads_times", False)
+    if reads_times and (timestamps is None or at is None):
+        raise ValueError(
+            f"{type(model).__name__} reads the times of a history: give timestamps and at"
+        )
     out = []
     for begin in range(0, len(users), batch_size):
         sl = slice(begin, begin + batch_size)
         history = torch.from_numpy(gather_history(items, starts[sl], ends[sl], max_len))
+        times = when = None
+        if reads_times:
+            times = torch.from_numpy(gather_history(timestamps, starts[sl], ends[sl], max_len))
+            when = torch.from_numpy(at[sl])
         batch = Batch(  # the user tower never reads targets
-            torch.from_numpy(users[sl]), history, torch.zeros(len(history), dtype=torch.long)
-        )
+            torch.from_numpy(users[sl]), history, torch.zeros(len(history), dtype=torch.long),
+            times=times, at=when,
+        )  # fmt: skip
         out.append(model.encode_users(batch.to(device)).float())  # fp32 under autocast too
     if not out:
         return torch.zeros(0, getattr(model, "embedding_dim", 0), device=device)
@@ -294,7 +309,14 @@ class Evaluator:
         return query_vectors(
             model, self.split.sequences.items, q.users, q.history_start, q.history_end,
             max_len=self.max_len, batch_size=self.batch_size, device=device,
+            **self.times(q.history_end),
         )  # fmt: skip
+
+    def times(self, first_target: np.ndarray) -> dict[str, np.ndarray]:
+        """What :func:`query_vectors` needs for a model that reads times: the log's times, and
+        each query made at the time of its stage's first target."""
+        stamps = self.split.sequences.timestamps
+        return {"timestamps": stamps, "at": stamps[first_target]}
 
     @torch.no_grad()
     def item_vectors(
@@ -344,7 +366,7 @@ class Evaluator:
         users = query_vectors(
             model, self.split.sequences.items, q.users[begin:end], q.history_start[begin:end],
             q.history_end[begin:end], max_len=self.max_len, batch_size=self.batch_size,
-            device=device,
+            device=device, **self.times(q.history_end[begin:end]),
         )  # fmt: skip
         items = self.item_vectors(model, device)
         finite = bool(torch.isfinite(users).all()) and bool(torch.isfinite(items).all())

@@ -167,6 +167,10 @@ class MatchingModel(nn.Module, ABC):
     def encode_items(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Item vectors of item ids: ``[N] -> [N, D]`` (any leading shape)."""
 
+    #: the user tower reads the history's times and the query's (``Batch.times``, ``at``):
+    #: HSTU's relative time bias
+    reads_times: bool = False
+
     @property
     def reads_item_features(self) -> bool:
         """Whether the item tower reads item side features (then :meth:`encode_items_with`

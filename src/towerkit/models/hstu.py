@@ -7,8 +7,12 @@ as SASRec does. Written from the paper and Meta's reference code (``generative-r
 ``modeling/sequential/hstu.py``), not taken from it; the reference trains with sampled softmax
 and L2-normalised vectors, which here are ``negatives`` and ``similarity: cosine``.
 
-Not here yet: the paper's relative *time* bias (bucketed log time gaps), which needs the
-interactions' timestamps in the training windows and as a second input of the exported tower.
+``time_bias: true`` adds the paper's relative *time* bias (bucketed log time gaps, see
+:mod:`towerkit.nn.hstu`). Each position's query is made at the time of the item it predicts,
+as in the reference: in a training window, its target's time; for a user's query, the time of
+the stage's target (``Batch.at``). Such a model reads times wherever it encodes a user:
+training, evaluation and the run's stored user vectors. Export and serving do not pass times
+yet and refuse it, naming the setting.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import torch
 from pydantic import Field, model_validator
 
 from towerkit.models.base import DataShape, SequenceModel, SequenceSection
-from towerkit.nn.hstu import HSTULayer
+from towerkit.nn.hstu import HSTULayer, time_buckets
 from towerkit.sections import MAX_LAYERS, MAX_WIDTH
-from towerkit.types import FeatureTable
+from towerkit.types import Batch, FeatureTable, SequenceBatch
 
 
 class HSTUConfig(SequenceSection):
@@ -35,6 +39,11 @@ class HSTUConfig(SequenceSection):
     )
     value_dim: int | None = Field(
         default=None, ge=1, le=MAX_WIDTH, description="value and gate width per head (D / heads)"
+    )
+    time_bias: bool = Field(
+        default=False,
+        description="a relative time bias: a learned value per bucket of log time gap between "
+        "a query and each item of its history (needs a log with times)",
     )
 
     @model_validator(mode="after")
@@ -63,6 +72,7 @@ class HSTU(SequenceModel):
         n_layers: HSTU layers.
         n_heads: attention heads per layer.
         attention_dim, value_dim: query/key and value/gate widths per head (default D / H).
+        time_bias: a relative time bias in every layer (then every encoder reads times).
         dropout: on the input embeddings and on each layer's gated output.
         share_embeddings: score items with the input embedding table (default).
         item_features, feature_dim: item side features added to each item's vector (see
@@ -81,6 +91,7 @@ class HSTU(SequenceModel):
             n_heads=config.n_heads,
             attention_dim=config.attention_dim,
             value_dim=config.value_dim,
+            time_bias=config.time_bias,
             dropout=config.dropout,
             share_embeddings=config.share_embeddings,
             item_features=data.item_features,
@@ -97,6 +108,7 @@ class HSTU(SequenceModel):
         n_heads: int = HSTUConfig.default("n_heads"),
         attention_dim: int | None = HSTUConfig.default("attention_dim"),
         value_dim: int | None = HSTUConfig.default("value_dim"),
+        time_bias: bool = HSTUConfig.default("time_bias"),
         dropout: float = HSTUConfig.default("dropout"),
         share_embeddings: bool = HSTUConfig.default("share_embeddings"),
         item_features: FeatureTable | None = None,
@@ -112,25 +124,62 @@ class HSTU(SequenceModel):
         width = embedding_dim // n_heads
         self.layers = torch.nn.ModuleList(
             HSTULayer(embedding_dim, n_heads, attention_dim or width, value_dim or width, dropout,
-                      max_len)
+                      max_len, time_bias)
             for _ in range(n_layers)
         )  # fmt: skip
         self.scale = embedding_dim**0.5
+        self.reads_times = time_bias
 
-    def encode_sequence(self, history: torch.Tensor) -> torch.Tensor:
+    def encode_sequence(
+        self,
+        history: torch.Tensor,
+        times: torch.Tensor | None = None,
+        at: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``[B, L]`` left-padded item ids -> ``[B, L, D]``: position ``j`` encodes items up to
-        ``j``. Sequences longer than ``max_len`` keep their last ``max_len`` items."""
-        return self._encode(history, last=False)
+        ``j``. Sequences longer than ``max_len`` keep their last ``max_len`` items. With a time
+        bias: ``times [B, L]``, the items' times, and ``at [B, L]``, when each position's query
+        is made (its target's time)."""
+        return self._encode(history, False, times, at)
 
-    def encode_last(self, history: torch.Tensor) -> torch.Tensor:
+    def encode_last(
+        self,
+        history: torch.Tensor,
+        times: torch.Tensor | None = None,
+        at: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The most recent position alone, ``[B, D]``: the last layer computes only its gate
-        and query (every position's keys and values still enter)."""
-        return self._encode(history, last=True)[:, -1]
+        and query (every position's keys and values still enter). With a time bias:
+        ``times [B, L]`` and ``at [B]``, when the query is made; every earlier position is
+        queried at the time of the item after it, as in training."""
+        if at is not None and times is not None:
+            at = torch.cat([times[:, 1:], at[:, None].to(times.dtype)], dim=1)
+        return self._encode(history, True, times, at)[:, -1]
 
-    def _encode(self, history: torch.Tensor, last: bool) -> torch.Tensor:
+    def encode_positions(self, batch: SequenceBatch) -> torch.Tensor:
+        return self.encode_sequence(batch.history, batch.times, batch.at)
+
+    def encode_users(self, batch: Batch) -> torch.Tensor:
+        return self.encode_last(batch.history, batch.times, batch.at)
+
+    def _encode(
+        self,
+        history: torch.Tensor,
+        last: bool,
+        times: torch.Tensor | None,
+        at: torch.Tensor | None,
+    ) -> torch.Tensor:
         history = history[:, -self.max_len :]
+        buckets = None
+        if self.reads_times:
+            if times is None or at is None:
+                raise ValueError(
+                    "this HSTU has a time bias (model.time_bias): it needs the history's times "
+                    "and the time each query is made"
+                )
+            buckets = time_buckets(at[:, -self.max_len :], times[:, -self.max_len :])
         real = history > 0
         x = self.input_dropout(self.embed_items(self.item_embedding, history) * self.scale)
         for i, layer in enumerate(self.layers):
-            x = layer(x, real, last=last and i == len(self.layers) - 1)
+            x = layer(x, real, last=last and i == len(self.layers) - 1, buckets=buckets)
         return x

@@ -193,6 +193,12 @@ def export_run(
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out}: exists and is not empty; pick another --out")
     config = run.config
+    if getattr(config.model, "time_bias", False):
+        raise ExportError(
+            f"{run.path}: {config.model.name} with model.time_bias reads the times of a "
+            "history, and the exported tower takes items only (not yet its times); export a "
+            "run trained with model.time_bias: false"
+        )
     kind = index or config.eval.index
     if index_options is None:
         index_options = dict(config.eval.index_options) if kind == config.eval.index else {}

@@ -30,7 +30,7 @@ from towerkit.data.history import gather_history
 from towerkit.data.vocab import Vocab
 from towerkit.errors import UnknownError
 from towerkit.index import Index, ItemFilter, make_index
-from towerkit.retrieval.towers import QueryTower, TorchTower
+from towerkit.retrieval.towers import QueryTower, TimesNeeded, TorchTower
 from towerkit.runs import ITEMS_FILE, RunDir
 from towerkit.similarity import Similarity
 from towerkit.types import FeatureTable
@@ -176,6 +176,12 @@ class Retriever:
         run = run if isinstance(run, RunDir) else RunDir(run)
         model = run.load_model()
         config = run.config
+        if model.reads_times:
+            raise TimesNeeded(
+                f"{run.path}: {config.model.name} with model.time_bias reads the times of each "
+                "history, and towerkit's retrieval (recommend, serve, bulk) passes items only, "
+                "not yet their times; use a run trained with model.time_bias: false"
+            )
         with torch.no_grad():
             items = model.encode_items(torch.arange(1, len(run.item_vocab) + 1)).numpy()
         return cls(

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from towerkit.errors import TowerkitError
 from towerkit.models import MatchingModel
 from towerkit.types import Batch, FeatureTable
 
@@ -38,14 +39,25 @@ class QueryTower(Protocol):
     ) -> np.ndarray: ...
 
 
+class TimesNeeded(TowerkitError, ValueError):
+    """A user tower that reads times was given a history without them."""
+
+
 class TorchTower:
     """The PyTorch model's user tower, in eval mode and without gradients."""
 
     def __init__(self, model: MatchingModel) -> None:
         self.model = model.eval()
+        self.reads_times = model.reads_times
 
     @torch.no_grad()
     def __call__(self, users, history, features):
+        if self.reads_times:
+            raise TimesNeeded(
+                f"{self.model.model_name()} with model.time_bias reads the times of a history, "
+                "which a query by items does not carry yet: query its users by id (their "
+                "vectors are stored), or train with model.time_bias: false"
+            )
         users = torch.from_numpy(np.asarray(users, dtype=np.int64))
         values = None
         if features is not None:

@@ -109,8 +109,9 @@ def build_batches(
     seen = SeenPolicy.parse(config.negatives.exclude_seen)
     if model.sequential:
         return SequenceBatches(
-            prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed, seen=seen
-        )
+            prepared.split, batch_size=t.batch_size, max_len=max_len, seed=t.seed, seen=seen,
+            times=model.reads_times,
+        )  # fmt: skip
     if t.windows:
         # As many windows per batch as hold batch_size samples on average (windows are often
         # shorter than train.windows: a user's first window, and users with few ratings), so a

@@ -386,9 +386,13 @@ def _finish(run: RunDir, outcome: RunOutcome, prepared: Prepared, device: torch.
     sequences = split.sequences
     users = np.arange(1, encoded.n_users + 1)
     # Each user's query at the test point: the history is everything before the test stage.
+    # Made at the time of the test target (a user without one: at the last time of the log).
+    last = np.maximum(sequences.offsets[users + 1] - 1, 0)
+    at = sequences.timestamps[np.minimum(split.valid_end[users], last)]
     vectors = query_vectors(
         model, sequences.items, users, sequences.offsets[users], split.valid_end[users],
         max_len=config.data.max_len, batch_size=config.eval.batch_size, device=device,
+        timestamps=sequences.timestamps, at=at,
     )  # fmt: skip
     with torch.no_grad():
         items = model.encode_items(torch.arange(1, encoded.n_items + 1, device=device))
