@@ -77,8 +77,11 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("sasrec-width-96-hstu-ties", "sasrec.yaml", ["data.split.ties=hstu"]),
     # HSTU: the paper's model with towerkit's SASRec training (full softmax, the window's seen
     # items not negatives, batches of 64, lr 0.002 decayed over 25 epochs), both tie orders
-    ("hstu-full", "hstu.yaml", HSTU_FULL),
-    ("hstu-full-hstu-ties", "hstu.yaml", [*HSTU_FULL, "data.split.ties=hstu"]),
+    ("hstu-full", "hstu.yaml", [*HSTU_FULL, "model.time_bias=false"]),
+    ("hstu-full-hstu-ties", "hstu.yaml",
+     [*HSTU_FULL, "model.time_bias=false", "data.split.ties=hstu"]),
+    # and the paper's relative time bias (model.time_bias), as configs/ml-1m/hstu.yaml ships
+    ("hstu-full-time-bias", "hstu.yaml", HSTU_FULL),
 ]  # fmt: skip
 
 
@@ -173,7 +176,8 @@ def describe(config) -> str:
         each = "per position" if n.shared is False else "per sequence"
         negatives = f"{n.n} sampled ({n.sampler}) {each}, log-q"
     ties = ", HSTU's tie order" if getattr(config.data.split, "ties", "") == "hstu" else ""
-    return f"{config.train.mode.value}, {negatives}, {config.similarity.name}{ties}"
+    times = ", time bias" if getattr(config.model, "time_bias", False) else ""
+    return f"{config.train.mode.value}, {negatives}, {config.similarity.name}{times}{ties}"
 
 
 HEADER = (
