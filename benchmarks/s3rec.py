@@ -10,6 +10,8 @@ Rows per file:
   epoch with the best validation NDCG@10);
 - the published anchors beside them (S3-Rec README, full ranking; WEARec on Beauty).
 
+- ``starter-sasrec``: the config ``towerkit data inspect FILE --write-config`` proposes from the
+  log's shape (``towerkit/config/starter.py``), untuned, against the tuned row;
 - ``searched-*``: the best trial of a ``towerkit tune`` study (``configs/s3rec/sasrec.yaml``
   searched over ``configs/s3rec/sasrec.space.yaml``), chosen on validation; its test stage
   ranked once when the study ended. The settings column says what the study covered.
@@ -33,6 +35,7 @@ import logging
 import os
 import platform
 import re
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -43,7 +46,7 @@ from towerkit.runs import pipeline
 
 RESULTS = Path(__file__).parent / "results" / "s3rec.md"
 CONFIGS = Path(__file__).parent.parent / "configs"
-FILES = {"beauty": "amazon-beauty", "toys": "amazon-toys", "yelp": "yelp"}
+FILES = {"beauty": "amazon-beauty", "toys": "amazon-toys", "yelp": "yelp", "lastfm": "lastfm"}
 
 # Published full-ranking HR@10 / NDCG@10 on the same files.
 SASREC, S3REC = "SASRec (S3-Rec README)", "S3-Rec (S3-Rec README)"
@@ -64,7 +67,8 @@ ML1M = {
 TUNED = {
     "sasrec": ("s3rec/sasrec.yaml", []),
 }
-TUNED_LENGTH = {"beauty": [], "toys": [], "yelp": []}
+TUNED_LENGTH = {"beauty": [], "toys": [], "yelp": [], "lastfm": []}
+STARTER = "starter"  # the config file of a starter row: written by data inspect
 # Settings tried on Beauty's validation stage, each a change to the ML-1M SASRec row as it was
 # then (D=64, 2 blocks, seen items negatives; pinned here as the shipped config moved on).
 PROBE_BASE = ["model.embedding_dim=64", "model.n_layers=2", "negatives.exclude_seen=false"]
@@ -87,6 +91,7 @@ def rows() -> list[tuple[str, str, str, list[str]]]:
         for model, (config, overrides) in TUNED.items():  # the config says its side features
             sets = [f"data.dataset={dataset}", *overrides, *TUNED_LENGTH[short]]
             out.append((f"{short}-tuned-{model}", short, config, sets))
+        out.append((f"{short}-starter-sasrec", short, STARTER, []))
     config, base = ML1M["sasrec"]
     data = ["data.dataset=amazon-beauty", "data.user_features=[]", "data.item_features=[]"]
     for name, overrides in PROBES.items():
@@ -141,8 +146,22 @@ def describe(config) -> str:
     return ", ".join(parts)
 
 
+def starter_file(short: str) -> Path:
+    """The config ``towerkit data inspect DATASET --write-config FILE`` writes for a file."""
+    from towerkit import datasets
+    from towerkit.config.starter import starter_config
+    from towerkit.data.inspect import inspect_log
+
+    report = inspect_log(datasets.load(FILES[short], progress=False))
+    path = Path(tempfile.mkdtemp()) / f"{short}-starter.yaml"
+    path.write_text(starter_config(report, {"dataset": FILES[short]}))
+    logging.info("starter config for %s:\n%s", short, path.read_text())
+    return path
+
+
 def run_row(name: str, short: str, config_file: str, overrides: list[str]) -> tuple[str, str]:
-    config = load_config(CONFIGS / config_file, [*overrides, "train.progress=false"])
+    path = starter_file(short) if config_file == STARTER else CONFIGS / config_file
+    config = load_config(path, [*overrides, "train.progress=false"])
     prepared = pipeline.prepare(config.data, progress=False)
     timelines = []
 
