@@ -139,7 +139,8 @@ RESUME_CASES = {
     "youtube_dnn-full": {},
     "youtube_dnn-sampled": {"negatives": {"kind": "sampled", "n": 8, "sampler": "popularity"}},
     "sasrec-full": {"model": {"name": "sasrec", "embedding_dim": 16}},
-    "hstu-full": {"model": {"name": "hstu", "embedding_dim": 16, "n_heads": 2}},
+    # with the time bias: the windows carry times, and the stored user vectors read them
+    "hstu-full": {"model": {"name": "hstu", "embedding_dim": 16, "n_heads": 2, "time_bias": True}},
     "sasrec-sampled": {
         "model": {"name": "sasrec", "embedding_dim": 16},
         "negatives": {"kind": "sampled", "n": 8, "sampler": "popularity"},
