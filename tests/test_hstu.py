@@ -257,10 +257,15 @@ def test_the_time_bias_needs_times_and_no_contrastive_views():
 
 def test_a_short_run_with_the_time_bias(walk_prepared, tmp_path):
     """Trains on windows with their times, evaluates with the stages' times, beats popularity;
-    retrieval and export, which pass items only, refuse it by name."""
+    then recommends, exports (ONNX with a times input, parity checked) and serves, every
+    query made at a time the caller may give."""
+    from fastapi.testclient import TestClient
+
     from towerkit.retrieval import Retriever
-    from towerkit.retrieval.export import ExportError, export_run
+    from towerkit.retrieval.export import ExportDir, export_run
+    from towerkit.retrieval.towers import TimesNeeded
     from towerkit.runs import RunDir, pipeline
+    from towerkit.serve import create_app
 
     config = small_config(model={"name": "hstu", "embedding_dim": 16, "n_heads": 2,
                                  "dropout": 0.1, "time_bias": True},
@@ -268,7 +273,43 @@ def test_a_short_run_with_the_time_bias(walk_prepared, tmp_path):
     outcome = pipeline.train(config, walk_prepared, run=tmp_path / "run")
     assert outcome.model.reads_times
     assert outcome.metrics["test"]["hr@10"] > 2 * outcome.popularity["hr@10"]
-    with pytest.raises(ValueError, match="time_bias"):
-        Retriever.from_run(tmp_path / "run")
-    with pytest.raises(ExportError, match="time_bias"):
-        export_run(RunDir(tmp_path / "run"), tmp_path / "export")
+
+    run = RunDir(tmp_path / "run")
+    retriever = Retriever.from_run(run)
+    sequences = walk_prepared.split.sequences
+    assert np.array_equal(run.history_times, sequences.timestamps)
+    assert retriever.reads_times and retriever.as_of == sequences.timestamps.max()
+    users = [int(u) for u in run.user_vocab.raw[:5]]
+    now = retriever.recommend(users, 10)
+    assert np.array_equal(now.ids, retriever.recommend(users, 10, at=retriever.as_of).ids)
+    codes = retriever.encode_users(users)
+    later = retriever.tower_queries(codes, retriever.as_of + 10**8)
+    assert np.abs(later - retriever.tower_queries(codes)).max() > 1e-4  # the gap is read
+    history = [[int(i) for i in run.item_vocab.raw[:4]]]
+    with pytest.raises(TimesNeeded, match="give one list of times"):
+        retriever.recommend_history(history, 5)
+    stamps = [[1_000, 2_000, 3_000, 4_000]]
+    mine = retriever.recommend_history(history, 5, times=stamps, at=[5_000])
+
+    export = export_run(run, tmp_path / "export")
+    manifest = ExportDir(export).manifest
+    assert (
+        manifest["onnx"]["parity"] < 1e-5 and "times" in ExportDir(export).retriever().tower.inputs
+    )
+    onnx = ExportDir(export).retriever()
+    assert onnx.reads_times and onnx.as_of == retriever.as_of
+    assert np.array_equal(onnx.recommend(users, 10).ids, now.ids)
+    assert np.array_equal(onnx.recommend_history(history, 5, times=stamps, at=[5_000]).ids,
+                          mine.ids)  # fmt: skip
+
+    with TestClient(create_app(export)) as client:
+        by_id = client.post("/recommend", json={"user": users[0], "k": 10})
+        assert by_id.status_code == 200, by_id.text
+        assert [i["id"] for i in by_id.json()["items"]] == list(now.items[0])
+        given = {"history": history[0], "times": stamps[0], "at": 5_000, "k": 5}
+        answer = client.post("/recommend", json=given)
+        assert [i["id"] for i in answer.json()["items"]] == list(mine.items[0])
+        missing = client.post("/recommend", json={"history": history[0], "k": 5})
+        assert missing.status_code == 422 and "give times" in missing.text
+        short = client.post("/recommend", json={**given, "times": stamps[0][:2]})
+        assert short.status_code == 422 and "one time per item" in short.text

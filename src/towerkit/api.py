@@ -354,11 +354,15 @@ class Run:
         *,
         history: Sequence[Any] | None = None,
         where: str | None = None,
+        times: Sequence[int] | None = None,
+        at: int | None = None,
     ) -> pd.DataFrame:
         """Top-``k`` items of known users (their seen items left out), or of one new user's
         ``history`` (raw item ids, oldest first), as a table: ``user`` (the raw id; None for
         a history), ``rank``, ``item``, ``title`` (when the items have one) and ``score``.
-        ``where`` filters on item attributes (``'label == "Comedy"'``).
+        ``where`` filters on item attributes (``'label == "Comedy"'``). A model that reads
+        times (HSTU's ``model.time_bias``) takes the history's ``times`` (epoch seconds, one
+        per item) and when the query is made (``at``; default: the last time known).
 
         Raises:
             UnknownError: a user or item id the model never saw.
@@ -368,9 +372,12 @@ class Run:
             raise TowerkitError("give users (known raw ids) or history (raw item ids), not both")
         if users is not None:
             users = list(users)
-            found = self.retriever.recommend(users, k, where=where)
+            found = self.retriever.recommend(users, k, where=where, at=at)
             return _table(found, users)
-        found = self.retriever.recommend_history([list(history or [])], k, where=where)
+        found = self.retriever.recommend_history(
+            [list(history or [])], k, where=where,
+            times=None if times is None else [list(times)], at=[at],
+        )  # fmt: skip
         return _table(found, [None])
 
     def similar(

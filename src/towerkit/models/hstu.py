@@ -11,8 +11,8 @@ and L2-normalised vectors, which here are ``negatives`` and ``similarity: cosine
 :mod:`towerkit.nn.hstu`). Each position's query is made at the time of the item it predicts,
 as in the reference: in a training window, its target's time; for a user's query, the time of
 the stage's target (``Batch.at``). Such a model reads times wherever it encodes a user:
-training, evaluation and the run's stored user vectors. Export and serving do not pass times
-yet and refuse it, naming the setting.
+training, evaluation, the run's stored user vectors, retrieval, and the exported tower (a
+second input, ``times``).
 """
 
 from __future__ import annotations

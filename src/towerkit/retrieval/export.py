@@ -7,12 +7,14 @@
                          inputs, versions, sha256 of every file
       user_tower.onnx    the user tower: (users, history, side features) -> query vectors
                          ([B, D], or [B, K, D] for a multi-interest model); dynamic batch
-                         size and history length
+                         size and history length; a model that reads times (HSTU's time
+                         bias) takes them after the history: times [B, L + 1]
       item_tower.onnx    the item tower: (items, item side features) -> item vectors [N, D];
                          id 0 with an item's features is an item the model never saw (models
                          whose item tower reads features: a new item's vector, no PyTorch)
       items.parquet      item, title (when known), vector
-      users.parquet      user, history (raw item ids, oldest first), vector: the query of the
+      users.parquet      user, history (raw item ids, oldest first), times (a tower that
+                         reads them: the history's epoch seconds), vector: the query of the
                          whole history, what serving a known user returns (K * D numbers for
                          K interests)
       vocab/, features/  as in the run directory (raw ids; encoded user side features)
@@ -193,12 +195,6 @@ def export_run(
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out}: exists and is not empty; pick another --out")
     config = run.config
-    if getattr(config.model, "time_bias", False):
-        raise ExportError(
-            f"{run.path}: {config.model.name} with model.time_bias reads the times of a "
-            "history, and the exported tower takes items only (not yet its times); export a "
-            "run trained with model.time_bias: false"
-        )
     kind = index or config.eval.index
     if index_options is None:
         index_options = dict(config.eval.index_options) if kind == config.eval.index else {}
@@ -247,7 +243,8 @@ def export_run(
         pq.write_table(items, staging / ITEMS_FILE)
         users = np.arange(1, len(run.user_vocab) + 1)
         user_vectors = retriever.user_queries(users)
-        histories = pq.read_table(run.checked(USERS_FILE), columns=["user", "history"])
+        kept = ["user", "history"] + (["times"] if retriever.reads_times else [])
+        histories = pq.read_table(run.checked(USERS_FILE), columns=kept)
         pq.write_table(
             histories.append_column("vector", vectors_column(user_vectors)),
             staging / USERS_FILE,
@@ -307,6 +304,10 @@ def _export_tower(model: torch.nn.Module, table: FeatureTable, max_len: int, pat
     history = torch.ones(2, max_len, dtype=torch.long)
     values = [torch.from_numpy(v) for v in stored_features(table, users.numpy()).values()]
     axes = {"users": {0: "batch"}, "history": {0: "batch", 1: "length"}, "queries": {0: "batch"}}
+    if model.reads_times:  # times [B, L + 1]: the history's, then the query's
+        values.insert(0, torch.arange(max_len + 1, dtype=torch.long).expand(2, -1) * 3_600)
+        features = ["times", *features]
+        axes["times"] = {0: "batch", 1: "length_and_query"}
     for name, value in zip(features, values, strict=True):
         axes[name] = {0: "batch", 1: "width"} if value.dim() == 2 else {0: "batch"}
     with warnings.catch_warnings():
@@ -316,7 +317,7 @@ def _export_tower(model: torch.nn.Module, table: FeatureTable, max_len: int, pat
             (users, history, *values),
             str(path),
             dynamo=False,
-            input_names=["users", "history", *features],
+            input_names=["users", "history", *features],  # times first, where it reads them
             output_names=["queries"],
             dynamic_axes=axes,
             opset_version=OPSET,
@@ -384,11 +385,27 @@ def parity(run: RunDir, reference: TorchTower, tower: OnnxTower, users: np.ndarr
         # padded to max_len: the graph's dynamic length and the padding invariance at once.
         history = gather_history(items, starts, cut, width)
         padded = np.pad(history, ((0, 0), (max_len - width, 0)))
-        expected = similarity.prepare(torch.from_numpy(reference(users, padded, None)))
-        got = similarity.prepare(torch.from_numpy(tower(users, history, None)))
+        times = wide = None
+        if tower.reads_times:  # each query made a day after the history's last item
+            times = _times_of(run, starts, cut, width)
+            wide = np.pad(times, ((0, 0), (max_len - width, 0)))
+        expected = similarity.prepare(torch.from_numpy(reference(users, padded, None, wide)))
+        got = similarity.prepare(torch.from_numpy(tower(users, history, None, times)))
         scale = max(1.0, float(expected.abs().max()))
         worst = max(worst, float((got - expected).abs().max()) / scale)
     return worst
+
+
+def _times_of(run: RunDir, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """``[B, width + 1]`` the times of ``histories[start:end]`` (left-padded with 0), then a
+    query time a day after the last of them."""
+    stamps = run.history_times
+    if stamps is None:
+        raise ExportError(f"{run.path}: the run keeps no times of its histories")
+    out = np.zeros((len(starts), width + 1), dtype=np.int64)
+    out[:, :-1] = gather_history(stamps, starts, ends, width)
+    out[:, -1] = out[:, -2] + 86_400
+    return out
 
 
 def _quantize(
@@ -440,12 +457,16 @@ def _agreement(
     query of the whole history) that ``tower``'s query finds too."""
     similarity = run.config.similarity.build()
     items, offsets = run.histories
-    history = gather_history(items, offsets[users], offsets[users + 1], run.config.data.max_len)
+    max_len = run.config.data.max_len
+    history = gather_history(items, offsets[users], offsets[users + 1], max_len)
+    times = None
+    if tower.reads_times:
+        times = _times_of(run, offsets[users], offsets[users + 1], max_len)
     catalogue = torch.from_numpy(np.asarray(retriever.item_vectors, dtype=np.float32))
     k = min(10, len(catalogue))
     tops = []
     for query_tower in (reference, tower):
-        queries = torch.from_numpy(query_tower(users, history, None))
+        queries = torch.from_numpy(query_tower(users, history, None, times))
         scores = similarity.pairwise(queries.reshape(-1, queries.shape[-1]), catalogue)
         scores = scores.reshape(len(users), -1)  # K interests: every interest's scores
         tops.append(scores.topk(k, dim=1).indices % len(catalogue))
@@ -581,6 +602,9 @@ class ExportDir(SavedVocabularies):
         if "title" in items.column_names:
             titles = np.concatenate([[""], items.column("title").to_numpy(zero_copy_only=False)])
         users = pq.read_table(self.path / USERS_FILE)
+        times = None
+        if "times" in users.column_names:
+            times = users.column("times").combine_chunks().flatten().to_numpy().astype(np.int64)
         lists = users.column("history").combine_chunks()
         flat = self.item_vocab.encode(lists.flatten())  # in Arrow: no Python objects
         offsets = lists.offsets.to_numpy().astype(np.int64)
@@ -618,6 +642,7 @@ class ExportDir(SavedVocabularies):
             interests=interests,
             index=built,
             attributes=attributes,
+            times=times,
             **({} if isinstance(built, Index) else index_options),
         )
 

@@ -120,6 +120,9 @@ class Retriever:
             where there are none.
         user_vectors: ``[n_users + 1, D]`` (``[n_users + 1, K, D]``) query vectors of the
             known users (whole history), when precomputed: ``recommend`` then runs no tower.
+        times: int64 epoch seconds aligned with the histories' items, for a tower that reads
+            times (HSTU's time bias); a known user's query is then made at :attr:`as_of`, the
+            log's last time, unless a call says when.
         interests: what the model declares (:attr:`MatchingModel.n_interests`): None, one
             query vector per user; K, K vectors per user, searched each and merged by best
             score.
@@ -144,12 +147,20 @@ class Retriever:
         interests: int | None = None,
         index: str | Index = "exact",
         attributes: pd.DataFrame | None = None,
+        times: np.ndarray | None = None,
         **index_options: Any,
     ) -> None:
         self.tower, self.max_len, self.interests = tower, max_len, interests
         self.user_vocab, self.item_vocab = user_vocab, item_vocab
         self.user_features = user_features
         self._items, self._offsets = histories
+        if self.reads_times and (times is None or len(times) != len(self._items)):
+            raise TimesNeeded(
+                "this user tower reads the times of a history: give the histories' times"
+            )
+        self._times = times
+        #: when a known user's query is made unless a call says: the log's last time
+        self.as_of = int(times.max()) if times is not None and len(times) else 0
         self.item_vectors = np.asarray(item_vectors, dtype=np.float32)
         self.similarity, self.titles, self.user_vectors = similarity, titles, user_vectors
         #: the items the tower knows (ids ``1..model_items``); items added since
@@ -176,12 +187,6 @@ class Retriever:
         run = run if isinstance(run, RunDir) else RunDir(run)
         model = run.load_model()
         config = run.config
-        if model.reads_times:
-            raise TimesNeeded(
-                f"{run.path}: {config.model.name} with model.time_bias reads the times of each "
-                "history, and towerkit's retrieval (recommend, serve, bulk) passes items only, "
-                "not yet their times; use a run trained with model.time_bias: false"
-            )
         with torch.no_grad():
             items = model.encode_items(torch.arange(1, len(run.item_vocab) + 1)).numpy()
         return cls(
@@ -197,8 +202,15 @@ class Retriever:
             titles=run.titles,
             index=index,
             attributes=item_attributes(run.checked(ITEMS_FILE)),
+            times=run.history_times if model.reads_times else None,
             **index_options,
         )
+
+    @property
+    def reads_times(self) -> bool:
+        """Whether the user tower reads the times of a history and when the query is made
+        (HSTU's time bias): then a history comes with its times."""
+        return bool(getattr(self.tower, "reads_times", False))
 
     def use_index(self, index: str, **index_options: Any) -> None:
         """Search through a new index of kind ``index`` over the same item vectors and
@@ -286,19 +298,34 @@ class Retriever:
         """Raw user ids -> ids (``KeyError`` naming an id the model never saw)."""
         return encode_raw(self.user_vocab, user_ids)
 
-    def user_queries(self, users: np.ndarray) -> np.ndarray:
+    def user_queries(self, users: np.ndarray, at: int | None = None) -> np.ndarray:
         """``[B, D]`` query vectors of known users (ids), from their whole history (the stored
-        ones where there are)."""
-        if self.user_vectors is not None:
+        ones where there are; a tower that reads times, asked for another time than
+        :attr:`as_of`, computes them)."""
+        if self.user_vectors is not None and (at is None or not self.reads_times):
             return self.user_vectors[users]
-        return self.tower_queries(users)
+        return self.tower_queries(users, at)
 
-    def tower_queries(self, users: np.ndarray) -> np.ndarray:
+    def tower_queries(self, users: np.ndarray, at: int | np.ndarray | None = None) -> np.ndarray:
         """``[B, D]`` query vectors of known users (ids) as the tower computes them now, from
-        their whole history and stored side features."""
+        their whole history and stored side features; a tower that reads times makes the
+        queries at ``at`` (epoch seconds, one or one per user; default :attr:`as_of`)."""
         starts, ends = self._offsets[users], self._offsets[users + 1]
         history = gather_history(self._items, starts, ends, self.max_len)
-        return self._encode(users, history, None)
+        times = None
+        if self.reads_times:
+            times = np.empty((len(users), self.max_len + 1), dtype=np.int64)
+            times[:, :-1] = gather_history(self._times, starts, ends, self.max_len)
+            times[:, -1] = self.as_of if at is None else at
+        return self._encode(users, history, None, times)
+
+    def times_of(self, user: int) -> np.ndarray:
+        """A known user's (id) history times, aligned with :meth:`seen`'s items (a tower that
+        reads no times: the stored ones, or zeros)."""
+        begin, end = self._offsets[user], self._offsets[user + 1]
+        if self._times is None:
+            return np.zeros(end - begin, dtype=np.int64)
+        return self._times[begin:end]
 
     def seen(self, users: np.ndarray) -> list[np.ndarray]:
         """Each known user's item ids (what ``filter_seen`` leaves out)."""
@@ -311,9 +338,12 @@ class Retriever:
         *,
         filter_seen: bool = True,
         where: str | ItemFilter | None = None,
+        at: int | None = None,
     ) -> Recommendations:
         """Top-``k`` items for known users (raw ids); their seen items are excluded, and only
-        the items the filter ``where`` keeps are recommended (``'label == "Comedy"'``).
+        the items the filter ``where`` keeps are recommended (``'label == "Comedy"'``). A
+        tower that reads times recommends as of ``at`` (epoch seconds; default
+        :attr:`as_of`, the log's last time).
 
         Raises:
             KeyError: a user id the model never saw (the message names it).
@@ -321,7 +351,7 @@ class Retriever:
         """
         users = self.encode_users(user_ids)
         exclude = self.seen(users) if filter_seen else None
-        return self.search(self.user_queries(users), k, exclude, where)
+        return self.search(self.user_queries(users, at), k, exclude, where)
 
     def encode_histories(self, histories: Sequence[Sequence[Any]]) -> list[np.ndarray]:
         """Raw item-id histories -> item ids (``KeyError`` naming an unknown item), all looked
@@ -338,9 +368,13 @@ class Retriever:
         self,
         histories: Sequence[np.ndarray],
         features: Sequence[Mapping[str, Any] | None] | None = None,
+        times: Sequence[Sequence[int]] | None = None,
+        at: Sequence[int | None] | None = None,
     ) -> np.ndarray:
         """``[B, D]`` query vectors of new users: item-id histories (each cut to its last
-        ``max_len`` items) and raw side-feature values."""
+        ``max_len`` items) and raw side-feature values; for a tower that reads times, each
+        history's times (epoch seconds, one per item) and when each query is made (``at``;
+        default: at the history's last time)."""
         # Padded to the longest history, not max_len: the towers ignore left padding (tested
         # at export), and a tower call on 20 positions is far cheaper than on 200.
         width = min(self.max_len, max((len(h) for h in histories), default=0)) or 1
@@ -353,7 +387,29 @@ class Retriever:
             raise ValueError(f"{len(features)} feature rows for {len(histories)} histories")
         values = encode_user_features(self.user_features, features or [None] * len(histories))
         users = np.zeros(len(histories), dtype=np.int64)  # the padding user: no stored profile
-        return self._encode(users, history, values or {})
+        stamps = self._history_times(histories, width, times, at) if self.reads_times else None
+        return self._encode(users, history, values or {}, stamps)
+
+    def _history_times(self, histories, width, times, at) -> np.ndarray:
+        """``[B, width + 1]``: each history's times, left-padded with 0, then its query's."""
+        if times is None or len(times) != len(histories):
+            raise TimesNeeded(
+                "this model reads the times of a history (model.time_bias): give one list of "
+                "times (epoch seconds) per history"
+            )
+        out = np.zeros((len(histories), width + 1), dtype=np.int64)
+        for row, (items, stamps) in enumerate(zip(histories, times, strict=True)):
+            if len(stamps) != len(items):
+                raise TimesNeeded(
+                    f"history {row}: {len(items)} items but {len(stamps)} times; give one time "
+                    "per item"
+                )
+            recent = np.asarray(stamps, dtype=np.int64)[-self.max_len :]
+            if len(recent):
+                out[row, width - len(recent) : width] = recent
+            last = recent[-1] if len(recent) else 0
+            out[row, width] = last if at is None or at[row] is None else at[row]
+        return out
 
     def recommend_history(
         self,
@@ -363,9 +419,12 @@ class Retriever:
         features: Sequence[Mapping[str, Any] | None] | None = None,
         filter_seen: bool = True,
         where: str | ItemFilter | None = None,
+        times: Sequence[Sequence[int]] | None = None,
+        at: Sequence[int | None] | None = None,
     ) -> Recommendations:
         """Top-``k`` items for users the model never saw, each given by raw item ids (oldest
-        first); the listed items are excluded.
+        first); the listed items are excluded. A model that reads times needs each history's
+        ``times`` (see :meth:`history_queries`).
 
         Args:
             features: per history, raw user side-feature values (``{"gender": "F", "age":
@@ -376,17 +435,20 @@ class Retriever:
                 saw (the message names it).
         """
         encoded = self.encode_histories(histories)
-        queries = self.history_queries(encoded, features)
+        queries = self.history_queries(encoded, features, times, at)
         return self.search(queries, k, encoded if filter_seen else None, where)
 
-    def _encode(self, users, history, features) -> np.ndarray:
+    def _encode(self, users, history, features, times=None) -> np.ndarray:
         if len(self.item_vocab) > self.model_items:  # items added since training: unknown
             history = np.where(history > self.model_items, 0, history)
         parts = []
         for b in range(0, max(len(users), 1), 1024):
             rows = slice(b, b + 1024)
             part = None if features is None else {n: v[rows] for n, v in features.items()}
-            parts.append(self.tower(users[rows], history[rows], part))
+            if times is None:
+                parts.append(self.tower(users[rows], history[rows], part))
+            else:
+                parts.append(self.tower(users[rows], history[rows], part, times[rows]))
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def search(

@@ -32,10 +32,19 @@ class QueryTower(Protocol):
         history: int64 ``[B, max_len]`` left-padded encoded item ids.
         features: encoded side-feature values per row (see :func:`encode_user_features`), or
             None to use each known user's stored ones.
+        times: int64 ``[B, max_len + 1]`` for a tower that reads times (``reads_times``): the
+            epoch seconds of the history's items (0 under padding), then the time the query is
+            made; None for one that does not.
     """
 
+    reads_times: bool
+
     def __call__(
-        self, users: np.ndarray, history: np.ndarray, features: dict[str, np.ndarray] | None
+        self,
+        users: np.ndarray,
+        history: np.ndarray,
+        features: dict[str, np.ndarray] | None,
+        times: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
 
@@ -51,19 +60,28 @@ class TorchTower:
         self.reads_times = model.reads_times
 
     @torch.no_grad()
-    def __call__(self, users, history, features):
-        if self.reads_times:
-            raise TimesNeeded(
-                f"{self.model.model_name()} with model.time_bias reads the times of a history, "
-                "which a query by items does not carry yet: query its users by id (their "
-                "vectors are stored), or train with model.time_bias: false"
-            )
+    def __call__(self, users, history, features, times=None):
         users = torch.from_numpy(np.asarray(users, dtype=np.int64))
         values = None
         if features is not None:
             values = {name: torch.from_numpy(array) for name, array in features.items()}
-        batch = Batch(users, torch.from_numpy(history), torch.zeros_like(users), values)
+        history_times = at = None
+        if self.reads_times:
+            history_times, at = split_times(times, self.model.model_name())
+        batch = Batch(users, torch.from_numpy(history), torch.zeros_like(users), values,
+                      times=history_times, at=at)  # fmt: skip
         return self.model.encode_users(batch).numpy()  # the tower never reads targets
+
+
+def split_times(times: np.ndarray | None, model: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, L + 1]`` (the history's times, then the query's) -> ``times [B, L]``, ``at [B]``."""
+    if times is None:
+        raise TimesNeeded(
+            f"{model} with model.time_bias reads the times of a history and when the query "
+            "is made: give them"
+        )
+    times = torch.from_numpy(np.asarray(times, dtype=np.int64))
+    return times[:, :-1], times[:, -1]
 
 
 class TowerModule(torch.nn.Module):
@@ -74,8 +92,12 @@ class TowerModule(torch.nn.Module):
         self.model, self.features = model, features
 
     def forward(self, users: torch.Tensor, history: torch.Tensor, *values: torch.Tensor):
+        times = at = None
+        if self.model.reads_times:  # the second input: [B, L + 1], the query's time last
+            times, at = values[0][:, :-1], values[0][:, -1]
+            values = values[1:]
         given = dict(zip(self.features, values, strict=True)) if self.features else None
-        batch = Batch(users, history, torch.zeros_like(users), given)
+        batch = Batch(users, history, torch.zeros_like(users), given, times=times, at=at)
         return self.model.encode_users(batch)
 
 
@@ -128,12 +150,20 @@ class OnnxTower:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.user_features = user_features
+        self.reads_times = "times" in self.inputs
 
-    def __call__(self, users, history, features):
+    def __call__(self, users, history, features, times=None):
         users = np.asarray(users, dtype=np.int64)
         if features is None:
             features = stored_features(self.user_features, users)
         feed = {"users": users, "history": np.asarray(history, dtype=np.int64), **features}
+        if self.reads_times:
+            if times is None:
+                raise TimesNeeded(
+                    "this user tower reads the times of a history and when the query is made: "
+                    "give them"
+                )
+            feed["times"] = np.asarray(times, dtype=np.int64)
         return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
 
 

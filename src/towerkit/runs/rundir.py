@@ -292,16 +292,19 @@ class SavedVocabularies:
 
 
 def users_table(prepared: Prepared, vectors: torch.Tensor | np.ndarray) -> pa.Table:
-    """``users.parquet``: each user's raw id, whole history (raw item ids, oldest first) and
-    query vector at the test point."""
+    """``users.parquet``: each user's raw id, whole history (raw item ids, oldest first), the
+    history's times (epoch seconds; a log without times: positions) and query vector at the
+    test point."""
     encoded, sequences = prepared.encoded, prepared.split.sequences
+    offsets = pa.array(sequences.offsets[1:])
     histories = pa.ListArray.from_arrays(
-        pa.array(sequences.offsets[1:]), pa.array(encoded.item_vocab.decode(sequences.items))
+        offsets, pa.array(encoded.item_vocab.decode(sequences.items))
     )
     return pa.table(
         {
             "user": pa.array(encoded.user_vocab.raw),
             "history": histories,
+            "times": pa.ListArray.from_arrays(offsets, pa.array(sequences.timestamps)),
             "vector": vectors_column(vectors),
         }
     )
@@ -768,3 +771,14 @@ class RunDir(SavedVocabularies):
         offsets = lists.offsets.to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], offsets - offsets[0]])
         return items, offsets
+
+    @cached_property
+    def history_times(self) -> np.ndarray | None:
+        """The epoch seconds of :attr:`histories`' items, aligned with them; None for a run
+        written before runs kept them."""
+        self.require_finished()
+        path = self.checked(USERS_FILE)
+        if "times" not in pq.read_schema(path).names:
+            return None
+        lists = pq.read_table(path, columns=["times"]).column("times").combine_chunks()
+        return lists.flatten().to_numpy().astype(np.int64)

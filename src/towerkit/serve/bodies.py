@@ -34,6 +34,16 @@ class RecommendRequest(_Body):
     features: dict[str, FeatureValue | None] | None = Field(
         default=None, description="raw user side features of a history request"
     )
+    times: list[StrictInt] | None = Field(
+        default=None,
+        description="epoch seconds of the history's items, one per item, for a model that "
+        "reads times (HSTU with model.time_bias)",
+    )
+    at: StrictInt | None = Field(
+        default=None,
+        description="epoch seconds at which the query is made, for a model that reads times "
+        "(default: a history's last time; a known user's last time in the log)",
+    )
     k: StrictInt = Field(default=10, description="how many items: 1 to min(1000, catalogue)")
     exclude: list[RawId] = Field(default_factory=list, description="raw item ids to leave out")
     filter: str | None = Field(
@@ -55,6 +65,9 @@ class RecommendRequest(_Body):
             raise ValueError("give either user or history")
         if self.features is not None and self.history is None:
             raise ValueError("features describe the user of a history request")
+        if self.times is not None and (self.history is None or len(self.times) != len(
+                self.history)):  # fmt: skip
+            raise ValueError("times go with a history: one time per item")
         return self
 
 

@@ -27,6 +27,8 @@ class Job:
         history: item ids, oldest first, for the user tower.
         features: the raw user side features of a history.
         item: an item's id, whose neighbours are asked for (0: not an item's query).
+        times: the history's times, for a model that reads them.
+        at: when the query is made, for a model that reads times (None: its default).
     """
 
     served: Served
@@ -37,6 +39,8 @@ class Job:
     history: np.ndarray | None = None
     features: dict[str, Any] | None = None
     item: int = 0
+    times: list[int] | None = None
+    at: int | None = None
 
 
 def run_jobs(jobs: Sequence[Job]) -> list[Any]:
@@ -64,10 +68,18 @@ def _recommend(jobs: list[Job]) -> list[list[dict[str, Any]]]:
     new = [i for i, job in enumerate(jobs) if job.history is not None]
     blocks = []
     if known:
-        blocks.append((known, retriever.user_queries(np.asarray([jobs[i].user for i in known]))))
+        users = np.asarray([jobs[i].user for i in known])
+        at = [jobs[i].at for i in known]
+        if retriever.reads_times and any(when is not None for when in at):
+            made = np.asarray([retriever.as_of if when is None else when for when in at])
+            blocks.append((known, retriever.tower_queries(users, made)))
+        else:
+            blocks.append((known, retriever.user_queries(users)))
     if new:
+        times = [jobs[i].times for i in new] if retriever.reads_times else None
         blocks.append((new, retriever.history_queries(
-            [jobs[i].history for i in new], [jobs[i].features for i in new]
+            [jobs[i].history for i in new], [jobs[i].features for i in new], times,
+            [jobs[i].at for i in new],
         )))  # fmt: skip
     # (B, D) per job, or (B, K, D) for a multi-interest model (searched per interest, merged)
     queries = np.empty((len(jobs), *blocks[0][1].shape[1:]), dtype=np.float32)

@@ -164,7 +164,8 @@ def probe(served: Served) -> None:
     items = retriever.encode_histories([raw_items])[0]
     k = min(10, n_items)
     jobs = {"a known user's": Job(served, k, seen, user=int(code)),
-            "a history's": Job(served, k, items, history=items),
+            "a history's": Job(served, k, items, history=items,
+                                times=retriever.times_of(int(code)).tolist() if seen.size else [0]),
             "an item's neighbours'": Job(served, k, items[:1], item=int(items[0]))}  # fmt: skip
     for what, answer in zip(jobs, run_jobs(list(jobs.values())), strict=True):
         if isinstance(answer, BaseException):

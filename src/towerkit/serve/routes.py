@@ -138,6 +138,13 @@ def _encode(served: Served, queries: Sequence[RecommendRequest]) -> list[tuple[J
             filters[query.filter] = _filter(served, query.filter)
         if query.history is not None and not query.history:
             raise HTTPException(422, "history is empty: give at least one item")
+        if retriever.reads_times and query.history is not None and query.times is None:
+            raise HTTPException(
+                422, "this model reads the times of a history (model.time_bias): give times, "
+                "one epoch second per item"
+            )  # fmt: skip
+        if not retriever.reads_times and (query.times is not None or query.at is not None):
+            raise HTTPException(422, "this model reads no times: leave times and at out")
     excludes: Any = [_NONE] * len(queries)
     if any(query.exclude for query in queries):
         try:
@@ -169,12 +176,13 @@ def _encode(served: Served, queries: Sequence[RecommendRequest]) -> list[tuple[J
             user, items = next(users), next(seen)
             if query.filter_seen:
                 exclude = np.concatenate([exclude, items])
-            out.append((Job(served, query.k, exclude, where, user=user), False))
+            out.append((Job(served, query.k, exclude, where, user=user, at=query.at), False))
             continue
         history = next(histories)
         if query.filter_seen:
             exclude = np.concatenate([exclude, history])
-        job = Job(served, query.k, exclude, where, history=history, features=query.features or None)
+        job = Job(served, query.k, exclude, where, history=history,
+                  features=query.features or None, times=query.times, at=query.at)  # fmt: skip
         out.append((job, len(history) > served.max_len))
     return out
 
