@@ -313,3 +313,5 @@ def test_a_short_run_with_the_time_bias(walk_prepared, tmp_path):
         assert missing.status_code == 422 and "give times" in missing.text
         short = client.post("/recommend", json={**given, "times": stamps[0][:2]})
         assert short.status_code == 422 and "one time per item" in short.text
+        far = client.post("/recommend", json={**given, "at": 10**15})
+        assert far.status_code == 422 and "at" in far.text

@@ -291,23 +291,23 @@ class SavedVocabularies:
         return _load_features(path, vocabs, prefix)
 
 
-def users_table(prepared: Prepared, vectors: torch.Tensor | np.ndarray) -> pa.Table:
-    """``users.parquet``: each user's raw id, whole history (raw item ids, oldest first), the
-    history's times (epoch seconds; a log without times: positions) and query vector at the
-    test point."""
+def users_table(
+    prepared: Prepared, vectors: torch.Tensor | np.ndarray, *, times: bool = False
+) -> pa.Table:
+    """``users.parquet``: each user's raw id, whole history (raw item ids, oldest first), with
+    ``times`` the history's times (epoch seconds: a model that reads them), and query vector at
+    the test point."""
     encoded, sequences = prepared.encoded, prepared.split.sequences
     offsets = pa.array(sequences.offsets[1:])
-    histories = pa.ListArray.from_arrays(
-        offsets, pa.array(encoded.item_vocab.decode(sequences.items))
-    )
-    return pa.table(
-        {
-            "user": pa.array(encoded.user_vocab.raw),
-            "history": histories,
-            "times": pa.ListArray.from_arrays(offsets, pa.array(sequences.timestamps)),
-            "vector": vectors_column(vectors),
-        }
-    )
+    columns = {
+        "user": pa.array(encoded.user_vocab.raw),
+        "history": pa.ListArray.from_arrays(
+            offsets, pa.array(encoded.item_vocab.decode(sequences.items))
+        ),
+    }
+    if times:
+        columns["times"] = pa.ListArray.from_arrays(offsets, pa.array(sequences.timestamps))
+    return pa.table({**columns, "vector": vectors_column(vectors)})
 
 
 def items_table(prepared: Prepared, vectors: torch.Tensor | np.ndarray) -> pa.Table:
@@ -540,7 +540,8 @@ class RunDir(SavedVocabularies):
         or ``[U, K, D]``, and each item's vector, ``[N, D]``), then mark the run finished."""
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         _write_torch(self.path / MODEL_FILE, {"state_dict": state})
-        users, items = users_table(prepared, user_vectors), items_table(prepared, item_vectors)
+        users = users_table(prepared, user_vectors, times=model.reads_times)
+        items = items_table(prepared, item_vectors)
         _write_table(self.path / USERS_FILE, users)
         _write_table(self.path / ITEMS_FILE, items)
         files = {
@@ -774,8 +775,8 @@ class RunDir(SavedVocabularies):
 
     @cached_property
     def history_times(self) -> np.ndarray | None:
-        """The epoch seconds of :attr:`histories`' items, aligned with them; None for a run
-        written before runs kept them."""
+        """The epoch seconds of :attr:`histories`' items, aligned with them, where the model
+        reads them (else None: the run keeps none)."""
         self.require_finished()
         path = self.checked(USERS_FILE)
         if "times" not in pq.read_schema(path).names:

@@ -3,6 +3,8 @@ document at ``/docs``)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -16,6 +18,8 @@ from pydantic import (
 # Strict: JSON's true and false are not the numbers 1 and 0 (lax parsing would take
 # {"user": true} as user 1), nor is 1.0 an id.
 RawId = StrictStr | StrictInt
+#: epoch seconds, within +-31,000 years (gaps stay far inside int64)
+Seconds = Annotated[StrictInt, Field(ge=-(10**12), le=10**12)]
 FeatureValue = str | int | float | list[str | int]
 MAX_BATCH_QUERIES = 1000
 
@@ -34,12 +38,12 @@ class RecommendRequest(_Body):
     features: dict[str, FeatureValue | None] | None = Field(
         default=None, description="raw user side features of a history request"
     )
-    times: list[StrictInt] | None = Field(
+    times: list[Seconds] | None = Field(
         default=None,
         description="epoch seconds of the history's items, one per item, for a model that "
         "reads times (HSTU with model.time_bias)",
     )
-    at: StrictInt | None = Field(
+    at: Seconds | None = Field(
         default=None,
         description="epoch seconds at which the query is made, for a model that reads times "
         "(default: a history's last time; a known user's last time in the log)",
