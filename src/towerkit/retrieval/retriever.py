@@ -320,8 +320,8 @@ class Retriever:
         return self._encode(users, history, None, times)
 
     def times_of(self, user: int) -> np.ndarray:
-        """A known user's (id) history times, aligned with :meth:`seen`'s items (a tower that
-        reads no times: the stored ones, or zeros)."""
+        """A known user's (id) history times, aligned with :meth:`seen`'s items; zeros where
+        the retriever keeps no times (its tower reads none)."""
         begin, end = self._offsets[user], self._offsets[user + 1]
         if self._times is None:
             return np.zeros(end - begin, dtype=np.int64)
