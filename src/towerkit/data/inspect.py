@@ -10,7 +10,7 @@ import pandas as pd
 from towerkit.data.interactions import Interactions
 from towerkit.data.sequences import Sequences
 
-QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
 
 @dataclass(frozen=True)
