@@ -224,6 +224,10 @@ class ServerState:
             return await loop.run_in_executor(
                 None, lambda: load_export(path, source, self.index, self.threads, **self.options)
             )
+        from towerkit.runs import RunDir
+
+        # An unfinished run is refused here, at once, not by a child process minutes later.
+        await loop.run_in_executor(None, lambda: RunDir(path).require_finished())
         tmp = Path(tempfile.mkdtemp(prefix="towerkit-serve-"))
         try:
             await export_elsewhere(path, tmp / "export", self.index, self.options)
