@@ -1,4 +1,5 @@
-"""Benchmark: a second domain. Amazon Beauty, Amazon Toys and Games and Yelp (the S3-Rec files)
+"""Benchmark: a second domain. Amazon Beauty, Amazon Toys and Games, Yelp and LastFM (the S3-Rec
+files)
 under DESIGN.md's protocol: leave-one-out, every item of the catalogue ranked, seen items masked.
 
 Rows per file:
@@ -238,7 +239,7 @@ def update(lines: dict[str, str]) -> None:
     order = sorted(table, key=lambda k: (list(FILES).index(k.split("-")[0]), k))
     notes = old.partition("\n## Notes\n")[2]
     RESULTS.write_text(
-        "# A second domain: Amazon Beauty, Amazon Toys and Games, Yelp (S3-Rec files)\n\n"
+        "# A second domain: Amazon Beauty, Amazon Toys and Games, Yelp, LastFM (S3-Rec files)\n\n"
         f"`python benchmarks/s3rec.py` (last run {date.today()}: {platform.machine()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__}). DESIGN.md's protocol: leave-one-out "
         "(each user's last item tests, the one before validates), every item of the catalogue "
