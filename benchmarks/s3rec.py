@@ -188,15 +188,17 @@ def run_row(name: str, short: str, config_file: str, overrides: list[str]) -> tu
     return line, popularity
 
 
-def study_row(short: str, study: Path, trials: int, workers: int, timeout: float | None):
-    """Run (or resume) a study on one file, then its best trial's row."""
+def study_row(
+    short: str, study: Path, trials: int, workers: int, timeout: float | None, space: Path
+):
+    """Run (or resume) a study on one file over ``space``, then its best trial's row."""
     from towerkit.runs import RunDir
     from towerkit.tune import tune
 
     resume = (study / "study.db").exists()
     summary = tune(
         None if resume else CONFIGS / "s3rec/sasrec.yaml",
-        None if resume else CONFIGS / "s3rec/sasrec.space.yaml",
+        None if resume else space,
         study, trials=trials, workers=workers, timeout=timeout, resume=resume,
         overrides=[] if resume else [f"data.dataset={FILES[short]}"], progress=False,
     )  # fmt: skip
@@ -208,7 +210,8 @@ def study_row(short: str, study: Path, trials: int, workers: int, timeout: float
     v, t = metrics["valid"], metrics["test"]
     covered = (
         f"; study: {summary.trials} trials ({summary.pruned} pruned, {summary.failed} failed), "
-        f"{summary.wall_seconds / 60:.0f} min, best trial {summary.best_trial}"
+        f"{summary.wall_seconds / 60:.0f} min, best trial {summary.best_trial}, space "
+        f"{space.name}"
     )
     name = f"{short}-searched-sasrec"
     line = (
@@ -262,11 +265,18 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=None)
+    parser.add_argument(
+        "--space", type=Path, default=CONFIGS / "s3rec/sasrec.space.yaml",
+        help="the study's space file (configs/s3rec/sasrec.space.yaml: the contrastive term; "
+        "sasrec.model.space.yaml: the model's own settings)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.tune:
         study = args.study or Path("runs") / f"study-{args.tune}"
-        name, line = study_row(args.tune, study, args.trials, args.workers, args.timeout)
+        name, line = study_row(
+            args.tune, study, args.trials, args.workers, args.timeout, args.space
+        )
         logging.info(line)
         update({name: line})
         print(RESULTS.read_text())
