@@ -123,7 +123,7 @@ HEADER = (
 
 def describe(config) -> str:
     m, t = config.model, config.train
-    parts = [f"D={m.embedding_dim}", f"dropout {m.dropout}", f"max_len {config.data.max_len}"]
+    parts = [f"D={m.embedding_dim}", f"dropout {m.dropout:.3g}", f"max_len {config.data.max_len}"]
     if m.name == "sasrec":
         parts.insert(1, f"{m.n_layers}x{m.n_heads} heads")
         if m.filter_mix:
@@ -136,7 +136,7 @@ def describe(config) -> str:
     parts.append("full softmax" if n.kind == "full" else f"{n.kind} {getattr(n, 'n', '')}")
     if n.exclude_seen:
         parts.append("seen excluded" + (" (window)" if n.exclude_seen == "window" else ""))
-    parts.append(f"{config.similarity.name} t={config.temperature.value:g}")
+    parts.append(f"{config.similarity.name} t={config.temperature.value:.3g}")
     c = t.contrastive
     if c.weight:
         views = "CL4SRec views" if c.views == "augment" else "DuoRec same-target views"
